@@ -1,0 +1,101 @@
+"""Writes an executable from a frozen runtime and GGUF weights, atomically: a temporary file in the
+target directory, renamed into place only once complete, removed on any failure or Ctrl-C."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Callable
+
+from . import messages
+from .errors import BuildError
+from .layout import lay_out, split_runtime
+from .payload_format import GGUF_ALIGNMENT, encode_trailer
+
+CHUNK = 16 << 20
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class BundleResult:
+    path: Path
+    size: int
+    gguf_offset: int
+    gguf_length: int
+    gguf_sha256: str
+
+
+def write_bundle(runtime: Path, gguf: Path, output: Path, manifest: Callable[[str], dict[str, Any]],
+                 progress: Progress | None = None) -> BundleResult:
+    """`manifest(sha256)` builds the manifest once the weights' hash is known (computed while copying)."""
+    try:
+        image = split_runtime(runtime.read_bytes(), str(runtime))
+    except FileNotFoundError:
+        raise BuildError(messages.RUNTIME_NOT_FOUND.format(path=runtime)) from None
+    gguf_length = gguf.stat().st_size
+    layout = lay_out(image, gguf_length, GGUF_ALIGNMENT)
+    with atomic_output(output, mode=0o755) as out:
+        out.write(layout.head)
+        out.write(b"\0" * (layout.gguf_offset - len(layout.head)))
+        digest = copy_and_hash(gguf, out, gguf_length, progress)
+        out.write(layout.after_gguf)
+        out.write(encode_trailer(manifest(digest), layout.gguf_offset, gguf_length, digest))
+        size = out.tell()
+    return BundleResult(output, size, layout.gguf_offset, gguf_length, digest)
+
+
+def copy_and_hash(source: Path, out: BinaryIO, length: int, progress: Progress | None) -> str:
+    digest = hashlib.sha256()
+    buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
+    done = 0
+    with open(source, "rb") as f:
+        while done < length:
+            n = f.readinto(view[:min(CHUNK, length - done)])
+            if not n:
+                raise BuildError(messages.GGUF_TRUNCATED.format(path=source))
+            digest.update(view[:n])
+            out.write(view[:n])
+            done += n
+            if progress:
+                progress(done, length)
+    return digest.hexdigest()
+
+
+class atomic_output:
+    """`with atomic_output(path) as f:` writes to a temporary file beside `path`, renamed over it on
+    success and removed on failure, so an interrupted build never leaves a partial executable."""
+
+    def __init__(self, path: Path, mode: int = 0o644) -> None:
+        self.path = Path(path)
+        self.mode = mode
+
+    def __enter__(self) -> BinaryIO:
+        directory = self.path.parent
+        try:
+            fd, self._tmp = tempfile.mkstemp(dir=directory, prefix=f".{self.path.name}.", suffix=".partial")
+        except OSError as exc:
+            raise BuildError(messages.OUTPUT_UNWRITABLE.format(path=self.path, reason=exc.strerror or exc)) from None
+        self._file = os.fdopen(fd, "wb")
+        return self._file
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self._file.flush()
+                if hasattr(os, "fchmod"):  # not on Windows
+                    os.fchmod(self._file.fileno(), self.mode)
+                self._file.close()
+                os.replace(self._tmp, self.path)
+                return
+        except OSError as error:
+            exc = error
+        self._file.close()
+        Path(self._tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            reason = "no space left on the device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+            raise BuildError(messages.OUTPUT_UNWRITABLE.format(path=self.path, reason=reason)) from None

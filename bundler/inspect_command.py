@@ -1,0 +1,90 @@
+"""`llmpack inspect` (what is inside, optionally re-hashing the weights) and `llmpack unpack`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+from pathlib import Path
+
+from . import messages
+from .bundle import atomic_output
+from .errors import BuildError
+from .payload_format import BundleInfo, read_bundle
+from .progress import ByteProgress
+
+log = logging.getLogger(__name__)
+CHUNK = 16 << 20
+
+
+def hash_weights(info: BundleInfo, out=None, label: str = "verifying weights") -> str:
+    """sha256 of the embedded GGUF, optionally copying it to `out` on the way."""
+    digest = hashlib.sha256()
+    progress = ByteProgress(label)
+    done = 0
+    with open(info.path, "rb") as f:
+        f.seek(info.gguf_offset)
+        while done < info.gguf_length:
+            block = f.read(min(CHUNK, info.gguf_length - done))
+            if not block:
+                break
+            digest.update(block)
+            if out is not None:
+                out.write(block)
+            done += len(block)
+            progress.update(done, info.gguf_length)
+    progress.done()
+    return digest.hexdigest()
+
+
+def describe(info: BundleInfo) -> str:
+    m = info.manifest
+    model, runtime, builder = m.get("model", {}), m.get("runtime", {}), m.get("builder", {})
+    rows = [
+        ("file", info.path),
+        ("size", f"{info.size:,} bytes (runtime {info.size - info.gguf_length:,} + weights {info.gguf_length:,})"),
+        ("model", model.get("name")),
+        ("architecture", model.get("architecture")),
+        ("quantization", model.get("quantization")),
+        ("source", json.dumps(model.get("source"), sort_keys=True)),
+        ("weights", f"offset {info.gguf_offset}, length {info.gguf_length}"),
+        ("sha256", info.gguf_sha256),
+        ("default args", " ".join(m.get("default_args", [])) or "(none)"),
+        ("runtime", f"{runtime.get('target')} (llama-cpp-python {runtime.get('llama_cpp_python')}, "
+                    f"Python {runtime.get('python')})"),
+        ("built", f"{m.get('built_at')} by {builder.get('name')} {builder.get('version')}"),
+        ("payload format", str(info.format_version)),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "".join(f"{k.ljust(width)}  {v}\n" for k, v in rows)
+
+
+def inspect(path: str, as_json: bool, verify: bool) -> int:
+    info = read_bundle(path)
+    verified = None
+    if verify:
+        verified = hash_weights(info) == info.gguf_sha256
+    if as_json:
+        document = {"path": info.path, "size": info.size, "format_version": info.format_version,
+                    "gguf_offset": info.gguf_offset, "gguf_length": info.gguf_length,
+                    "gguf_sha256": info.gguf_sha256, "manifest": info.manifest}
+        if verify:
+            document["verified"] = verified
+        sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    else:
+        sys.stdout.write(describe(info))
+    if verified is False:
+        print(messages.WEIGHTS_MISMATCH.format(path=path), file=sys.stderr)
+        return 1
+    if verified:
+        log.info(messages.VERIFIED.format(sha256=info.gguf_sha256))
+    return 0
+
+
+def unpack(path: str, output: Path) -> None:
+    info = read_bundle(path)
+    with atomic_output(output) as out:
+        if hash_weights(info, out, label="unpacking weights") != info.gguf_sha256:
+            raise BuildError(messages.WEIGHTS_MISMATCH.format(path=path))
+    log.info("wrote %s (%d bytes, sha256 %s)", output, info.gguf_length, info.gguf_sha256)

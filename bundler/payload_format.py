@@ -1,0 +1,101 @@
+"""The llmpack payload format, build side: writes the manifest and footer, and reads them back for
+`inspect` and `unpack`.
+
+This is the bundler's half of the contract with `runtime/payload.py`; the two never import each other
+and are tested against the same vectors (tests/vectors/). An executable is laid out as
+
+    [bootloader][padding to 64 KiB][GGUF][PyInstaller archive + cookie][manifest JSON][footer]
+
+The weights come before the PyInstaller archive because its bootloader locates the archive relative to
+its cookie, scanning back from the end of the file: bytes before the archive cost nothing at start-up,
+bytes after it are scanned at every start. The footer, at the very end, is a fixed-size little-endian
+
+    magic "LLMPACK\\0" | format version u32 | flags u32 | GGUF offset u64 | GGUF length u64 |
+    GGUF sha256 (32 bytes) | manifest length u64 | manifest sha256 (32 bytes) | crc32 of all before u32
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from . import messages
+from .errors import BuildError
+
+MAGIC = b"LLMPACK\x00"
+FORMAT_VERSION = 1
+FOOTER = struct.Struct("<8sIIQQ32sQ32sI")
+MAX_MANIFEST_BYTES = 1 << 20
+# 64 KiB keeps the GGUF's data section aligned for mmap on every platform (Apple's 16 KiB pages
+# included) and for llama.cpp's 32-byte tensor alignment.
+GGUF_ALIGNMENT = 64 * 1024
+
+
+def encode_manifest(manifest: dict[str, Any]) -> bytes:
+    """Canonical JSON: same manifest, same bytes (reproducible builds)."""
+    return json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def encode_trailer(manifest: dict[str, Any], gguf_offset: int, gguf_length: int, gguf_sha256: str) -> bytes:
+    """The bytes that end the executable: manifest JSON, then the footer."""
+    manifest_bytes = encode_manifest(manifest)
+    if len(manifest_bytes) > MAX_MANIFEST_BYTES:
+        raise BuildError("error: the manifest is larger than 1 MiB (are the default arguments that long?)")
+    body = FOOTER.pack(MAGIC, FORMAT_VERSION, 0, gguf_offset, gguf_length, bytes.fromhex(gguf_sha256),
+                       len(manifest_bytes), hashlib.sha256(manifest_bytes).digest(), 0)[:-4]
+    return manifest_bytes + body + struct.pack("<I", zlib.crc32(body))
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    path: str
+    size: int
+    format_version: int
+    gguf_offset: int
+    gguf_length: int
+    gguf_sha256: str
+    manifest: dict[str, Any]
+
+
+def read_bundle(path: str) -> BundleInfo:
+    """Reads and checks the footer, manifest and GGUF header (cheap: a few KB whatever the size)."""
+    try:
+        f = open(path, "rb")
+    except OSError as exc:
+        raise BuildError(messages.INPUT_UNREADABLE.format(path=path, reason=exc.strerror or str(exc))) from None
+    with f:
+        size = f.seek(0, os.SEEK_END)
+        if size < FOOTER.size:
+            raise BuildError(messages.NOT_A_BUNDLE.format(path=path))
+        f.seek(size - FOOTER.size)
+        footer = f.read(FOOTER.size)
+        (magic, version, _flags, gguf_offset, gguf_length, gguf_digest, manifest_length,
+         manifest_digest, crc) = FOOTER.unpack(footer)
+        if magic != MAGIC:
+            raise BuildError(messages.NOT_A_BUNDLE.format(path=path))
+
+        def damaged(reason: str) -> BuildError:
+            return BuildError(messages.BUNDLE_DAMAGED.format(path=path, reason=reason))
+
+        if zlib.crc32(footer[:-4]) != crc:
+            raise damaged("the payload footer's checksum does not match")
+        if version != FORMAT_VERSION:
+            raise damaged(f"payload format {version} is not supported (this llmpack reads {FORMAT_VERSION})")
+        manifest_offset = size - FOOTER.size - manifest_length
+        if manifest_length > MAX_MANIFEST_BYTES or manifest_offset < 0:
+            raise damaged("the manifest length is out of range")
+        if gguf_offset % 32 or gguf_offset + gguf_length > manifest_offset:
+            raise damaged("the weights lie outside the file (truncated?)")
+        f.seek(manifest_offset)
+        manifest_bytes = f.read(manifest_length)
+        if hashlib.sha256(manifest_bytes).digest() != manifest_digest:
+            raise damaged("the manifest's sha256 does not match")
+        f.seek(gguf_offset)
+        if f.read(4) != b"GGUF":
+            raise damaged("the embedded weights do not start with a GGUF header")
+    return BundleInfo(path, size, version, gguf_offset, gguf_length, gguf_digest.hex(), json.loads(manifest_bytes))

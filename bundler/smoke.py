@@ -1,0 +1,20 @@
+"""Checks a freshly built executable's default arguments by running it once with --version: the
+runtime parses the stored arguments before answering, so a typo fails the build, not the user."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from . import messages
+from .errors import BuildError
+
+
+def check_default_args(executable: Path, default_args: list[str]) -> None:
+    if not default_args:
+        return
+    result = subprocess.run([str(executable), "--version"], capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        detail = (result.stderr.strip().splitlines() or ["exit status %d" % result.returncode])[-1]
+        executable.unlink(missing_ok=True)
+        raise BuildError(messages.DEFAULT_ARGS_REJECTED.format(detail=detail))

@@ -1,0 +1,515 @@
+"""The engine: the only module that talks to llama.cpp (through llama-cpp-python's ctypes bindings).
+
+Front ends (CLI, chat, server) hand it `GenerationRequest`s and consume a stream of `Piece`s. It uses the
+low-level API directly (batches, per-request sampler chains, the KV cache's sequences) rather than
+llama-cpp-python's `Llama` class, because `Llama` only loads from a path and is one sequence at a time:
+we load the weights in place from inside our own executable, and the server will batch requests.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import importlib
+import importlib.util
+import logging
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+from .errors import ContextOverflow, EngineFailure, ModelLoadFailed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the GGUF is: a loose file (offset 0) or a byte range inside a larger file."""
+
+    path: str
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    n_ctx: int = 8192
+    n_batch: int = 2048
+    n_threads: int = 1
+    n_gpu_layers: int = 0
+    use_mmap: bool = True
+    use_mlock: bool = False
+    n_seq_max: int = 1
+    embeddings: bool = False
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int = -1
+    grammar: str | None = None
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt_tokens: tuple[int, ...]
+    max_tokens: int = -1  # -1: until end of generation or a full context
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Timings:
+    prompt_tokens: int
+    cached_tokens: int
+    prompt_ms: float
+    generated_tokens: int
+    generation_ms: float
+
+    @property
+    def prompt_per_second(self) -> float:
+        evaluated = self.prompt_tokens - self.cached_tokens
+        return evaluated / (self.prompt_ms / 1000) if self.prompt_ms > 0 else 0.0
+
+    @property
+    def generation_per_second(self) -> float:
+        return self.generated_tokens / (self.generation_ms / 1000) if self.generation_ms > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One step of a generation: new text (possibly empty while a UTF-8 character or a possible stop
+    string is held back), the token ids behind it, and on the last piece the finish reason and timings."""
+
+    text: str
+    token_ids: tuple[int, ...] = ()
+    finish_reason: str | None = None  # "stop" | "length" | "cancelled"
+    timings: Timings | None = None
+
+
+def _import_bindings():
+    """Imports llama_cpp's ctypes bindings without its package __init__, which would pull in numpy,
+    the high-level `Llama` class and the chat formats: start-up time and size we do not need."""
+    if "llama_cpp.llama_cpp" not in sys.modules and "llama_cpp" not in sys.modules:
+        spec = importlib.util.find_spec("llama_cpp")
+        if spec is None:
+            raise EngineFailure("error: llama-cpp-python is not installed (run the README's set-up)")
+        sys.modules["llama_cpp"] = importlib.util.module_from_spec(spec)
+    return importlib.import_module("llama_cpp.llama_cpp")
+
+
+llama = _import_bindings()
+
+_backends_loaded = False
+_LOG_CALLBACK = None  # kept referenced: llama.cpp calls it from its own threads
+
+
+def route_native_logs(level: int) -> None:
+    """Sends llama.cpp's log to Python logging at `level` and above (GGML_LOG_LEVEL: 2=info, 3=warn)."""
+    global _LOG_CALLBACK
+    native_log = logging.getLogger("llama.cpp")
+
+    def callback(native_level: int, text: bytes, _user: ctypes.c_void_p) -> None:
+        if native_level >= level or native_level == 5:  # 5 = continuation of the previous line
+            message = text.decode("utf-8", "replace").rstrip("\n")
+            if message and message != ".":
+                native_log.log(logging.WARNING if native_level >= 3 else logging.DEBUG, "%s", message)
+
+    _LOG_CALLBACK = llama.llama_log_callback(callback)
+    llama.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
+
+
+def _backend_library_dir() -> Path:
+    return Path(llama.__file__).resolve().parent / "lib"
+
+
+def load_backends() -> list[str]:
+    """Registers llama.cpp's compute backends once, and returns the devices found.
+
+    Our portable builds compile the CPU backend in several variants (sse4.2 ... avx512) as separate
+    libraries (GGML_BACKEND_DL); ggml picks the best one this CPU supports. They must be registered
+    through the very libggml that libllama links against (its SONAME, libggml.so.0): loading another
+    copy would fill a second registry and llama.cpp would find no backends.
+    """
+    global _backends_loaded
+    if not _backends_loaded:
+        _backends_loaded = True
+        backend_dir = os.environ.get("LLMPACK_BACKEND_DIR") or _find_backend_dir()
+        if backend_dir:
+            ggml = _open_ggml()
+            if ggml is not None and hasattr(ggml, "ggml_backend_load_all_from_path"):
+                ggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
+                ggml.ggml_backend_load_all_from_path(os.fsencode(backend_dir))
+        llama.llama_backend_init()
+    return _device_names()
+
+
+def _find_backend_dir() -> str | None:
+    for candidate in (_backend_library_dir() / "backends", _backend_library_dir().parent.parent / "bin",
+                      _backend_library_dir()):
+        if candidate.is_dir() and any(candidate.glob("*ggml-cpu*")):
+            return str(candidate)
+    return None
+
+
+def _open_ggml():
+    lib_dir = _backend_library_dir()
+    for name in ("libggml.so.0", "libggml.so", "libggml.dylib", "ggml.dll"):
+        if (lib_dir / name).exists():
+            return ctypes.CDLL(str(lib_dir / name), mode=getattr(os, "RTLD_GLOBAL", 0))
+    return None
+
+
+def _device_names() -> list[str]:
+    ggml = _open_ggml()
+    if ggml is None or not hasattr(ggml, "ggml_backend_dev_count"):
+        return []
+    ggml.ggml_backend_dev_count.restype = ctypes.c_size_t
+    ggml.ggml_backend_dev_get.restype = ctypes.c_void_p
+    ggml.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
+    ggml.ggml_backend_dev_name.restype = ctypes.c_char_p
+    ggml.ggml_backend_dev_name.argtypes = [ctypes.c_void_p]
+    return [ggml.ggml_backend_dev_name(ggml.ggml_backend_dev_get(i)).decode()
+            for i in range(ggml.ggml_backend_dev_count())]
+
+
+def gpu_offload_supported() -> bool:
+    load_backends()
+    return bool(llama.llama_supports_gpu_offload())
+
+
+class _CFile:
+    """A C `FILE*` positioned at an offset: what llama_model_load_from_file_ptr reads from."""
+
+    def __init__(self, path: str, offset: int) -> None:
+        libc = ctypes.CDLL(None)
+        libc.fopen.restype = ctypes.c_void_p
+        libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+        libc.fseeko.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
+        libc.fclose.argtypes = [ctypes.c_void_p]
+        self._libc = libc
+        self.pointer = libc.fopen(os.fsencode(path), b"rb")
+        if not self.pointer:
+            raise ModelLoadFailed(path)
+        if libc.fseeko(self.pointer, offset, os.SEEK_SET) != 0:
+            self.close()
+            raise ModelLoadFailed(path)
+
+    def close(self) -> None:
+        if self.pointer:
+            self._libc.fclose(self.pointer)
+            self.pointer = None
+
+
+def in_place_loading_supported() -> bool:
+    return hasattr(llama, "llama_model_load_from_file_ptr") and sys.platform != "win32"
+
+
+class Engine:
+    """A loaded model and its context. `generate` is safe to call from several threads: requests are
+    served one at a time for now, through the same interface the batching scheduler will keep."""
+
+    def __init__(self, source: ModelSource, config: EngineConfig,
+                 progress: Callable[[float], None] | None = None) -> None:
+        load_backends()
+        self.config = config
+        self._file: _CFile | None = None
+        self._progress_callback = None
+        self.model = self._load_model(source, config, progress)
+        self.vocab = llama.llama_model_get_vocab(self.model)
+        self.context = self._create_context(config)
+        self.n_ctx = llama.llama_n_ctx(self.context)
+        self.n_ctx_train = llama.llama_model_n_ctx_train(self.model)
+        self._batch = llama.llama_batch_init(config.n_batch, 0, 1)
+        self._lock = threading.Lock()
+        self._cached: list[int] = []  # tokens whose keys/values are in sequence 0 of the cache
+        self.metadata = self._read_metadata()
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    def _load_model(self, source: ModelSource, config: EngineConfig, progress):
+        params = llama.llama_model_default_params()
+        params.n_gpu_layers = config.n_gpu_layers
+        if config.use_mmap:
+            params.load_mode = llama.LLAMA_LOAD_MODE_MMAP_MLOCK if config.use_mlock else llama.LLAMA_LOAD_MODE_MMAP
+        else:
+            params.load_mode = llama.LLAMA_LOAD_MODE_MLOCK if config.use_mlock else llama.LLAMA_LOAD_MODE_NONE
+        if progress is not None:
+            def on_progress(fraction: float, _user: ctypes.c_void_p) -> bool:
+                progress(fraction)
+                return True
+
+            self._progress_callback = llama.llama_progress_callback(on_progress)
+            params.progress_callback = self._progress_callback
+        if source.offset:
+            self._file = _CFile(source.path, source.offset)
+            model = llama.llama_model_load_from_file_ptr(ctypes.c_void_p(self._file.pointer), params)
+        else:
+            model = llama.llama_model_load_from_file(os.fsencode(source.path), params)
+        if not model:
+            if self._file:
+                self._file.close()
+            raise ModelLoadFailed(source.path)
+        return model
+
+    def _create_context(self, config: EngineConfig):
+        params = llama.llama_context_default_params()
+        params.n_ctx = config.n_ctx
+        params.n_batch = config.n_batch
+        params.n_ubatch = min(config.n_batch, 512)
+        params.n_seq_max = config.n_seq_max
+        params.n_threads = config.n_threads
+        params.n_threads_batch = config.n_threads
+        params.embeddings = config.embeddings
+        params.no_perf = True
+        context = llama.llama_init_from_model(self.model, params)
+        if not context:
+            raise EngineFailure(f"error: llama.cpp could not create a context of {config.n_ctx} tokens (out of memory? lower -c)")
+        return context
+
+    def _read_metadata(self) -> dict[str, str]:
+        buf = ctypes.create_string_buffer(4096)
+        result: dict[str, str] = {}
+        for i in range(llama.llama_model_meta_count(self.model)):
+            if llama.llama_model_meta_key_by_index(self.model, i, buf, len(buf)) < 0:
+                continue
+            key = buf.value.decode("utf-8", "replace")
+            if llama.llama_model_meta_val_str_by_index(self.model, i, buf, len(buf)) >= 0:
+                result[key] = buf.value.decode("utf-8", "replace")
+        return result
+
+    def close(self) -> None:
+        if getattr(self, "context", None):
+            llama.llama_batch_free(self._batch)
+            llama.llama_free(self.context)
+            self.context = None
+        if getattr(self, "model", None):
+            llama.llama_model_free(self.model)
+            self.model = None
+        if self._file:
+            self._file.close()
+
+    # -- model facts -----------------------------------------------------------------------------
+
+    @property
+    def chat_template(self) -> str | None:
+        template = llama.llama_model_chat_template(self.model, None)
+        return template.decode("utf-8", "replace") if template else None
+
+    @property
+    def model_name(self) -> str:
+        return self.metadata.get("general.name") or self.metadata.get("general.basename") or "model"
+
+    def token_text(self, token: int) -> str:
+        return self._token_bytes(token, special=True).decode("utf-8", "replace")
+
+    @property
+    def bos_token(self) -> str:
+        return self.token_text(llama.llama_vocab_bos(self.vocab))
+
+    @property
+    def eos_token(self) -> str:
+        return self.token_text(llama.llama_vocab_eos(self.vocab))
+
+    # -- tokens ----------------------------------------------------------------------------------
+
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        tokens = (llama.llama_token * capacity)()
+        count = llama.llama_tokenize(self.vocab, data, len(data), tokens, capacity, add_special, parse_special)
+        if count < 0:
+            capacity = -count
+            tokens = (llama.llama_token * capacity)()
+            count = llama.llama_tokenize(self.vocab, data, len(data), tokens, capacity, add_special, parse_special)
+        return list(tokens[:count])
+
+    def _token_bytes(self, token: int, special: bool = False) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = llama.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llama.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
+        return buf.raw[:n]
+
+    def detokenize(self, tokens: Sequence[int], special: bool = False) -> str:
+        return b"".join(self._token_bytes(t, special) for t in tokens).decode("utf-8", "replace")
+
+    def is_end_of_generation(self, token: int) -> bool:
+        return bool(llama.llama_vocab_is_eog(self.vocab, token))
+
+    # -- generation ------------------------------------------------------------------------------
+
+    def check_fits(self, n_prompt_tokens: int) -> None:
+        """Raises ContextOverflow when a prompt leaves no room to generate even one token."""
+        if n_prompt_tokens >= self.n_ctx:
+            raise ContextOverflow(n_prompt_tokens, self.n_ctx)
+
+    def generate(self, request: GenerationRequest, cancel: threading.Event | None = None) -> Iterator[Piece]:
+        """Streams the completion of `request`. Stops at an end-of-generation token, a stop string,
+        `max_tokens`, a full context, or when `cancel` is set (finish_reason "cancelled")."""
+        if not request.prompt_tokens:
+            raise EngineFailure("error: the prompt is empty")
+        self.check_fits(len(request.prompt_tokens))
+        with self._lock:
+            yield from self._generate_locked(request, cancel or threading.Event())
+
+    def _generate_locked(self, request: GenerationRequest, cancel: threading.Event) -> Iterator[Piece]:
+        started = time.perf_counter()
+        prompt = list(request.prompt_tokens)
+        reused = self._reuse_cached_prefix(prompt)
+        sampler = _SamplerChain(self, request.sampling)
+        stops = _StopMatcher(request.stop)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        generated = 0
+        finish = "length"
+        try:
+            self._decode(prompt[reused:], start=reused)
+            prompt_done = time.perf_counter()
+            while True:
+                if cancel.is_set():
+                    finish = "cancelled"
+                    break
+                if request.max_tokens >= 0 and generated >= request.max_tokens:
+                    break
+                if len(self._cached) >= self.n_ctx:
+                    break
+                token = sampler.sample()
+                if self.is_end_of_generation(token):
+                    finish = "stop"
+                    break
+                generated += 1
+                text, stopped = stops.feed(decoder.decode(self._token_bytes(token)))
+                if text or not stopped:
+                    yield Piece(text, (token,))
+                if stopped:
+                    finish = "stop"
+                    self._decode([token], start=len(self._cached))
+                    break
+                self._decode([token], start=len(self._cached))
+            finished = time.perf_counter()
+        finally:
+            sampler.free()
+        tail = "" if finish == "stop" and stops.matched else stops.flush(decoder.decode(b"", final=True))
+        timings = Timings(len(prompt), reused, (prompt_done - started) * 1000, generated,
+                          (finished - prompt_done) * 1000)
+        yield Piece(tail, (), finish, timings)
+
+    def _reuse_cached_prefix(self, prompt: list[int]) -> int:
+        """Keeps the longest cached prefix of `prompt` (a chat's history) and drops the rest; at least
+        the last prompt token is always decoded again, since its logits are needed."""
+        common = 0
+        for cached, new in zip(self._cached, prompt):
+            if cached != new:
+                break
+            common += 1
+        common = min(common, len(prompt) - 1)
+        memory = llama.llama_get_memory(self.context)
+        if common == 0:
+            llama.llama_memory_clear(memory, True)
+        else:
+            llama.llama_memory_seq_rm(memory, 0, common, -1)
+        del self._cached[common:]
+        return common
+
+    def _decode(self, tokens: Sequence[int], start: int) -> None:
+        """Feeds tokens into sequence 0 at positions start.., asking for logits of the last one."""
+        batch = self._batch
+        for offset in range(0, len(tokens), self.config.n_batch):
+            chunk = tokens[offset:offset + self.config.n_batch]
+            batch.n_tokens = len(chunk)
+            for i, token in enumerate(chunk):
+                batch.token[i] = token
+                batch.pos[i] = start + offset + i
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = 0
+                batch.logits[i] = False
+            batch.logits[len(chunk) - 1] = offset + len(chunk) == len(tokens)
+            status = llama.llama_decode(self.context, batch)
+            if status != 0:
+                raise EngineFailure(f"error: llama.cpp failed to evaluate the prompt (llama_decode returned {status})")
+            self._cached.extend(chunk)
+
+
+class _SamplerChain:
+    """One request's llama.cpp sampler chain (penalties, grammar, top-k/p, min-p, temperature)."""
+
+    def __init__(self, engine: Engine, params: SamplingParams) -> None:
+        self._engine = engine
+        self._chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
+        add = lambda sampler: llama.llama_sampler_chain_add(self._chain, sampler)  # noqa: E731
+        if params.grammar:
+            grammar = llama.llama_sampler_init_grammar(engine.vocab, params.grammar.encode(), b"root")
+            if not grammar:
+                self.free()
+                raise EngineFailure("error: the grammar could not be parsed")
+            add(grammar)
+        if params.repeat_penalty != 1.0 or params.presence_penalty or params.frequency_penalty:
+            last_n = engine.n_ctx if params.repeat_last_n < 0 else params.repeat_last_n
+            add(llama.llama_sampler_init_penalties(last_n, params.repeat_penalty,
+                                                   params.frequency_penalty, params.presence_penalty))
+        if params.temperature <= 0:
+            add(llama.llama_sampler_init_greedy())
+            return
+        if params.top_k > 0:
+            add(llama.llama_sampler_init_top_k(params.top_k))
+        add(llama.llama_sampler_init_top_p(params.top_p, 1))
+        add(llama.llama_sampler_init_min_p(params.min_p, 1))
+        add(llama.llama_sampler_init_temp(params.temperature))
+        seed = params.seed if params.seed >= 0 else int.from_bytes(os.urandom(4), "little")
+        add(llama.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+
+    def sample(self) -> int:
+        # llama_sampler_sample also accepts the token into the chain (penalties, grammar state).
+        return llama.llama_sampler_sample(self._chain, self._engine.context, -1)
+
+    def free(self) -> None:
+        if self._chain:
+            llama.llama_sampler_free(self._chain)
+            self._chain = None
+
+
+class _StopMatcher:
+    """Finds stop strings in streamed text, holding back only a tail that could begin one.
+    Work per piece is bounded by the longest stop string, not the completion's length."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self._stops = [s for s in stops if s]
+        self._hold = max((len(s) for s in self._stops), default=1) - 1
+        self._pending = ""
+        self.matched = False
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        if not self._stops:
+            return text, False
+        self._pending += text
+        hits = [i for i in (self._pending.find(s) for s in self._stops) if i >= 0]
+        if hits:
+            self.matched = True
+            out, self._pending = self._pending[:min(hits)], ""
+            return out, True
+        keep = self._longest_partial_suffix()
+        out = self._pending[:len(self._pending) - keep]
+        self._pending = self._pending[len(self._pending) - keep:]
+        return out, False
+
+    def _longest_partial_suffix(self) -> int:
+        for size in range(min(self._hold, len(self._pending)), 0, -1):
+            tail = self._pending[-size:]
+            if any(stop.startswith(tail) for stop in self._stops):
+                return size
+        return 0
+
+    def flush(self, text: str = "") -> str:
+        out, self._pending = self._pending + text, ""
+        return out

@@ -1,0 +1,60 @@
+"""Errors a user can cause and fix. `__main__` prints them as one line on stderr and exits non-zero."""
+
+from __future__ import annotations
+
+from . import messages
+
+
+class UserError(Exception):
+    """An error whose message is meant for the user; never shown with a traceback."""
+
+    exit_code = 1
+
+
+class UsageError(UserError):
+    """A bad flag or flag value."""
+
+    exit_code = 2
+
+
+class ModelNotFound(UserError):
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(messages.MODEL_UNREADABLE.format(path=path, reason=reason))
+
+
+class NotAGguf(UserError):
+    def __init__(self, path: str) -> None:
+        super().__init__(messages.NOT_A_GGUF.format(path=path))
+
+
+class ModelLoadFailed(UserError):
+    def __init__(self, path: str) -> None:
+        super().__init__(messages.MODEL_LOAD_FAILED.format(path=path))
+
+
+class CorruptBundle(UserError):
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(messages.CORRUPT_BUNDLE.format(path=path, reason=reason))
+
+
+class NoModel(UserError):
+    def __init__(self) -> None:
+        super().__init__(messages.NO_MODEL)
+
+
+class ContextOverflow(UserError):
+    """The prompt (plus what must still be generated) does not fit in the context window."""
+
+    def __init__(self, n_prompt_tokens: int, n_ctx: int) -> None:
+        self.n_prompt_tokens = n_prompt_tokens
+        self.n_ctx = n_ctx
+        super().__init__(messages.PROMPT_TOO_LONG.format(n_prompt=n_prompt_tokens, n_ctx=n_ctx))
+
+
+class PromptFileUnreadable(UserError):
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(messages.PROMPT_FILE_UNREADABLE.format(path=path, reason=reason))
+
+
+class EngineFailure(UserError):
+    """llama.cpp refused an operation (e.g. decode failed); reported, never a traceback."""

@@ -1,0 +1,105 @@
+"""Finds the weights (embedded in this executable, or -m FILE), checks them, and loads the engine."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from . import messages
+from .engine import Engine, EngineConfig, ModelSource, gpu_offload_supported, in_place_loading_supported, load_backends
+from .errors import CorruptBundle, ModelNotFound, NoModel, NotAGguf, UserError
+from .payload import GGUF_MAGIC, Payload, has_payload, read_payload, verify_weights
+from .progress import Progress
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def embedded_payload() -> Payload | None:
+    """The payload of the running executable, or None when running unbundled (`llmpack run`)."""
+    path = os.environ.get("LLMPACK_BUNDLE") or (sys.executable if getattr(sys, "frozen", False) else None)
+    if path is None or not has_payload(path):
+        return None
+    return read_payload(path)
+
+
+def resolve_source(settings: Settings, payload: Payload | None) -> ModelSource:
+    if settings.model:
+        _check_loose_gguf(settings.model)
+        return ModelSource(settings.model)
+    if payload is None:
+        raise NoModel()
+    if settings.verify:
+        check_weights(payload, show_progress=not settings.log_disable)
+    if in_place_loading_supported():
+        return ModelSource(payload.path, payload.gguf_offset)
+    return ModelSource(str(_extract_once(payload)))
+
+
+def check_weights(payload: Payload, show_progress: bool) -> None:
+    progress = Progress("verifying weights", show_progress)
+    if not verify_weights(payload, lambda done, total: progress.update(done / total)):
+        raise UserError(messages.WEIGHTS_MISMATCH.format(path=payload.path))
+    progress.done(messages.WEIGHTS_VERIFIED.format(sha256=payload.gguf_sha256))
+
+
+def _check_loose_gguf(path: str) -> None:
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except IsADirectoryError:
+        raise ModelNotFound(path, "it is a directory") from None
+    except OSError as exc:
+        raise ModelNotFound(path, exc.strerror or str(exc)) from None
+    if magic != GGUF_MAGIC:
+        raise NotAGguf(path)
+
+
+def _extract_once(payload: Payload) -> Path:
+    """Fallback where llama.cpp cannot read from inside our file: extract the weights once into a
+    cache keyed by their sha256, verifying while copying, and reuse that copy on later starts."""
+    cache = Path(os.environ.get("LLMPACK_CACHE") or Path.home() / ".cache" / "llmpack") / "weights"
+    target = cache / f"{payload.gguf_sha256}.gguf"
+    if target.exists() and target.stat().st_size == payload.gguf_length:
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    log.info("extracting the weights once to %s", target)
+    with open(payload.path, "rb") as src, tempfile.NamedTemporaryFile(dir=cache, delete=False) as tmp:
+        src.seek(payload.gguf_offset)
+        remaining = payload.gguf_length
+        while remaining:
+            block = src.read(min(remaining, 8 << 20))
+            if not block:
+                raise CorruptBundle(payload.path, "the weights end early (truncated?)")
+            tmp.write(block)
+            remaining -= len(block)
+    os.replace(tmp.name, target)
+    return target
+
+
+def engine_config(settings: Settings, n_seq_max: int = 1) -> EngineConfig:
+    return EngineConfig(
+        n_ctx=settings.ctx_size,
+        n_batch=settings.batch_size,
+        n_threads=settings.thread_count(),
+        n_gpu_layers=settings.n_gpu_layers,
+        use_mmap=not settings.no_mmap,
+        use_mlock=settings.mlock,
+        n_seq_max=n_seq_max,
+        embeddings=settings.embedding,
+    )
+
+
+def load_engine(settings: Settings, payload: Payload | None, n_seq_max: int = 1) -> Engine:
+    source = resolve_source(settings, payload)
+    devices = load_backends()
+    if settings.n_gpu_layers > 0 and not gpu_offload_supported():
+        log.warning(messages.GPU_UNAVAILABLE.format(n=settings.n_gpu_layers, backends=", ".join(devices) or "none"))
+    progress = Progress("loading model", not settings.log_disable)
+    engine = Engine(source, engine_config(settings, n_seq_max), progress.update)
+    progress.done(f"{engine.model_name}, context {engine.n_ctx} tokens, {settings.thread_count()} threads")
+    return engine
+

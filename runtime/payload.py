@@ -1,0 +1,120 @@
+"""Reads the llmpack payload: the weights and manifest that `llmpack build` put inside this executable.
+
+This is the runtime's half of the contract with `bundler/payload_format.py`; the two never import each
+other and are tested against the same vectors (tests/vectors/). The file is laid out as
+
+    [bootloader][padding to 64 KiB][GGUF][PyInstaller archive + cookie][manifest JSON][footer]
+
+and the footer, a fixed-size little-endian struct at the very end, is
+
+    magic "LLMPACK\\0" | format version u32 | flags u32 | GGUF offset u64 | GGUF length u64 |
+    GGUF sha256 (32 bytes) | manifest length u64 | manifest sha256 (32 bytes) | crc32 of all before u32
+
+The checks here are the cheap ones made at every start (they read a few KB, whatever the weights' size);
+`verify_weights` re-hashes the GGUF and is only run on request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Callable
+
+from .errors import CorruptBundle
+
+MAGIC = b"LLMPACK\x00"
+FORMAT_VERSION = 1
+FOOTER = struct.Struct("<8sIIQQ32sQ32sI")
+MAX_MANIFEST_BYTES = 1 << 20
+GGUF_MAGIC = b"GGUF"
+SUPPORTED_GGUF_VERSIONS = (2, 3)
+# llama.cpp maps tensors in place only when the data section is aligned to the CPU tensor alignment.
+REQUIRED_GGUF_ALIGNMENT = 32
+
+
+@dataclass(frozen=True)
+class Payload:
+    """Where the embedded weights are, and what the builder recorded about them."""
+
+    path: str
+    gguf_offset: int
+    gguf_length: int
+    gguf_sha256: str
+    manifest: dict[str, Any]
+
+
+def has_payload(path: str) -> bool:
+    """True when the file ends with an llmpack footer (intact or not)."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size < FOOTER.size:
+                return False
+            f.seek(size - FOOTER.size)
+            return f.read(len(MAGIC)) == MAGIC
+    except OSError:
+        return False
+
+
+def read_payload(path: str) -> Payload:
+    """Parses and checks the footer, the manifest and the GGUF header. Raises CorruptBundle."""
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size < FOOTER.size:
+            raise CorruptBundle(path, "too small to hold a payload (truncated?)")
+        f.seek(size - FOOTER.size)
+        footer = f.read(FOOTER.size)
+        (magic, version, _flags, gguf_offset, gguf_length, gguf_digest, manifest_length,
+         manifest_digest, crc) = FOOTER.unpack(footer)
+        if magic != MAGIC:
+            raise CorruptBundle(path, "no payload footer at the end of the file (truncated?)")
+        if zlib.crc32(footer[:-4]) != crc:
+            raise CorruptBundle(path, "the payload footer is damaged (checksum mismatch)")
+        if version != FORMAT_VERSION:
+            raise CorruptBundle(path, f"payload format {version} is not supported (this runtime reads {FORMAT_VERSION})")
+        manifest_offset = size - FOOTER.size - manifest_length
+        if manifest_length > MAX_MANIFEST_BYTES or manifest_offset < 0:
+            raise CorruptBundle(path, "the manifest length is out of range")
+        if gguf_offset % REQUIRED_GGUF_ALIGNMENT or gguf_offset + gguf_length > manifest_offset:
+            raise CorruptBundle(path, "the weights lie outside the file (truncated?)")
+        f.seek(manifest_offset)
+        manifest_bytes = f.read(manifest_length)
+        if hashlib.sha256(manifest_bytes).digest() != manifest_digest:
+            raise CorruptBundle(path, "the manifest is damaged (sha256 mismatch)")
+        f.seek(gguf_offset)
+        _check_gguf_header(path, f)
+    try:
+        manifest = json.loads(manifest_bytes)
+    except ValueError as exc:
+        raise CorruptBundle(path, f"the manifest is not valid JSON ({exc})") from None
+    return Payload(path, gguf_offset, gguf_length, gguf_digest.hex(), manifest)
+
+
+def _check_gguf_header(path: str, f: BinaryIO) -> None:
+    header = f.read(8)
+    if len(header) < 8 or header[:4] != GGUF_MAGIC:
+        raise CorruptBundle(path, "the embedded weights do not start with a GGUF header")
+    (gguf_version,) = struct.unpack("<I", header[4:])
+    if gguf_version not in SUPPORTED_GGUF_VERSIONS:
+        raise CorruptBundle(path, f"the embedded GGUF has unsupported version {gguf_version}")
+
+
+def verify_weights(payload: Payload, progress: Callable[[int, int], None] | None = None) -> bool:
+    """Re-hashes the embedded GGUF; True when it matches the sha256 recorded at build time."""
+    digest = hashlib.sha256()
+    remaining = payload.gguf_length
+    with open(payload.path, "rb") as f:
+        f.seek(payload.gguf_offset)
+        while remaining:
+            block = f.read(min(remaining, 8 << 20))
+            if not block:
+                break
+            digest.update(block)
+            remaining -= len(block)
+            if progress:
+                progress(payload.gguf_length - remaining, payload.gguf_length)
+    return remaining == 0 and digest.hexdigest() == payload.gguf_sha256
