@@ -7,6 +7,7 @@ demo: setup
 	bash build/demo.sh
 
 test: setup
+	bash build/system-deps.sh
 	.venv/bin/python -m pytest
 
 bench: setup

@@ -27,20 +27,27 @@ def _cli(settings: Settings, payload: Payload | None) -> int:
     return cli_mode.run(settings, payload)
 
 
-def _not_yet(mode: str) -> ModeRunner:
-    def runner(settings: Settings, payload: Payload | None) -> int:
-        raise UserError(messages.MODE_NOT_AVAILABLE.format(mode=mode))
+def _chat(settings: Settings, payload: Payload | None) -> int:
+    from . import chat_mode
 
-    return runner
+    return chat_mode.run(settings, payload)
 
 
-# Explicit dispatch (no string imports: PyInstaller must see every module).
-MODES: dict[str, ModeRunner] = {
-    "cli": _cli,
-    "chat": _not_yet("--chat"),
-    "server": _not_yet("--server"),
-    "default": _not_yet("the default (chat + server)"),
-}
+def _server(settings: Settings, payload: Payload | None) -> int:
+    from . import server_mode
+
+    return server_mode.run(settings, payload)
+
+
+def _default(settings: Settings, payload: Payload | None) -> int:
+    from . import chat_mode
+
+    return chat_mode.run_default(settings, payload)
+
+
+# Explicit dispatch (no string imports: PyInstaller must see every module). Modes are imported when
+# chosen, so --cli never pays for importing the server or the chat's terminal toolkit.
+MODES: dict[str, ModeRunner] = {"cli": _cli, "chat": _chat, "server": _server, "default": _default}
 
 
 def configure_logging(settings: Settings) -> None:

@@ -1,0 +1,16 @@
+"""`--chat` and the default mode (chat + background server). (Being built: issue 5.)"""
+
+from __future__ import annotations
+
+from . import messages
+from .errors import UserError
+from .payload import Payload
+from .settings import Settings
+
+
+def run(settings: Settings, payload: Payload | None) -> int:
+    raise UserError(messages.MODE_NOT_AVAILABLE.format(mode="--chat"))
+
+
+def run_default(settings: Settings, payload: Payload | None) -> int:
+    raise UserError(messages.MODE_NOT_AVAILABLE.format(mode="the default (chat + server)"))

