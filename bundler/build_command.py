@@ -61,13 +61,23 @@ def default_output(gguf: Path) -> Path:
     return gguf.with_suffix(".llmpack") if gguf.suffix == ".gguf" else gguf.with_name(gguf.name + ".llmpack")
 
 
+def check_writable(output: Path, gguf: Path) -> None:
+    """Fails before any slow work when the output cannot be written."""
+    if output.resolve() == gguf.resolve():
+        raise BuildError(messages.OUTPUT_UNWRITABLE.format(path=output, reason="it is the input GGUF"))
+    directory = output.parent
+    if not directory.is_dir():
+        raise BuildError(messages.OUTPUT_UNWRITABLE.format(path=output, reason=f"no directory {directory}"))
+    if not os.access(directory, os.W_OK):
+        raise BuildError(messages.OUTPUT_UNWRITABLE.format(path=output, reason=f"{directory} is not writable"))
+
+
 def build(args: argparse.Namespace) -> Path:
     gguf = Path(args.gguf)
     info = read_gguf_info(str(gguf))
     default_args = parse_default_args(args.args)
     output = Path(args.output) if args.output else default_output(gguf)
-    if output.resolve() == gguf.resolve():
-        raise BuildError(messages.OUTPUT_UNWRITABLE.format(path=output, reason="it is the input GGUF"))
+    check_writable(output, gguf)
     runtime = args.runtime or ensure_runtime(rebuild=args.rebuild_runtime)
     log.info("bundling %s (%s, %s, %.1f MB) into %s", gguf.name, info.architecture, info.quantization,
              info.size / 1e6, output)

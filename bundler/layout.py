@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from . import messages
 from .errors import BuildError
+from .payload_format import TAIL_MARKER
 
 # PyInstaller's archive cookie: magic, archive length, TOC offset, TOC length, Python version, libpython name.
 COOKIE_MAGIC = b"MEI\014\013\012\013\016"
@@ -59,10 +60,11 @@ def lay_out(image: RuntimeImage, gguf_length: int, alignment: int) -> Layout:
     gguf_offset = _align(len(image.head), alignment)
     archive_start = _align(gguf_offset + gguf_length, 8)
     padding = b"\0" * (archive_start - gguf_offset - gguf_length)
+    archive = image.archive + TAIL_MARKER
     if image.elf is None:
-        return Layout(image.head, gguf_offset, padding + image.archive + image.tail)
-    head, tail = image.elf.relocate(image.head, archive_start, len(image.archive), gguf_offset, gguf_length)
-    return Layout(head, gguf_offset, padding + image.archive + tail)
+        return Layout(image.head, gguf_offset, padding + archive + image.tail)
+    head, tail = image.elf.relocate(image.head, archive_start, len(archive), gguf_offset, gguf_length)
+    return Layout(head, gguf_offset, padding + archive + tail)
 
 
 # ELF64 little-endian: header fields we touch, and section headers.
@@ -106,7 +108,7 @@ class _ElfTail:
         strtab_offset = archive_start + archive_length
         headers_at = _align(strtab_offset + len(shstrtab), 8)
         sections = [list(s) for s in self.sections]
-        sections[self.archive_section][_OFFSET] = archive_start
+        sections[self.archive_section][_OFFSET] = archive_start  # its size excludes the marker
         sections[self.shstrndx][_OFFSET] = strtab_offset
         sections[self.shstrndx][_SIZE] = len(shstrtab)
         sections.append([len(self.shstrtab), _SHT_PROGBITS, 0, 0, gguf_offset, gguf_length, 0, 0, 64 * 1024, 0])

@@ -4,11 +4,12 @@
 This is the bundler's half of the contract with `runtime/payload.py`; the two never import each other
 and are tested against the same vectors (tests/vectors/). An executable is laid out as
 
-    [bootloader][padding to 64 KiB][GGUF][PyInstaller archive + cookie][manifest JSON][footer]
+    [bootloader][padding to 64 KiB][GGUF][PyInstaller archive + cookie][tail marker]...[manifest JSON][footer]
 
 The weights come before the PyInstaller archive because its bootloader locates the archive relative to
 its cookie, scanning back from the end of the file: bytes before the archive cost nothing at start-up,
-bytes after it are scanned at every start. The footer, at the very end, is a fixed-size little-endian
+bytes after it are scanned at every start. The tail marker, right after the cookie, lets the runtime
+tell a truncated executable (marker, no footer) from a bare runtime (neither). The footer, at the very end, is a fixed-size little-endian
 
     magic "LLMPACK\\0" | format version u32 | flags u32 | GGUF offset u64 | GGUF length u64 |
     GGUF sha256 (32 bytes) | manifest length u64 | manifest sha256 (32 bytes) | crc32 of all before u32
@@ -28,6 +29,7 @@ from . import messages
 from .errors import BuildError
 
 MAGIC = b"LLMPACK\x00"
+TAIL_MARKER = b"LLMPACK-TAIL\x00\x00\x00\x00"
 FORMAT_VERSION = 1
 FOOTER = struct.Struct("<8sIIQQ32sQ32sI")
 MAX_MANIFEST_BYTES = 1 << 20

@@ -163,10 +163,15 @@ def _find_backend_dir() -> str | None:
 
 
 def _open_ggml():
+    """The libggml instance libllama already loaded: by SONAME first (dlopen then returns the loaded
+    copy wherever it came from, e.g. PyInstaller's unpack folder), then by path."""
     lib_dir = _backend_library_dir()
     for name in ("libggml.so.0", "libggml.so", "libggml.dylib", "ggml.dll"):
-        if (lib_dir / name).exists():
-            return ctypes.CDLL(str(lib_dir / name), mode=getattr(os, "RTLD_GLOBAL", 0))
+        for candidate in (name, str(lib_dir / name)):
+            try:
+                return ctypes.CDLL(candidate, mode=getattr(os, "RTLD_GLOBAL", 0))
+            except OSError:
+                continue
     return None
 
 
@@ -227,9 +232,9 @@ class Engine:
         self._progress_callback = None
         self.model = self._load_model(source, config, progress)
         self.vocab = llama.llama_model_get_vocab(self.model)
+        self.n_ctx_train = llama.llama_model_n_ctx_train(self.model)
         self.context = self._create_context(config)
         self.n_ctx = llama.llama_n_ctx(self.context)
-        self.n_ctx_train = llama.llama_model_n_ctx_train(self.model)
         self._batch = llama.llama_batch_init(config.n_batch, 0, 1)
         self._lock = threading.Lock()
         self._cached: list[int] = []  # tokens whose keys/values are in sequence 0 of the cache
@@ -264,7 +269,8 @@ class Engine:
 
     def _create_context(self, config: EngineConfig):
         params = llama.llama_context_default_params()
-        params.n_ctx = config.n_ctx
+        # 0 means the model's trained maximum; more than that would only produce garbage past it.
+        params.n_ctx = config.n_ctx if 0 < config.n_ctx <= self.n_ctx_train else self.n_ctx_train
         params.n_batch = config.n_batch
         params.n_ubatch = min(config.n_batch, 512)
         params.n_seq_max = config.n_seq_max

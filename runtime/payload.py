@@ -3,14 +3,15 @@
 This is the runtime's half of the contract with `bundler/payload_format.py`; the two never import each
 other and are tested against the same vectors (tests/vectors/). The file is laid out as
 
-    [bootloader][padding to 64 KiB][GGUF][PyInstaller archive + cookie][manifest JSON][footer]
+    [bootloader][padding to 64 KiB][GGUF][PyInstaller archive + cookie][tail marker]...[manifest JSON][footer]
 
 and the footer, a fixed-size little-endian struct at the very end, is
 
     magic "LLMPACK\\0" | format version u32 | flags u32 | GGUF offset u64 | GGUF length u64 |
     GGUF sha256 (32 bytes) | manifest length u64 | manifest sha256 (32 bytes) | crc32 of all before u32
 
-The checks here are the cheap ones made at every start (they read a few KB, whatever the weights' size);
+The tail marker, written right after PyInstaller's cookie, tells a truncated executable (marker, no
+footer) from a runtime that never had a payload (neither). The checks here are the cheap ones made at every start (they read a few KB, whatever the weights' size);
 `verify_weights` re-hashes the GGUF and is only run on request.
 """
 
@@ -27,6 +28,9 @@ from typing import Any, BinaryIO, Callable
 from .errors import CorruptBundle
 
 MAGIC = b"LLMPACK\x00"
+TAIL_MARKER = b"LLMPACK-TAIL\x00\x00\x00\x00"
+# How far from the end the tail marker can be: the manifest plus the ELF section table, with room.
+TAIL_SCAN_BYTES = (1 << 20) + (64 << 10)
 FORMAT_VERSION = 1
 FOOTER = struct.Struct("<8sIIQQ32sQ32sI")
 MAX_MANIFEST_BYTES = 1 << 20
@@ -48,16 +52,15 @@ class Payload:
 
 
 def has_payload(path: str) -> bool:
-    """True when the file ends with an llmpack footer (intact or not)."""
+    """True when the file carries a payload, intact or damaged (then read_payload says how)."""
     try:
         with open(path, "rb") as f:
             size = f.seek(0, os.SEEK_END)
-            if size < FOOTER.size:
-                return False
-            f.seek(size - FOOTER.size)
-            return f.read(len(MAGIC)) == MAGIC
+            f.seek(max(0, size - TAIL_SCAN_BYTES))
+            tail = f.read()
     except OSError:
         return False
+    return tail[-FOOTER.size:].startswith(MAGIC) or TAIL_MARKER in tail
 
 
 def read_payload(path: str) -> Payload:

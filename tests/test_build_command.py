@@ -41,7 +41,7 @@ def test_truncated_gguf(tiny_gguf: Path, tmp_path: Path) -> None:
 
 def test_unwritable_output(tiny_gguf: Path, tmp_path: Path) -> None:
     line = failed_build(str(tiny_gguf), "-o", str(tmp_path / "no" / "such" / "dir" / "x.llmpack"))
-    assert line.startswith(f"error: cannot write {tmp_path / 'no'}")
+    assert line == f"error: cannot write {tmp_path / 'no/such/dir/x.llmpack'}: no directory {tmp_path / 'no/such/dir'}"
 
 
 def test_bad_args_quoting(tiny_gguf: Path, tmp_path: Path) -> None:

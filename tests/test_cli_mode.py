@@ -157,8 +157,8 @@ def test_prompt_file_missing(tiny_bundle: Path, tmp_path: Path) -> None:
 
 
 def test_prompt_longer_than_the_context(tiny_bundle: Path) -> None:
-    line = _one_clear_line(complete(tiny_bundle, "--cli", "-c", "64", "-p", "the cat " * 100, "--log-disable"))
-    assert line.startswith("error: the prompt is ") and "the context holds 64" in line
+    line = _one_clear_line(complete(tiny_bundle, "--cli", "-c", "256", "-p", "the cat " * 100, "--log-disable"))
+    assert line.startswith("error: the prompt is ") and "the context holds 256" in line
 
 
 def test_gpu_layers_on_a_cpu_build_warn_once_and_run(tiny_bundle: Path) -> None:

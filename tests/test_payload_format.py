@@ -23,7 +23,7 @@ def bundle_bytes(vector: dict) -> bytes:
     """A file shaped like an executable: filler, the GGUF (header + filler), filler, the trailer."""
     gguf = (GGUF_HEAD + b"\xab" * vector["gguf_length"])[:vector["gguf_length"]]
     return (b"\x7fELF" + b"\0" * (vector["gguf_offset"] - 4) + gguf + b"MEI-archive-stand-in"
-            + bytes.fromhex(vector["trailer_hex"]))
+            + writer_side.TAIL_MARKER + b"section-headers-stand-in" + bytes.fromhex(vector["trailer_hex"]))
 
 
 @pytest.mark.parametrize("vector", VECTORS, ids=lambda v: v["name"])
@@ -48,6 +48,18 @@ def test_constants_agree() -> None:
     assert writer_side.MAGIC == runtime_side.MAGIC
     assert writer_side.FORMAT_VERSION == runtime_side.FORMAT_VERSION
     assert writer_side.FOOTER.format == runtime_side.FOOTER.format
+    assert writer_side.TAIL_MARKER == runtime_side.TAIL_MARKER
+
+
+def test_the_tail_marker_tells_truncated_from_bare(tmp_path: Path) -> None:
+    data = bundle_bytes(VECTORS[0])
+    path = tmp_path / "bundle"
+    path.write_bytes(data)
+    assert runtime_side.has_payload(str(path))
+    path.write_bytes(data[:-50])  # footer cut: still a (damaged) payload
+    assert runtime_side.has_payload(str(path))
+    path.write_bytes(data[:data.index(writer_side.TAIL_MARKER)])  # a runtime that never had one
+    assert not runtime_side.has_payload(str(path))
 
 
 @pytest.mark.parametrize("where", ["footer", "manifest"])
