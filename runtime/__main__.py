@@ -117,7 +117,8 @@ def _main(argv: list[str]) -> int:
     mode = pick_mode(settings)
     from .engine import route_native_logs
 
-    route_native_logs(2 if settings.verbose else 4 if settings.log_disable else 3)
+    # llama.cpp is chatty: its errors only, unless --verbose asks for everything.
+    route_native_logs(2 if settings.verbose else 4)
     return MODES[mode](settings, payload)
 
 
