@@ -72,8 +72,22 @@ def check_writable(output: Path, gguf: Path) -> None:
         raise BuildError(messages.OUTPUT_UNWRITABLE.format(path=output, reason=f"{directory} is not writable"))
 
 
+def resolve_weights(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
+    """The local GGUF to bundle (its first part, for a split GGUF) and where it came from."""
+    if args.hf_repo or args.hf_file:
+        if args.gguf or not (args.hf_repo and args.hf_file):
+            raise BuildError(messages.WEIGHTS_SOURCE)
+        from .hub import fetch_gguf
+
+        fetched = fetch_gguf(args.hf_repo, args.hf_file, args.revision)
+        return fetched.paths[0], fetched.source
+    if not args.gguf:
+        raise BuildError(messages.WEIGHTS_SOURCE)
+    return Path(args.gguf), {"type": "file", "file": Path(args.gguf).name}
+
+
 def build(args: argparse.Namespace) -> Path:
-    gguf = Path(args.gguf)
+    gguf, source = resolve_weights(args)
     info = read_gguf_info(str(gguf))
     default_args = parse_default_args(args.args)
     output = Path(args.output) if args.output else default_output(gguf)
@@ -82,7 +96,6 @@ def build(args: argparse.Namespace) -> Path:
     log.info("bundling %s (%s, %s, %.1f MB) into %s", gguf.name, info.architecture, info.quantization,
              info.size / 1e6, output)
     progress = ByteProgress("bundling weights", enabled=not args.quiet)
-    source = {"type": "file", "file": gguf.name}
     result = write_bundle(
         Path(runtime), gguf, output,
         lambda sha256: make_manifest(info, gguf, sha256, args.name, default_args, source, host_target()),

@@ -27,7 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     build = sub.add_parser("build", help="bundle GGUF weights and the runtime into one executable")
-    build.add_argument("gguf", help="the GGUF weights")
+    build.add_argument("gguf", nargs="?", help="the GGUF weights (a split GGUF: its first part)")
+    build.add_argument("--hf-repo", metavar="OWNER/NAME", help="take the weights from this Hugging Face repository")
+    build.add_argument("--hf-file", metavar="FILE", help="the GGUF file in --hf-repo (a split GGUF: its first part)")
+    build.add_argument("--revision", metavar="REV", help="branch, tag or commit of --hf-repo (default: main)")
     build.add_argument("-o", "--output", help="the executable to write (default: the GGUF's name with .llmpack)")
     build.add_argument("--args", default="", metavar="ARGS",
                        help="default arguments, shell-quoted; a '...' marks where the user's go (default: at the end)")
