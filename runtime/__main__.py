@@ -66,7 +66,18 @@ def pick_mode(settings: Settings) -> str:
         return settings.mode
     if settings.prompt is not None or settings.file is not None:
         return "cli"  # llamafile: a prompt without a mode flag means one-shot completion
+    if not _stdin_is_terminal():
+        # As llamafile without a terminal: serve, never sit waiting for keys that cannot come.
+        log.info(messages.CHAT_NEEDS_TERMINAL)
+        return "server"
     return "default"
+
+
+def _stdin_is_terminal() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, ValueError):  # closed or replaced stdin
+        return False
 
 
 def render_help(payload) -> str:

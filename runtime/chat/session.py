@@ -1,0 +1,184 @@
+"""A conversation bound to a model: token accounting, making room when the context fills, and
+streaming a reply in a worker thread so that Ctrl-C (a KeyboardInterrupt in the main thread) can stop
+it between two tokens. The engine is only used through tokenize/generate/n_ctx, so tests can pass a
+small fake one."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+from .. import messages
+from ..chat_template import ChatFormatter, tokenize_prompt_text
+from ..engine import GenerationRequest, Piece, SamplingParams, Timings
+from ..errors import UserError
+from .conversation import Conversation
+
+log = logging.getLogger(__name__)
+
+
+class ChatEngine(Protocol):
+    n_ctx: int
+    bos_token: str
+
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]: ...
+
+    def generate(self, request: GenerationRequest, cancel: threading.Event | None = None): ...
+
+
+class DoesNotFit(UserError):
+    """The newest message alone (with the system prompt) leaves no room in the context."""
+
+
+@dataclass(frozen=True)
+class Usage:
+    used: int
+    n_ctx: int
+    messages: int
+
+    @property
+    def free(self) -> int:
+        return max(0, self.n_ctx - self.used)
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    finish_reason: str  # "stop" | "length" | "cancelled" | "full" (the context filled up)
+    timings: Timings | None
+    dropped: int  # oldest messages dropped to make room before this reply
+
+
+class ChatSession:
+    def __init__(self, engine: ChatEngine, formatter: ChatFormatter, sampling: SamplingParams,
+                 n_predict: int = -1, system: str | None = None) -> None:
+        self.engine = engine
+        self.formatter = formatter
+        self.sampling = sampling
+        self.n_predict = n_predict
+        self.conversation = Conversation(system)
+        self.last_timings: Timings | None = None
+
+    # -- tokens ----------------------------------------------------------------------------------
+
+    def _tokens(self, add_generation_prompt: bool) -> list[int]:
+        rendered = self.conversation.for_template()
+        if not rendered:
+            return []
+        text = self.formatter.render(rendered, add_generation_prompt=add_generation_prompt)
+        add_special, parse_special = tokenize_prompt_text(text, self.engine.bos_token)
+        return self.engine.tokenize(text, add_special=add_special, parse_special=parse_special)
+
+    def usage(self) -> Usage:
+        return Usage(len(self._tokens(add_generation_prompt=False)), self.engine.n_ctx, len(self.conversation))
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.engine.tokenize(text, add_special=False, parse_special=False))
+
+    def reply_reserve(self) -> int:
+        """Room kept free for the answer when deciding whether old turns must go."""
+        wanted = self.n_predict if self.n_predict > 0 else 512
+        return max(1, min(wanted, self.engine.n_ctx // 4))
+
+    def make_room(self) -> tuple[list[int], int]:
+        """The prompt for the next reply, after dropping the oldest exchanges if the conversation and
+        the reserve for a reply no longer fit. Returns (prompt tokens, messages dropped). Raises
+        DoesNotFit when even the newest message alone (with the system prompt) does not fit."""
+        dropped = 0
+        tokens = self._tokens(add_generation_prompt=True)
+        while len(tokens) + self.reply_reserve() > self.engine.n_ctx:
+            gone = self.conversation.forget_oldest_exchange()
+            if not gone:
+                break
+            dropped += gone
+            tokens = self._tokens(add_generation_prompt=True)
+        if len(tokens) >= self.engine.n_ctx:
+            raise DoesNotFit(messages.CHAT_MESSAGE_TOO_LONG.format(n_tokens=len(tokens), n_ctx=self.engine.n_ctx))
+        return tokens, dropped
+
+    # -- replies ---------------------------------------------------------------------------------
+
+    def ask(self, text: str, on_text: Callable[[str], None],
+            on_room_made: Callable[[int], None] = lambda dropped: None) -> Reply:
+        """Adds the user's message, streams the reply to `on_text`, and keeps what was said, even
+        when Ctrl-C stopped it. A KeyboardInterrupt raised while waiting or inside `on_text` stops
+        the generation at the next token; the partial reply is kept."""
+        self.conversation.add("user", text)
+        added = self.conversation.messages[-1]
+        parts: list[str] = []
+        try:
+            tokens, dropped = self.make_room()
+            if dropped:
+                on_room_made(dropped)
+            request = GenerationRequest(tuple(tokens), self.n_predict, self.sampling, self.formatter.stop)
+            last = stream_interruptibly(self.engine, request,
+                                        lambda piece: (parts.append(piece.text), on_text(piece.text)))
+        except BaseException:
+            # Not answered at all: take the message back, so that the conversation stays as it was.
+            if not "".join(parts).strip() and self.conversation.messages and self.conversation.messages[-1] is added:
+                self.conversation.messages.pop()
+            raise
+        reply = "".join(parts)
+        finish = last.finish_reason or "cancelled"
+        if finish == "length" and last.timings and self._context_is_full(last.timings):
+            finish = "full"
+        if reply.strip():
+            self.conversation.add("assistant", reply)
+        self.last_timings = last.timings
+        return Reply(reply, finish, last.timings, dropped)
+
+    def _context_is_full(self, timings: Timings) -> bool:
+        limit_hit = self.n_predict >= 0 and timings.generated_tokens >= self.n_predict
+        return not limit_hit and timings.prompt_tokens + timings.generated_tokens >= self.engine.n_ctx
+
+
+_DONE = object()
+
+
+def stream_interruptibly(engine: ChatEngine, request: GenerationRequest,
+                         on_piece: Callable[[Piece], object]) -> Piece:
+    """Runs engine.generate in a worker thread and hands its pieces to `on_piece` in this thread.
+
+    llama.cpp calls hold the main thread in C, where Python cannot deliver a KeyboardInterrupt; the
+    worker keeps the main thread free to receive Ctrl-C at any moment, and then sets the engine's
+    cancel event, which stops the generation cleanly at the next token (its KV cache stays
+    consistent). Returns the last piece (finish reason, timings)."""
+    cancel = threading.Event()
+    pieces: queue.Queue = queue.Queue()
+
+    def work() -> None:
+        try:
+            for piece in engine.generate(request, cancel):
+                pieces.put(piece)
+        except BaseException as exc:  # handed to the main thread, which reports it
+            pieces.put(exc)
+        finally:
+            pieces.put(_DONE)
+
+    worker = threading.Thread(target=work, name="chat-generate", daemon=True)
+    worker.start()
+    last = Piece("", (), "cancelled", None)
+    error: BaseException | None = None
+    while True:
+        try:
+            item = pieces.get(timeout=0.1)
+            if item is _DONE:
+                break
+            if isinstance(item, BaseException):
+                error = item
+                continue
+            if item.finish_reason is not None:
+                last = item
+            if not cancel.is_set() or item.text:
+                on_piece(item)
+        except queue.Empty:
+            continue
+        except KeyboardInterrupt:
+            cancel.set()  # keep draining: the worker ends at the next token with "cancelled"
+    worker.join()
+    if error is not None:
+        raise error
+    return last
