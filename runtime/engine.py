@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import codecs
 import ctypes
+import heapq
+import math
 import importlib
 import importlib.util
 import logging
@@ -66,6 +68,18 @@ class GenerationRequest:
     max_tokens: int = -1  # -1: until end of generation or a full context
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stop: tuple[str, ...] = ()
+    # None: no log-probabilities; k >= 0: each token's own, plus the k most likely alternatives.
+    logprobs: int | None = None
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token's log-probability under the model (before sampling's truncation), and the most
+    likely alternatives at that step as (token id, log-probability), most likely first."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -95,6 +109,7 @@ class Piece:
     token_ids: tuple[int, ...] = ()
     finish_reason: str | None = None  # "stop" | "length" | "cancelled"
     timings: Timings | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()  # one per token id, when the request asked for them
 
 
 def _import_bindings():
@@ -234,6 +249,9 @@ class Engine:
         self.vocab = llama.llama_model_get_vocab(self.model)
         self.n_ctx_train = llama.llama_model_n_ctx_train(self.model)
         self.context = self._create_context(config)
+        if config.embeddings:
+            # Embeddings are switched on only while embed() runs, so generation keeps its logits.
+            llama.llama_set_embeddings(self.context, False)
         self.n_ctx = llama.llama_n_ctx(self.context)
         self._batch = llama.llama_batch_init(config.n_batch, 0, 1)
         self._lock = threading.Lock()
@@ -316,6 +334,14 @@ class Engine:
     def model_name(self) -> str:
         return self.metadata.get("general.name") or self.metadata.get("general.basename") or "model"
 
+    @property
+    def n_vocab(self) -> int:
+        return llama.llama_vocab_n_tokens(self.vocab)
+
+    @property
+    def n_embd(self) -> int:
+        return llama.llama_model_n_embd(self.model)
+
     def token_text(self, token: int) -> str:
         return self._token_bytes(token, special=True).decode("utf-8", "replace")
 
@@ -348,6 +374,10 @@ class Engine:
             n = llama.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
         return buf.raw[:n]
 
+    def token_bytes(self, token: int) -> bytes:
+        """The bytes a token stands for (a byte-fallback token may be part of a UTF-8 character)."""
+        return self._token_bytes(token)
+
     def detokenize(self, tokens: Sequence[int], special: bool = False) -> str:
         return b"".join(self._token_bytes(t, special) for t in tokens).decode("utf-8", "replace")
 
@@ -368,6 +398,9 @@ class Engine:
             raise EngineFailure("error: the prompt is empty")
         self.check_fits(len(request.prompt_tokens))
         with self._lock:
+            if cancel is not None and cancel.is_set():  # given up while waiting for the lock
+                yield Piece("", (), "cancelled", Timings(len(request.prompt_tokens), 0, 0.0, 0, 0.0))
+                return
             yield from self._generate_locked(request, cancel or threading.Event())
 
     def _generate_locked(self, request: GenerationRequest, cancel: threading.Event) -> Iterator[Piece]:
@@ -395,9 +428,10 @@ class Engine:
                     finish = "stop"
                     break
                 generated += 1
+                logprobs = () if request.logprobs is None else (self._logprob(token, request.logprobs),)
                 text, stopped = stops.feed(decoder.decode(self._token_bytes(token)))
                 if text or not stopped:
-                    yield Piece(text, (token,))
+                    yield Piece(text, (token,), logprobs=logprobs)
                 if stopped:
                     finish = "stop"
                     self._decode([token], start=len(self._cached))
@@ -410,6 +444,79 @@ class Engine:
         timings = Timings(len(prompt), reused, (prompt_done - started) * 1000, generated,
                           (finished - prompt_done) * 1000)
         yield Piece(tail, (), finish, timings)
+
+    def _logprob(self, token: int, top: int) -> TokenLogprob:
+        """log-softmax of the last logits, for `token` and the `top` most likely tokens. Plain Python
+        (no numpy in the frozen runtime): a few ms per token for a large vocabulary, paid only by
+        requests that ask for log-probabilities."""
+        n_vocab = self.n_vocab
+        pointer = llama.llama_get_logits_ith(self.context, -1)
+        logits = pointer[:n_vocab]  # a list of Python floats, copied in C
+        peak = max(logits)
+        log_total = peak + math.log(math.fsum(math.exp(x - peak) for x in logits))
+        best = heapq.nlargest(top, range(n_vocab), key=logits.__getitem__) if top > 0 else []
+        return TokenLogprob(token, logits[token] - log_total, tuple((t, logits[t] - log_total) for t in best))
+
+    # -- embeddings ------------------------------------------------------------------------------
+
+    def embed(self, tokens: Sequence[int], normalize: bool = True) -> list[float]:
+        """One vector for `tokens`: the model's pooled embedding, or the mean of its per-token ones
+        when the model has no pooling (a generative model). L2-normalized, as OpenAI's are. Needs an
+        engine created with EngineConfig(embeddings=True)."""
+        if not self.config.embeddings:
+            raise EngineFailure("error: embeddings are off: start with --embedding")
+        if not tokens:
+            raise EngineFailure("error: the input to embed is empty")
+        self.check_fits(len(tokens))
+        with self._lock:
+            memory = llama.llama_get_memory(self.context)
+            llama.llama_memory_clear(memory, True)
+            self._cached.clear()
+            llama.llama_set_embeddings(self.context, True)
+            try:
+                vector = self._embed_locked(list(tokens))
+            finally:
+                llama.llama_set_embeddings(self.context, False)
+                llama.llama_memory_clear(memory, True)
+        if normalize:
+            norm = math.sqrt(math.fsum(x * x for x in vector))
+            vector = [x / norm for x in vector] if norm > 0 else vector
+        return vector
+
+    def _embed_locked(self, tokens: list[int]) -> list[float]:
+        n_embd = self.n_embd
+        pooled = llama.llama_pooling_type(self.context) != llama.LLAMA_POOLING_TYPE_NONE
+        step = self.config.n_batch
+        if pooled and len(tokens) > min(self.config.n_batch, 512):
+            # A pooled (encoder) model must see the whole input in one micro-batch.
+            raise ContextOverflow(len(tokens), min(self.config.n_batch, 512))
+        total = [0.0] * n_embd
+        batch = self._batch
+        for offset in range(0, len(tokens), step):
+            chunk = tokens[offset:offset + step]
+            batch.n_tokens = len(chunk)
+            for i, token in enumerate(chunk):
+                batch.token[i] = token
+                batch.pos[i] = offset + i
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = 0
+                batch.logits[i] = True
+            status = llama.llama_decode(self.context, batch)
+            if status != 0:
+                raise EngineFailure(f"error: llama.cpp failed to embed the input (llama_decode returned {status})")
+            if not pooled:
+                for i in range(len(chunk)):
+                    row = llama.llama_get_embeddings_ith(self.context, i)
+                    if not row:
+                        raise EngineFailure("error: llama.cpp returned no embeddings for this model")
+                    for j in range(n_embd):
+                        total[j] += row[j]
+        if pooled:
+            row = llama.llama_get_embeddings_seq(self.context, 0)
+            if not row:
+                raise EngineFailure("error: llama.cpp returned no embeddings for this model")
+            return [row[j] for j in range(n_embd)]
+        return [x / len(tokens) for x in total]
 
     def _reuse_cached_prefix(self, prompt: list[int]) -> int:
         """Keeps the longest cached prefix of `prompt` (a chat's history) and drops the rest; at least

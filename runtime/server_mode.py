@@ -1,12 +1,167 @@
-"""`--server`: the OpenAI-compatible HTTP server. (Being built: issue 4.)"""
+"""`--server`: the OpenAI-compatible HTTP server (FastAPI on uvicorn).
+
+`run()` listens first and loads the weights behind it (/health answers 503 until they are ready), then
+serves until Ctrl-C. `start_background_server()` serves an engine that is already loaded on a
+background thread: the default mode runs the terminal chat in the foreground and this beside it.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
+import sys
+import threading
+import webbrowser
+from dataclasses import dataclass
+
 from . import messages
+from .chat_template import choose_template
+from .engine import Engine
 from .errors import UserError
 from .payload import Payload
 from .settings import Settings
 
+log = logging.getLogger(__name__)
+
+# Streams still open at Ctrl-C are cancelled after this long, so stopping never hangs on a client.
+GRACEFUL_SHUTDOWN_S = 3
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here rather than by uvicorn so that a busy port or a bad address is
+    our one-line error (uvicorn would log and sys.exit), and port 0 gets a free port we can report."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise UserError(messages.SERVER_BAD_ADDRESS.format(host=host, reason=exc.strerror)) from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        if os.name != "nt":  # on Windows SO_REUSEADDR would let two servers share a port
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise UserError(messages.SERVER_CANNOT_LISTEN.format(host=host, port=port, reason=exc.strerror or exc)) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def server_url(host: str, sock: socket.socket) -> str:
+    port = sock.getsockname()[1]
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}/"
+
+
+def _uvicorn_server(app, settings: Settings):
+    import uvicorn
+
+    config = uvicorn.Config(app, log_level="warning", access_log=settings.verbose, lifespan="off",
+                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, server_header=False,
+                            log_config=None)
+    return uvicorn.Server(config)
+
+
+@dataclass
+class BackgroundServer:
+    """A server running on a background thread. `stop()` cancels its generations and waits for it."""
+
+    url: str
+    _server: object
+    _thread: threading.Thread
+    _app: object
+
+    def stop(self, timeout: float = 10.0) -> None:
+        from .server.app import cancel_all
+
+        cancel_all(self._app)
+        self._server.should_exit = True
+        self._thread.join(timeout)
+
+
+def start_background_server(settings: Settings, engine: Engine) -> BackgroundServer:
+    """Serves `engine` (already loaded) at settings.host:settings.port on a daemon thread, and returns
+    once it accepts connections. Raises UserError (one line) when the address cannot be used."""
+    from .server.app import create_app
+    from .server.state import EngineHolder
+
+    sock = bind_socket(settings.host, settings.port)
+    app = create_app(settings, EngineHolder.loaded(settings, engine))
+    server = _uvicorn_server(app, settings)
+    failure: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            server.run(sockets=[sock])  # uvicorn installs no signal handlers off the main thread
+        except BaseException as exc:  # noqa: BLE001 - reported by start_background_server
+            failure.append(exc)
+        finally:
+            sock.close()
+
+    thread = threading.Thread(target=serve, name="llmpack-server", daemon=True)
+    thread.start()
+    while not server.started and thread.is_alive():
+        thread.join(0.02)
+    if not server.started:
+        raise UserError(messages.SERVER_CANNOT_LISTEN.format(
+            host=settings.host, port=settings.port, reason=failure[0] if failure else "the server stopped"))
+    return BackgroundServer(server_url(settings.host, sock), server, thread, app)
+
 
 def run(settings: Settings, payload: Payload | None) -> int:
-    raise UserError(messages.MODE_NOT_AVAILABLE.format(mode="--server"))
+    from .model_loader import load_engine
+    from .server.app import cancel_all, create_app
+    from .server.state import EngineHolder
+
+    choose_template(None, settings.chat_template)  # a bad --chat-template fails now, not per request
+    sock = bind_socket(settings.host, settings.port)
+    holder = EngineHolder(settings)
+    app = create_app(settings, holder)
+    server = _uvicorn_server(app, settings)
+    url = server_url(settings.host, sock)
+
+    def load() -> None:
+        try:
+            holder.set_engine(load_engine(settings, payload))
+        except BaseException as exc:  # noqa: BLE001 - reported once the server has stopped
+            holder.set_error(exc)
+            server.should_exit = True
+            return
+        log.info(messages.SERVER_READY.format(url=url))
+        if not settings.nobrowser:
+            open_browser(url)
+
+    log.info(messages.SERVER_LISTENING.format(url=url))
+    loader = threading.Thread(target=load, name="llmpack-load", daemon=True)
+    loader.start()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        cancel_all(app)
+        sock.close()
+    if holder.error is not None:
+        raise holder.error
+    if holder.engine is not None:
+        holder.engine.close()
+    return 0
+
+
+def display_available() -> bool:
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def open_browser(url: str) -> bool:
+    """Opens the web chat in a browser when there is a screen to show it on (never on a headless box)."""
+    if not display_available():
+        return False
+    try:
+        return webbrowser.open(url, new=2)
+    except Exception:  # noqa: BLE001 - a browser that will not start is no reason to stop serving
+        log.debug("could not open a browser", exc_info=True)
+        return False

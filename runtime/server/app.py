@@ -1,0 +1,136 @@
+"""`create_app(settings, holder)`: the FastAPI application. No globals: everything a route needs is on
+`app.state` (the engine holder, the metrics, the server's default sampling)."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..sampling import sampling_from_settings
+from ..settings import Settings
+from . import routes_misc, routes_openai
+from .errors import error_body, install_error_handlers
+from .state import EngineHolder, Metrics
+
+# Large enough for a full 128k-token context as text with JSON's overhead; small enough that a runaway
+# client cannot make the server buffer gigabytes.
+MAX_BODY_BYTES = 8 * 1024 * 1024
+# Routes that need the API key when one is set. The page itself and /health stay open: the page asks
+# for the key, and load balancers probe /health without credentials.
+OPEN_PATHS = ("/", "/health", "/favicon.ico")
+
+
+def create_app(settings: Settings, holder: EngineHolder, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+    app = FastAPI(title="llmpack", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.settings = settings
+    app.state.holder = holder
+    app.state.metrics = Metrics()
+    app.state.base_sampling = sampling_from_settings(settings, "server")
+    # Cancel events of the generations running now: set at shutdown so worker threads stop promptly.
+    app.state.active_generations = set()
+    install_error_handlers(app)
+    app.include_router(routes_openai.router)
+    app.include_router(routes_misc.router)
+    app.add_middleware(JsonBodies)
+    app.add_middleware(BodyLimit, limit=max_body_bytes)
+    if settings.api_key:
+        app.add_middleware(ApiKey, key=settings.api_key)
+    return app
+
+
+def cancel_all(app: FastAPI) -> None:
+    for event in list(app.state.active_generations):
+        event.set()
+
+
+class _BodyTooLarge(StarletteHTTPException):
+    """Raised while reading a body (FastAPI re-raises HTTPExceptions from body parsing unchanged)."""
+
+
+def _too_large_detail(limit: int) -> str:
+    return f"the request body is larger than the server's limit of {limit} bytes"
+
+
+class BodyLimit:
+    """413 for a body over the limit: from Content-Length before reading anything, or while reading a
+    chunked body as soon as it passes the limit."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await _respond(scope, receive, send, 413,
+                           error_body(_too_large_detail(self.limit), "invalid_request_error", None, "request_too_large"),
+                           close=True)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _BodyTooLarge(413, _too_large_detail(self.limit))
+            return message
+
+        await self.app(scope, limited, send)
+
+
+class JsonBodies:
+    """Reads every POST body as JSON, whatever its Content-Type, as llama.cpp's server does: `curl -d`
+    sends form encoding unless told otherwise, and the error would be a puzzling one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("method") == "POST":
+            headers = [(k, v) for k, v in scope.get("headers") or [] if k != b"content-type"]
+            scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+        await self.app(scope, receive, send)
+
+
+class ApiKey:
+    """401 unless `Authorization: Bearer KEY` carries the key (compared in constant time)."""
+
+    def __init__(self, app: ASGIApp, key: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {key}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS and scope.get("method") != "OPTIONS":
+            given = dict(scope.get("headers") or []).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                message = ("missing API key: send 'Authorization: Bearer KEY'" if not given
+                           else "invalid API key")
+                await _respond(scope, receive, send, 401,
+                               error_body(message, "invalid_request_error", None, "invalid_api_key"),
+                               headers={"WWW-Authenticate": "Bearer"})
+                return
+        await self.app(scope, receive, send)
+
+
+async def _respond(scope: Scope, receive: Receive, send: Send, status: int, body: dict[str, Any],
+                   headers: dict[str, str] | None = None, close: bool = False) -> None:
+    app = scope.get("app")
+    metrics = getattr(getattr(app, "state", None), "metrics", None)
+    if metrics is not None:
+        metrics.count_error(status)
+    headers = dict(headers or {})
+    if close:
+        # The unread body would otherwise be parsed as the next request on a kept-alive connection.
+        headers["Connection"] = "close"
+    response = JSONResponse(body, status_code=status, headers=headers)
+    await response(scope, receive, send)

@@ -1,0 +1,136 @@
+"""Runs an engine generation on a worker thread and hands its pieces to the event loop.
+
+The engine's `generate()` blocks (llama.cpp's decode, and its lock while another request runs), so it
+never runs on the event loop: each request gets a thread that iterates the engine and posts pieces to
+an asyncio queue. Requests wait their turn on the engine's lock, first come first served; the batching
+scheduler (issue 6) will sit behind the same `generate()` call. Leaving the async iteration early (the
+client went away, the server shuts down) sets the request's cancel event, which stops the engine at its
+next token, or before it starts if the request is still waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+from ..engine import Engine, GenerationRequest, Piece
+from .state import Metrics
+
+log = logging.getLogger(__name__)
+
+_END = object()
+
+
+@dataclass
+class Outcome:
+    """What a finished generation produced, gathered for non-streamed answers."""
+
+    text: str
+    pieces: list[Piece]
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class Generation:
+    """One request's generation. Iterate `pieces()` once; `cancel()` may be called from anywhere."""
+
+    def __init__(self, engine: Engine, request: GenerationRequest, metrics: Metrics,
+                 active: set[threading.Event] | None = None) -> None:
+        self.engine = engine
+        self.request = request
+        self.metrics = metrics
+        self.cancel_event = threading.Event()
+        self._active = active
+        self.completion_tokens = 0
+        self.finished_ok = False  # set by streams that ran to the end (then a usage chunk follows)
+
+    def cancel(self) -> None:
+        self.cancel_event.set()
+
+    async def pieces(self) -> AsyncIterator[Piece]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+
+        def post(item: object) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop closed (server shut down): the cancel event stops us
+                self.cancel_event.set()
+
+        thread = threading.Thread(target=self._work, args=(post,), name="llmpack-generation", daemon=True)
+        if self._active is not None:
+            self._active.add(self.cancel_event)
+        self.metrics.add(queued=1)
+        thread.start()
+        finished = False
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    finished = True
+                    return
+                if isinstance(item, BaseException):
+                    finished = True
+                    raise item
+                yield item
+        finally:
+            # Reached on completion, on an error, and when the consumer stops early (a client that
+            # disconnected cancels the task awaiting queue.get(), which lands here).
+            if not finished:
+                self.metrics.add(cancelled=1)
+            self.cancel_event.set()
+            if self._active is not None:
+                self._active.discard(self.cancel_event)
+
+    def _work(self, post) -> None:
+        started = False
+        try:
+            for piece in self.engine.generate(self.request, self.cancel_event):
+                if not started:
+                    started = True
+                    self.metrics.add(queued=-1, generating=1)
+                if piece.token_ids:
+                    self.completion_tokens += len(piece.token_ids)
+                    self.metrics.add(generated_tokens=len(piece.token_ids))
+                if piece.timings is not None and piece.finish_reason != "cancelled":
+                    t = piece.timings
+                    self.metrics.finished(t.prompt_tokens, t.prompt_ms, t.generation_ms,
+                                          t.prompt_per_second, t.generation_per_second)
+                post(piece)
+        except BaseException as exc:  # handed to the request, which answers it as an error
+            post(exc)
+        finally:
+            self.metrics.add(**({"generating": -1} if started else {"queued": -1}))
+            post(_END)
+
+    async def collect(self) -> Outcome:
+        pieces: list[Piece] = []
+        finish = "stop"
+        async for piece in self.pieces():
+            pieces.append(piece)
+            if piece.finish_reason:
+                finish = piece.finish_reason
+        return Outcome("".join(p.text for p in pieces), pieces, finish, len(self.request.prompt_tokens),
+                       self.completion_tokens)
+
+
+async def watch_disconnect(receive, generation: Generation) -> None:
+    """For non-streamed answers: the body is already read, so the next ASGI message is the client's
+    disconnect; cancel the generation when it comes."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            generation.cancel()
+            return
+
+
+async def run_to_completion(request_receive, generation: Generation) -> Outcome:
+    watcher = asyncio.ensure_future(watch_disconnect(request_receive, generation))
+    try:
+        return await generation.collect()
+    finally:
+        watcher.cancel()

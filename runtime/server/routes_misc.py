@@ -1,0 +1,138 @@
+"""The other routes: /v1/models, /v1/embeddings, /tokenize, /detokenize, /health, /metrics, and the web
+chat page at /."""
+
+from __future__ import annotations
+
+import base64
+import struct
+from functools import lru_cache
+from importlib.resources import files
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from .errors import ApiError, error_body
+from .routes_openai import ready_engine
+from .schemas import DetokenizeRequest, EmbeddingRequest, TokenizeRequest
+from . import translate as tr
+
+router = APIRouter()
+
+WEB_PAGE = "server_chat.html"
+
+
+@router.get("/health")
+async def health(request: Request):
+    holder = request.app.state.holder
+    if holder.engine is not None:
+        return {"status": "ok"}
+    if holder.error is not None:
+        return JSONResponse(error_body(f"the model failed to load: {holder.error}", "unavailable_error"),
+                            status_code=503)
+    return JSONResponse(error_body("Loading model", "unavailable_error", None, 503), status_code=503,
+                        headers={"Retry-After": "1"})
+
+
+@router.get("/metrics")
+async def metrics(request: Request):
+    state = request.app.state
+    return PlainTextResponse(state.metrics.render(state.holder.ready),
+                             media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+@router.get("/v1/models")
+async def models(request: Request):
+    request.app.state.metrics.count_request("models")
+    engine, _ = ready_engine(request)
+    return {"object": "list", "data": [{
+        "id": engine.model_name, "object": "model", "created": int(request.app.state.metrics.started),
+        "owned_by": "llmpack", "meta": {"n_ctx": engine.n_ctx, "n_ctx_train": engine.n_ctx_train,
+                                        "n_vocab": engine.n_vocab, "n_embd": engine.n_embd},
+    }]}
+
+
+@router.get("/v1/models/{model_id:path}")
+async def model(model_id: str, request: Request):
+    engine, _ = ready_engine(request)
+    if model_id != engine.model_name:
+        raise ApiError(404, f"no model named {model_id!r}: this server serves {engine.model_name!r}",
+                       param="model", code="model_not_found")
+    return {"id": engine.model_name, "object": "model", "created": int(request.app.state.metrics.started),
+            "owned_by": "llmpack"}
+
+
+@router.post("/v1/embeddings")
+@router.post("/embeddings")
+async def embeddings(body: EmbeddingRequest, request: Request):
+    state = request.app.state
+    state.metrics.count_request("embeddings")
+    engine, _ = ready_engine(request)
+    if not engine.config.embeddings:
+        raise ApiError(400, "embeddings are off: restart the server with --embedding to use /v1/embeddings",
+                       param=None, code="embeddings_disabled")
+    if body.dimensions is not None and body.dimensions != engine.n_embd:
+        raise ApiError(400, f"this model's embeddings have {engine.n_embd} dimensions; other sizes are not supported",
+                       param="dimensions")
+    inputs = body.input
+    if isinstance(inputs, str) or (inputs and isinstance(inputs[0], int)):
+        inputs = [inputs]
+    if not inputs:
+        raise ApiError(400, "the input is empty", param="input")
+
+    def embed_all() -> tuple[list[list[float]], int]:
+        vectors, total = [], 0
+        for i, item in enumerate(inputs):
+            if isinstance(item, str):
+                tokens = engine.tokenize(item, add_special=True, parse_special=False)
+            else:
+                tokens = tr.check_token_ids(engine, item, f"input.{i}")
+            if not tokens:
+                raise ApiError(400, "an input is empty", param=f"input.{i}")
+            engine.check_fits(len(tokens))
+            vectors.append(engine.embed(tokens))
+            total += len(tokens)
+        return vectors, total
+
+    vectors, total = await run_in_threadpool(embed_all)
+    state.metrics.add(prompt_tokens=total)
+    data = []
+    for i, vector in enumerate(vectors):
+        encoded = (base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+                   if body.encoding_format == "base64" else vector)
+        data.append({"object": "embedding", "index": i, "embedding": encoded})
+    return {"object": "list", "data": data, "model": engine.model_name,
+            "usage": {"prompt_tokens": total, "total_tokens": total}}
+
+
+@router.post("/tokenize")
+async def tokenize(body: TokenizeRequest, request: Request):
+    request.app.state.metrics.count_request("tokenize")
+    engine, _ = ready_engine(request)
+    tokens = await run_in_threadpool(engine.tokenize, body.content, body.add_special, body.parse_special)
+    if body.with_pieces:
+        return {"tokens": [{"id": t, "piece": engine.token_text(t)} for t in tokens]}
+    return {"tokens": tokens}
+
+
+@router.post("/detokenize")
+async def detokenize(body: DetokenizeRequest, request: Request):
+    request.app.state.metrics.count_request("detokenize")
+    engine, _ = ready_engine(request)
+    tokens = tr.check_token_ids(engine, body.tokens, "tokens")
+    return {"content": engine.detokenize(tokens)}
+
+
+@lru_cache(maxsize=1)
+def _page() -> bytes:
+    return files("llmpack.templates").joinpath(WEB_PAGE).read_bytes()
+
+
+@router.get("/", response_class=HTMLResponse)
+async def web_chat():
+    return HTMLResponse(_page(), headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/favicon.ico")
+async def favicon():
+    return Response(status_code=204)

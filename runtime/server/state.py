@@ -1,0 +1,126 @@
+"""What the server's routes share, kept on `app.state`: the engine (possibly still loading) with its chat
+formatter, and the counters behind /metrics."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from ..chat_template import ChatFormatter, formatter_for
+from ..engine import Engine
+from ..settings import Settings
+
+
+class EngineHolder:
+    """The engine once it is loaded. The server starts listening before the weights are loaded, so
+    routes ask `holder.engine` and answer 503 while it is None."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._ready = threading.Event()
+        self.engine: Engine | None = None
+        self.formatter: ChatFormatter | None = None
+        self.error: BaseException | None = None
+
+    @classmethod
+    def loaded(cls, settings: Settings, engine: Engine) -> "EngineHolder":
+        holder = cls(settings)
+        holder.set_engine(engine)
+        return holder
+
+    def set_engine(self, engine: Engine) -> None:
+        self.formatter = formatter_for(engine.chat_template, engine.bos_token, engine.eos_token,
+                                       self._settings.chat_template)
+        self.engine = engine
+        self._ready.set()
+
+    def set_error(self, error: BaseException) -> None:
+        self.error = error
+        self._ready.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._ready.wait(timeout)
+
+    @property
+    def ready(self) -> bool:
+        return self.engine is not None
+
+
+@dataclass
+class Metrics:
+    """Counters for /metrics. Updated from generation threads, hence the lock."""
+
+    started: float = field(default_factory=time.time)
+    requests: dict[str, int] = field(default_factory=dict)
+    errors: dict[int, int] = field(default_factory=dict)
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    prompt_seconds: float = 0.0
+    generation_seconds: float = 0.0
+    last_prompt_per_second: float = 0.0
+    last_generation_per_second: float = 0.0
+    queued: int = 0  # submitted, no token out yet (waiting for the engine, or evaluating the prompt)
+    generating: int = 0
+    cancelled: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count_request(self, route: str) -> None:
+        with self._lock:
+            self.requests[route] = self.requests.get(route, 0) + 1
+
+    def count_error(self, status: int) -> None:
+        with self._lock:
+            self.errors[status] = self.errors.get(status, 0) + 1
+
+    def add(self, **deltas: float) -> None:
+        with self._lock:
+            for name, delta in deltas.items():
+                setattr(self, name, getattr(self, name) + delta)
+
+    def finished(self, prompt_tokens: int, prompt_ms: float, generation_ms: float,
+                 prompt_per_second: float, generation_per_second: float) -> None:
+        with self._lock:
+            self.prompt_tokens += prompt_tokens
+            self.prompt_seconds += prompt_ms / 1000
+            self.generation_seconds += generation_ms / 1000
+            if prompt_per_second:
+                self.last_prompt_per_second = prompt_per_second
+            if generation_per_second:
+                self.last_generation_per_second = generation_per_second
+
+    def render(self, model_loaded: bool) -> str:
+        """Prometheus text exposition format (version 0.0.4)."""
+        with self._lock:
+            rows: list[tuple[str, str, str, list[tuple[str, float]]]] = [
+                ("llmpack_requests_total", "counter", "requests received, by route",
+                 [(f'{{route="{route}"}}', n) for route, n in sorted(self.requests.items())] or [("", 0)]),
+                ("llmpack_errors_total", "counter", "error responses, by HTTP status",
+                 [(f'{{status="{status}"}}', n) for status, n in sorted(self.errors.items())] or [("", 0)]),
+                ("llmpack_prompt_tokens_total", "counter", "prompt tokens processed", [("", self.prompt_tokens)]),
+                ("llmpack_generated_tokens_total", "counter", "tokens generated", [("", self.generated_tokens)]),
+                ("llmpack_prompt_seconds_total", "counter", "time spent evaluating prompts", [("", self.prompt_seconds)]),
+                ("llmpack_generation_seconds_total", "counter", "time spent generating tokens",
+                 [("", self.generation_seconds)]),
+                ("llmpack_prompt_tokens_per_second", "gauge", "prompt speed of the last request",
+                 [("", self.last_prompt_per_second)]),
+                ("llmpack_generation_tokens_per_second", "gauge", "generation speed of the last request",
+                 [("", self.last_generation_per_second)]),
+                ("llmpack_requests_queued", "gauge", "generation requests waiting (for the engine or their prompt)",
+                 [("", self.queued)]),
+                ("llmpack_requests_generating", "gauge", "generation requests producing tokens now",
+                 [("", self.generating)]),
+                ("llmpack_requests_cancelled_total", "counter", "generations stopped because the client went away",
+                 [("", self.cancelled)]),
+                ("llmpack_model_loaded", "gauge", "1 once the weights are loaded", [("", int(model_loaded))]),
+                ("llmpack_uptime_seconds", "gauge", "seconds since the server started", [("", time.time() - self.started)]),
+            ]
+        lines: list[str] = []
+        for name, kind, help_text, samples in rows:
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+            lines += [f"{name}{labels} {_number(value)}" for labels, value in samples]
+        return "\n".join(lines) + "\n"
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:.6g}"
