@@ -16,7 +16,9 @@ import sys; sys.exit(sys.version_info < (3, 11))
 PY
 
 target=$(build/target.sh)
-recipe=${LLMPACK_RECIPE:-build/recipes/$target-cpu.env}
+# LLMPACK_VARIANT picks the recipe: cpu (the default; metal on macOS), cuda, vulkan...
+case "$target" in darwin-*) default_variant=metal ;; *) default_variant=cpu ;; esac
+recipe=${LLMPACK_RECIPE:-build/recipes/$target-${LLMPACK_VARIANT:-$default_variant}.env}
 [ -f "$recipe" ] || { log "no recipe $recipe for this platform ($target)"; exit 1; }
 CMAKE_ARGS=$(. "$recipe"; printf '%s' "$CMAKE_ARGS")
 llama_version=$(sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' pyproject.toml)

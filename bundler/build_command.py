@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import logging
 import os
 import shlex
 import sys
-from pathlib import Path
-from typing import Any
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterator
 
 from . import __version__, messages
-from .bundle import write_bundle
+from .bundle import BundleResult, Weights, read_runtime, write_bundle
 from .errors import BuildError
 from .gguf_info import GgufInfo, read_gguf_info
+from .gguf_split import merge_splits, merged_name, split_parts
 from .progress import ByteProgress
-from .runtime_build import ensure_runtime, host_target, runtime_versions
+from .quantize import check_quantizable, quantize
+from .runtime_build import host_target
 from .smoke import check_default_args
+from .targets import select_runtime, wants_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +43,13 @@ def build_time() -> str:
 
 
 def make_manifest(info: GgufInfo, gguf: Path, sha256: str, name: str | None, default_args: list[str],
-                  source: dict[str, Any], target: str) -> dict[str, Any]:
+                  source: dict[str, Any], runtime: dict[str, Any]) -> dict[str, Any]:
     return {
         "model": {
             "name": name or info.name or gguf.stem,
             "architecture": info.architecture,
             "quantization": info.quantization,
-            "file": gguf.name,
+            "file": source.get("file", gguf.name),
             "size": info.size,
             "sha256": sha256,
             "source": source,
@@ -53,7 +58,7 @@ def make_manifest(info: GgufInfo, gguf: Path, sha256: str, name: str | None, def
         "default_args": default_args,
         "builder": {"name": "llmpack", "version": __version__},
         "built_at": build_time(),
-        "runtime": {"target": target, **runtime_versions()},
+        "runtime": {k: v for k, v in runtime.items() if k != "key"},
     }
 
 
@@ -72,39 +77,83 @@ def check_writable(output: Path, gguf: Path) -> None:
         raise BuildError(messages.OUTPUT_UNWRITABLE.format(path=output, reason=f"{directory} is not writable"))
 
 
-def resolve_weights(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
-    """The local GGUF to bundle (its first part, for a split GGUF) and where it came from."""
+@contextlib.contextmanager
+def resolve_weights(args: argparse.Namespace) -> Iterator[tuple[Path, dict[str, Any], Path]]:
+    """The local GGUF to bundle, where it came from (the manifest's source), and the executable to write.
+
+    A split GGUF (`-00001-of-0000N.gguf`, a local first part or from the hub) is merged into one GGUF in
+    a temporary folder beside the output, removed when the build ends, also on failure or Ctrl-C."""
     if args.hf_repo or args.hf_file:
         if args.gguf or not (args.hf_repo and args.hf_file):
             raise BuildError(messages.WEIGHTS_SOURCE)
         from .hub import fetch_gguf
 
-        fetched = fetch_gguf(args.hf_repo, args.hf_file, args.revision)
-        return fetched.paths[0], fetched.source
-    if not args.gguf:
-        raise BuildError(messages.WEIGHTS_SOURCE)
-    return Path(args.gguf), {"type": "file", "file": Path(args.gguf).name}
+        # By default in the current folder: the weights' own folder is huggingface-hub's cache.
+        name = merged_name(PurePosixPath(args.hf_file).name)
+        output = Path(args.output) if args.output else Path(default_output(Path(name)).name)
+        check_writable(output, output.parent)  # before a download that may take hours
+        fetched = fetch_gguf(args.hf_repo, args.hf_file, args.revision, quiet=args.quiet)
+        parts, source = fetched.paths, fetched.source
+    else:
+        if not args.gguf:
+            raise BuildError(messages.WEIGHTS_SOURCE)
+        first = Path(args.gguf)
+        parts = split_parts(first)
+        source = {"type": "file", "file": first.name}
+        if len(parts) > 1:
+            source["parts"] = len(parts)
+        output = Path(args.output) if args.output else default_output(first.with_name(merged_name(first.name)))
+    if len(parts) == 1:
+        yield parts[0], source, output
+        return
+    check_writable(output, parts[0])
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.merge-") as folder:
+        merged = Path(folder) / merged_name(parts[0].name)
+        log.info("merging the %d parts of %s", len(parts), parts[0].name)
+        progress = ByteProgress("merging parts", enabled=not args.quiet)
+        merge_splits(parts, merged, progress.update)
+        progress.done()
+        yield merged, source, output
 
 
 def build(args: argparse.Namespace) -> Path:
-    gguf, source = resolve_weights(args)
+    with resolve_weights(args) as (gguf, source, output):
+        return bundle_weights(args, gguf, source, output)
+
+
+def bundle_weights(args: argparse.Namespace, gguf: Path, source: dict[str, Any], output: Path) -> Path:
     info = read_gguf_info(str(gguf))
     default_args = parse_default_args(args.args)
-    output = Path(args.output) if args.output else default_output(gguf)
     check_writable(output, gguf)
-    runtime = args.runtime or ensure_runtime(rebuild=args.rebuild_runtime)
-    log.info("bundling %s (%s, %s, %.1f MB) into %s", gguf.name, info.architecture, info.quantization,
-             info.size / 1e6, output)
-    progress = ByteProgress("bundling weights", enabled=not args.quiet)
-    result = write_bundle(
-        Path(runtime), gguf, output,
-        lambda sha256: make_manifest(info, gguf, sha256, args.name, default_args, source, host_target()),
-        progress.update)
-    progress.done()
-    if args.runtime is None:
+    if args.quantize:
+        check_quantizable(info, args.quantize, args.force_quantize)
+    runtime = select_runtime(args.runtime, args.target, args.rebuild_runtime)
+    with contextlib.ExitStack() as cleanup:
+        if args.quantize:
+            quantized = output.parent / f".{output.name}.{args.quantize}.gguf.partial"
+            cleanup.callback(quantized.unlink, missing_ok=True)
+            quantize(gguf, quantized, args.quantize, quiet=args.quiet)
+            source = {**source, "quantized_from": info.quantization}
+            gguf, info = quantized, read_gguf_info(str(quantized))
+        sidecar = wants_sidecar(runtime.target, info.size, args.sidecar)
+        log.info("bundling %s (%s, %s, %.1f MB) for %s into %s", source.get("file", gguf.name), info.architecture,
+                 info.quantization, info.size / 1e6, runtime.target, output)
+        progress = ByteProgress("bundling weights", enabled=not args.quiet)
+        result = write_bundle(
+            read_runtime(runtime.path), Weights(gguf), output,
+            lambda sha256: make_manifest(info, gguf, sha256, args.name, default_args, source, runtime.info),
+            progress.update, sidecar=sidecar)
+        progress.done()
+    if runtime.target == host_target():
         check_default_args(result.path, default_args)
-    log.info("wrote %s: %.1f MB (runtime %.1f MB + weights %.1f MB), sha256 of the weights %s",
-             output, result.size / 1e6, (result.size - result.gguf_length) / 1e6, result.gguf_length / 1e6,
-             result.gguf_sha256[:16])
+    report(result)
     print(output, file=sys.stdout)
     return output
+
+
+def report(result: BundleResult) -> None:
+    if result.sidecar:
+        log.info(messages.SIDECAR_WRITTEN.format(path=result.path, weights=result.sidecar))
+    log.info("wrote %s: %.1f MB (runtime %.1f MB + weights %.1f MB), sha256 of the weights %s", result.path,
+             result.size / 1e6, (result.size - (0 if result.sidecar else result.gguf_length)) / 1e6,
+             result.gguf_length / 1e6, result.gguf_sha256[:16])

@@ -13,11 +13,24 @@ from typing import Any, BinaryIO, Callable
 
 from . import messages
 from .errors import BuildError
-from .layout import lay_out, split_runtime
-from .payload_format import GGUF_ALIGNMENT, encode_trailer
+from .layout import RuntimeImage, lay_out, split_runtime
+from .payload_format import FLAG_SIDECAR, GGUF_ALIGNMENT, encode_trailer
 
 CHUNK = 16 << 20
 Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Weights:
+    """A GGUF's bytes: a whole file, or a range of one (the weights inside an existing executable)."""
+
+    path: Path
+    offset: int = 0
+    length: int = -1
+
+    @property
+    def size(self) -> int:
+        return self.length if self.length >= 0 else self.path.stat().st_size
 
 
 @dataclass(frozen=True)
@@ -27,37 +40,58 @@ class BundleResult:
     gguf_offset: int
     gguf_length: int
     gguf_sha256: str
+    sidecar: Path | None = None
 
 
-def write_bundle(runtime: Path, gguf: Path, output: Path, manifest: Callable[[str], dict[str, Any]],
-                 progress: Progress | None = None) -> BundleResult:
-    """`manifest(sha256)` builds the manifest once the weights' hash is known (computed while copying)."""
+def sidecar_name(output: Path) -> str:
+    return f"{output.stem}.weights.gguf"
+
+
+def read_runtime(runtime: Path) -> RuntimeImage:
     try:
-        image = split_runtime(runtime.read_bytes(), str(runtime))
+        return split_runtime(runtime.read_bytes(), str(runtime))
     except FileNotFoundError:
         raise BuildError(messages.RUNTIME_NOT_FOUND.format(path=runtime)) from None
-    gguf_length = gguf.stat().st_size
-    layout = lay_out(image, gguf_length, GGUF_ALIGNMENT)
+
+
+def write_bundle(image: RuntimeImage, weights: Weights, output: Path, manifest: Callable[[str], dict[str, Any]],
+                 progress: Progress | None = None, sidecar: bool = False) -> BundleResult:
+    """`manifest(sha256)` builds the manifest once the weights' hash is known (computed while copying).
+    With `sidecar`, the weights go to a file beside the executable instead of inside it."""
+    length = weights.size
+    if sidecar:
+        beside = output.parent / sidecar_name(output)
+        with atomic_output(beside) as out:
+            digest = copy_and_hash(weights, out, progress)
+        layout = lay_out(image, 0, 1)
+        with atomic_output(output, mode=0o755) as out:
+            out.write(layout.head + layout.after_gguf)
+            out.write(encode_trailer({**manifest(digest), "sidecar": beside.name}, 0, length, digest, FLAG_SIDECAR))
+            size = out.tell()
+        return BundleResult(output, size, 0, length, digest, beside)
+    layout = lay_out(image, length, GGUF_ALIGNMENT)
     with atomic_output(output, mode=0o755) as out:
         out.write(layout.head)
         out.write(b"\0" * (layout.gguf_offset - len(layout.head)))
-        digest = copy_and_hash(gguf, out, gguf_length, progress)
+        digest = copy_and_hash(weights, out, progress)
         out.write(layout.after_gguf)
-        out.write(encode_trailer(manifest(digest), layout.gguf_offset, gguf_length, digest))
+        out.write(encode_trailer(manifest(digest), layout.gguf_offset, length, digest))
         size = out.tell()
-    return BundleResult(output, size, layout.gguf_offset, gguf_length, digest)
+    return BundleResult(output, size, layout.gguf_offset, length, digest)
 
 
-def copy_and_hash(source: Path, out: BinaryIO, length: int, progress: Progress | None) -> str:
+def copy_and_hash(weights: Weights, out: BinaryIO, progress: Progress | None) -> str:
     digest = hashlib.sha256()
     buffer = bytearray(CHUNK)
     view = memoryview(buffer)
+    length = weights.size
     done = 0
-    with open(source, "rb") as f:
+    with open(weights.path, "rb") as f:
+        f.seek(weights.offset)
         while done < length:
             n = f.readinto(view[:min(CHUNK, length - done)])
             if not n:
-                raise BuildError(messages.GGUF_TRUNCATED.format(path=source))
+                raise BuildError(messages.GGUF_TRUNCATED.format(path=weights.path))
             digest.update(view[:n])
             out.write(view[:n])
             done += n

@@ -35,9 +35,24 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--args", default="", metavar="ARGS",
                        help="default arguments, shell-quoted; a '...' marks where the user's go (default: at the end)")
     build.add_argument("--name", help="the model's name in the manifest (default: the GGUF's general.name)")
-    build.add_argument("--runtime", type=Path, help="a prebuilt runtime executable (default: freeze one, cached)")
-    build.add_argument("--rebuild-runtime", action="store_true", help="freeze the runtime again even if cached")
+    build.add_argument("--quantize", metavar="TYPE", help="quantize an F32/F16/BF16 GGUF first: Q4_K_M, Q5_K_M, Q6_K, Q8_0, ...")
+    build.add_argument("--force-quantize", action="store_true", help="re-quantize an already quantized GGUF")
+    _runtime_options(build)
+    build.add_argument("--sidecar", action="store_true",
+                       help="write the weights beside the executable (automatic over 4 GB for Windows and macOS)")
     build.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+
+    repack = sub.add_parser("repack", help="rewrite an executable with a new runtime or new weights, keeping the rest")
+    repack.add_argument("bundle", help="the executable to start from")
+    repack.add_argument("--model", type=Path, metavar="GGUF", help="new weights (same runtime and default arguments)")
+    repack.add_argument("-o", "--output", help="where to write (default: replace BUNDLE)")
+    repack.add_argument("--args", metavar="ARGS", help="new default arguments (default: keep)")
+    _runtime_options(repack)
+    repack.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+
+    runtime = sub.add_parser("runtime", help="freeze this machine's runtime (cached) and print its path")
+    runtime.add_argument("-o", "--output-dir", type=Path, help="also copy it with its runtime.json into this folder")
+    runtime.add_argument("--rebuild-runtime", action="store_true", help="freeze again even if cached")
 
     inspect = sub.add_parser("inspect", help="show what an executable contains")
     inspect.add_argument("bundle")
@@ -52,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
                          add_help=False)
     run.add_argument("runtime_args", nargs=argparse.REMAINDER)
     return parser
+
+
+def _runtime_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runtime", "--runtime-dir", dest="runtime", type=Path, metavar="PATH",
+                        help="a runtime built elsewhere: its executable, or a folder with it and runtime.json "
+                             "(default: this machine's, frozen once and cached)")
+    parser.add_argument("--target", metavar="OS-ARCH",
+                        help="the target the runtime is for: linux-x86_64, linux-aarch64, darwin-arm64, windows-x86_64")
+    parser.add_argument("--rebuild-runtime", action="store_true", help="freeze the runtime again even if cached")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,6 +98,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(messages.INTERRUPTED, file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug: one line for users, the traceback with LLMPACK_DEBUG=1
+        if os.environ.get("LLMPACK_DEBUG"):
+            traceback.print_exc()
+        print(f"error: internal error: {type(exc).__name__}: {exc} (LLMPACK_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 70
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -96,6 +125,20 @@ def _unpack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _repack(args: argparse.Namespace) -> int:
+    from .repack_command import repack
+
+    repack(args)
+    return 0
+
+
+def _runtime(args: argparse.Namespace) -> int:
+    from .runtime_build import export_runtime
+
+    print(export_runtime(args.output_dir, args.rebuild_runtime))
+    return 0
+
+
 def _run_runtime(runtime_args: list[str]) -> int:
     """Runs the runtime from source in this Python (`python -m llmpack.runtime`). A separate process,
     so the build side never imports the runtime: their only contract is the payload format."""
@@ -111,6 +154,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "build": _build,
     "inspect": _inspect,
     "unpack": _unpack,
+    "repack": _repack,
+    "runtime": _runtime,
 }
 
 if __name__ == "__main__":

@@ -58,6 +58,13 @@ class GgufInfo:
     metadata: dict[str, Any] = field(default_factory=dict)
     tensors: list[TensorInfo] = field(default_factory=list)
     data_offset: int = 0
+    # Each key's whole entry (key, type, value) as a [start, end) byte range of the file: merging a split
+    # GGUF copies entries verbatim, arrays included, which `metadata` skips.
+    kv_spans: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def alignment(self) -> int:
+        return int(self.metadata.get("general.alignment", DEFAULT_ALIGNMENT))
 
     @property
     def architecture(self) -> str:
@@ -140,17 +147,18 @@ def read_gguf_info(path: str) -> GgufInfo:
         n_tensors, n_kv = reader.unpack("<Q"), reader.unpack("<Q")
         info = GgufInfo(path, version, size)
         for _ in range(n_kv):
+            start = f.tell()
             key = reader.string()
             value_type = reader.unpack("<I")
             # Arrays (vocabularies, merges) are skipped, not kept: we only describe the model.
             info.metadata[key] = reader.value(value_type, keep=value_type != _ARRAY)
+            info.kv_spans[key] = (start, f.tell())
         for _ in range(n_tensors):
             name = reader.string()
             n_dims = reader.unpack("<I")
             shape = tuple(reader.unpack("<Q") for _ in range(n_dims))
             info.tensors.append(TensorInfo(name, shape, reader.unpack("<I"), reader.unpack("<Q")))
-        alignment = int(info.metadata.get("general.alignment", DEFAULT_ALIGNMENT))
-        info.data_offset = -(-f.tell() // alignment) * alignment
+        info.data_offset = -(-f.tell() // info.alignment) * info.alignment
     _check_tensor_data(info)
     return info
 

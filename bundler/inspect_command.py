@@ -11,7 +11,7 @@ from pathlib import Path
 from . import messages
 from .bundle import atomic_output
 from .errors import BuildError
-from .payload_format import BundleInfo, read_bundle
+from .payload_format import FLAG_SIDECAR, BundleInfo, read_bundle, weights_path
 from .progress import ByteProgress
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ def hash_weights(info: BundleInfo, out=None, label: str = "verifying weights") -
     digest = hashlib.sha256()
     progress = ByteProgress(label)
     done = 0
-    with open(info.path, "rb") as f:
+    with open(weights_path(info), "rb") as f:
         f.seek(info.gguf_offset)
         while done < info.gguf_length:
             block = f.read(min(CHUNK, info.gguf_length - done))
@@ -43,7 +43,9 @@ def describe(info: BundleInfo) -> str:
     model, runtime, builder = m.get("model", {}), m.get("runtime", {}), m.get("builder", {})
     rows = [
         ("file", info.path),
-        ("size", f"{info.size:,} bytes (runtime {info.size - info.gguf_length:,} + weights {info.gguf_length:,})"),
+        ("size", f"{info.size:,} bytes, weights beside it in {weights_path(info)} ({info.gguf_length:,} bytes)"
+         if info.flags & FLAG_SIDECAR else
+         f"{info.size:,} bytes (runtime {info.size - info.gguf_length:,} + weights {info.gguf_length:,})"),
         ("model", model.get("name")),
         ("architecture", model.get("architecture")),
         ("quantization", model.get("quantization")),
@@ -52,7 +54,7 @@ def describe(info: BundleInfo) -> str:
         ("sha256", info.gguf_sha256),
         ("default args", " ".join(m.get("default_args", [])) or "(none)"),
         ("runtime", f"{runtime.get('target')} (llama-cpp-python {runtime.get('llama_cpp_python')}, "
-                    f"Python {runtime.get('python')})"),
+                    f"Python {runtime.get('python')}, needs glibc >= {runtime.get('min_glibc') or 'n/a'})"),
         ("built", f"{m.get('built_at')} by {builder.get('name')} {builder.get('version')}"),
         ("payload format", str(info.format_version)),
     ]
@@ -68,7 +70,8 @@ def inspect(path: str, as_json: bool, verify: bool) -> int:
     if as_json:
         document = {"path": info.path, "size": info.size, "format_version": info.format_version,
                     "gguf_offset": info.gguf_offset, "gguf_length": info.gguf_length,
-                    "gguf_sha256": info.gguf_sha256, "manifest": info.manifest}
+                    "gguf_sha256": info.gguf_sha256, "weights_file": str(weights_path(info)),
+                    "manifest": info.manifest}
         if verify:
             document["verified"] = verified
         sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")

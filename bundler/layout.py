@@ -32,17 +32,39 @@ class RuntimeImage:
     elf: "_ElfTail | None"
 
 
-def split_runtime(data: bytes, path: str) -> RuntimeImage:
-    cookie_at = data.rfind(COOKIE_MAGIC)
+def _find_archive(data, path: str, search_from: int = 0) -> tuple[int, int]:
+    """(archive start, cookie end) of the PyInstaller archive, found as its bootloader finds it."""
+    cookie_at = data.rfind(COOKIE_MAGIC, search_from)
     if cookie_at < 0:
         raise BuildError(messages.RUNTIME_NOT_PYINSTALLER.format(path=path))
     _magic, archive_length, *_ = COOKIE.unpack_from(data, cookie_at)
     cookie_end = cookie_at + COOKIE.size
-    archive_start = cookie_end - archive_length
-    if archive_start < 0:
+    if archive_length > cookie_end - search_from:
         raise BuildError(messages.RUNTIME_NOT_PYINSTALLER.format(path=path))
+    return cookie_end - archive_length, cookie_end
+
+
+def split_runtime(data: bytes, path: str) -> RuntimeImage:
+    """A bare runtime (as PyInstaller wrote it) split where the weights go in."""
+    archive_start, cookie_end = _find_archive(data, path)
     elf = _ElfTail.parse(data, archive_start, cookie_end)
     return RuntimeImage(data[:archive_start], data[archive_start:cookie_end], data[cookie_end:], elf)
+
+
+def runtime_of_bundle(data, path: str, weights: tuple[int, int] | None, trailer_start: int) -> RuntimeImage:
+    """The runtime inside an executable we built (`data` may be an mmap: only the runtime is copied),
+    as split_runtime would have returned it, so it can be laid out again with other weights.
+    `weights` is the (offset, length) of the embedded GGUF, None when it is a sidecar."""
+    gguf_offset, gguf_length = weights or (0, 0)
+    archive_start, cookie_end = _find_archive(data, path, gguf_offset + gguf_length)
+    head_end = gguf_offset if weights else archive_start
+    tail = bytes(data[cookie_end:trailer_start])
+    if not tail.startswith(TAIL_MARKER):
+        raise BuildError(messages.BUNDLE_DAMAGED.format(path=path, reason="no tail marker after the archive"))
+    elf = _ElfTail.parse(data, archive_start, cookie_end)
+    if elf is not None and elf.shstrtab.endswith(b"\0llm\0"):  # the section we added, always last
+        elf = _ElfTail(elf.sections[:-1], elf.shstrtab[:-4], elf.shstrndx, elf.archive_section)
+    return RuntimeImage(bytes(data[:head_end]), bytes(data[archive_start:cookie_end]), tail[len(TAIL_MARKER):], elf)
 
 
 def _align(value: int, alignment: int) -> int:

@@ -23,12 +23,15 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from . import messages
 from .errors import BuildError
 
 MAGIC = b"LLMPACK\x00"
+# The weights are in a file beside the executable (named by the manifest's "sidecar"), not inside it.
+FLAG_SIDECAR = 1
 TAIL_MARKER = b"LLMPACK-TAIL\x00\x00\x00\x00"
 FORMAT_VERSION = 1
 FOOTER = struct.Struct("<8sIIQQ32sQ32sI")
@@ -43,12 +46,13 @@ def encode_manifest(manifest: dict[str, Any]) -> bytes:
     return json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def encode_trailer(manifest: dict[str, Any], gguf_offset: int, gguf_length: int, gguf_sha256: str) -> bytes:
+def encode_trailer(manifest: dict[str, Any], gguf_offset: int, gguf_length: int, gguf_sha256: str,
+                   flags: int = 0) -> bytes:
     """The bytes that end the executable: manifest JSON, then the footer."""
     manifest_bytes = encode_manifest(manifest)
     if len(manifest_bytes) > MAX_MANIFEST_BYTES:
         raise BuildError("error: the manifest is larger than 1 MiB (are the default arguments that long?)")
-    body = FOOTER.pack(MAGIC, FORMAT_VERSION, 0, gguf_offset, gguf_length, bytes.fromhex(gguf_sha256),
+    body = FOOTER.pack(MAGIC, FORMAT_VERSION, flags, gguf_offset, gguf_length, bytes.fromhex(gguf_sha256),
                        len(manifest_bytes), hashlib.sha256(manifest_bytes).digest(), 0)[:-4]
     return manifest_bytes + body + struct.pack("<I", zlib.crc32(body))
 
@@ -58,10 +62,12 @@ class BundleInfo:
     path: str
     size: int
     format_version: int
+    flags: int
     gguf_offset: int
     gguf_length: int
     gguf_sha256: str
     manifest: dict[str, Any]
+    trailer_start: int  # where the manifest begins: the runtime's bytes end here
 
 
 def read_bundle(path: str) -> BundleInfo:
@@ -76,7 +82,7 @@ def read_bundle(path: str) -> BundleInfo:
             raise BuildError(messages.NOT_A_BUNDLE.format(path=path))
         f.seek(size - FOOTER.size)
         footer = f.read(FOOTER.size)
-        (magic, version, _flags, gguf_offset, gguf_length, gguf_digest, manifest_length,
+        (magic, version, flags, gguf_offset, gguf_length, gguf_digest, manifest_length,
          manifest_digest, crc) = FOOTER.unpack(footer)
         if magic != MAGIC:
             raise BuildError(messages.NOT_A_BUNDLE.format(path=path))
@@ -91,13 +97,26 @@ def read_bundle(path: str) -> BundleInfo:
         manifest_offset = size - FOOTER.size - manifest_length
         if manifest_length > MAX_MANIFEST_BYTES or manifest_offset < 0:
             raise damaged("the manifest length is out of range")
-        if gguf_offset % 32 or gguf_offset + gguf_length > manifest_offset:
+        sidecar = bool(flags & FLAG_SIDECAR)
+        if not sidecar and (gguf_offset % 32 or gguf_offset + gguf_length > manifest_offset):
             raise damaged("the weights lie outside the file (truncated?)")
         f.seek(manifest_offset)
         manifest_bytes = f.read(manifest_length)
         if hashlib.sha256(manifest_bytes).digest() != manifest_digest:
             raise damaged("the manifest's sha256 does not match")
-        f.seek(gguf_offset)
-        if f.read(4) != b"GGUF":
-            raise damaged("the embedded weights do not start with a GGUF header")
-    return BundleInfo(path, size, version, gguf_offset, gguf_length, gguf_digest.hex(), json.loads(manifest_bytes))
+        if not sidecar:
+            f.seek(gguf_offset)
+            if f.read(4) != b"GGUF":
+                raise damaged("the embedded weights do not start with a GGUF header")
+    info = BundleInfo(path, size, version, flags, gguf_offset, gguf_length, gguf_digest.hex(),
+                      json.loads(manifest_bytes), manifest_offset)
+    if sidecar and not weights_path(info).is_file():
+        raise damaged(f"its weights file {weights_path(info)} is missing")
+    return info
+
+
+def weights_path(info: BundleInfo) -> Path:
+    """The file holding the GGUF: the executable itself, or its sidecar."""
+    if info.flags & FLAG_SIDECAR:
+        return Path(info.path).resolve().parent / str(info.manifest.get("sidecar", ""))
+    return Path(info.path)

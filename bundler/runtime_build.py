@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
+import re
 import importlib.util
 import logging
 import os
@@ -15,7 +17,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import messages
 from .errors import BuildError
@@ -23,6 +27,31 @@ from .errors import BuildError
 log = logging.getLogger(__name__)
 
 RUNTIME_NAME = "llmpack-runtime"
+RUNTIME_INFO = "runtime.json"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """A frozen runtime executable and what it was built for (runtime.json beside it)."""
+
+    path: Path
+    info: dict[str, Any]
+
+    @property
+    def target(self) -> str:
+        return str(self.info.get("target", "unknown"))
+
+
+def load_runtime(path: Path) -> Runtime:
+    """A runtime from a file (its runtime.json, if any, describes it) or a folder holding both."""
+    if path.is_dir():
+        candidates = [path / RUNTIME_NAME, path / f"{RUNTIME_NAME}.exe"]
+        path = next((c for c in candidates if c.exists()), candidates[0])
+    if not path.is_file():
+        raise BuildError(messages.RUNTIME_NOT_FOUND.format(path=path))
+    info_file = path.parent / RUNTIME_INFO
+    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+    return Runtime(path, info)
 # Ignored when hashing and staging the runtime's sources.
 _IGNORED = ("__pycache__", ".pyc", ".pyo")
 
@@ -91,13 +120,13 @@ def runtime_versions() -> dict[str, str]:
             "pyinstaller": _version("pyinstaller")}
 
 
-def ensure_runtime(rebuild: bool = False) -> Path:
+def ensure_runtime(rebuild: bool = False) -> Runtime:
     """The cached runtime executable for this machine, frozen first if needed."""
     key = runtime_key()
     target = cache_root() / "runtimes" / f"{host_target()}-{key}" / RUNTIME_NAME
-    if target.exists() and not rebuild:
+    if target.exists() and (target.parent / RUNTIME_INFO).exists() and not rebuild:
         log.info("runtime: %s (cached)", target)
-        return target
+        return load_runtime(target)
     log.info("freezing the runtime with PyInstaller (once per runtime version; about a minute)...")
     started = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -105,9 +134,28 @@ def ensure_runtime(rebuild: bool = False) -> Path:
         built = _freeze(Path(work), target.parent / "freeze.log")
         staged = target.with_suffix(".partial")
         shutil.copy2(built, staged)
+        info = {"target": host_target(), "key": key, "min_glibc": minimum_glibc(staged), **runtime_versions()}
+        (target.parent / RUNTIME_INFO).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
         os.replace(staged, target)
     log.info("runtime frozen in %.0f s: %s", time.perf_counter() - started, target)
-    return target
+    return Runtime(target, info)
+
+
+_GLIBC_VERSION = re.compile(rb"GLIBC_(\d+)\.(\d+)(?:\.(\d+))?\x00")
+
+
+def minimum_glibc(executable: Path) -> str | None:
+    """The newest GLIBC_x.y symbol version that the bootloader or any bundled library requires:
+    the oldest glibc (so Linux distribution) the executable runs on. None off Linux."""
+    if not host_target().startswith("linux"):
+        return None
+    from PyInstaller.archive.readers import CArchiveReader
+
+    blobs = [executable.read_bytes()]
+    archive = CArchiveReader(str(executable))
+    blobs += [archive.extract(name) for name, entry in archive.toc.items() if entry[-1] == "b"]
+    versions = {tuple(int(part or 0) for part in match) for blob in blobs for match in _GLIBC_VERSION.findall(blob)}
+    return ".".join(map(str, max(versions)[:2])) if versions else None
 
 
 def _stage_sources(stage: Path) -> None:
@@ -139,3 +187,15 @@ def _freeze(work: Path, log_path: Path) -> Path:
     if status != 0 or not built.exists():
         raise BuildError(messages.FREEZE_FAILED.format(log=log_path))
     return built
+
+
+def export_runtime(directory: Path | None, rebuild: bool) -> Path:
+    """`llmpack runtime`: this machine's runtime, optionally copied with its runtime.json into a folder
+    (what the CI workflow uploads, and what `llmpack build --runtime-dir` takes elsewhere)."""
+    runtime = ensure_runtime(rebuild=rebuild)
+    if directory is None:
+        return runtime.path
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(runtime.path, directory / runtime.path.name)
+    shutil.copy2(runtime.path.parent / RUNTIME_INFO, directory / RUNTIME_INFO)
+    return directory / runtime.path.name

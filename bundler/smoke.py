@@ -13,7 +13,7 @@ from .errors import BuildError
 def check_default_args(executable: Path, default_args: list[str]) -> None:
     if not default_args:
         return
-    result = subprocess.run([str(executable), "--version"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([str(executable.resolve()), "--version"], capture_output=True, text=True, timeout=120)
     if result.returncode != 0:
         detail = (result.stderr.strip().splitlines() or ["exit status %d" % result.returncode])[-1]
         executable.unlink(missing_ok=True)

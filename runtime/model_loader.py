@@ -34,7 +34,7 @@ def resolve_source(settings: Settings, payload: Payload | None) -> ModelSource:
         raise NoModel()
     if settings.verify:
         check_weights(payload, show_progress=not settings.log_disable)
-    if in_place_loading_supported():
+    if payload.gguf_offset == 0 or in_place_loading_supported():  # a sidecar, or weights inside us
         return ModelSource(payload.path, payload.gguf_offset)
     return ModelSource(str(_extract_once(payload)))
 

@@ -10,7 +10,9 @@ and the footer, a fixed-size little-endian struct at the very end, is
     magic "LLMPACK\\0" | format version u32 | flags u32 | GGUF offset u64 | GGUF length u64 |
     GGUF sha256 (32 bytes) | manifest length u64 | manifest sha256 (32 bytes) | crc32 of all before u32
 
-The tail marker, written right after PyInstaller's cookie, tells a truncated executable (marker, no
+Flag SIDECAR (bit 0): the weights are not inside but in a file beside the executable, named by the
+manifest's "sidecar" (Windows and macOS cannot run executables over 4 GB); offset is then 0 and length
+is the sidecar's size. The tail marker, written right after PyInstaller's cookie, tells a truncated executable (marker, no
 footer) from a runtime that never had a payload (neither). The checks here are the cheap ones made at every start (they read a few KB, whatever the weights' size);
 `verify_weights` re-hashes the GGUF and is only run on request.
 """
@@ -28,6 +30,7 @@ from typing import Any, BinaryIO, Callable
 from .errors import CorruptBundle
 
 MAGIC = b"LLMPACK\x00"
+FLAG_SIDECAR = 1
 TAIL_MARKER = b"LLMPACK-TAIL\x00\x00\x00\x00"
 # How far from the end the tail marker can be: the manifest plus the ELF section table, with room.
 TAIL_SCAN_BYTES = (1 << 20) + (64 << 10)
@@ -44,11 +47,12 @@ REQUIRED_GGUF_ALIGNMENT = 32
 class Payload:
     """Where the embedded weights are, and what the builder recorded about them."""
 
-    path: str
+    path: str  # the file holding the GGUF: this executable, or its sidecar
     gguf_offset: int
     gguf_length: int
     gguf_sha256: str
     manifest: dict[str, Any]
+    executable: str = ""
 
 
 def has_payload(path: str) -> bool:
@@ -71,7 +75,7 @@ def read_payload(path: str) -> Payload:
             raise CorruptBundle(path, "too small to hold a payload (truncated?)")
         f.seek(size - FOOTER.size)
         footer = f.read(FOOTER.size)
-        (magic, version, _flags, gguf_offset, gguf_length, gguf_digest, manifest_length,
+        (magic, version, flags, gguf_offset, gguf_length, gguf_digest, manifest_length,
          manifest_digest, crc) = FOOTER.unpack(footer)
         if magic != MAGIC:
             raise CorruptBundle(path, "no payload footer at the end of the file (truncated?)")
@@ -82,19 +86,31 @@ def read_payload(path: str) -> Payload:
         manifest_offset = size - FOOTER.size - manifest_length
         if manifest_length > MAX_MANIFEST_BYTES or manifest_offset < 0:
             raise CorruptBundle(path, "the manifest length is out of range")
-        if gguf_offset % REQUIRED_GGUF_ALIGNMENT or gguf_offset + gguf_length > manifest_offset:
+        sidecar = bool(flags & FLAG_SIDECAR)
+        if not sidecar and (gguf_offset % REQUIRED_GGUF_ALIGNMENT or gguf_offset + gguf_length > manifest_offset):
             raise CorruptBundle(path, "the weights lie outside the file (truncated?)")
         f.seek(manifest_offset)
         manifest_bytes = f.read(manifest_length)
         if hashlib.sha256(manifest_bytes).digest() != manifest_digest:
             raise CorruptBundle(path, "the manifest is damaged (sha256 mismatch)")
-        f.seek(gguf_offset)
-        _check_gguf_header(path, f)
+        try:
+            manifest = json.loads(manifest_bytes)
+        except ValueError as exc:
+            raise CorruptBundle(path, f"the manifest is not valid JSON ({exc})") from None
+        if not sidecar:
+            f.seek(gguf_offset)
+            _check_gguf_header(path, f)
+            return Payload(path, gguf_offset, gguf_length, gguf_digest.hex(), manifest, path)
+    weights = os.path.join(os.path.dirname(os.path.abspath(path)), str(manifest.get("sidecar", "")))
     try:
-        manifest = json.loads(manifest_bytes)
-    except ValueError as exc:
-        raise CorruptBundle(path, f"the manifest is not valid JSON ({exc})") from None
-    return Payload(path, gguf_offset, gguf_length, gguf_digest.hex(), manifest)
+        with open(weights, "rb") as f:
+            if f.seek(0, os.SEEK_END) != gguf_length:
+                raise CorruptBundle(path, f"its weights file {weights} has the wrong size")
+            f.seek(0)
+            _check_gguf_header(path, f)
+    except OSError as exc:
+        raise CorruptBundle(path, f"its weights file {weights} cannot be read ({exc.strerror})") from None
+    return Payload(weights, 0, gguf_length, gguf_digest.hex(), manifest, path)
 
 
 def _check_gguf_header(path: str, f: BinaryIO) -> None:
