@@ -58,11 +58,9 @@ def fetch_gguf(repo: str, filename: str, revision: str | None, *, quiet: bool = 
         raise BuildError(messages.HF_BAD_FILE.format(file=filename))
     names = check_first_part(filename, filename) or [filename]
     endpoint = constants.ENDPOINT
-    log.info("fetching %s%s from %s/%s%s", filename, f" and its {len(names) - 1} other parts" if len(names) > 1 else "",
-             endpoint, repo, f" at {revision}" if revision else "")
     current = filename
     try:
-        with _library_quiet(progress_bars=quiet):
+        with _library_quiet(hide_progress=quiet):
             first = Path(hf_hub_download(repo_id=repo, filename=filename, revision=revision))
             # The download recorded which commit the revision named (refs/ in the cache); read it back
             # without the network, so that later parts and the manifest name that exact commit.
@@ -76,6 +74,8 @@ def fetch_gguf(repo: str, filename: str, revision: str | None, *, quiet: bool = 
         if error is None:
             raise
         raise error from None
+    log.info("weights: %s%s from %s/%s at commit %s", filename,
+             f" and its {len(paths) - 1} other parts" if len(paths) > 1 else "", endpoint, repo, commit)
     source: dict[str, Any] = {"type": "huggingface", "repo": repo, "file": filename, "revision": commit}
     if len(paths) > 1:
         source["parts"] = len(paths)
@@ -85,19 +85,22 @@ def fetch_gguf(repo: str, filename: str, revision: str | None, *, quiet: bool = 
 
 
 @contextlib.contextmanager
-def _library_quiet(progress_bars: bool) -> Iterator[None]:
-    """huggingface-hub logs a warning per retry (an unreachable hub gives a dozen lines); the build
-    reports the outcome itself in one line, so only the library's errors are let through."""
-    logger = logging.getLogger("huggingface_hub")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    silence = progress_bars and not are_progress_bars_disabled()
+def _library_quiet(hide_progress: bool) -> Iterator[None]:
+    """huggingface-hub logs a warning per retry (an unreachable hub gives a dozen lines) and httpx2 a line
+    per request; the build reports the outcome itself, in one line, so only their errors are let through.
+    The progress bar stays (on a terminal) unless `hide_progress`."""
+    loggers = [logging.getLogger(name) for name in ("huggingface_hub", "httpx2")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    silence = hide_progress and not are_progress_bars_disabled()
     if silence:
         disable_progress_bars()
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
         if silence:
             enable_progress_bars()
 

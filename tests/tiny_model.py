@@ -40,11 +40,13 @@ def _vocabulary() -> tuple[list[str], list[float], list[int]]:
 
 def write_tiny_gguf(path: Path, *, n_embd: int = 64, n_layer: int = 2, n_head: int = 4, n_ff: int = 128,
                     n_ctx: int = 512, seed: int = 0, chat_template: str | None = GEMMA_TEMPLATE,
-                    name: str = "tiny-test-model") -> Path:
+                    name: str = "tiny-test-model", split_max_tensors: int = 0) -> Path:
+    """With `split_max_tensors`, a split GGUF as llama.cpp's gguf-split writes it (`tiny-00001-of-00003.gguf`,
+    ...; the same model as without): the path of its first part is returned."""
     tokens, scores, types = _vocabulary()
     n_vocab = len(tokens)
     rng = np.random.default_rng(seed)
-    writer = gguf.GGUFWriter(str(path), "llama")
+    writer = gguf.GGUFWriter(str(path), "llama", split_max_tensors=split_max_tensors)
     writer.add_name(name)
     writer.add_context_length(n_ctx)
     writer.add_embedding_length(n_embd)
@@ -84,7 +86,7 @@ def write_tiny_gguf(path: Path, *, n_embd: int = 64, n_layer: int = 2, n_head: i
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    return path
+    return writer.format_shard_names(Path(path))[0]
 
 
 if __name__ == "__main__":
