@@ -10,6 +10,8 @@ PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 CACHE=${LLMPACK_CACHE:-$HOME/.cache/llmpack}
 log() { printf 'setup: %s\n' "$*" >&2; }
+digest() { if command -v sha256sum >/dev/null; then sha256sum; else shasum -a 256; fi | cut -c1-16; }
+cpus() { nproc 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null || echo 2; }
 
 "$PYTHON" - <<'PY' || { log "Python >= 3.11 is required (set PYTHON=...)"; exit 1; }
 import sys; sys.exit(sys.version_info < (3, 11))
@@ -23,21 +25,22 @@ recipe=${LLMPACK_RECIPE:-build/recipes/$target-${LLMPACK_VARIANT:-$default_varia
 CMAKE_ARGS=$(. "$recipe"; printf '%s' "$CMAKE_ARGS")
 llama_version=$(sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' pyproject.toml)
 
-if [ ! -x "$VENV/bin/python" ]; then
+if [ ! -d "$VENV" ]; then
     log "creating $VENV"
     "$PYTHON" -m venv "$VENV"
-    "$VENV/bin/python" -m pip install -q --upgrade pip wheel
 fi
-py_tag=$("$VENV/bin/python" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
-key=$(printf '%s|%s|%s|%s' "$llama_version" "$CMAKE_ARGS" "$py_tag" "$target" | sha256sum | cut -c1-16)
+VPY="$VENV/bin/python"; [ -x "$VPY" ] || VPY="$VENV/Scripts/python.exe"  # Windows keeps it in Scripts/
+[ -f "$VENV/.pip-upgraded" ] || { "$VPY" -m pip install -q --upgrade pip wheel && touch "$VENV/.pip-upgraded"; }
+py_tag=$("$VPY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
+key=$(printf '%s|%s|%s|%s' "$llama_version" "$CMAKE_ARGS" "$py_tag" "$target" | digest)
 wheel_dir="$CACHE/wheels/$key"
 
 if ! ls "$wheel_dir"/llama_cpp_python-*.whl >/dev/null 2>&1; then
     log "compiling llama-cpp-python $llama_version ($recipe), once; about 20 minutes on 2 cores..."
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
-    CMAKE_ARGS="$CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} \
-        "$VENV/bin/python" -m pip wheel --no-deps --no-cache-dir -w "$tmp" "llama-cpp-python==$llama_version" \
+    CMAKE_ARGS="$CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(cpus)} \
+        "$VPY" -m pip wheel --no-deps --no-cache-dir -w "$tmp" "llama-cpp-python==$llama_version" \
         > "$tmp/build.log" 2>&1 || { tail -30 "$tmp/build.log" >&2; log "compiling llama-cpp-python failed"; exit 1; }
     mkdir -p "$wheel_dir"
     mv "$tmp"/llama_cpp_python-*.whl "$wheel_dir/"
@@ -45,11 +48,11 @@ if ! ls "$wheel_dir"/llama_cpp_python-*.whl >/dev/null 2>&1; then
 fi
 
 stamp="$VENV/.llmpack-setup"
-want=$(cat pyproject.toml "$recipe" | sha256sum | cut -c1-16)-$key
+want=$(cat pyproject.toml "$recipe" | digest)-$key
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     log "installing llmpack and its dependencies into $VENV"
-    "$VENV/bin/python" -m pip install -q --force-reinstall --no-deps "$wheel_dir"/llama_cpp_python-*.whl
-    "$VENV/bin/python" -m pip install -q -e '.[dev]'
+    "$VPY" -m pip install -q --force-reinstall --no-deps "$wheel_dir"/llama_cpp_python-*.whl
+    "$VPY" -m pip install -q -e '.[dev]'
     echo "$want" > "$stamp"
 fi
-log "ready: $VENV/bin/llmpack"
+log "ready: $(dirname "$VPY")/llmpack"
