@@ -8,6 +8,8 @@ It answers what `hf_hub_download` asks (huggingface_hub 2.x, `file_download.py` 
 `X-Error-Code: RepoNotFound`, `RevisionNotFound` or `EntryNotFound`, and 401 for a private or gated
 repository asked for without its token (`RepoNotFound` or `GatedRepo`, as the hub does for anonymous
 users). Every request is recorded, so tests can assert that a cached or offline build made none.
+Anything else gets a plain 404: huggingface-hub also asks for `/api/agent-harnesses` (at most daily,
+never offline) and treats any failure there as "no registry".
 """
 
 from __future__ import annotations

@@ -36,19 +36,28 @@ def split_gguf(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 @pytest.fixture(scope="module")
 def hub(tiny_gguf: Path, split_gguf: list[Path], tmp_path_factory: pytest.TempPathFactory):
     standin = HubStandin(tmp_path_factory.mktemp("hub"))
-    standin.commit = standin.add_repo(REPO, {"tiny.gguf": tiny_gguf, **{p.name: p for p in split_gguf}})
+    standin.add_repo(REPO, {"tiny.gguf": tiny_gguf, **{p.name: p for p in split_gguf}})
     standin.add_repo(PRIVATE, {"tiny.gguf": tiny_gguf}, token=TOKEN)
     standin.add_repo(GATED, {"tiny.gguf": tiny_gguf}, token=TOKEN, gated=True)
-    standin.start()
-    # One huggingface-hub cache for the module: the offline test reads what the online build fetched.
-    standin.env = {"HF_ENDPOINT": standin.url, "HF_HOME": str(tmp_path_factory.mktemp("hf-home")),
-                   "HF_TOKEN": "", "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_TELEMETRY": "1"}
-    yield standin
+    yield standin.start()
     standin.stop()
 
 
-def hub_build(hub: HubStandin, *args: str, **env: str) -> subprocess.CompletedProcess:
-    return llmpack("build", *args, env={**hub.env, **env})
+@pytest.fixture(scope="module")
+def hub_env(hub: HubStandin, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """One huggingface-hub cache for the module (the offline test reads what the online build fetched),
+    and none of the developer's own hub settings."""
+    return {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path_factory.mktemp("hf-home")), "HF_TOKEN": "",
+            "HF_HUB_OFFLINE": "0"}
+
+
+@pytest.fixture(scope="module")
+def commit(hub: HubStandin) -> str:
+    return hub.repos[REPO].commit
+
+
+def hub_build(hub_env: dict[str, str], *args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess:
+    return llmpack("build", *args, env={**hub_env, **env}, cwd=cwd)
 
 
 def resolve_requests(hub: HubStandin, since: int = 0) -> list[tuple[str, str]]:
@@ -78,11 +87,11 @@ def expected_completion(tiny_bundle: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def hub_build_once(hub: HubStandin, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[str, str]]]:
+def hub_build_once(hub: HubStandin, hub_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[str, str]]]:
     """A build from the hub into an empty cache: the executable, and the requests it made."""
     output = tmp_path_factory.mktemp("from-hub") / "x.llmpack"
     before = len(hub.requests)
-    result = hub_build(hub, "--hf-repo", REPO, "--hf-file", "tiny.gguf", "-o", str(output))
+    result = hub_build(hub_env, "--hf-repo", REPO, "--hf-file", "tiny.gguf", "-o", str(output))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(output)
     return output, resolve_requests(hub, before)
@@ -94,8 +103,8 @@ def hub_bundle(hub_build_once: tuple[Path, list[tuple[str, str]]]) -> Path:
 
 
 @pytest.mark.slow
-def test_build_from_the_hub(hub: HubStandin, hub_build_once: tuple[Path, list[tuple[str, str]]], tiny_bundle: Path,
-                            expected_completion: str) -> None:
+def test_build_from_the_hub(hub: HubStandin, commit: str, hub_build_once: tuple[Path, list[tuple[str, str]]],
+                            tiny_bundle: Path, expected_completion: str) -> None:
     hub_bundle, requests = hub_build_once
     assert requests == [("HEAD", f"/{REPO}/resolve/main/tiny.gguf"), ("GET", f"/{REPO}/resolve/main/tiny.gguf")]
     result = run([str(hub_bundle), *PROMPT])
@@ -103,14 +112,14 @@ def test_build_from_the_hub(hub: HubStandin, hub_build_once: tuple[Path, list[tu
     assert result.stdout == expected_completion
     document = inspect(hub_bundle)
     assert document["manifest"]["model"]["source"] == {
-        "type": "huggingface", "repo": REPO, "file": "tiny.gguf", "revision": hub.commit, "endpoint": hub.url}
+        "type": "huggingface", "repo": REPO, "file": "tiny.gguf", "revision": commit, "endpoint": hub.url}
     assert document["gguf_sha256"] == inspect(tiny_bundle)["gguf_sha256"]
 
 
 @pytest.mark.slow
-def test_offline_build_uses_the_cache(hub: HubStandin, hub_bundle: Path, tmp_path: Path) -> None:
+def test_offline_build_uses_the_cache(hub: HubStandin, hub_env: dict[str, str], hub_bundle: Path, tmp_path: Path) -> None:
     before = len(hub.requests)
-    result = hub_build(hub, "--hf-repo", REPO, "--hf-file", "tiny.gguf", "-o", str(tmp_path / "y.llmpack"),
+    result = hub_build(hub_env, "--hf-repo", REPO, "--hf-file", "tiny.gguf", "-o", str(tmp_path / "y.llmpack"),
                        HF_HUB_OFFLINE="1")
     assert result.returncode == 0, result.stderr
     assert hub.requests[before:] == []
@@ -119,9 +128,9 @@ def test_offline_build_uses_the_cache(hub: HubStandin, hub_bundle: Path, tmp_pat
     assert offline["manifest"]["model"]["source"] == online["manifest"]["model"]["source"]
 
 
-def test_offline_and_not_cached(hub: HubStandin, tmp_path: Path) -> None:
+def test_offline_and_not_cached(hub: HubStandin, hub_env: dict[str, str], tmp_path: Path) -> None:
     before = len(hub.requests)
-    result = hub_build(hub, "--hf-repo", REPO, "--hf-file", "tiny-00001-of-00003.gguf",
+    result = hub_build(hub_env, "--hf-repo", REPO, "--hf-file", "tiny-00001-of-00003.gguf",
                        "-o", str(tmp_path / "x.llmpack"), HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "empty-hf"))
     assert one_error_line(result) == messages.HF_OFFLINE_NOT_CACHED.format(
         file="tiny-00001-of-00003.gguf", repo=REPO, cache=tmp_path / "empty-hf" / "hub")
@@ -155,30 +164,31 @@ FAILURES = {
 
 
 @pytest.mark.parametrize("case", FAILURES)
-def test_hub_failures_are_one_line(case: str, hub: HubStandin, tmp_path: Path) -> None:
+def test_hub_failures_are_one_line(case: str, hub: HubStandin, hub_env: dict[str, str], tmp_path: Path) -> None:
     (args, env), expected = FAILURES[case]
-    result = hub_build(hub, *args, "-o", str(tmp_path / "x.llmpack"), **env)
+    result = hub_build(hub_env, *args, "-o", str(tmp_path / "x.llmpack"), **env)
     assert one_error_line(result) == expected(hub)
     assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow
-def test_private_repository_with_its_token(hub: HubStandin, tmp_path: Path) -> None:
+def test_private_repository_with_its_token(hub: HubStandin, hub_env: dict[str, str], tmp_path: Path) -> None:
     before = len(hub.requests)
-    result = hub_build(hub, "--hf-repo", PRIVATE, "--hf-file", "tiny.gguf", "-o", str(tmp_path / "p.llmpack"),
-                       HF_TOKEN=TOKEN)
+    result = hub_build(hub_env, "--hf-repo", PRIVATE, "--hf-file", "tiny.gguf", cwd=tmp_path, HF_TOKEN=TOKEN)
     assert result.returncode == 0, result.stderr
     assert {r.authorization for r in hub.requests[before:] if "/resolve/" in r.path} == {f"Bearer {TOKEN}"}
-    assert inspect(tmp_path / "p.llmpack")["manifest"]["model"]["source"]["repo"] == PRIVATE
+    # Without -o, in the current folder (the GGUF's own folder is huggingface-hub's cache).
+    assert result.stdout.strip() == "tiny.llmpack" and list(tmp_path.iterdir()) == [tmp_path / "tiny.llmpack"]
+    assert inspect(tmp_path / "tiny.llmpack")["manifest"]["model"]["source"]["repo"] == PRIVATE
 
 
 @pytest.mark.slow
-def test_unreachable_hub(hub: HubStandin, tmp_path: Path) -> None:
+def test_unreachable_hub(hub_env: dict[str, str], tmp_path: Path) -> None:
     """Nothing listens on the port: huggingface-hub retries with back-off (about 25 s), then one line."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
-    result = hub_build(hub, "--hf-repo", REPO, "--hf-file", "tiny.gguf", "-o", str(tmp_path / "x.llmpack"),
+    result = hub_build(hub_env, "--hf-repo", REPO, "--hf-file", "tiny.gguf", "-o", str(tmp_path / "x.llmpack"),
                        HF_ENDPOINT=closed, HF_HOME=str(tmp_path / "hf"))
     assert one_error_line(result) == messages.HF_UNREACHABLE.format(
         endpoint=closed, reason="no connection", file="tiny.gguf", repo=REPO)
@@ -265,21 +275,21 @@ def write_sparse_split(path: Path, n_parts: int, n_floats: int) -> Path:
 
 
 @pytest.mark.slow
-def test_split_gguf_from_the_hub(hub: HubStandin, tiny_bundle: Path, tmp_path: Path,
-                                 expected_completion: str) -> None:
+def test_split_gguf_from_the_hub(hub: HubStandin, hub_env: dict[str, str], commit: str, tiny_bundle: Path,
+                                 tmp_path: Path, expected_completion: str) -> None:
     before = len(hub.requests)
     output = tmp_path / "z.llmpack"
-    result = hub_build(hub, "--hf-repo", REPO, "--hf-file", "tiny-00001-of-00003.gguf", "-o", str(output))
+    result = hub_build(hub_env, "--hf-repo", REPO, "--hf-file", "tiny-00001-of-00003.gguf", "-o", str(output))
     assert result.returncode == 0, result.stderr
     assert list(tmp_path.iterdir()) == [output]
     # The later parts come from the commit the first part resolved to, whatever main says by then.
     assert [path for method, path in resolve_requests(hub, before) if method == "GET"] == [
         f"/{REPO}/resolve/main/tiny-00001-of-00003.gguf",
-        f"/{REPO}/resolve/{hub.commit}/tiny-00002-of-00003.gguf",
-        f"/{REPO}/resolve/{hub.commit}/tiny-00003-of-00003.gguf"]
+        f"/{REPO}/resolve/{commit}/tiny-00002-of-00003.gguf",
+        f"/{REPO}/resolve/{commit}/tiny-00003-of-00003.gguf"]
     document = inspect(output)
     assert document["manifest"]["model"]["source"] == {
-        "type": "huggingface", "repo": REPO, "file": "tiny-00001-of-00003.gguf", "revision": hub.commit,
+        "type": "huggingface", "repo": REPO, "file": "tiny-00001-of-00003.gguf", "revision": commit,
         "parts": 3, "endpoint": hub.url}
     assert document["gguf_sha256"] == inspect(tiny_bundle)["gguf_sha256"]
     result = run([str(output), *PROMPT])
