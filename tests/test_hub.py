@@ -295,3 +295,11 @@ def test_split_gguf_from_the_hub(hub: HubStandin, hub_env: dict[str, str], commi
     result = run([str(output), *PROMPT])
     assert result.returncode == 0, result.stderr
     assert result.stdout == expected_completion
+    # Offline, every part comes from the cache: the same weights, not one request.
+    before = len(hub.requests)
+    again = tmp_path / "offline.llmpack"
+    result = hub_build(hub_env, "--hf-repo", REPO, "--hf-file", "tiny-00001-of-00003.gguf", "-o", str(again),
+                       HF_HUB_OFFLINE="1")
+    assert result.returncode == 0, result.stderr
+    assert hub.requests[before:] == []
+    assert inspect(again)["gguf_sha256"] == document["gguf_sha256"]
