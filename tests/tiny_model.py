@@ -89,6 +89,30 @@ def write_tiny_gguf(path: Path, *, n_embd: int = 64, n_layer: int = 2, n_head: i
     return writer.format_shard_names(Path(path))[0]
 
 
+def write_big_gguf(path: Path, n_bytes: int, random_data: bool = False) -> Path:
+    """A valid GGUF header declaring one large F32 tensor: a payload of `n_bytes` for size tests.
+    Its data is a sparse (zero) region, or real random bytes when the disk must really hold them.
+    Bundlable and inspectable, not meant to be run (use -m with a runnable model)."""
+    import os
+    import struct
+
+    n_floats = n_bytes // 4
+    name, key, value = b"big.weight", b"general.architecture", b"llama"
+    header = b"GGUF" + struct.pack("<IQQ", 3, 1, 1)
+    header += struct.pack("<Q", len(key)) + key + struct.pack("<I", 8) + struct.pack("<Q", len(value)) + value
+    header += struct.pack("<Q", len(name)) + name + struct.pack("<IQIQ", 1, n_floats, 0, 0)
+    data_offset = -(-len(header) // 32) * 32
+    with open(path, "wb") as f:
+        f.write(header)
+        if random_data:
+            f.seek(data_offset)
+            block = os.urandom(16 << 20)
+            for _ in range(n_floats * 4 // len(block)):
+                f.write(block)
+        f.truncate(data_offset + 4 * n_floats)
+    return path
+
+
 if __name__ == "__main__":
     import sys
 
