@@ -53,7 +53,7 @@ def chat(settings: Settings, engine: Engine, server_url: str | None) -> int:
     if sys.stdin.isatty():
         console = Console()
         show_banner(console, banner_lines(settings, engine, server_url))
-        return Repl(session, console).run(make_prompt_session())
+        return Repl(session, console, terminal_fd=sys.stdin.fileno()).run(make_prompt_session())
     # No terminal: stdout carries only the replies; the banner is a log line on stderr.
     for line in banner_lines(settings, engine, server_url):
         log.info("%s", line)
@@ -61,7 +61,8 @@ def chat(settings: Settings, engine: Engine, server_url: str | None) -> int:
 
 
 def describe_compute(settings: Settings, engine: Engine) -> str:
-    threads = f"{settings.thread_count()} CPU threads"
+    count = settings.thread_count()
+    threads = f"{count} CPU thread{'s' if count > 1 else ''}"
     if settings.n_gpu_layers > 0 and gpu_offload_supported():
         devices = ", ".join(d for d in load_backends() if not d.upper().startswith("CPU")) or "GPU"
         total = int(engine.metadata.get(f"{engine.metadata.get('general.architecture', '')}.block_count", 0) or 0)

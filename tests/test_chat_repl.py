@@ -54,8 +54,15 @@ def test_a_message_gets_a_streamed_reply_and_exit_ends_with_0() -> None:
 
 @pytest.mark.parametrize("key", [CTRL_D, CTRL_C])
 def test_ctrl_d_or_ctrl_c_on_an_empty_prompt_exits_cleanly(key: str) -> None:
-    code, out, session = chat("hello\r" + key)
+    code, out, session = chat("hello\r", later=key)  # later: a Ctrl-C typed with Enter stops the reply
     assert code == 0 and user_messages(session) == ["hello"]
+
+
+def test_ctrl_c_typed_right_after_enter_stops_that_message_not_the_chat() -> None:
+    code, out, session = chat("hello\r" + CTRL_C + "next\r" + CTRL_D)
+    assert code == 0
+    assert out.startswith(messages.CHAT_INTERRUPTED + "\n")
+    assert user_messages(session) == ["next"]
 
 
 def test_ctrl_c_with_text_drops_the_line_and_stays() -> None:

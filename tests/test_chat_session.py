@@ -4,7 +4,9 @@ interruptible streaming, the slash commands and the reply renderer."""
 from __future__ import annotations
 
 import io
+import os
 import re
+import signal
 import threading
 
 import pytest
@@ -137,6 +139,21 @@ def test_ctrl_c_while_streaming_cancels_and_keeps_what_was_said() -> None:
     assert reply.finish_reason == "cancelled"
     assert 5 <= len(reply.text.split()) < 200
     assert session.conversation.messages[-1].content == reply.text
+
+
+def test_a_real_sigint_while_streaming_cancels_without_an_exception() -> None:
+    engine = FakeEngine(replies=[" ".join(f"w{i}" for i in range(200))], delay=0.002)
+    session = make_session(engine)
+    seen: list[str] = []
+
+    def on_text(text: str) -> None:
+        seen.append(text)
+        if len(seen) == 5:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, as the terminal sends it
+
+    reply = session.ask("go", on_text)
+    assert reply.finish_reason == "cancelled" and 5 <= len(reply.text.split()) < 200
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored afterwards
 
 
 def test_an_engine_error_is_raised_in_the_caller_and_takes_the_message_back() -> None:

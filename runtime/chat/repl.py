@@ -5,6 +5,7 @@ so a script can chat, and the chat ends at the end of its input instead of waiti
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -14,7 +15,10 @@ from prompt_toolkit import PromptSession
 from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
 from prompt_toolkit.filters import is_searching
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
+from prompt_toolkit.input import Input
+from prompt_toolkit.input.typeahead import get_typeahead, store_typeahead
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+from prompt_toolkit.keys import Keys
 
 from .. import messages
 from ..errors import UserError
@@ -119,10 +123,33 @@ def make_prompt_session(history: History | None = None, **io) -> PromptSession:
     )
 
 
+@contextlib.contextmanager
+def keys_not_echoed(fd: int | None):
+    """While a reply streams, keys typed ahead are not echoed into it: they wait, unseen, for the
+    next prompt, which reads them. Ctrl-C still interrupts (ISIG is left on)."""
+    try:
+        import termios
+
+        saved = termios.tcgetattr(fd) if fd is not None else None
+    except Exception:  # ImportError off POSIX, termios.error when fd is not a terminal
+        saved = None
+    if saved is None:
+        yield
+        return
+    quiet = list(saved)
+    quiet[3] &= ~termios.ECHO
+    termios.tcsetattr(fd, termios.TCSANOW, quiet)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSANOW, saved)
+
+
 class Repl:
-    def __init__(self, session: ChatSession, console: Console) -> None:
+    def __init__(self, session: ChatSession, console: Console, terminal_fd: int | None = None) -> None:
         self.session = session
         self.console = console
+        self.terminal_fd = terminal_fd
 
     def run(self, prompt_session: PromptSession) -> int:
         """Reads and answers messages until /exit, Ctrl-D, or Ctrl-C on an empty prompt."""
@@ -132,6 +159,11 @@ class Repl:
             except EOFError:
                 return 0
             except KeyboardInterrupt:  # e.g. Ctrl-C while searching history
+                continue
+            if ctrl_c_typed_ahead(prompt_session.input):
+                # Enter then Ctrl-C at once: the prompt read both, so no signal came; the Ctrl-C was
+                # meant for this message's reply, not (at the next prompt) for the chat itself.
+                self.console.line(messages.CHAT_INTERRUPTED)
                 continue
             if self.handle(text):
                 return 0
@@ -172,7 +204,8 @@ class Repl:
                 tail[:] = [text]
 
         try:
-            reply = self.session.ask(message, on_text, self._room_made)
+            with keys_not_echoed(self.terminal_fd):
+                reply = self.session.ask(message, on_text, self._room_made)
         finally:
             renderer.finish()
         if tail and not tail[0].endswith("\n"):
@@ -184,6 +217,14 @@ class Repl:
 
     def _room_made(self, dropped: int) -> None:
         self.console.line(messages.CHAT_CONTEXT_DROPPED.format(n=dropped))
+
+
+def ctrl_c_typed_ahead(prompt_input: Input) -> bool:
+    """Takes Ctrl-C out of the keys read after Enter (kept for the next prompt); True if it was there."""
+    keys = get_typeahead(prompt_input)
+    kept = [key for key in keys if key.key != Keys.ControlC]
+    store_typeahead(prompt_input, kept)
+    return len(kept) != len(keys)
 
 
 def read_messages(lines: Iterable[str]) -> Iterator[str]:

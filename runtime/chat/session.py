@@ -5,8 +5,10 @@ small fake one."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
+import signal
 import threading
 from dataclasses import dataclass
 from typing import Callable, Protocol
@@ -142,10 +144,13 @@ def stream_interruptibly(engine: ChatEngine, request: GenerationRequest,
                          on_piece: Callable[[Piece], object]) -> Piece:
     """Runs engine.generate in a worker thread and hands its pieces to `on_piece` in this thread.
 
-    llama.cpp calls hold the main thread in C, where Python cannot deliver a KeyboardInterrupt; the
-    worker keeps the main thread free to receive Ctrl-C at any moment, and then sets the engine's
-    cancel event, which stops the generation cleanly at the next token (its KV cache stays
-    consistent). Returns the last piece (finish reason, timings)."""
+    llama.cpp calls hold the calling thread in C, where Python cannot deliver a KeyboardInterrupt; the
+    worker keeps the main thread free to take Ctrl-C at any moment, which sets the engine's cancel
+    event: the generation stops cleanly at the next token (its KV cache stays consistent). While
+    streaming, SIGINT only sets that event: a KeyboardInterrupt raised at a random point could land
+    inside the queue's own locking and leave it locked (then both threads would wait forever). A
+    KeyboardInterrupt from `on_piece` (or off the main thread) cancels too. Returns the last piece
+    (finish reason, timings)."""
     cancel = threading.Event()
     pieces: queue.Queue = queue.Queue()
 
@@ -159,8 +164,18 @@ def stream_interruptibly(engine: ChatEngine, request: GenerationRequest,
             pieces.put(_DONE)
 
     worker = threading.Thread(target=work, name="chat-generate", daemon=True)
-    worker.start()
     last = Piece("", (), "cancelled", None)
+    with _sigint_sets(cancel):
+        worker.start()
+        last, error = _drain(pieces, cancel, on_piece, last)
+        worker.join()
+    if error is not None:
+        raise error
+    return last
+
+
+def _drain(pieces: queue.Queue, cancel: threading.Event, on_piece: Callable[[Piece], object],
+           last: Piece) -> tuple[Piece, BaseException | None]:
     error: BaseException | None = None
     while True:
         try:
@@ -178,7 +193,18 @@ def stream_interruptibly(engine: ChatEngine, request: GenerationRequest,
             continue
         except KeyboardInterrupt:
             cancel.set()  # keep draining: the worker ends at the next token with "cancelled"
-    worker.join()
-    if error is not None:
-        raise error
-    return last
+    return last, error
+
+
+@contextlib.contextmanager
+def _sigint_sets(event: threading.Event):
+    """Within: Ctrl-C (SIGINT) sets `event` instead of raising KeyboardInterrupt (main thread only,
+    where Python runs signal handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: event.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -1,0 +1,199 @@
+"""End to end: the real executable's chat driven in a real terminal (tmux): keys in with send-keys, the
+screen read back with capture-pane, as a user would see it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import gguf
+import pytest
+
+from conftest import build_bundle
+from llmpack.runtime import messages
+from llmpack.runtime.chat.commands import COMMANDS
+from tiny_model import write_tiny_gguf
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is needed (build/system-deps.sh)")]
+
+PROMPT = ">>> "
+# One thread: the test machine's cores are shared, and llama.cpp's threads spin when starved.
+QUIET = ["-t", "1", "--log-disable"]
+
+
+def prompts(screen: str) -> list[str]:
+    """The prompt lines on a screen (capture-pane drops the prompt's trailing space when empty)."""
+    return re.findall(rf"^{re.escape(PROMPT.rstrip())}.*$", screen, re.M)
+
+
+class Terminal:
+    """A 120x40 terminal running one command in its own tmux server (its own socket)."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        self.socket = f"llmpack-{name}-{os.getpid()}"
+        variables = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+        command = f"env {variables} {shlex.join(argv)}; echo EXIT=$?; sleep 600"
+        self._tmux("new-session", "-d", "-x", "120", "-y", "40", command)
+
+    def _tmux(self, *args: str) -> str:
+        return subprocess.run(["tmux", "-L", self.socket, *args], check=True, capture_output=True,
+                              text=True, timeout=30).stdout
+
+    def type(self, text: str) -> None:
+        self._tmux("send-keys", "-l", text)
+        self._tmux("send-keys", "Enter")
+
+    def keys(self, *keys: str) -> None:
+        self._tmux("send-keys", *keys)
+
+    def screen(self) -> str:
+        """Everything shown so far, scrollback included, without trailing blank lines."""
+        return self._tmux("capture-pane", "-p", "-J", "-S", "-", "-E", "-").rstrip("\n")
+
+    def wait_for(self, condition, timeout: float = 30.0, what: str = "") -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            screen = self.screen()
+            if condition(screen):
+                return screen
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what or condition}; screen:\n{screen}")
+            time.sleep(0.1)
+
+    def wait_for_prompt(self, count: int, timeout: float = 30.0) -> str:
+        """Waits until the `count`-th prompt is shown (a reply or command finished)."""
+        return self.wait_for(lambda s: len(prompts(s)) >= count and s.rstrip().endswith(PROMPT.rstrip()),
+                             timeout, f"prompt #{count}")
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def terminal(tmp_path: Path):
+    opened: list[Terminal] = []
+
+    def open_terminal(*argv: str, **env: str) -> Terminal:
+        environment = {"LLMPACK_HISTORY": str(tmp_path / "history"), "NO_COLOR": "1", "TERM": "xterm", **env}
+        opened.append(Terminal(f"chat{len(opened)}", [*argv], environment))
+        return opened[-1]
+
+    yield open_terminal
+    for t in opened:
+        t.close()
+
+
+@pytest.fixture(scope="module")
+def endless_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model that never chooses an end-of-generation token (their output rows are zero, so
+    greedy decoding never picks them) and a long context: a reply that runs until Ctrl-C."""
+    path = write_tiny_gguf(tmp_path_factory.mktemp("endless") / "endless.gguf", n_ctx=16384,
+                           name="endless-test-model")
+    reader = gguf.GGUFReader(str(path), "r+")
+    output = next(t for t in reader.tensors if t.name == "output.weight")
+    output.data[[2, 4]] = 0  # </s> and <end_of_turn>
+    reader.data.flush()
+    del reader
+    return build_bundle(path, path.with_suffix(".llmpack"))
+
+
+def context_used(screen: str) -> tuple[int, int]:
+    """(tokens used, messages) from the last /context answer on the screen."""
+    found = re.findall(r"context: (\d+) / \d+ tokens used, \d+ free, (\d+) messages", screen)
+    assert found, screen
+    return int(found[-1][0]), int(found[-1][1])
+
+
+def test_chat_answers_lists_commands_and_tracks_context(tiny_bundle: Path, terminal) -> None:
+    chat = terminal(str(tiny_bundle), "--chat", "-n", "12", *QUIET)
+    banner = chat.wait_for_prompt(1)
+    assert "model:    tiny-test-model" in banner and "context:  512 tokens" in banner
+    assert "compute:  1 CPU thread" in banner and "server:" not in banner
+
+    chat.type("hello there")
+    screen = chat.wait_for_prompt(2)
+    answer = screen.split(PROMPT + "hello there\n", 1)[1].rsplit(PROMPT, 1)[0]
+    assert answer.strip(), screen  # the model said something (random weights: gibberish)
+
+    chat.type("/help")
+    screen = chat.wait_for_prompt(3)
+    for name, command in COMMANDS.items():
+        assert re.search(rf"^/{name}\b.*{re.escape(command.help)}", screen, re.M), name
+
+    chat.type("/context")
+    one_exchange = context_used(chat.wait_for_prompt(4))
+    assert one_exchange[1] == 2 and one_exchange[0] > 0
+    chat.type("and again")
+    chat.wait_for_prompt(5)
+    chat.type("/context")
+    two_exchanges = context_used(chat.wait_for_prompt(6))
+    assert two_exchanges[1] == 4 and two_exchanges[0] > one_exchange[0]
+
+    chat.type("/undo")
+    chat.wait_for_prompt(7)
+    chat.type("/context")
+    assert context_used(chat.wait_for_prompt(8)) == one_exchange
+    chat.type("/clear")
+    chat.wait_for_prompt(9)
+    chat.type("/context")
+    assert context_used(chat.wait_for_prompt(10)) == (0, 0)
+
+    chat.type("/exit")
+    chat.wait_for(lambda s: "EXIT=" in s, what="the exit status")
+    assert "EXIT=0" in chat.screen()
+
+
+def test_ctrl_c_stops_a_reply_and_the_chat_goes_on(endless_bundle: Path, terminal) -> None:
+    chat = terminal(str(endless_bundle), "--chat", "-c", "16384", *QUIET)
+    chat.wait_for_prompt(1)
+    chat.type("talk forever")
+    # The reply is streaming: text appears after the message, and no new prompt comes.
+    # (Ctrl-C before that would be read by the prompt as a key typed ahead, not sent as a signal.)
+    chat.wait_for(lambda s: PROMPT + "talk forever" in s and len(s.split(PROMPT + "talk forever", 1)[1].strip()) > 40,
+                  what="reply text")
+    chat.keys("C-c")
+    screen = chat.wait_for_prompt(2, timeout=20)
+    assert messages.CHAT_INTERRUPTED in screen
+    chat.type("/context")
+    used, count = context_used(chat.wait_for_prompt(3))
+    assert count == 2 and 0 < used < 16384  # what was said is kept
+    chat.keys("C-d")
+    chat.wait_for(lambda s: "EXIT=" in s, what="the exit status")
+    assert "EXIT=0" in chat.screen()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get_json(url: str) -> tuple[int, dict]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status, json.loads(response.read())
+
+
+def test_default_mode_serves_while_chatting(tiny_bundle: Path, terminal) -> None:
+    port = free_port()
+    chat = terminal(str(tiny_bundle), "--port", str(port), "-n", "8", *QUIET)
+    banner = chat.wait_for_prompt(1)
+    assert f"server:   http://127.0.0.1:{port}/" in banner
+    assert get_json(f"http://127.0.0.1:{port}/health") == (200, {"status": "ok"})
+    chat.type("hi")
+    chat.wait_for_prompt(2)
+    status, models = get_json(f"http://127.0.0.1:{port}/v1/models")
+    assert status == 200 and models["data"]
+    chat.keys("C-c")  # on an empty prompt: leave, and the server with it
+    chat.wait_for(lambda s: "EXIT=" in s, what="the exit status")
+    assert "EXIT=0" in chat.screen()
+    with pytest.raises(OSError):
+        get_json(f"http://127.0.0.1:{port}/health")
