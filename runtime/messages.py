@@ -51,3 +51,4 @@ SERVER_LISTENING = "server listening at {url} (loading the model; /health answer
 SERVER_READY = "server ready: {url} (OpenAI API at {url}v1, Ctrl-C stops)"
 SERVER_CANNOT_LISTEN = "error: cannot listen on {host}:{port}: {reason} (choose another --port or --host)"
 SERVER_BAD_ADDRESS = "error: --host {host}: {reason}"
+SERVER_STOPPED = "server stopped"

@@ -60,10 +60,19 @@ def server_url(host: str, sock: socket.socket) -> str:
 def _uvicorn_server(app, settings: Settings):
     import uvicorn
 
+    from .server.app import cancel_generations
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None) -> None:
+            # Open streams would hold the graceful shutdown for its whole timeout, then be killed
+            # mid-chunk: stop their generations first, so each ends with a final chunk and [DONE].
+            cancel_generations(app)
+            await super().shutdown(sockets)
+
     config = uvicorn.Config(app, log_level="warning", access_log=settings.verbose, lifespan="off",
                             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, server_header=False,
                             log_config=None)
-    return uvicorn.Server(config)
+    return Server(config)
 
 
 @dataclass
@@ -78,8 +87,8 @@ class BackgroundServer:
     def stop(self, timeout: float = 10.0) -> None:
         from .server.app import cancel_all
 
-        cancel_all(self._app)
-        self._server.should_exit = True
+        self._server.should_exit = True  # stop accepting first, then end what is running
+        cancel_all(self._app, timeout)
         self._thread.join(timeout)
 
 
@@ -135,14 +144,21 @@ def run(settings: Settings, payload: Payload | None) -> int:
         if not settings.nobrowser:
             open_browser(url)
 
+    # asyncio warns each time a stream writes to a client that just left; cancelling it is our job.
+    logging.getLogger("asyncio").setLevel(logging.ERROR)
     log.info(messages.SERVER_LISTENING.format(url=url))
     loader = threading.Thread(target=load, name="llmpack-load", daemon=True)
     loader.start()
     try:
         server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        # uvicorn shuts down gracefully on Ctrl-C, then raises the signal again for its caller: for a
+        # server, Ctrl-C is the normal way to stop, so this is a success.
+        pass
     finally:
         cancel_all(app)
         sock.close()
+    log.info(messages.SERVER_STOPPED)
     if holder.error is not None:
         raise holder.error
     if holder.engine is not None:

@@ -7,7 +7,6 @@ import hmac
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -31,7 +30,7 @@ def create_app(settings: Settings, holder: EngineHolder, max_body_bytes: int = M
     app.state.holder = holder
     app.state.metrics = Metrics()
     app.state.base_sampling = sampling_from_settings(settings, "server")
-    # Cancel events of the generations running now: set at shutdown so worker threads stop promptly.
+    # Generations whose threads run now: cancelled at shutdown, and waited for.
     app.state.active_generations = set()
     install_error_handlers(app)
     app.include_router(routes_openai.router)
@@ -43,13 +42,20 @@ def create_app(settings: Settings, holder: EngineHolder, max_body_bytes: int = M
     return app
 
 
-def cancel_all(app: FastAPI) -> None:
-    for event in list(app.state.active_generations):
-        event.set()
+def cancel_generations(app: FastAPI) -> None:
+    """Asks every running generation to stop; their streams then end normally. Safe on the event loop."""
+    for generation in list(app.state.active_generations):
+        generation.cancel()
 
 
-class _BodyTooLarge(StarletteHTTPException):
-    """Raised while reading a body (FastAPI re-raises HTTPExceptions from body parsing unchanged)."""
+def cancel_all(app: FastAPI, wait_s: float = 10.0) -> None:
+    """Stops every generation and waits for their threads: the engine must not be freed under one."""
+    generations = list(app.state.active_generations)
+    for generation in generations:
+        generation.cancel()
+    for generation in generations:
+        if generation.thread is not None:
+            generation.thread.join(wait_s)
 
 
 def _too_large_detail(limit: int) -> str:
@@ -57,35 +63,54 @@ def _too_large_detail(limit: int) -> str:
 
 
 class BodyLimit:
-    """413 for a body over the limit: from Content-Length before reading anything, or while reading a
-    chunked body as soon as it passes the limit."""
+    """413 for a body over the limit. The body is read here (the app would read it whole anyway) and
+    replayed to the app; an oversized one is read to its end without being kept, up to DRAIN_LIMIT, so
+    the client, still sending, gets the 413 instead of a reset connection."""
+
+    DRAIN_LIMIT = 64 * 1024 * 1024
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
         self.limit = limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await _respond(scope, receive, send, 413,
-                           error_body(_too_large_detail(self.limit), "invalid_request_error", None, "request_too_large"),
-                           close=True)
-            return
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        too_large = declared.isdigit() and int(declared) > self.limit
+        chunks: list[bytes] = []
         received = 0
-
-        async def limited() -> Message:
-            nonlocal received
+        drained = True
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise _BodyTooLarge(413, _too_large_detail(self.limit))
-            return message
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            received += len(body)
+            too_large = too_large or received > self.limit
+            if not too_large:
+                chunks.append(body)
+            if not message.get("more_body"):
+                break
+            if received > self.DRAIN_LIMIT:
+                drained = False
+                break
+        if too_large:
+            await _respond(scope, receive, send, 413,
+                           error_body(_too_large_detail(self.limit), "invalid_request_error", None,
+                                      "request_too_large"), close=not drained)
+            return
+        replayed = False
 
-        await self.app(scope, limited, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()  # later calls wait for the client's disconnect
+
+        await self.app(scope, replay, send)
 
 
 class JsonBodies:
@@ -130,7 +155,7 @@ async def _respond(scope: Scope, receive: Receive, send: Send, status: int, body
         metrics.count_error(status)
     headers = dict(headers or {})
     if close:
-        # The unread body would otherwise be parsed as the next request on a kept-alive connection.
+        # Part of the body is still unread: it must not be taken for the next request.
         headers["Connection"] = "close"
     response = JSONResponse(body, status_code=status, headers=headers)
     await response(scope, receive, send)

@@ -39,7 +39,7 @@ class Generation:
     """One request's generation. Iterate `pieces()` once; `cancel()` may be called from anywhere."""
 
     def __init__(self, engine: Engine, request: GenerationRequest, metrics: Metrics,
-                 active: set[threading.Event] | None = None) -> None:
+                 active: set["Generation"] | None = None) -> None:
         self.engine = engine
         self.request = request
         self.metrics = metrics
@@ -47,6 +47,7 @@ class Generation:
         self._active = active
         self.completion_tokens = 0
         self.finished_ok = False  # set by streams that ran to the end (then a usage chunk follows)
+        self.thread: threading.Thread | None = None
 
     def cancel(self) -> None:
         self.cancel_event.set()
@@ -61,30 +62,23 @@ class Generation:
             except RuntimeError:  # the loop closed (server shut down): the cancel event stops us
                 self.cancel_event.set()
 
-        thread = threading.Thread(target=self._work, args=(post,), name="llmpack-generation", daemon=True)
+        self.thread = threading.Thread(target=self._work, args=(post,), name="llmpack-generation", daemon=True)
         if self._active is not None:
-            self._active.add(self.cancel_event)
+            self._active.add(self)  # until the thread ends, so that shutdown can wait for it
         self.metrics.add(queued=1)
-        thread.start()
-        finished = False
+        self.thread.start()
         try:
             while True:
                 item = await queue.get()
                 if item is _END:
-                    finished = True
                     return
                 if isinstance(item, BaseException):
-                    finished = True
                     raise item
                 yield item
         finally:
             # Reached on completion, on an error, and when the consumer stops early (a client that
             # disconnected cancels the task awaiting queue.get(), which lands here).
-            if not finished:
-                self.metrics.add(cancelled=1)
             self.cancel_event.set()
-            if self._active is not None:
-                self._active.discard(self.cancel_event)
 
     def _work(self, post) -> None:
         started = False
@@ -96,7 +90,9 @@ class Generation:
                 if piece.token_ids:
                     self.completion_tokens += len(piece.token_ids)
                     self.metrics.add(generated_tokens=len(piece.token_ids))
-                if piece.timings is not None and piece.finish_reason != "cancelled":
+                if piece.finish_reason == "cancelled":
+                    self.metrics.add(cancelled=1)
+                elif piece.timings is not None:
                     t = piece.timings
                     self.metrics.finished(t.prompt_tokens, t.prompt_ms, t.generation_ms,
                                           t.prompt_per_second, t.generation_per_second)
@@ -105,6 +101,8 @@ class Generation:
             post(exc)
         finally:
             self.metrics.add(**({"generating": -1} if started else {"queued": -1}))
+            if self._active is not None:
+                self._active.discard(self)
             post(_END)
 
     async def collect(self) -> Outcome:
