@@ -39,6 +39,7 @@ def create_app(settings: Settings, holder: EngineHolder, max_body_bytes: int = M
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     if settings.api_key:
         app.add_middleware(ApiKey, key=settings.api_key)
+    app.add_middleware(CountRequests)  # outermost: refused requests count too
     return app
 
 
@@ -111,6 +112,23 @@ class BodyLimit:
             return await receive()  # later calls wait for the client's disconnect
 
         await self.app(scope, replay, send)
+
+
+ROUTE_LABELS = {"/v1/chat/completions": "chat", "/v1/completions": "completions", "/v1/embeddings": "embeddings",
+                "/embeddings": "embeddings", "/v1/models": "models", "/tokenize": "tokenize",
+                "/detokenize": "detokenize", "/health": "health", "/metrics": "metrics", "/": "page"}
+
+
+class CountRequests:
+    """Counts every request by route for /metrics, the refused ones included."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope["app"].state.metrics.count_request(ROUTE_LABELS.get(scope["path"], "other"))
+        await self.app(scope, receive, send)
 
 
 class JsonBodies:

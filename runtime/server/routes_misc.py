@@ -43,7 +43,6 @@ async def metrics(request: Request):
 
 @router.get("/v1/models")
 async def models(request: Request):
-    request.app.state.metrics.count_request("models")
     engine, _ = ready_engine(request)
     return {"object": "list", "data": [{
         "id": engine.model_name, "object": "model", "created": int(request.app.state.metrics.started),
@@ -66,7 +65,6 @@ async def model(model_id: str, request: Request):
 @router.post("/embeddings")
 async def embeddings(body: EmbeddingRequest, request: Request):
     state = request.app.state
-    state.metrics.count_request("embeddings")
     engine, _ = ready_engine(request)
     if not engine.config.embeddings:
         raise ApiError(400, "embeddings are off: restart the server with --embedding to use /v1/embeddings",
@@ -107,7 +105,6 @@ async def embeddings(body: EmbeddingRequest, request: Request):
 
 @router.post("/tokenize")
 async def tokenize(body: TokenizeRequest, request: Request):
-    request.app.state.metrics.count_request("tokenize")
     engine, _ = ready_engine(request)
     tokens = await run_in_threadpool(engine.tokenize, body.content, body.add_special, body.parse_special)
     if body.with_pieces:
@@ -117,7 +114,6 @@ async def tokenize(body: TokenizeRequest, request: Request):
 
 @router.post("/detokenize")
 async def detokenize(body: DetokenizeRequest, request: Request):
-    request.app.state.metrics.count_request("detokenize")
     engine, _ = ready_engine(request)
     tokens = tr.check_token_ids(engine, body.tokens, "tokens")
     return {"content": engine.detokenize(tokens)}

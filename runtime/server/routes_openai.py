@@ -38,7 +38,6 @@ def ready_engine(request: Request) -> tuple[Engine, EngineHolder]:
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     state = request.app.state
-    state.metrics.count_request("chat")
     engine, holder = ready_engine(request)
 
     def prepare():
@@ -106,7 +105,6 @@ async def _stream(generation: Generation, piece_chunk: Callable[[Piece], bytes |
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request):
     state = request.app.state
-    state.metrics.count_request("completions")
     engine, _holder = ready_engine(request)
 
     def prepare():
