@@ -9,7 +9,7 @@ import sys
 from . import __version__, messages
 from .chat.render import Console
 from .chat.repl import Repl, make_prompt_session
-from .chat.session import ChatSession
+from .chat.session import ChatSession, RawFormatter
 from .chat_template import formatter_for
 from .engine import Engine, gpu_offload_supported, load_backends
 from .errors import UserError
@@ -47,15 +47,18 @@ def run_default(settings: Settings, payload: Payload | None) -> int:
 
 
 def chat(settings: Settings, engine: Engine, server_url: str | None) -> int:
-    formatter = formatter_for(engine.chat_template, engine.bos_token, engine.eos_token, settings.chat_template)
+    raw = not (engine.chat_template or settings.chat_template)
+    # llamafile's rule: a GGUF without a chat template is a base model, so the chat continues text.
+    formatter = RawFormatter() if raw else formatter_for(engine.chat_template, engine.bos_token,
+                                                          engine.eos_token, settings.chat_template)
     session = ChatSession(engine, formatter, sampling_from_settings(settings, "chat"), settings.n_predict,
                           system=settings.prompt)
     if sys.stdin.isatty():
         console = Console()
-        show_banner(console, banner_lines(settings, engine, server_url))
+        show_banner(console, banner_lines(settings, engine, server_url, raw))
         return Repl(session, console, terminal_fd=sys.stdin.fileno()).run(make_prompt_session())
     # No terminal: stdout carries only the replies; the banner is a log line on stderr.
-    for line in banner_lines(settings, engine, server_url):
+    for line in banner_lines(settings, engine, server_url, raw):
         log.info("%s", line)
     return Repl(session, Console(sys.stdout, color=False)).run_lines(sys.stdin)
 
@@ -71,10 +74,11 @@ def describe_compute(settings: Settings, engine: Engine) -> str:
     return threads
 
 
-def banner_lines(settings: Settings, engine: Engine, server_url: str | None) -> list[str]:
+def banner_lines(settings: Settings, engine: Engine, server_url: str | None, raw: bool = False) -> list[str]:
     lines = [
         f"software: llmpack {__version__}",
         f"model:    {engine.model_name}",
+        *([f"mode:     {messages.CHAT_RAW_MODE}"] if raw else []),
         f"context:  {engine.n_ctx} tokens",
         f"compute:  {describe_compute(settings, engine)}",
     ]

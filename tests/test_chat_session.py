@@ -16,8 +16,8 @@ from llmpack.runtime import messages
 from llmpack.runtime.chat.commands import COMMANDS, CommandCompleter, run_command
 from llmpack.runtime.chat.conversation import Conversation
 from llmpack.runtime.chat.render import Console, ReplyRenderer, sanitize
-from llmpack.runtime.chat.session import DoesNotFit, stream_interruptibly
-from llmpack.runtime.engine import GenerationRequest
+from llmpack.runtime.chat.session import ChatSession, DoesNotFit, RawFormatter, stream_interruptibly
+from llmpack.runtime.engine import GenerationRequest, SamplingParams
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
@@ -86,6 +86,16 @@ def test_system_prompt_is_folded_into_the_first_turn_for_a_template_without_syst
     assert engine.requests[0].stop == ("<end_of_turn>",)
     assert reply.text == "hello there" and reply.finish_reason == "stop"
     assert [m.role for m in session.conversation.messages] == ["user", "assistant"]
+
+
+def test_raw_completion_continues_one_text_for_a_model_without_a_template() -> None:
+    engine = FakeEngine(replies=[" Paris."])
+    session = ChatSession(engine, RawFormatter(), SamplingParams(temperature=0.0), system="Facts:")
+    session.ask("The capital of France is", lambda text: None)
+    session.ask("The capital of Spain is", lambda text: None)
+    assert engine.detokenize(engine.requests[1].prompt_tokens) == \
+        "Facts:\nThe capital of France is Paris.\nThe capital of Spain is"
+    assert engine.requests[1].stop == ()
 
 
 def test_usage_counts_the_rendered_conversation() -> None:

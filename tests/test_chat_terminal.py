@@ -17,7 +17,7 @@ from pathlib import Path
 import gguf
 import pytest
 
-from conftest import build_bundle
+from conftest import build_bundle, run
 from llmpack.runtime import messages
 from llmpack.runtime.chat.commands import COMMANDS
 from tiny_model import write_tiny_gguf
@@ -113,11 +113,12 @@ def context_used(screen: str) -> tuple[int, int]:
     return int(found[-1][0]), int(found[-1][1])
 
 
-def test_chat_answers_lists_commands_and_tracks_context(tiny_bundle: Path, terminal) -> None:
-    chat = terminal(str(tiny_bundle), "--chat", "-n", "12", *QUIET)
+def test_chat_answers_lists_commands_and_tracks_context(tiny_bundle: Path, terminal, tmp_path: Path) -> None:
+    chat = terminal(str(tiny_bundle), "--chat", "-n", "12", "-p", "Be brief.", *QUIET)
     banner = chat.wait_for_prompt(1)
     assert "model:    tiny-test-model" in banner and "context:  512 tokens" in banner
     assert "compute:  1 CPU thread" in banner and "server:" not in banner
+    assert "mode:" not in banner  # the model has a chat template: a real chat, not raw completion
 
     chat.type("hello there")
     screen = chat.wait_for_prompt(2)
@@ -145,11 +146,16 @@ def test_chat_answers_lists_commands_and_tracks_context(tiny_bundle: Path, termi
     chat.type("/clear")
     chat.wait_for_prompt(9)
     chat.type("/context")
-    assert context_used(chat.wait_for_prompt(10)) == (0, 0)
+    used, count = context_used(chat.wait_for_prompt(10))
+    assert count == 0 and 0 < used < one_exchange[0]  # the system prompt (-p) is kept
+    chat.type("/system")
+    assert "system prompt: Be brief." in chat.wait_for_prompt(11)
 
     chat.type("/exit")
     chat.wait_for(lambda s: "EXIT=" in s, what="the exit status")
     assert "EXIT=0" in chat.screen()
+    history = (tmp_path / "history").read_text()
+    assert "+hello there" in history and "+/undo" in history
 
 
 def test_ctrl_c_stops_a_reply_and_the_chat_goes_on(endless_bundle: Path, terminal) -> None:
@@ -197,3 +203,31 @@ def test_default_mode_serves_while_chatting(tiny_bundle: Path, terminal) -> None
     assert "EXIT=0" in chat.screen()
     with pytest.raises(OSError):
         get_json(f"http://127.0.0.1:{port}/health")
+
+
+def test_chat_without_a_terminal_reads_messages_from_stdin(tiny_bundle: Path) -> None:
+    result = run([str(tiny_bundle), "--chat", "-n", "8", *QUIET], input="hello\n/context\n/exit\nnot read\n",
+                 timeout=60)
+    assert result.returncode == 0, result.stderr
+    reply, context = result.stdout.splitlines()[:2]
+    assert reply.strip() and re.match(r"context: \d+ / 512 tokens used, \d+ free, 2 messages$", context)
+
+
+def test_no_mode_flag_without_a_terminal_serves_instead_of_waiting_for_keys(tiny_bundle: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen([str(tiny_bundle), "--port", str(port), "--nobrowser", "-t", "1"],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert get_json(f"http://127.0.0.1:{port}/health") == (200, {"status": "ok"})
+                break
+            except OSError:
+                assert process.poll() is None, process.communicate()
+                assert time.monotonic() < deadline, "the server never answered"
+                time.sleep(0.2)
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    assert messages.CHAT_NEEDS_TERMINAL in stderr

@@ -31,6 +31,25 @@ class ChatEngine(Protocol):
     def generate(self, request: GenerationRequest, cancel: threading.Event | None = None): ...
 
 
+@dataclass(frozen=True)
+class RawFormatter:
+    """Raw text completion, the chat of a base model (a GGUF without a chat template, as in
+    llamafile): the conversation is one text that the model continues; what you type is appended to
+    it, on a new line unless it or the text before it brings its own whitespace."""
+
+    stop: tuple[str, ...] = ()
+    name: str = "raw"
+
+    def render(self, messages, add_generation_prompt: bool = True) -> str:
+        text = ""
+        for message in messages:
+            content = message["content"]
+            if text and content and not text[-1].isspace() and not content[0].isspace():
+                text += "\n"
+            text += content
+        return text
+
+
 class DoesNotFit(UserError):
     """The newest message alone (with the system prompt) leaves no room in the context."""
 
@@ -55,7 +74,7 @@ class Reply:
 
 
 class ChatSession:
-    def __init__(self, engine: ChatEngine, formatter: ChatFormatter, sampling: SamplingParams,
+    def __init__(self, engine: ChatEngine, formatter: ChatFormatter | RawFormatter, sampling: SamplingParams,
                  n_predict: int = -1, system: str | None = None) -> None:
         self.engine = engine
         self.formatter = formatter
