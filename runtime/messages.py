@@ -53,3 +53,4 @@ SERVER_CANNOT_LISTEN = "error: cannot listen on {host}:{port}: {reason} (choose 
 SERVER_BAD_ADDRESS = "error: --host {host}: {reason}"
 SERVER_STOPPED = "server stopped"
 CHAT_RAW_MODE = "raw text completion (the model has no chat template: a base model; --chat-template NAME to chat)"
+CHAT_UPLOAD_TOO_LONG = "error: {path} is {n_tokens} tokens, too long for a context of {n_ctx} (raise -c, or upload a part of it)"

@@ -248,6 +248,10 @@ def test_upload_adds_a_text_file_and_refuses_others(tmp_path) -> None:
     assert run(f"/upload {binary}", session).strip() == messages.CHAT_NOT_TEXT.format(path=binary)
     assert run(f"/upload {tmp_path}/absent", session).startswith("error: cannot read")
     assert run("/upload", session).strip() == messages.CHAT_UPLOAD_USAGE
+    big = tmp_path / "big.txt"
+    big.write_text("w" * 5000)  # the fake engine's context: 4096 tokens, one per character
+    assert run(f"/upload {big}", session).startswith(f"error: {big} is 5000 tokens, too long")
+    assert len(session.conversation) == 3  # the notes, the question, the reply: nothing more
 
 
 def test_system_shows_replaces_and_removes() -> None:

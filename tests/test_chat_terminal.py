@@ -135,21 +135,24 @@ def test_chat_answers_lists_commands_and_tracks_context(tiny_bundle: Path, termi
     assert one_exchange[1] == 2 and one_exchange[0] > 0
     chat.type("and again")
     chat.wait_for_prompt(5)
+    chat.type("/stats")
+    stats = re.findall(r"prompt: (\d+) tokens \((\d+) cached\)", chat.wait_for_prompt(6))
+    assert stats and int(stats[-1][1]) > 0  # the second turn reused the history's KV cache
     chat.type("/context")
-    two_exchanges = context_used(chat.wait_for_prompt(6))
+    two_exchanges = context_used(chat.wait_for_prompt(7))
     assert two_exchanges[1] == 4 and two_exchanges[0] > one_exchange[0]
 
     chat.type("/undo")
-    chat.wait_for_prompt(7)
+    chat.wait_for_prompt(8)
     chat.type("/context")
-    assert context_used(chat.wait_for_prompt(8)) == one_exchange
+    assert context_used(chat.wait_for_prompt(9)) == one_exchange
     chat.type("/clear")
-    chat.wait_for_prompt(9)
+    chat.wait_for_prompt(10)
     chat.type("/context")
-    used, count = context_used(chat.wait_for_prompt(10))
+    used, count = context_used(chat.wait_for_prompt(11))
     assert count == 0 and 0 < used < one_exchange[0]  # the system prompt (-p) is kept
     chat.type("/system")
-    assert "system prompt: Be brief." in chat.wait_for_prompt(11)
+    assert "system prompt: Be brief." in chat.wait_for_prompt(12)
 
     chat.type("/exit")
     chat.wait_for(lambda s: "EXIT=" in s, what="the exit status")
@@ -164,8 +167,9 @@ def test_ctrl_c_stops_a_reply_and_the_chat_goes_on(endless_bundle: Path, termina
     chat.type("talk forever")
     # The reply is streaming: text appears after the message, and no new prompt comes.
     # (Ctrl-C before that would be read by the prompt as a key typed ahead, not sent as a signal.)
-    chat.wait_for(lambda s: PROMPT + "talk forever" in s and len(s.split(PROMPT + "talk forever", 1)[1].strip()) > 40,
-                  what="reply text")
+    started = chat.wait_for(lambda s: PROMPT + "talk forever" in s and len(s.split(PROMPT + "talk forever", 1)[1].strip()) > 40,
+                            what="reply text")
+    chat.wait_for(lambda s: len(s) > len(started) + 40, what="more reply text (streaming)")
     chat.keys("C-c")
     screen = chat.wait_for_prompt(2, timeout=20)
     assert messages.CHAT_INTERRUPTED in screen

@@ -141,8 +141,14 @@ def _upload(session: ChatSession, console: Console, arg: str) -> None:
     if text is None or "\x00" in text or len(data) > MAX_UPLOAD_BYTES:
         console.line(messages.CHAT_NOT_TEXT.format(path=path), "class:error")
         return
+    n_tokens = session.count_tokens(text)
+    if n_tokens + session.reply_reserve() >= session.engine.n_ctx:
+        # Older turns are dropped to make room, but a file larger than the whole context never fits.
+        console.line(messages.CHAT_UPLOAD_TOO_LONG.format(path=path, n_tokens=n_tokens, n_ctx=session.engine.n_ctx),
+                     "class:error")
+        return
     session.conversation.add("user", f"{Path(path).name}:\n```\n{text.rstrip()}\n```")
-    console.line(messages.CHAT_UPLOADED.format(path=path, n_tokens=session.count_tokens(text)))
+    console.line(messages.CHAT_UPLOADED.format(path=path, n_tokens=n_tokens))
 
 
 def _system(session: ChatSession, console: Console, arg: str) -> None:
