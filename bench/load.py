@@ -32,9 +32,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(command: list[str], port: int, timeout: float = 120) -> Iterator[str]:
+def serving(command: list[str], port: int, env: dict[str, str] | None = None, timeout: float = 120) -> Iterator[str]:
     """Starts a server process and yields its base URL once /health answers 200."""
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout

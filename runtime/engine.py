@@ -3,12 +3,12 @@
 Front ends (CLI, chat, server) hand it `GenerationRequest`s and consume a stream of `Piece`s. It uses the
 low-level API directly (batches, per-request sampler chains, the KV cache's sequences) rather than
 llama-cpp-python's `Llama` class, because `Llama` only loads from a path and is one sequence at a time:
-we load the weights in place from inside our own executable, and the server will batch requests.
+we load the weights in place from inside our own executable, and the server batches requests
+(continuous batching: runtime/scheduler.py drives the primitives below from one decoding thread).
 """
 
 from __future__ import annotations
 
-import codecs
 import ctypes
 import heapq
 import math
@@ -18,8 +18,6 @@ import logging
 import os
 import sys
 import threading
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -28,88 +26,17 @@ from .errors import ContextOverflow, EngineFailure, ModelLoadFailed
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ModelSource:
-    """Where the GGUF is: a loose file (offset 0) or a byte range inside a larger file."""
-
-    path: str
-    offset: int = 0
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    n_ctx: int = 8192
-    n_batch: int = 2048
-    n_threads: int = 1
-    n_gpu_layers: int = 0
-    use_mmap: bool = True
-    use_mlock: bool = False
-    n_seq_max: int = 1
-    embeddings: bool = False
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    temperature: float = 0.8
-    top_k: int = 40
-    top_p: float = 0.95
-    min_p: float = 0.05
-    repeat_penalty: float = 1.0
-    repeat_last_n: int = 64
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    seed: int = -1
-    grammar: str | None = None
-
-
-@dataclass(frozen=True)
-class GenerationRequest:
-    prompt_tokens: tuple[int, ...]
-    max_tokens: int = -1  # -1: until end of generation or a full context
-    sampling: SamplingParams = field(default_factory=SamplingParams)
-    stop: tuple[str, ...] = ()
-    # None: no log-probabilities; k >= 0: each token's own, plus the k most likely alternatives.
-    logprobs: int | None = None
-
-
-@dataclass(frozen=True)
-class TokenLogprob:
-    """A generated token's log-probability under the model (before sampling's truncation), and the most
-    likely alternatives at that step as (token id, log-probability), most likely first."""
-
-    token_id: int
-    logprob: float
-    top: tuple[tuple[int, float], ...] = ()
-
-
-@dataclass(frozen=True)
-class Timings:
-    prompt_tokens: int
-    cached_tokens: int
-    prompt_ms: float
-    generated_tokens: int
-    generation_ms: float
-
-    @property
-    def prompt_per_second(self) -> float:
-        evaluated = self.prompt_tokens - self.cached_tokens
-        return evaluated / (self.prompt_ms / 1000) if self.prompt_ms > 0 else 0.0
-
-    @property
-    def generation_per_second(self) -> float:
-        return self.generated_tokens / (self.generation_ms / 1000) if self.generation_ms > 0 else 0.0
-
-
-@dataclass(frozen=True)
-class Piece:
-    """One step of a generation: new text (possibly empty while a UTF-8 character or a possible stop
-    string is held back), the token ids behind it, and on the last piece the finish reason and timings."""
-
-    text: str
-    token_ids: tuple[int, ...] = ()
-    finish_reason: str | None = None  # "stop" | "length" | "cancelled"
-    timings: Timings | None = None
-    logprobs: tuple[TokenLogprob, ...] = ()  # one per token id, when the request asked for them
+# The engine's vocabulary, re-exported: front ends import it from here.
+from .engine_types import (  # noqa: E402,F401
+    EngineConfig,
+    GenerationRequest,
+    ModelSource,
+    Piece,
+    SamplingParams,
+    Timings,
+    TokenLogprob,
+)
+from .scheduler import Scheduler  # noqa: E402
 
 
 def _import_bindings():
@@ -123,6 +50,10 @@ def _import_bindings():
     return importlib.import_module("llama_cpp.llama_cpp")
 
 
+# ggml's OpenMP threads would otherwise spin after each decode, starving our other threads (the
+# decoding thread hands each token to its consumer): on a busy machine that cost 10x. libgomp reads
+# this when it is loaded, so it is set before any llama.cpp library is.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 llama = _import_bindings()
 
 _backends_loaded = False
@@ -159,6 +90,7 @@ def load_backends() -> list[str]:
     global _backends_loaded
     if not _backends_loaded:
         _backends_loaded = True
+
         backend_dir = os.environ.get("LLMPACK_BACKEND_DIR") or _find_backend_dir()
         if backend_dir:
             ggml = _open_ggml()
@@ -236,8 +168,8 @@ def in_place_loading_supported() -> bool:
 
 
 class Engine:
-    """A loaded model and its context. `generate` is safe to call from several threads: requests are
-    served one at a time for now, through the same interface the batching scheduler will keep."""
+    """A loaded model and its context. `generate` and `embed` are safe to call from many threads at
+    once: every request joins the running batch of the one decoding thread (runtime/scheduler.py)."""
 
     def __init__(self, source: ModelSource, config: EngineConfig,
                  progress: Callable[[float], None] | None = None) -> None:
@@ -252,11 +184,12 @@ class Engine:
         if config.embeddings:
             # Embeddings are switched on only while embed() runs, so generation keeps its logits.
             llama.llama_set_embeddings(self.context, False)
-        self.n_ctx = llama.llama_n_ctx(self.context)
+        self.n_ctx = llama.llama_n_ctx_seq(self.context)  # what one request may use
         self._batch = llama.llama_batch_init(config.n_batch, 0, 1)
-        self._lock = threading.Lock()
-        self._cached: list[int] = []  # tokens whose keys/values are in sequence 0 of the cache
         self.metadata = self._read_metadata()
+        # Sequence ids 0..n_seq_max-1 serve generation; one more is kept for embeddings.
+        self._embedding_seq = config.n_seq_max
+        self._scheduler = Scheduler(self, config.n_seq_max, config.n_batch)
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -291,7 +224,11 @@ class Engine:
         params.n_ctx = config.n_ctx if 0 < config.n_ctx <= self.n_ctx_train else self.n_ctx_train
         params.n_batch = config.n_batch
         params.n_ubatch = min(config.n_batch, 512)
-        params.n_seq_max = config.n_seq_max
+        params.n_seq_max = config.n_seq_max + (1 if config.embeddings else 0)
+        # A cache per sequence (-c split among them, as llama-server does): a request then attends over
+        # exactly the cells it would alone, so greedy output is the same alone or batched. (One unified
+        # cache changes the order of the attention sums with the other requests' cells.)
+        params.kv_unified = False
         params.n_threads = config.n_threads
         params.n_threads_batch = config.n_threads
         params.embeddings = config.embeddings
@@ -313,6 +250,8 @@ class Engine:
         return result
 
     def close(self) -> None:
+        if getattr(self, "_scheduler", None):
+            self._scheduler.close()
         if getattr(self, "context", None):
             llama.llama_batch_free(self._batch)
             llama.llama_free(self.context)
@@ -393,64 +332,44 @@ class Engine:
 
     def generate(self, request: GenerationRequest, cancel: threading.Event | None = None) -> Iterator[Piece]:
         """Streams the completion of `request`. Stops at an end-of-generation token, a stop string,
-        `max_tokens`, a full context, or when `cancel` is set (finish_reason "cancelled")."""
+        `max_tokens`, a full context, or when `cancel` is set or the consumer stops reading
+        (finish_reason "cancelled")."""
         if not request.prompt_tokens:
             raise EngineFailure("error: the prompt is empty")
         self.check_fits(len(request.prompt_tokens))
-        with self._lock:
-            if cancel is not None and cancel.is_set():  # given up while waiting for the lock
-                yield Piece("", (), "cancelled", Timings(len(request.prompt_tokens), 0, 0.0, 0, 0.0))
-                return
-            yield from self._generate_locked(request, cancel or threading.Event())
+        yield from self._scheduler.submit(request, cancel)
 
-    def _generate_locked(self, request: GenerationRequest, cancel: threading.Event) -> Iterator[Piece]:
-        started = time.perf_counter()
-        prompt = list(request.prompt_tokens)
-        reused = self._reuse_cached_prefix(prompt)
-        sampler = _SamplerChain(self, request.sampling)
-        stops = _StopMatcher(request.stop)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        generated = 0
-        finish = "length"
-        try:
-            self._decode(prompt[reused:], start=reused)
-            prompt_done = time.perf_counter()
-            while True:
-                if cancel.is_set():
-                    finish = "cancelled"
-                    break
-                if request.max_tokens >= 0 and generated >= request.max_tokens:
-                    break
-                if len(self._cached) >= self.n_ctx:
-                    break
-                token = sampler.sample()
-                if self.is_end_of_generation(token):
-                    finish = "stop"
-                    break
-                generated += 1
-                logprobs = () if request.logprobs is None else (self._logprob(token, request.logprobs),)
-                text, stopped = stops.feed(decoder.decode(self._token_bytes(token)))
-                if text or not stopped:
-                    yield Piece(text, (token,), logprobs=logprobs)
-                if stopped:
-                    finish = "stop"
-                    self._decode([token], start=len(self._cached))
-                    break
-                self._decode([token], start=len(self._cached))
-            finished = time.perf_counter()
-        finally:
-            sampler.free()
-        tail = "" if finish == "stop" and stops.matched else stops.flush(decoder.decode(b"", final=True))
-        timings = Timings(len(prompt), reused, (prompt_done - started) * 1000, generated,
-                          (finished - prompt_done) * 1000)
-        yield Piece(tail, (), finish, timings)
+    @property
+    def busy(self) -> int:
+        """Requests generating or waiting for a sequence."""
+        return self._scheduler.busy
 
-    def _logprob(self, token: int, top: int) -> TokenLogprob:
-        """log-softmax of the last logits, for `token` and the `top` most likely tokens. Plain Python
-        (no numpy in the frozen runtime): a few ms per token for a large vocabulary, paid only by
+    # -- primitives for the scheduler (called on its decoding thread only) -------------------------
+
+    def decode(self, tokens: Sequence[int], positions: Sequence[int], seqs: Sequence[int],
+               logits: Sequence[bool]) -> int:
+        batch = self._batch
+        batch.n_tokens = len(tokens)
+        for i, token in enumerate(tokens):
+            batch.token[i] = token
+            batch.pos[i] = positions[i]
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = seqs[i]
+            batch.logits[i] = logits[i]
+        return llama.llama_decode(self.context, batch)  # ctypes releases the GIL meanwhile
+
+    def forget(self, seq: int, from_position: int) -> None:
+        llama.llama_memory_seq_rm(llama.llama_get_memory(self.context), seq, from_position, -1)
+
+    def sampler(self, params: SamplingParams) -> "_SamplerChain":
+        return _SamplerChain(self, params)
+
+    def logprob(self, token: int, batch_index: int, top: int) -> TokenLogprob:
+        """log-softmax of a batch position's logits, for `token` and the `top` most likely tokens. Plain
+        Python (no numpy in the frozen runtime): a few ms per token for a large vocabulary, paid only by
         requests that ask for log-probabilities."""
         n_vocab = self.n_vocab
-        pointer = llama.llama_get_logits_ith(self.context, -1)
+        pointer = llama.llama_get_logits_ith(self.context, batch_index)
         logits = pointer[:n_vocab]  # a list of Python floats, copied in C
         peak = max(logits)
         log_total = peak + math.log(math.fsum(math.exp(x - peak) for x in logits))
@@ -462,28 +381,29 @@ class Engine:
     def embed(self, tokens: Sequence[int], normalize: bool = True) -> list[float]:
         """One vector for `tokens`: the model's pooled embedding, or the mean of its per-token ones
         when the model has no pooling (a generative model). L2-normalized, as OpenAI's are. Needs an
-        engine created with EngineConfig(embeddings=True)."""
+        engine created with EngineConfig(embeddings=True). Runs on the decoding thread between two
+        generation steps, in a sequence of its own."""
         if not self.config.embeddings:
             raise EngineFailure("error: embeddings are off: start with --embedding")
         if not tokens:
             raise EngineFailure("error: the input to embed is empty")
         self.check_fits(len(tokens))
-        with self._lock:
-            memory = llama.llama_get_memory(self.context)
-            llama.llama_memory_clear(memory, True)
-            self._cached.clear()
-            llama.llama_set_embeddings(self.context, True)
-            try:
-                vector = self._embed_locked(list(tokens))
-            finally:
-                llama.llama_set_embeddings(self.context, False)
-                llama.llama_memory_clear(memory, True)
+        vector = self._scheduler.run_exclusive(lambda: self._embed_now(list(tokens)))
         if normalize:
             norm = math.sqrt(math.fsum(x * x for x in vector))
             vector = [x / norm for x in vector] if norm > 0 else vector
         return vector
 
-    def _embed_locked(self, tokens: list[int]) -> list[float]:
+    def _embed_now(self, tokens: list[int]) -> list[float]:
+        seq = self._embedding_seq
+        llama.llama_set_embeddings(self.context, True)
+        try:
+            return self._embed_sequence(tokens, seq)
+        finally:
+            llama.llama_set_embeddings(self.context, False)
+            self.forget(seq, 0)
+
+    def _embed_sequence(self, tokens: list[int], seq: int) -> list[float]:
         n_embd = self.n_embd
         pooled = llama.llama_pooling_type(self.context) != llama.LLAMA_POOLING_TYPE_NONE
         step = self.config.n_batch
@@ -491,17 +411,9 @@ class Engine:
             # A pooled (encoder) model must see the whole input in one micro-batch.
             raise ContextOverflow(len(tokens), min(self.config.n_batch, 512))
         total = [0.0] * n_embd
-        batch = self._batch
         for offset in range(0, len(tokens), step):
             chunk = tokens[offset:offset + step]
-            batch.n_tokens = len(chunk)
-            for i, token in enumerate(chunk):
-                batch.token[i] = token
-                batch.pos[i] = offset + i
-                batch.n_seq_id[i] = 1
-                batch.seq_id[i][0] = 0
-                batch.logits[i] = True
-            status = llama.llama_decode(self.context, batch)
+            status = self.decode(chunk, range(offset, offset + len(chunk)), [seq] * len(chunk), [True] * len(chunk))
             if status != 0:
                 raise EngineFailure(f"error: llama.cpp failed to embed the input (llama_decode returned {status})")
             if not pooled:
@@ -512,46 +424,11 @@ class Engine:
                     for j in range(n_embd):
                         total[j] += row[j]
         if pooled:
-            row = llama.llama_get_embeddings_seq(self.context, 0)
+            row = llama.llama_get_embeddings_seq(self.context, seq)
             if not row:
                 raise EngineFailure("error: llama.cpp returned no embeddings for this model")
             return [row[j] for j in range(n_embd)]
         return [x / len(tokens) for x in total]
-
-    def _reuse_cached_prefix(self, prompt: list[int]) -> int:
-        """Keeps the longest cached prefix of `prompt` (a chat's history) and drops the rest; at least
-        the last prompt token is always decoded again, since its logits are needed."""
-        common = 0
-        for cached, new in zip(self._cached, prompt):
-            if cached != new:
-                break
-            common += 1
-        common = min(common, len(prompt) - 1)
-        memory = llama.llama_get_memory(self.context)
-        if common == 0:
-            llama.llama_memory_clear(memory, True)
-        else:
-            llama.llama_memory_seq_rm(memory, 0, common, -1)
-        del self._cached[common:]
-        return common
-
-    def _decode(self, tokens: Sequence[int], start: int) -> None:
-        """Feeds tokens into sequence 0 at positions start.., asking for logits of the last one."""
-        batch = self._batch
-        for offset in range(0, len(tokens), self.config.n_batch):
-            chunk = tokens[offset:offset + self.config.n_batch]
-            batch.n_tokens = len(chunk)
-            for i, token in enumerate(chunk):
-                batch.token[i] = token
-                batch.pos[i] = start + offset + i
-                batch.n_seq_id[i] = 1
-                batch.seq_id[i][0] = 0
-                batch.logits[i] = False
-            batch.logits[len(chunk) - 1] = offset + len(chunk) == len(tokens)
-            status = llama.llama_decode(self.context, batch)
-            if status != 0:
-                raise EngineFailure(f"error: llama.cpp failed to evaluate the prompt (llama_decode returned {status})")
-            self._cached.extend(chunk)
 
 
 class _SamplerChain:
@@ -582,47 +459,11 @@ class _SamplerChain:
         seed = params.seed if params.seed >= 0 else int.from_bytes(os.urandom(4), "little")
         add(llama.llama_sampler_init_dist(seed & 0xFFFFFFFF))
 
-    def sample(self) -> int:
+    def sample(self, batch_index: int) -> int:
         # llama_sampler_sample also accepts the token into the chain (penalties, grammar state).
-        return llama.llama_sampler_sample(self._chain, self._engine.context, -1)
+        return llama.llama_sampler_sample(self._chain, self._engine.context, batch_index)
 
     def free(self) -> None:
         if self._chain:
             llama.llama_sampler_free(self._chain)
             self._chain = None
-
-
-class _StopMatcher:
-    """Finds stop strings in streamed text, holding back only a tail that could begin one.
-    Work per piece is bounded by the longest stop string, not the completion's length."""
-
-    def __init__(self, stops: Sequence[str]) -> None:
-        self._stops = [s for s in stops if s]
-        self._hold = max((len(s) for s in self._stops), default=1) - 1
-        self._pending = ""
-        self.matched = False
-
-    def feed(self, text: str) -> tuple[str, bool]:
-        if not self._stops:
-            return text, False
-        self._pending += text
-        hits = [i for i in (self._pending.find(s) for s in self._stops) if i >= 0]
-        if hits:
-            self.matched = True
-            out, self._pending = self._pending[:min(hits)], ""
-            return out, True
-        keep = self._longest_partial_suffix()
-        out = self._pending[:len(self._pending) - keep]
-        self._pending = self._pending[len(self._pending) - keep:]
-        return out, False
-
-    def _longest_partial_suffix(self) -> int:
-        for size in range(min(self._hold, len(self._pending)), 0, -1):
-            tail = self._pending[-size:]
-            if any(stop.startswith(tail) for stop in self._stops):
-                return size
-        return 0
-
-    def flush(self, text: str = "") -> str:
-        out, self._pending = self._pending + text, ""
-        return out

@@ -135,7 +135,7 @@ def run(settings: Settings, payload: Payload | None) -> int:
 
     def load() -> None:
         try:
-            holder.set_engine(load_engine(settings, payload))
+            holder.set_engine(load_engine(settings, payload, n_seq_max=settings.parallel))
         except BaseException as exc:  # noqa: BLE001 - reported once the server has stopped
             holder.set_error(exc)
             server.should_exit = True

@@ -1,0 +1,90 @@
+"""The engine's vocabulary: what front ends hand it and what it streams back (plain dataclasses, no
+llama.cpp). `runtime.engine` re-exports them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the GGUF is: a loose file (offset 0) or a byte range inside a larger file."""
+
+    path: str
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    n_ctx: int = 8192  # the whole KV cache, shared by all sequences
+    n_batch: int = 2048
+    n_threads: int = 1
+    n_gpu_layers: int = 0
+    use_mmap: bool = True
+    use_mlock: bool = False
+    n_seq_max: int = 1  # requests decoded together (the server's -np)
+    embeddings: bool = False
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int = -1
+    grammar: str | None = None
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt_tokens: tuple[int, ...]
+    max_tokens: int = -1  # -1: until end of generation or a full context
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    stop: tuple[str, ...] = ()
+    # None: no log-probabilities; k >= 0: each token's own, plus the k most likely alternatives.
+    logprobs: int | None = None
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token's log-probability under the model (before sampling's truncation), and the most
+    likely alternatives at that step as (token id, log-probability), most likely first."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class Timings:
+    prompt_tokens: int
+    cached_tokens: int
+    prompt_ms: float
+    generated_tokens: int
+    generation_ms: float
+
+    @property
+    def prompt_per_second(self) -> float:
+        evaluated = self.prompt_tokens - self.cached_tokens
+        return evaluated / (self.prompt_ms / 1000) if self.prompt_ms > 0 else 0.0
+
+    @property
+    def generation_per_second(self) -> float:
+        return self.generated_tokens / (self.generation_ms / 1000) if self.generation_ms > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One step of a generation: new text (possibly empty while a UTF-8 character or a possible stop
+    string is held back), the token ids behind it, and on the last piece the finish reason and timings."""
+
+    text: str
+    token_ids: tuple[int, ...] = ()
+    finish_reason: str | None = None  # "stop" | "length" | "cancelled"
+    timings: Timings | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()  # one per token id, when the request asked for them

@@ -1,0 +1,305 @@
+"""Continuous batching: one thread decodes every running request together, one llama_decode per step.
+
+Requests join and leave the running batch at token boundaries. Each holds a KV-cache sequence for its
+lifetime, and each step's batch mixes one new token per generating request with prompt chunks of newly
+admitted ones (generation first, so streams keep flowing while a long prompt is read). Each request has
+its own sampler chain, stop strings, limits and cancellation. A finished request's sequence keeps its
+tokens, so the next request sharing that prefix (a chat's next turn) decodes only what is new.
+
+This module is pure orchestration: the engine (the only module that touches llama.cpp) provides the
+primitives (`BatchBackend`). Per-token work here is O(1): no re-detokenizing of the whole completion.
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from typing import Any, Callable, Iterator, Protocol, Sequence
+
+from .engine_types import GenerationRequest, Piece, SamplingParams, Timings, TokenLogprob
+from .errors import EngineFailure, UserError
+from .stop_strings import StopMatcher
+
+log = logging.getLogger(__name__)
+
+KV_CACHE_FULL = 1  # llama_decode's "no room in the KV cache for this batch"
+
+
+class Sampler(Protocol):
+    def sample(self, batch_index: int) -> int: ...
+    def free(self) -> None: ...
+
+
+class BatchBackend(Protocol):
+    n_ctx: int
+
+    def decode(self, tokens: Sequence[int], positions: Sequence[int], seqs: Sequence[int],
+               logits: Sequence[bool]) -> int: ...
+    def forget(self, seq: int, from_position: int) -> None: ...
+    def sampler(self, params: SamplingParams) -> Sampler: ...
+    def token_bytes(self, token: int) -> bytes: ...
+    def is_end_of_generation(self, token: int) -> bool: ...
+    def logprob(self, token: int, batch_index: int, top: int) -> TokenLogprob: ...
+
+
+class _Sequence:
+    """A KV-cache sequence id and the tokens it holds, in position order."""
+
+    def __init__(self, seq_id: int) -> None:
+        self.id = seq_id
+        self.tokens: list[int] = []
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class _Slot:
+    """One request being served."""
+
+    def __init__(self, request: GenerationRequest, cancel: threading.Event) -> None:
+        self.request = request
+        self.cancel = cancel
+        self.abandoned = False  # the consumer stopped reading
+        self.out: queue.SimpleQueue = queue.SimpleQueue()
+        self.seq: _Sequence | None = None
+        self.sampler: Sampler | None = None
+        self.pending: list[int] = []  # prompt tokens not yet decoded
+        self.next_token: int | None = None  # sampled, not yet decoded
+        self.batch_index: int | None = None  # where this slot's logits are in the last batch
+        self.stops = StopMatcher(request.stop)
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.generated = 0
+        self.reused = 0
+        self.admitted = self.prompt_done = time.perf_counter()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel.is_set() or self.abandoned
+
+
+class Scheduler:
+    def __init__(self, backend: BatchBackend, n_seq: int, n_batch: int) -> None:
+        self._backend = backend
+        self._n_batch = n_batch
+        self._free: list[_Sequence] = [_Sequence(i) for i in range(n_seq)]
+        self._waiting: deque[_Slot] = deque()
+        self._active: list[_Slot] = []
+        self._jobs: deque[tuple[Callable[[], Any], Future]] = deque()
+        self._wake = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    # -- the front ends' side ----------------------------------------------------------------------
+
+    def submit(self, request: GenerationRequest, cancel: threading.Event | None = None) -> Iterator[Piece]:
+        slot = _Slot(request, cancel or threading.Event())
+        with self._wake:
+            if self._closed:
+                raise EngineFailure("error: the engine is shut down")
+            self._waiting.append(slot)
+            self._ensure_thread()
+            self._wake.notify()
+        return self._stream(slot)
+
+    def _stream(self, slot: _Slot) -> Iterator[Piece]:
+        try:
+            while True:
+                item = slot.out.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:
+            slot.abandoned = True  # a consumer that stops reading stops its generation
+            with self._wake:
+                self._wake.notify()
+
+    def run_exclusive(self, job: Callable[[], Any]) -> Any:
+        """Runs `job` on the decoding thread between two steps (e.g. an embedding), and returns its result."""
+        future: Future = Future()
+        with self._wake:
+            if self._closed:
+                raise EngineFailure("error: the engine is shut down")
+            self._jobs.append((job, future))
+            self._ensure_thread()
+            self._wake.notify()
+        return future.result()
+
+    @property
+    def busy(self) -> int:
+        """Requests running or waiting."""
+        return len(self._active) + len(self._waiting)
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="llmpack-decoder", daemon=True)
+            self._thread.start()
+
+    # -- the decoding thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not (self._closed or self._waiting or self._active or self._jobs):
+                    self._wake.wait()
+                if self._closed:
+                    break
+                jobs = list(self._jobs)
+                self._jobs.clear()
+                self._admit()
+            for job, future in jobs:
+                try:
+                    future.set_result(job())
+                except BaseException as exc:  # handed to the caller, who re-raises it
+                    future.set_exception(exc)
+            for slot in [s for s in self._active if s.cancelled]:
+                self._finish(slot, "cancelled")
+            if self._active:
+                self._step()
+        shutdown = EngineFailure("error: the engine is shut down")
+        for slot in [*self._active, *self._waiting]:
+            slot.out.put(shutdown)
+        for _, future in self._jobs:
+            future.set_exception(shutdown)
+
+    def _admit(self) -> None:
+        """Gives waiting requests a sequence each, reusing the one whose cache shares most of the prompt."""
+        while self._waiting and self._free:
+            slot = self._waiting.popleft()
+            if slot.cancelled:
+                slot.out.put(Piece("", (), "cancelled", Timings(len(slot.request.prompt_tokens), 0, 0.0, 0, 0.0)))
+                continue
+            prompt = list(slot.request.prompt_tokens)
+            seq = max(self._free, key=lambda s: _common_prefix(s.tokens, prompt))
+            # At least the last prompt token is decoded again: its logits are needed.
+            keep = min(_common_prefix(seq.tokens, prompt), len(prompt) - 1)
+            try:
+                slot.sampler = self._backend.sampler(slot.request.sampling)
+            except UserError as exc:
+                slot.out.put(exc)
+                continue
+            self._free.remove(seq)
+            self._backend.forget(seq.id, keep)
+            del seq.tokens[keep:]
+            slot.seq, slot.reused, slot.pending = seq, keep, prompt[keep:]
+            slot.admitted = time.perf_counter()
+            self._active.append(slot)
+
+    def _step(self) -> None:
+        tokens: list[int] = []
+        positions: list[int] = []
+        seqs: list[int] = []
+        logits: list[bool] = []
+        members: list[tuple[_Slot, list[int], bool]] = []  # slot, its tokens in this batch, is prompt
+
+        def add(slot: _Slot, chunk: list[int], want_logits: bool, is_prompt: bool) -> None:
+            start = len(slot.seq.tokens)
+            tokens.extend(chunk)
+            positions.extend(range(start, start + len(chunk)))
+            seqs.extend([slot.seq.id] * len(chunk))
+            logits.extend([False] * (len(chunk) - 1) + [want_logits])
+            slot.batch_index = len(tokens) - 1 if want_logits else None
+            members.append((slot, chunk, is_prompt))
+
+        for slot in self._active:  # generation first: one token each keeps every stream moving
+            if slot.next_token is not None and len(tokens) < self._n_batch:
+                add(slot, [slot.next_token], True, False)
+        for slot in self._active:
+            room = self._n_batch - len(tokens)
+            if slot.pending and room > 0:
+                chunk = slot.pending[:room]
+                add(slot, chunk, len(chunk) == len(slot.pending), True)
+        if not members:
+            return
+        status = self._backend.decode(tokens, positions, seqs, logits)
+        if status == KV_CACHE_FULL and self._evict_idle_sequences():
+            status = self._backend.decode(tokens, positions, seqs, logits)
+        if status == KV_CACHE_FULL:
+            self._finish(max(self._active, key=lambda s: len(s.seq.tokens)), "length")  # the context is full
+            return
+        if status != 0:
+            failure = EngineFailure(f"error: llama.cpp failed to decode (llama_decode returned {status})")
+            for slot, _, _ in members:
+                self._finish(slot, None, failure)
+            return
+        now = time.perf_counter()
+        for slot, chunk, is_prompt in members:
+            slot.seq.tokens.extend(chunk)
+            if is_prompt:
+                del slot.pending[:len(chunk)]
+                if not slot.pending:
+                    slot.prompt_done = now
+            else:
+                slot.next_token = None
+        for slot, _, _ in members:
+            if slot.batch_index is not None and slot in self._active:
+                self._sample(slot)
+
+    def _sample(self, slot: _Slot) -> None:
+        request = slot.request
+        if slot.cancelled:
+            return self._finish(slot, "cancelled")
+        if request.max_tokens == 0:
+            return self._finish(slot, "length")
+        token = slot.sampler.sample(slot.batch_index)
+        if self._backend.is_end_of_generation(token):
+            return self._finish(slot, "stop")
+        slot.generated += 1
+        logprobs = () if request.logprobs is None else (
+            self._backend.logprob(token, slot.batch_index, request.logprobs),)
+        text, stopped = slot.stops.feed(slot.decoder.decode(self._backend.token_bytes(token)))
+        if text or not stopped:
+            slot.out.put(Piece(text, (token,), logprobs=logprobs))
+        if stopped:
+            return self._finish(slot, "stop")
+        if 0 <= request.max_tokens <= slot.generated or len(slot.seq.tokens) >= self._backend.n_ctx:
+            return self._finish(slot, "length")
+        slot.next_token = token
+
+    def _finish(self, slot: _Slot, reason: str | None, error: BaseException | None = None) -> None:
+        """Ends a request: its last piece (or an error), its sampler freed, its sequence kept for reuse."""
+        self._active.remove(slot)
+        if slot.sampler is not None:
+            slot.sampler.free()
+            slot.sampler = None
+        if error is not None:
+            self._backend.forget(slot.seq.id, 0)
+            slot.seq.tokens.clear()
+            slot.out.put(error)
+        else:
+            tail = "" if reason == "stop" and slot.stops.matched else slot.stops.flush(slot.decoder.decode(b"", final=True))
+            now = time.perf_counter()
+            prompt_done = slot.prompt_done if not slot.pending else now
+            timings = Timings(len(slot.request.prompt_tokens), slot.reused, (prompt_done - slot.admitted) * 1000,
+                              slot.generated, (now - prompt_done) * 1000)
+            slot.out.put(Piece(tail, (), reason, timings))
+        self._free.append(slot.seq)
+
+    def _evict_idle_sequences(self) -> bool:
+        """Frees the cache held by finished requests' sequences; True when anything was freed."""
+        freed = False
+        for seq in self._free:
+            if seq.tokens:
+                self._backend.forget(seq.id, 0)
+                seq.tokens.clear()
+                freed = True
+        return freed
