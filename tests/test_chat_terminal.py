@@ -235,3 +235,18 @@ def test_no_mode_flag_without_a_terminal_serves_instead_of_waiting_for_keys(tiny
         process.terminate()
         _, stderr = process.communicate(timeout=30)
     assert messages.CHAT_NEEDS_TERMINAL in stderr
+
+
+def test_default_mode_chats_on_when_the_port_is_taken(tiny_bundle: Path, terminal) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        chat = terminal(str(tiny_bundle), "--port", str(port), "-n", "4", "-t", "1")
+        banner = chat.wait_for_prompt(1)
+        assert "warning: the background server did not start" in banner and "server:" not in banner
+        chat.type("hi")
+        chat.wait_for_prompt(2)
+        chat.keys("C-d")
+        chat.wait_for(lambda s: "EXIT=" in s, what="the exit status")
+        assert "EXIT=0" in chat.screen()

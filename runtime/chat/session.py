@@ -1,6 +1,5 @@
 """A conversation bound to a model: token accounting, making room when the context fills, and
-streaming a reply in a worker thread so that Ctrl-C (a KeyboardInterrupt in the main thread) can stop
-it between two tokens. The engine is only used through tokenize/generate/n_ctx, so tests can pass a
+streaming a reply from a worker thread so that Ctrl-C can stop it between two tokens. The engine is only used through tokenize/generate/n_ctx, so tests can pass a
 small fake one."""
 
 from __future__ import annotations
