@@ -32,7 +32,8 @@ def long_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def long_server(tiny_bundle: Path, long_gguf: Path, tmp_path_factory: pytest.TempPathFactory):
     log = tmp_path_factory.mktemp("server") / "server.log"
-    with running_server(tiny_bundle, "-m", str(long_gguf), "-c", str(CTX), log_path=log) as server:
+    # -np 1: one request holds the engine, so the next one visibly queues behind it.
+    with running_server(tiny_bundle, "-m", str(long_gguf), "-c", str(CTX), "-np", "1", log_path=log) as server:
         yield server
 
 
@@ -125,7 +126,8 @@ def test_queued_requests_wait_their_turn_and_a_queued_client_can_leave(long_serv
 
 def test_ctrl_c_stops_the_server_with_status_0_even_mid_stream(tiny_bundle: Path, long_gguf: Path,
                                                               tmp_path: Path) -> None:
-    server = start_server(tiny_bundle, "-m", str(long_gguf), "-c", str(CTX), log_path=tmp_path / "server.log")
+    server = start_server(tiny_bundle, "-m", str(long_gguf), "-c", str(CTX), "-np", "1",
+                          log_path=tmp_path / "server.log")
     body = {"messages": [{"role": "user", "content": "talk"}], "stream": True, **ENDLESS}
     with httpx.stream("POST", server.base_url + "/chat/completions", json=body, timeout=30) as response:
         lines = response.iter_lines()

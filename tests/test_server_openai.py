@@ -260,7 +260,9 @@ def test_prompt_longer_than_the_context_is_400_with_counts(server: ServerProcess
     long = [{"role": "user", "content": "the cat " * 400}]
     response = httpx.post(server.base_url + "/chat/completions", json={"messages": long, "stream": stream})
     error = _error(response, 400)  # a plain 400 before any chunk, even when streaming
-    assert error["type"] == "exceed_context_size_error" and error["n_ctx"] == 512
+    # A request's context: -c shared among the -np sequences (the model's reports what it is).
+    n_ctx = httpx.get(server.base_url + "/models").json()["data"][0]["meta"]["n_ctx"]
+    assert error["type"] == "exceed_context_size_error" and error["n_ctx"] == n_ctx
     assert error["n_prompt_tokens"] > 512 and str(error["n_prompt_tokens"]) in error["message"]
     with pytest.raises(openai.BadRequestError) as raised:
         client.chat.completions.create(model="m", messages=long, stream=stream)

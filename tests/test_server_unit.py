@@ -282,3 +282,24 @@ def test_server_url_for_wildcard_and_ipv6_hosts() -> None:
         assert server_mode.server_url("127.0.0.1", sock) == f"http://127.0.0.1:{port}/"
         assert server_mode.server_url("0.0.0.0", sock) == f"http://127.0.0.1:{port}/"
         assert server_mode.server_url("::1", sock) == f"http://[::1]:{port}/"
+
+
+def _rendered_prompt(engine: FakeEngine, settings: Settings, messages: list[dict]) -> str:
+    engine.n_ctx = 512
+    holder = EngineHolder(settings)
+    holder.set_engine(engine)
+    client = TestClient(create_app(settings, holder), raise_server_exceptions=False)
+    assert client.post("/v1/chat/completions", json={"messages": messages, "max_tokens": 1}).status_code == 200
+    return engine.detokenize(engine.requests[-1].prompt_tokens)
+
+
+def test_chat_template_fallback_and_override() -> None:
+    untemplated = FakeEngine()
+    untemplated.chat_template = None
+    messages = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]
+    assert _rendered_prompt(untemplated, Settings(), messages) == \
+        "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
+    engine = FakeEngine()  # its own template is ChatML; --chat-template gemma wins
+    gemma = _rendered_prompt(engine, Settings(chat_template="gemma"), [{"role": "user", "content": "U"}])
+    assert gemma == "<start_of_turn>user\nU<end_of_turn>\n<start_of_turn>model\n"
+    assert "<end_of_turn>" in engine.requests[-1].stop

@@ -96,7 +96,10 @@ def _wait_for(tools: DevTools, session: str, expression: str, timeout: float = 3
 
 
 def test_web_chat_streams_an_answer(tiny_bundle: Path, tmp_path: Path) -> None:
-    with running_server(tiny_bundle, "-n", "24", "-c", "512", log_path=tmp_path / "server.log") as server:
+    # The server's own --grammar (letters and spaces, no end) makes random weights write exactly -n 24
+    # tokens of readable text.
+    with running_server(tiny_bundle, "-n", "24", "-c", "512", "--grammar", "root ::= [a-z ] root",
+                        log_path=tmp_path / "server.log") as server:
         tools = DevTools(tmp_path / "profile")
         try:
             target = tools.send("Target.createTarget", url=server.url)["targetId"]
