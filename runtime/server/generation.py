@@ -1,11 +1,10 @@
 """Runs an engine generation on a worker thread and hands its pieces to the event loop.
 
-The engine's `generate()` blocks (llama.cpp's decode, and its lock while another request runs), so it
+The engine's `generate()` blocks (it waits for a sequence of the batch, then for each token), so it
 never runs on the event loop: each request gets a thread that iterates the engine and posts pieces to
-an asyncio queue. Requests wait their turn on the engine's lock, first come first served; the batching
-scheduler (issue 6) will sit behind the same `generate()` call. Leaving the async iteration early (the
-client went away, the server shuts down) sets the request's cancel event, which stops the engine at its
-next token, or before it starts if the request is still waiting.
+an asyncio queue. Leaving the async iteration early (the client went away, the server shuts down) sets
+the request's cancel event, which stops the engine at its next token, or before it starts if the
+request is still waiting for a sequence.
 """
 
 from __future__ import annotations
