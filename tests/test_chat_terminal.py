@@ -10,6 +10,7 @@ import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -55,9 +56,10 @@ class Terminal:
     def keys(self, *keys: str) -> None:
         self._tmux("send-keys", *keys)
 
-    def screen(self) -> str:
-        """Everything shown so far, scrollback included, without trailing blank lines."""
-        return self._tmux("capture-pane", "-p", "-J", "-S", "-", "-E", "-").rstrip("\n")
+    def screen(self, escapes: bool = False) -> str:
+        """Everything shown so far, scrollback included, without trailing blank lines; with
+        `escapes`, the colour and attribute escape sequences too."""
+        return self._tmux("capture-pane", "-p", "-J", "-S", "-", "-E", "-", *(["-e"] if escapes else [])).rstrip("\n")
 
     def wait_for(self, condition, timeout: float = 30.0, what: str = "") -> str:
         deadline = time.monotonic() + timeout
@@ -250,3 +252,27 @@ def test_default_mode_chats_on_when_the_port_is_taken(tiny_bundle: Path, termina
         chat.keys("C-d")
         chat.wait_for(lambda s: "EXIT=" in s, what="the exit status")
         assert "EXIT=0" in chat.screen()
+
+
+@pytest.mark.parametrize("no_color", ["1", ""])
+def test_colour_only_when_no_color_is_unset(tiny_bundle: Path, terminal, no_color: str) -> None:
+    chat = terminal(str(tiny_bundle), "--chat", "-n", "4", *QUIET, NO_COLOR=no_color, TERM="xterm-256color")
+    chat.wait_for_prompt(1)
+    chat.type("/context")
+    chat.wait_for_prompt(2)
+    screen = chat.screen(escapes=True)
+    if no_color:
+        assert "\x1b[" not in screen
+    else:
+        assert "\x1b[1msoftware:" in screen  # the banner's keys in bold
+    chat.keys("C-d")
+
+
+def test_the_executable_carries_the_highlighters(tiny_bundle: Path) -> None:
+    """Pygments finds lexers by name at run time (string imports PyInstaller cannot follow): the
+    frozen runtime must carry them, or code blocks would silently go unhighlighted."""
+    viewer = Path(sys.executable).parent / "pyi-archive_viewer"
+    listing = run([str(viewer), "-r", "-b", str(tiny_bundle)], timeout=120).stdout
+    for module in ("pygments.lexers.python", "pygments.lexers.shell", "pygments.lexers.javascript",
+                   "prompt_toolkit.shortcuts.prompt", "llmpack.runtime.chat.render"):
+        assert re.search(rf"^\s*{re.escape(module)}$", listing, re.M), module

@@ -79,7 +79,7 @@ def _lexer_for(language: str):
     name = language.strip().split()[0].lower() if language.strip() else ""
     try:
         return get_lexer_by_name(name, **options) if name else TextLexer(**options)
-    except ClassNotFound:
+    except (ClassNotFound, ImportError):  # unknown, or a lexer left out of a frozen build
         return TextLexer(**options)
 
 
