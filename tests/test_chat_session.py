@@ -166,6 +166,18 @@ def test_a_real_sigint_while_streaming_cancels_without_an_exception() -> None:
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored afterwards
 
 
+def test_a_failing_output_stops_the_generation_before_raising() -> None:
+    engine = FakeEngine(replies=[" ".join(f"w{i}" for i in range(500))], delay=0.001)
+    session = make_session(engine)
+
+    def on_text(text: str) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    with pytest.raises(BrokenPipeError):
+        session.ask("go", on_text)
+    assert not [t for t in threading.enumerate() if t.name == "chat-generate"]  # the worker is done
+
+
 def test_an_engine_error_is_raised_in_the_caller_and_takes_the_message_back() -> None:
     class Failing(FakeEngine):
         def generate(self, request, cancel=None):

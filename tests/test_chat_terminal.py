@@ -276,3 +276,14 @@ def test_the_executable_carries_the_highlighters(tiny_bundle: Path) -> None:
     for module in ("pygments.lexers.python", "pygments.lexers.shell", "pygments.lexers.javascript",
                    "prompt_toolkit.shortcuts.prompt", "llmpack.runtime.chat.render"):
         assert re.search(rf"^\s*{re.escape(module)}$", listing, re.M), module
+
+
+def test_piped_chat_stops_quietly_when_its_reader_goes_away(endless_bundle: Path) -> None:
+    process = subprocess.Popen([str(endless_bundle), "--chat", "-n", "5000", *QUIET], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdin.write(b"hello\nand more\n")
+    process.stdin.close()
+    assert len(process.stdout.read(64)) == 64
+    process.stdout.close()  # as `| head -c 64` does
+    assert process.wait(timeout=60) == 0
+    assert process.stderr.read() == b""

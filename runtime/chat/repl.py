@@ -170,9 +170,14 @@ class Repl:
 
     def run_lines(self, lines: Iterable[str]) -> int:
         """Chats with messages read from a pipe or file: one per line, or a \"\"\" block."""
-        for text in read_messages(lines):
-            if self.handle(text):
-                break
+        try:
+            for text in read_messages(lines):
+                if self.handle(text):
+                    break
+        except BrokenPipeError:
+            # The reader went away (`| head`): stop quietly, as Unix tools do.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.console.stream.fileno())
         return 0
 
     def handle(self, text: str) -> bool:
@@ -189,6 +194,8 @@ class Repl:
             self.console.write("\n")
         except UserError as exc:
             self.console.line(str(exc), "class:error")
+        except BrokenPipeError:
+            raise  # nobody reads the chat any more: see run_lines
         except Exception as exc:  # a bug must not lose the conversation
             log.debug("chat turn failed", exc_info=True)
             self.console.line(f"error: internal error: {type(exc).__name__}: {exc}", "class:error")

@@ -185,8 +185,17 @@ def stream_interruptibly(engine: ChatEngine, request: GenerationRequest,
     last = Piece("", (), "cancelled", None)
     with _sigint_sets(cancel):
         worker.start()
-        last, error = _drain(pieces, cancel, on_piece, last)
-        worker.join()
+        try:
+            last, error = _drain(pieces, cancel, on_piece, last)
+        except BaseException:
+            # `on_piece` failed (e.g. nobody reads stdout any more): stop the worker before going on,
+            # so that it never runs on an engine its owner is about to close.
+            cancel.set()
+            while pieces.get() is not _DONE:
+                pass
+            raise
+        finally:
+            worker.join()
     if error is not None:
         raise error
     return last
