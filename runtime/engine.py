@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+from .backend_cache import unpacked_backends
 from .errors import ContextOverflow, EngineFailure, ModelLoadFailed
 
 log = logging.getLogger(__name__)
@@ -102,8 +103,11 @@ def load_backends() -> list[str]:
 
 
 def _find_backend_dir() -> str | None:
-    for candidate in (_backend_library_dir() / "backends", _backend_library_dir().parent.parent / "bin",
-                      _backend_library_dir()):
+    library_dir = _backend_library_dir()
+    unpacked = unpacked_backends(library_dir)  # the frozen runtime's variants, unpacked once
+    if unpacked is not None:
+        return str(unpacked)
+    for candidate in (library_dir.parent.parent / "bin", library_dir):  # an installed wheel
         if candidate.is_dir() and any(candidate.glob("*ggml-cpu*")):
             return str(candidate)
     return None
