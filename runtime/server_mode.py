@@ -178,6 +178,6 @@ def open_browser(url: str) -> bool:
         return False
     try:
         return webbrowser.open(url, new=2)
-    except Exception:  # noqa: BLE001 - a browser that will not start is no reason to stop serving
+    except Exception:  # a browser that will not start is no reason to stop serving
         log.debug("could not open a browser", exc_info=True)
         return False

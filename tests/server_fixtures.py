@@ -9,9 +9,9 @@ import re
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 
@@ -53,10 +53,9 @@ class ServerProcess:
 
 def start_server(executable: Path, *args: str, log_path: Path, timeout: float = 90) -> ServerProcess:
     command = [str(executable), "--server", "--nobrowser", "--host", "127.0.0.1", "--port", "0", *args]
-    log_file = open(log_path, "wb")
-    process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                               env={**os.environ, "DISPLAY": "", "WAYLAND_DISPLAY": ""})
-    log_file.close()
+    with open(log_path, "wb") as log_file:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   env={**os.environ, "DISPLAY": "", "WAYLAND_DISPLAY": ""})
     deadline = time.monotonic() + timeout
     url = None
     while time.monotonic() < deadline:

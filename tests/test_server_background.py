@@ -10,11 +10,22 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from llmpack.runtime import messages
-from llmpack.runtime.engine import Engine, EngineConfig, GenerationRequest, ModelSource, SamplingParams, route_native_logs
+from llmpack.runtime.engine import (
+    Engine,
+    EngineConfig,
+    GenerationRequest,
+    ModelSource,
+    SamplingParams,
+    route_native_logs,
+)
 from llmpack.runtime.errors import UserError
-from llmpack.runtime.server.json_grammar import SchemaUnsupported, json_object_grammar, json_schema_grammar, literal
+from llmpack.runtime.server.json_grammar import (
+    SchemaUnsupported,
+    json_object_grammar,
+    json_schema_grammar,
+    literal,
+)
 from llmpack.runtime.server_mode import start_background_server
 from llmpack.runtime.settings import Settings
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import openai
 import pytest
-
 from server_fixtures import running_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.gemma]

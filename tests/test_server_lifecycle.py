@@ -11,7 +11,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import run
 from llmpack.runtime import messages
 from server_fixtures import ServerProcess, running_server, start_server

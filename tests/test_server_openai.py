@@ -13,7 +13,6 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-
 from server_fixtures import ServerProcess, running_server
 
 pytestmark = pytest.mark.slow

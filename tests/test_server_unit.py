@@ -6,13 +6,18 @@ from __future__ import annotations
 import json
 import re
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-
 from llmpack.runtime import server_mode
-from llmpack.runtime.engine import EngineConfig, GenerationRequest, Piece, Timings, TokenLogprob
+from llmpack.runtime.engine import (
+    EngineConfig,
+    GenerationRequest,
+    Piece,
+    Timings,
+    TokenLogprob,
+)
 from llmpack.runtime.errors import ContextOverflow, EngineFailure
 from llmpack.runtime.server.app import create_app
 from llmpack.runtime.server.state import EngineHolder
@@ -252,7 +257,7 @@ def test_metrics_text_format() -> None:
     text = client.get("/metrics").text
     sample = re.compile(r'^[a-z_]+(\{[a-z_]+="[^"]*"\})? -?[0-9.e+-]+$')
     for line in text.splitlines():
-        assert line.startswith("# HELP ") or line.startswith("# TYPE ") or sample.match(line), line
+        assert line.startswith(("# HELP ", "# TYPE ")) or sample.match(line), line
     assert 'llmpack_requests_total{route="chat"} 2' in text
     assert 'llmpack_errors_total{status="400"} 1' in text
     assert "llmpack_generated_tokens_total 11" in text

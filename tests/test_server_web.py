@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from server_fixtures import running_server
 
 pytestmark = pytest.mark.slow
@@ -38,7 +37,7 @@ class DevTools:
              f"--user-data-dir={profile}", "--remote-debugging-pipe", "--window-size=1000,700", "about:blank"],
             # close_fds would also close the new fds 3 and 4 (it runs after preexec_fn); the pipes'
             # own fds are not inheritable, so nothing else leaks into the browser.
-            preexec_fn=give_fds, close_fds=False,
+            preexec_fn=give_fds, close_fds=False,  # noqa: PLW1509 - this test starts no threads first
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.close(to_chrome_r)
         os.close(from_chrome_w)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import AsyncIterator
 
 from ..engine import Engine, GenerationRequest, Piece
 from .state import Metrics
@@ -38,7 +38,7 @@ class Generation:
     """One request's generation. Iterate `pieces()` once; `cancel()` may be called from anywhere."""
 
     def __init__(self, engine: Engine, request: GenerationRequest, metrics: Metrics,
-                 active: set["Generation"] | None = None) -> None:
+                 active: set[Generation] | None = None) -> None:
         self.engine = engine
         self.request = request
         self.metrics = metrics
@@ -96,7 +96,7 @@ class Generation:
                     self.metrics.finished(t.prompt_tokens, t.prompt_ms, t.generation_ms,
                                           t.prompt_per_second, t.generation_per_second)
                 post(piece)
-        except BaseException as exc:  # handed to the request, which answers it as an error
+        except BaseException as exc:  # noqa: BLE001 - handed to the request, which answers it as an error
             post(exc)
         finally:
             self.metrics.add(**({"generating": -1} if started else {"queued": -1}))

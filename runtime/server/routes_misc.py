@@ -12,10 +12,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from . import translate as tr
 from .errors import ApiError, error_body
 from .routes_openai import ready_engine
 from .schemas import DetokenizeRequest, EmbeddingRequest, TokenizeRequest
-from . import translate as tr
 
 router = APIRouter()
 

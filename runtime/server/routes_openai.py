@@ -8,18 +8,19 @@ HTTP error too, never with a 200 followed by an error event.
 from __future__ import annotations
 
 import logging
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..engine import Engine, Piece
+from . import translate as tr
 from .errors import ApiError, error_payload
 from .generation import Generation, run_to_completion
 from .schemas import ChatCompletionRequest, CompletionRequest
 from .state import EngineHolder
-from . import translate as tr
 
 log = logging.getLogger(__name__)
 router = APIRouter()

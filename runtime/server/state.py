@@ -18,13 +18,12 @@ class EngineHolder:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._ready = threading.Event()
         self.engine: Engine | None = None
         self.formatter: ChatFormatter | None = None
         self.error: BaseException | None = None
 
     @classmethod
-    def loaded(cls, settings: Settings, engine: Engine) -> "EngineHolder":
+    def loaded(cls, settings: Settings, engine: Engine) -> EngineHolder:
         holder = cls(settings)
         holder.set_engine(engine)
         return holder
@@ -33,14 +32,9 @@ class EngineHolder:
         self.formatter = formatter_for(engine.chat_template, engine.bos_token, engine.eos_token,
                                        self._settings.chat_template)
         self.engine = engine
-        self._ready.set()
 
     def set_error(self, error: BaseException) -> None:
         self.error = error
-        self._ready.set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return self._ready.wait(timeout)
 
     @property
     def ready(self) -> bool:

@@ -7,7 +7,8 @@ import dataclasses
 import json
 import time
 import uuid
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..chat_template import ChatFormatter, tokenize_prompt_text
 from ..engine import Engine, GenerationRequest, Piece, SamplingParams, TokenLogprob
