@@ -39,6 +39,15 @@ def run(command: list[str], *, input: bytes | str | None = None, timeout: float 
                           stdin=None if input is not None else subprocess.DEVNULL)
 
 
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    """Asserts a failure reported as users should see it: non-zero, one stderr line, no traceback."""
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
 def llmpack(*args: str, **kwargs) -> subprocess.CompletedProcess:
     return run([LLMPACK, *args], **kwargs)
 

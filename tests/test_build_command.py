@@ -6,18 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import llmpack
+from conftest import llmpack, one_error_line
 
 pytestmark = pytest.mark.slow
 
 
 def failed_build(*args: str) -> str:
-    result = llmpack("build", *args)
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
+    return one_error_line(llmpack("build", *args))
 
 
 def test_missing_input(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import build_bundle, llmpack, run
+from conftest import build_bundle, llmpack, one_error_line, run
 from llmpack.runtime import messages
 
 pytestmark = pytest.mark.slow
@@ -109,30 +109,22 @@ def test_bad_default_arguments_fail_the_build(tiny_gguf: Path, tmp_path: Path) -
     assert not (tmp_path / "bad.llmpack").exists()
 
 
-def _one_clear_line(result) -> str:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
-
-
 def test_missing_model(tiny_bundle: Path, tmp_path: Path) -> None:
-    line = _one_clear_line(complete(tiny_bundle, *GREEDY, "-p", "x", "-m", str(tmp_path / "nope.gguf")))
+    line = one_error_line(complete(tiny_bundle, *GREEDY, "-p", "x", "-m", str(tmp_path / "nope.gguf")))
     assert line == messages.MODEL_UNREADABLE.format(path=tmp_path / "nope.gguf", reason="No such file or directory")
 
 
 def test_not_a_gguf(tiny_bundle: Path, tmp_path: Path) -> None:
     fake = tmp_path / "fake.gguf"
     fake.write_text("definitely not weights")
-    assert _one_clear_line(complete(tiny_bundle, *GREEDY, "-p", "x", "-m", str(fake))) == \
+    assert one_error_line(complete(tiny_bundle, *GREEDY, "-p", "x", "-m", str(fake))) == \
         messages.NOT_A_GGUF.format(path=fake)
 
 
 def test_damaged_gguf_that_llama_cpp_rejects(tiny_bundle: Path, tiny_gguf: Path, tmp_path: Path) -> None:
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(tiny_gguf.read_bytes()[:5000])
-    assert _one_clear_line(complete(tiny_bundle, *GREEDY, "-p", "x", "-m", str(cut))) == \
+    assert one_error_line(complete(tiny_bundle, *GREEDY, "-p", "x", "-m", str(cut))) == \
         messages.MODEL_LOAD_FAILED.format(path=cut)
 
 
@@ -143,21 +135,21 @@ def test_damaged_gguf_that_llama_cpp_rejects(tiny_bundle: Path, tiny_gguf: Path,
 ])
 def test_bad_flag_values(tiny_bundle: Path, args: list[str], expected: str) -> None:
     result = complete(tiny_bundle, "--cli", "-p", "x", *args)
-    assert _one_clear_line(result) == expected
+    assert one_error_line(result) == expected
     assert result.returncode == 2
 
 
 def test_missing_prompt(tiny_bundle: Path) -> None:
-    assert _one_clear_line(complete(tiny_bundle, "--cli")) == messages.NO_PROMPT
+    assert one_error_line(complete(tiny_bundle, "--cli")) == messages.NO_PROMPT
 
 
 def test_prompt_file_missing(tiny_bundle: Path, tmp_path: Path) -> None:
-    line = _one_clear_line(complete(tiny_bundle, "--cli", "-f", str(tmp_path / "none.txt")))
+    line = one_error_line(complete(tiny_bundle, "--cli", "-f", str(tmp_path / "none.txt")))
     assert line.startswith("error: cannot read prompt file")
 
 
 def test_prompt_longer_than_the_context(tiny_bundle: Path) -> None:
-    line = _one_clear_line(complete(tiny_bundle, "--cli", "-c", "256", "-p", "the cat " * 100, "--log-disable"))
+    line = one_error_line(complete(tiny_bundle, "--cli", "-c", "256", "-p", "the cat " * 100, "--log-disable"))
     assert line.startswith("error: the prompt is ") and "the context holds 256" in line
 
 

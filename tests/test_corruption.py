@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import llmpack, run
+from conftest import one_error_line, llmpack, run
 from llmpack.runtime import messages
 
 pytestmark = pytest.mark.slow
@@ -28,19 +28,11 @@ def flip(path: Path, position: int) -> None:
     path.write_bytes(data)
 
 
-def single_error_line(result) -> str:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
-
-
 @pytest.mark.parametrize("from_end", [3, 40, 150])
 def test_flipped_trailer_byte(bundle_copy: Path, from_end: int) -> None:
     """Bytes 3 and 40 from the end are in the footer; 150 is in the manifest."""
     flip(bundle_copy, bundle_copy.stat().st_size - from_end)
-    line = single_error_line(run([str(bundle_copy), *ARGS]))
+    line = one_error_line(run([str(bundle_copy), *ARGS]))
     assert line.startswith(f"error: {bundle_copy} is damaged:")
     inspected = llmpack("inspect", str(bundle_copy))
     assert inspected.returncode == 1 and "is damaged" in inspected.stderr
@@ -49,7 +41,7 @@ def test_flipped_trailer_byte(bundle_copy: Path, from_end: int) -> None:
 def test_truncated_inside_the_trailer(bundle_copy: Path) -> None:
     data = bundle_copy.read_bytes()
     bundle_copy.write_bytes(data[:-10])
-    line = single_error_line(run([str(bundle_copy), *ARGS]))
+    line = one_error_line(run([str(bundle_copy), *ARGS]))
     assert line == messages.CORRUPT_BUNDLE.format(
         path=bundle_copy, reason="no payload footer at the end of the file (truncated?)")
 
@@ -58,7 +50,7 @@ def test_truncated_deep_into_the_file(bundle_copy: Path) -> None:
     """Cut into the archive: PyInstaller's bootloader cannot start, and says so in one line."""
     data = bundle_copy.read_bytes()
     bundle_copy.write_bytes(data[:len(data) // 2])
-    line = single_error_line(run([str(bundle_copy), *ARGS]))
+    line = one_error_line(run([str(bundle_copy), *ARGS]))
     assert "Could not load PyInstaller's embedded PKG archive" in line
     inspected = llmpack("inspect", str(bundle_copy))
     assert inspected.returncode == 1 and "not an llmpack executable" in inspected.stderr
@@ -69,7 +61,7 @@ def test_flipped_weight_byte_is_caught_by_verify(bundle_copy: Path, tiny_gguf: P
     # A byte in the middle of the tensor data: the cheap start-up checks cannot see it; --verify does.
     flip(bundle_copy, info["gguf_offset"] + info["gguf_length"] // 2)
     assert run([str(bundle_copy), *ARGS]).returncode == 0
-    line = single_error_line(run([str(bundle_copy), "--verify", *ARGS]))
+    line = one_error_line(run([str(bundle_copy), "--verify", *ARGS]))
     assert line == messages.WEIGHTS_MISMATCH.format(path=bundle_copy)
     inspected = llmpack("inspect", str(bundle_copy), "--verify")
     assert inspected.returncode == 1 and "do not match their sha256" in inspected.stderr
