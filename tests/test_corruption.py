@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import one_error_line, llmpack, run
+from conftest import llmpack, one_error_line, run
 from llmpack.runtime import messages
 
 pytestmark = pytest.mark.slow
