@@ -183,6 +183,19 @@ def test_ctrl_c_stops_a_reply_and_the_chat_goes_on(endless_bundle: Path, termina
     assert "EXIT=0" in chat.screen()
 
 
+def test_keys_typed_during_a_reply_wait_unseen_for_the_next_prompt(endless_bundle: Path, terminal) -> None:
+    chat = terminal(str(endless_bundle), "--chat", "-n", "1500", *QUIET)
+    chat.wait_for_prompt(1)
+    chat.type("talk a while")
+    chat.wait_for(lambda s: PROMPT + "talk a while" in s and len(s.split(PROMPT + "talk a while", 1)[1].strip()) > 40,
+                  what="reply text")
+    chat.type("/context")
+    screen = chat.wait_for_prompt(3, timeout=60)
+    reply, after = screen.split(PROMPT + "talk a while", 1)[1].rsplit(PROMPT + "/context", 1)
+    assert "/context" not in reply  # not echoed into the reply
+    assert context_used(after)[1] == 2
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -125,8 +125,9 @@ def make_prompt_session(history: History | None = None, **io) -> PromptSession:
 
 @contextlib.contextmanager
 def keys_not_echoed(fd: int | None):
-    """While a reply streams, keys typed ahead are not echoed into it: they wait, unseen, for the
-    next prompt, which reads them. Ctrl-C still interrupts (ISIG is left on)."""
+    """While a reply streams, keys typed ahead are not echoed into it: they wait, unseen and byte
+    for byte (no line editing, Enter still a carriage return), for the next prompt, which reads them.
+    Ctrl-C still interrupts (ISIG is left on)."""
     try:
         import termios
 
@@ -137,7 +138,8 @@ def keys_not_echoed(fd: int | None):
         yield
         return
     quiet = list(saved)
-    quiet[3] &= ~termios.ECHO
+    quiet[0] &= ~termios.ICRNL
+    quiet[3] &= ~(termios.ECHO | termios.ICANON)
     termios.tcsetattr(fd, termios.TCSANOW, quiet)
     try:
         yield
