@@ -450,7 +450,8 @@ class _SamplerChain:
             add(grammar)
         if params.repeat_penalty != 1.0 or params.presence_penalty or params.frequency_penalty:
             last_n = engine.n_ctx if params.repeat_last_n < 0 else params.repeat_last_n
-            add(llama.llama_sampler_init_penalties(last_n, params.repeat_penalty,
+            # This llama.cpp's signature still takes the vocabulary size first (see its llama.h).
+            add(llama.llama_sampler_init_penalties(engine.n_vocab, last_n, params.repeat_penalty,
                                                    params.frequency_penalty, params.presence_penalty))
         if params.temperature <= 0:
             add(llama.llama_sampler_init_greedy())

@@ -164,3 +164,21 @@ def test_unsupported_schemas_are_refused_with_a_reason(schema: dict, words: str)
 
 def test_literals_escape_what_gbnf_needs() -> None:
     assert literal('a"b\\c\n\t\x01é') == '"a\\"b\\\\c\\n\\t\\x01é"'
+
+
+def test_penalties_reduce_repetition(engine: Engine) -> None:
+    """presence/frequency/repeat penalties reach llama.cpp's penalties sampler (its signature there
+    takes the vocabulary size first: a wrong call raised in the decoding thread)."""
+    tokens = tuple(engine.tokenize("the cat", True, False))
+    endless = "root ::= [a-z ] root"  # letters only, no end: 60 tokens must repeat some
+
+    def distinct(**penalties: float) -> int:
+        request = GenerationRequest(tokens, 60, SamplingParams(temperature=0, grammar=endless, **penalties))
+        ids = [t for piece in engine.generate(request) for t in piece.token_ids]
+        assert len(ids) == 60
+        return len(set(ids))
+
+    plain = distinct()
+    assert distinct(presence_penalty=2.0) > plain
+    assert distinct(frequency_penalty=2.0) > plain
+    assert distinct(repeat_penalty=1.5) > plain

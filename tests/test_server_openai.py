@@ -81,6 +81,13 @@ def test_streamed_chat(client: openai.OpenAI) -> None:
     assert plain.usage == usage_chunk.usage
 
 
+def test_penalties_are_accepted(client: openai.OpenAI) -> None:
+    answer = client.chat.completions.create(model="m", messages=MESSAGES, max_tokens=8, temperature=0,
+                                            presence_penalty=1.5, frequency_penalty=0.5,
+                                            extra_body={"repeat_penalty": 1.3})
+    assert answer.usage.completion_tokens > 0
+
+
 def test_stop_strings(client: openai.OpenAI) -> None:
     full = client.completions.create(model="m", prompt="the cat and the dog", max_tokens=24, temperature=0)
     text = full.choices[0].text
