@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 import gguf
@@ -40,7 +41,9 @@ class Terminal:
     """A 120x40 terminal running one command in its own tmux server (its own socket)."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
-        self.socket = f"llmpack-{name}-{os.getpid()}"
+        # A socket of its own per terminal: a server still shutting down from the previous test
+        # must not take the next test's session with it.
+        self.socket = f"llmpack-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         variables = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
         command = f"env {variables} {shlex.join(argv)}; echo EXIT=$?; sleep 600"
         self._tmux("new-session", "-d", "-x", "120", "-y", "40", command)
