@@ -61,7 +61,7 @@ def chat(settings: Settings, engine: Engine, server_url: str | None) -> int:
     # No terminal: stdout carries only the replies; the banner is a log line on stderr.
     for line in banner_lines(settings, engine, server_url, raw):
         log.info("%s", line)
-    return Repl(session, Console(sys.stdout, color=False)).run_lines(sys.stdin)
+    return Repl(session, Console(sys.stdout, color=False, errors=sys.stderr)).run_lines(sys.stdin)
 
 
 def describe_compute(settings: Settings, engine: Engine) -> str:

@@ -228,11 +228,12 @@ def test_default_mode_serves_while_chatting(tiny_bundle: Path, terminal) -> None
 
 
 def test_chat_without_a_terminal_reads_messages_from_stdin(tiny_bundle: Path) -> None:
-    result = run([str(tiny_bundle), "--chat", "-n", "8", *QUIET], input="hello\n/context\n/exit\nnot read\n",
-                 timeout=60)
+    result = run([str(tiny_bundle), "--chat", "-n", "8", *QUIET],
+                 input="hello\n/nope\n/context\n/exit\nnot read\n", timeout=60)
     assert result.returncode == 0, result.stderr
-    reply, context = result.stdout.splitlines()[:2]
+    reply, context = result.stdout.splitlines()
     assert reply.strip() and re.match(r"context: \d+ / 512 tokens used, \d+ free, 2 messages$", context)
+    assert result.stderr == messages.CHAT_UNKNOWN_COMMAND.format(name="/nope") + "\n"  # errors apart
 
 
 def test_no_mode_flag_without_a_terminal_serves_instead_of_waiting_for_keys(tiny_bundle: Path) -> None:

@@ -46,8 +46,9 @@ class Console:
     """Where the chat writes: plain text, or styled fragments when colour is on."""
 
     def __init__(self, stream: TextIO | None = None, color: bool | None = None,
-                 output: Output | None = None) -> None:
+                 output: Output | None = None, errors: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
+        self.errors = errors  # where error lines go instead, when stdout carries only results
         self.color = wants_color(self.stream) if color is None else color
         self._output = output if output is not None else (create_output(stdout=self.stream) if self.color else None)
 
@@ -66,6 +67,10 @@ class Console:
 
     def line(self, text: str, style: str = "class:info") -> None:
         """One line of the chat's own (an answer to a command, a notice), never model output."""
+        if style == "class:error" and self.errors is not None:
+            self.errors.write(sanitize(text) + "\n")
+            self.errors.flush()
+            return
         self.styled([(style, text + "\n")])
 
 

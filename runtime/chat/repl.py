@@ -239,7 +239,7 @@ def ctrl_c_typed_ahead(prompt_input: Input) -> bool:
 def read_messages(lines: Iterable[str]) -> Iterator[str]:
     block: list[str] | None = None
     for line in lines:
-        line = line.rstrip("\n")
+        line = line.rstrip("\r\n")
         if block is not None:
             block.append(line)
             if not block_is_open("\n".join(block)):
