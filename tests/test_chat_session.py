@@ -368,3 +368,31 @@ def test_colour_is_off_with_no_color_or_without_a_terminal(monkeypatch) -> None:
     assert Console(io.StringIO()).color is False
     monkeypatch.setenv("NO_COLOR", "1")
     assert Console(Tty(), output=object()).color is False
+
+
+# -- the banner ----------------------------------------------------------------------------------------
+
+class BannerEngine:
+    model_name = "tiny"
+    n_ctx = 2048
+    metadata = {"general.architecture": "llama", "llama.block_count": "24"}
+
+
+def test_banner_names_model_context_compute_and_server(monkeypatch) -> None:
+    from llmpack.runtime import chat_mode
+    from llmpack.runtime.settings import parse_args
+
+    monkeypatch.setattr(chat_mode, "gpu_offload_supported", lambda: False)
+    lines = chat_mode.banner_lines(parse_args(["-t", "3"]).settings, BannerEngine(), "http://127.0.0.1:8080/")
+    assert lines[1:] == ["model:    tiny", "context:  2048 tokens", "compute:  3 CPU threads",
+                         "server:   http://127.0.0.1:8080/"]
+    raw = chat_mode.banner_lines(parse_args(["-t", "1"]).settings, BannerEngine(), None, raw=True)
+    assert f"mode:     {messages.CHAT_RAW_MODE}" in raw and not any(l.startswith("server:") for l in raw)
+    assert "compute:  1 CPU thread" in raw
+
+    monkeypatch.setattr(chat_mode, "gpu_offload_supported", lambda: True)
+    monkeypatch.setattr(chat_mode, "load_backends", lambda: ["CPU", "CUDA0"])
+    gpu = chat_mode.describe_compute(parse_args(["-ngl", "999", "-t", "2"]).settings, BannerEngine())
+    assert gpu == "CUDA0 (all layers), 2 CPU threads"
+    assert chat_mode.describe_compute(parse_args(["-ngl", "10", "-t", "2"]).settings, BannerEngine()) == \
+        "CUDA0 (10 layers), 2 CPU threads"
