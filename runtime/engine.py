@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from .backend_cache import unpacked_backends
-from .errors import ContextOverflow, EngineFailure, ModelLoadFailed
+from .errors import ContextOverflow, EngineFailure, GrammarInvalid, ModelLoadFailed
 
 log = logging.getLogger(__name__)
 
@@ -329,6 +329,14 @@ class Engine:
 
     # -- generation ------------------------------------------------------------------------------
 
+    def check_grammar(self, grammar: str) -> None:
+        """Raises GrammarInvalid unless llama.cpp parses `grammar` (GBNF), so that a server can refuse
+        a request before it starts. Reads only the vocabulary: safe beside the decoding thread."""
+        sampler = llama.llama_sampler_init_grammar(self.vocab, grammar.encode(), b"root")
+        if not sampler:
+            raise GrammarInvalid()
+        llama.llama_sampler_free(sampler)
+
     def check_fits(self, n_prompt_tokens: int) -> None:
         """Raises ContextOverflow when a prompt leaves no room to generate even one token."""
         if n_prompt_tokens >= self.n_ctx:
@@ -446,7 +454,7 @@ class _SamplerChain:
             grammar = llama.llama_sampler_init_grammar(engine.vocab, params.grammar.encode(), b"root")
             if not grammar:
                 self.free()
-                raise EngineFailure("error: the grammar could not be parsed")
+                raise GrammarInvalid()
             add(grammar)
         if params.repeat_penalty != 1.0 or params.presence_penalty or params.frequency_penalty:
             last_n = engine.n_ctx if params.repeat_last_n < 0 else params.repeat_last_n

@@ -58,3 +58,10 @@ class PromptFileUnreadable(UserError):
 
 class EngineFailure(UserError):
     """llama.cpp refused an operation (e.g. decode failed); reported, never a traceback."""
+
+
+class GrammarInvalid(EngineFailure):
+    """llama.cpp could not parse a GBNF grammar (--grammar, or a request's): the user's to fix."""
+
+    def __init__(self) -> None:
+        super().__init__(messages.GRAMMAR_INVALID)

@@ -135,7 +135,10 @@ def run(settings: Settings, payload: Payload | None) -> int:
 
     def load() -> None:
         try:
-            holder.set_engine(load_engine(settings, payload, n_seq_max=settings.parallel))
+            engine = load_engine(settings, payload, n_seq_max=settings.parallel)
+            if app.state.base_sampling.grammar:  # --grammar: refused at start, not on every request
+                engine.check_grammar(app.state.base_sampling.grammar)
+            holder.set_engine(engine)
         except BaseException as exc:  # noqa: BLE001 - reported once the server has stopped
             holder.set_error(exc)
             server.should_exit = True

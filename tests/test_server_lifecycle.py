@@ -160,3 +160,12 @@ def test_a_model_that_fails_to_load_stops_the_server_with_one_line(tiny_bundle: 
                  timeout=60)
     assert result.returncode == 1
     assert result.stderr.strip() == messages.MODEL_UNREADABLE.format(path=missing, reason="No such file or directory")
+
+
+def test_a_bad_grammar_flag_stops_the_server_with_one_line(tiny_bundle: Path) -> None:
+    result = run([str(tiny_bundle), "--server", "--nobrowser", "--port", "0", "--grammar", "root ::= nowhere",
+                  "--log-disable"], timeout=60)
+    assert result.returncode == 1
+    # llama.cpp's parser prints where it failed on stderr itself (even with --log-disable); ours is last.
+    assert result.stderr.strip().splitlines()[-1] == messages.GRAMMAR_INVALID
+    assert "Traceback" not in result.stderr

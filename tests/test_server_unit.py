@@ -18,7 +18,7 @@ from llmpack.runtime.engine import (
     Timings,
     TokenLogprob,
 )
-from llmpack.runtime.errors import ContextOverflow, EngineFailure
+from llmpack.runtime.errors import ContextOverflow, EngineFailure, GrammarInvalid
 from llmpack.runtime.server.app import create_app
 from llmpack.runtime.server.state import EngineHolder
 from llmpack.runtime.settings import Settings
@@ -47,6 +47,10 @@ class FakeEngine:
 
     def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
         return [ord(c) % 256 for c in text]
+
+    def check_grammar(self, grammar: str) -> None:
+        if "::=" not in grammar:
+            raise GrammarInvalid()
 
     def check_fits(self, n: int) -> None:
         if n >= self.n_ctx:
@@ -197,6 +201,8 @@ def test_context_overflow_is_400_with_counts_before_any_chunk(stream: bool) -> N
     ("/v1/completions", b'{"prompt": [99999]}'),
     ("/v1/completions", b'{"prompt": "x", "suffix": "y"}'),
     ("/v1/completions", b'{"prompt": {"a": 1}}'),
+    ("/v1/completions", b'{"prompt": "x", "grammar": "not gbnf", "stream": true}'),
+    ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "x"}], "grammar": "no", "stream": true}'),
     ("/v1/embeddings", b'{"input": "x"}'),
     ("/tokenize", b'{"content": 5}'),
     ("/detokenize", b'{"tokens": [-1]}'),

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..chat_template import TemplateError
-from ..errors import ContextOverflow, EngineFailure, UserError
+from ..errors import ContextOverflow, EngineFailure, GrammarInvalid, UserError
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,8 @@ def error_payload(exc: BaseException) -> tuple[int, dict[str, Any]]:
                                "context_length_exceeded", n_prompt_tokens=exc.n_prompt_tokens, n_ctx=exc.n_ctx)
     if isinstance(exc, TemplateError):
         return 400, error_body(_strip_prefix(str(exc)), INVALID_REQUEST, "messages", "invalid_messages")
+    if isinstance(exc, GrammarInvalid):
+        return 400, error_body(_strip_prefix(str(exc)), INVALID_REQUEST, "grammar", "invalid_grammar")
     if isinstance(exc, EngineFailure):
         return 500, error_body(_strip_prefix(str(exc)), "server_error")
     if isinstance(exc, UserError):

@@ -44,7 +44,10 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     def prepare():
         tokens = tr.chat_prompt_tokens(engine, holder.formatter, body)
         engine.check_fits(len(tokens))
-        return tr.chat_generation_request(state.settings, state.base_sampling, holder.formatter, body, tokens)
+        request = tr.chat_generation_request(state.settings, state.base_sampling, holder.formatter, body, tokens)
+        if body.grammar is not None and request.sampling.grammar == body.grammar:
+            engine.check_grammar(body.grammar)  # the client's own GBNF: refused before the stream starts
+        return request
 
     generation_request = await run_in_threadpool(prepare)
     generation = Generation(engine, generation_request, state.metrics, state.active_generations)
@@ -111,6 +114,8 @@ async def completions(body: CompletionRequest, request: Request):
     def prepare():
         tokens = tr.completion_prompt_tokens(engine, body)
         engine.check_fits(len(tokens))
+        if body.grammar is not None:
+            engine.check_grammar(body.grammar)
         return tokens, tr.completion_generation_request(state.settings, state.base_sampling, body, tokens)
 
     tokens, generation_request = await run_in_threadpool(prepare)
