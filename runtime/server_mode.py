@@ -159,12 +159,12 @@ def run(settings: Settings, payload: Payload | None) -> int:
         # server, Ctrl-C is the normal way to stop, so this is a success.
         pass
     finally:
-        cancel_all(app)
+        stopped = cancel_all(app)
         sock.close()
     log.info(messages.SERVER_STOPPED)
     if holder.error is not None:
         raise holder.error
-    if holder.engine is not None:
+    if holder.engine is not None and stopped:  # else a generation thread still uses it; exit frees all
         holder.engine.close()
     return 0
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hmac
+import time
 from typing import Any
 
 from fastapi import FastAPI
@@ -49,14 +50,17 @@ def cancel_generations(app: FastAPI) -> None:
         generation.cancel()
 
 
-def cancel_all(app: FastAPI, wait_s: float = 10.0) -> None:
-    """Stops every generation and waits for their threads: the engine must not be freed under one."""
+def cancel_all(app: FastAPI, wait_s: float = 10.0) -> bool:
+    """Stops every generation and waits (wait_s in all) for their threads; False if some still run,
+    in which case the engine must not be freed under them."""
     generations = list(app.state.active_generations)
     for generation in generations:
         generation.cancel()
+    deadline = time.monotonic() + wait_s
     for generation in generations:
         if generation.thread is not None:
-            generation.thread.join(wait_s)
+            generation.thread.join(max(0.0, deadline - time.monotonic()))
+    return not any(g.thread is not None and g.thread.is_alive() for g in generations)
 
 
 def _too_large_detail(limit: int) -> str:
