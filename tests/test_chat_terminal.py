@@ -236,6 +236,17 @@ def test_chat_without_a_terminal_reads_messages_from_stdin(tiny_bundle: Path) ->
     assert result.stderr == messages.CHAT_UNKNOWN_COMMAND.format(name="/nope") + "\n"  # errors apart
 
 
+def test_a_full_context_drops_the_oldest_turns_and_the_chat_goes_on(endless_bundle: Path) -> None:
+    # Each reply of the endless model runs until the 512-token context is full.
+    result = run([str(endless_bundle), "--chat", "-c", "512", *QUIET], input="one\ntwo\nthree\n/context\n",
+                 timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines.count(messages.CHAT_CONTEXT_FULL_REPLY) == 3
+    assert lines.count(messages.CHAT_CONTEXT_DROPPED.format(n=2)) == 2
+    assert context_used(result.stdout)[1] == 2  # only the last exchange is left
+
+
 def test_no_mode_flag_without_a_terminal_serves_instead_of_waiting_for_keys(tiny_bundle: Path) -> None:
     port = free_port()
     process = subprocess.Popen([str(tiny_bundle), "--port", str(port), "--nobrowser", "-t", "1"],
