@@ -37,7 +37,7 @@ def run_default(settings: Settings, payload: Payload | None) -> int:
     try:
         try:
             server = start_background_server(settings, engine)
-        except Exception as exc:  # e.g. the port is taken: the chat is still worth having
+        except Exception as exc:  # noqa: BLE001 - e.g. the port is taken: the chat is still worth having
             reason = str(exc).removeprefix("error: ") if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
             log.warning(messages.CHAT_SERVER_FAILED.format(reason=reason))
         return chat(settings, engine, server_url=server.url if server else None)

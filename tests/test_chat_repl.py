@@ -10,16 +10,21 @@ import threading
 from pathlib import Path
 
 import pytest
-from prompt_toolkit.history import FileHistory, InMemoryHistory
-from prompt_toolkit.input import create_pipe_input
-from prompt_toolkit.output import DummyOutput
-
 from chat_fakes import FakeEngine, make_session
 from llmpack.runtime import messages
 from llmpack.runtime.__main__ import pick_mode
 from llmpack.runtime.chat.render import Console
-from llmpack.runtime.chat.repl import Repl, make_history, make_prompt_session, read_messages, unquote_block
+from llmpack.runtime.chat.repl import (
+    Repl,
+    make_history,
+    make_prompt_session,
+    read_messages,
+    unquote_block,
+)
 from llmpack.runtime.settings import parse_args
+from prompt_toolkit.history import FileHistory, InMemoryHistory
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output import DummyOutput
 
 UP, CTRL_C, CTRL_D, CTRL_J, CTRL_R, ESC_ENTER, TAB = "\x1b[A", "\x03", "\x04", "\n", "\x12", "\x1b\r", "\t"
 
@@ -48,13 +53,13 @@ def test_a_message_gets_a_streamed_reply_and_exit_ends_with_0() -> None:
     code, out, session = chat("hello\r/context\r/exit\r", make_session(FakeEngine(replies=["hi there friend"])))
     assert code == 0
     assert out.startswith("hi there friend\n")
-    assert re.search(r"^context: \d+ / 4096 tokens used, \d+ free, 2 messages$", out, re.M)
+    assert re.search(r"^context: \d+ / 4096 tokens used, \d+ free, 2 messages$", out, re.MULTILINE)
     assert user_messages(session) == ["hello"]
 
 
 @pytest.mark.parametrize("key", [CTRL_D, CTRL_C])
 def test_ctrl_d_or_ctrl_c_on_an_empty_prompt_exits_cleanly(key: str) -> None:
-    code, out, session = chat("hello\r", later=key)  # later: a Ctrl-C typed with Enter stops the reply
+    code, _, session = chat("hello\r", later=key)  # later: a Ctrl-C typed with Enter stops the reply
     assert code == 0 and user_messages(session) == ["hello"]
 
 
@@ -116,7 +121,7 @@ def test_a_failed_turn_is_one_line_and_the_chat_goes_on() -> None:
 def test_context_full_drops_old_turns_and_says_so() -> None:
     session = make_session(FakeEngine(n_ctx=300, replies=["r " * 30]), n_predict=40)
     _, out, _ = chat("".join(f"question {i} {'q' * 40}\r" for i in range(5)) + CTRL_D, session)
-    assert re.search(r"^context full: dropped the \d+ oldest messages to make room", out, re.M)
+    assert re.search(r"^context full: dropped the \d+ oldest messages to make room", out, re.MULTILINE)
 
 
 def test_piped_messages_are_read_line_by_line_and_blocks_whole() -> None:

@@ -8,15 +8,20 @@ import os
 import re
 import signal
 import threading
+from typing import ClassVar
 
 import pytest
-
 from chat_fakes import FakeEngine, make_session
 from llmpack.runtime import messages
 from llmpack.runtime.chat.commands import COMMANDS, CommandCompleter, run_command
 from llmpack.runtime.chat.conversation import Conversation
 from llmpack.runtime.chat.render import Console, ReplyRenderer, sanitize
-from llmpack.runtime.chat.session import ChatSession, DoesNotFit, RawFormatter, stream_interruptibly
+from llmpack.runtime.chat.session import (
+    ChatSession,
+    DoesNotFit,
+    RawFormatter,
+    stream_interruptibly,
+)
 from llmpack.runtime.engine import GenerationRequest, SamplingParams
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
@@ -211,7 +216,7 @@ def run(line: str, session) -> str:
 def test_help_lists_every_command_with_one_line_each() -> None:
     text = run("/help", make_session())
     for name, command in COMMANDS.items():
-        assert re.search(rf"^/{name}\b.*{re.escape(command.help)}$", text, re.M), name
+        assert re.search(rf"^/{name}\b.*{re.escape(command.help)}$", text, re.MULTILINE), name
     assert run("/help undo", make_session()).strip() == f"/undo: {COMMANDS['undo'].help}"
     assert "unknown command /nope" in run("/help nope", make_session())
 
@@ -375,7 +380,7 @@ def test_colour_is_off_with_no_color_or_without_a_terminal(monkeypatch) -> None:
 class BannerEngine:
     model_name = "tiny"
     n_ctx = 2048
-    metadata = {"general.architecture": "llama", "llama.block_count": "24"}
+    metadata: ClassVar[dict[str, str]] = {"general.architecture": "llama", "llama.block_count": "24"}
 
 
 def test_banner_names_model_context_compute_and_server(monkeypatch) -> None:

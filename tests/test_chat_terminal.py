@@ -18,7 +18,6 @@ from pathlib import Path
 
 import gguf
 import pytest
-
 from conftest import build_bundle, run
 from llmpack.runtime import messages
 from llmpack.runtime.chat.commands import COMMANDS
@@ -34,7 +33,7 @@ QUIET = ["-t", "1", "--log-disable"]
 
 def prompts(screen: str) -> list[str]:
     """The prompt lines on a screen (capture-pane drops the prompt's trailing space when empty)."""
-    return re.findall(rf"^{re.escape(PROMPT.rstrip())}.*$", screen, re.M)
+    return re.findall(rf"^{re.escape(PROMPT.rstrip())}.*$", screen, re.MULTILINE)
 
 
 class Terminal:
@@ -80,7 +79,7 @@ class Terminal:
                              timeout, f"prompt #{count}")
 
     def close(self) -> None:
-        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=30)
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=30, check=False)
 
 
 @pytest.fixture
@@ -133,7 +132,7 @@ def test_chat_answers_lists_commands_and_tracks_context(tiny_bundle: Path, termi
     chat.type("/help")
     screen = chat.wait_for_prompt(3)
     for name, command in COMMANDS.items():
-        assert re.search(rf"^/{name}\b.*{re.escape(command.help)}", screen, re.M), name
+        assert re.search(rf"^/{name}\b.*{re.escape(command.help)}", screen, re.MULTILINE), name
 
     chat.type("/context")
     one_exchange = context_used(chat.wait_for_prompt(4))
@@ -303,7 +302,7 @@ def test_the_executable_carries_the_highlighters(tiny_bundle: Path) -> None:
     listing = run([str(viewer), "-r", "-b", str(tiny_bundle)], timeout=120).stdout
     for module in ("pygments.lexers.python", "pygments.lexers.shell", "pygments.lexers.javascript",
                    "prompt_toolkit.shortcuts.prompt", "llmpack.runtime.chat.render"):
-        assert re.search(rf"^\s*{re.escape(module)}$", listing, re.M), module
+        assert re.search(rf"^\s*{re.escape(module)}$", listing, re.MULTILINE), module
 
 
 def test_piped_chat_stops_quietly_when_its_reader_goes_away(endless_bundle: Path) -> None:

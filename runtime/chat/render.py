@@ -12,7 +12,11 @@ import re
 import sys
 from typing import TextIO
 
-from prompt_toolkit.formatted_text import FormattedText, PygmentsTokens, to_formatted_text
+from prompt_toolkit.formatted_text import (
+    FormattedText,
+    PygmentsTokens,
+    to_formatted_text,
+)
 from prompt_toolkit.output import Output, create_output
 from prompt_toolkit.shortcuts import print_formatted_text
 from prompt_toolkit.styles import Style, default_pygments_style, merge_styles

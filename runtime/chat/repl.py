@@ -8,8 +8,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
@@ -77,8 +77,7 @@ def unquote_block(text: str) -> str:
     if not stripped.startswith(BLOCK):
         return text
     inner = stripped[len(BLOCK):]
-    if inner.endswith(BLOCK):
-        inner = inner[:-len(BLOCK)]
+    inner = inner.removesuffix(BLOCK)
     return inner.strip("\n")
 
 
@@ -132,7 +131,7 @@ def keys_not_echoed(fd: int | None):
         import termios
 
         saved = termios.tcgetattr(fd) if fd is not None else None
-    except Exception:  # ImportError off POSIX, termios.error when fd is not a terminal
+    except Exception:  # noqa: BLE001 - ImportError off POSIX, termios.error when fd is not a terminal
         saved = None
     if saved is None:
         yield

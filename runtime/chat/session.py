@@ -9,8 +9,9 @@ import logging
 import queue
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 from .. import messages
 from ..chat_template import ChatFormatter, tokenize_prompt_text
@@ -176,7 +177,7 @@ def stream_interruptibly(engine: ChatEngine, request: GenerationRequest,
         try:
             for piece in engine.generate(request, cancel):
                 pieces.put(piece)
-        except BaseException as exc:  # handed to the main thread, which reports it
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which re-raises it
             pieces.put(exc)
         finally:
             pieces.put(_DONE)
