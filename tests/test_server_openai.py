@@ -245,6 +245,8 @@ def test_bad_requests_are_400_never_500(server: ServerProcess) -> None:
     assert "chat template" in _error(httpx.post(url, json={"messages": alternating}), 400)["message"]
     schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "pattern": "a+"}}}
     assert "pattern" in _error(httpx.post(url, json={"messages": MESSAGES, "response_format": schema}), 400)["message"]
+    surrogate = b'{"messages": [{"role": "user", "content": "\\ud800"}], "stream": true}'
+    assert "surrogate" in _error(httpx.post(url, content=surrogate), 400)["message"]
     bad_grammar = {"messages": MESSAGES, "grammar": "root ::= undefined-rule", "stream": True}
     assert _error(httpx.post(url, json=bad_grammar), 400)["code"] == "invalid_grammar"  # llama.cpp's parser
     assert _error(httpx.post(server.url + "detokenize", json={"tokens": [10 ** 6]}), 400)["param"] == "tokens.0"
@@ -320,3 +322,11 @@ def test_api_key(tiny_bundle: Path, tmp_path: Path) -> None:
         good = openai.OpenAI(base_url=server.base_url, api_key="sesame", max_retries=0,
                              _strict_response_validation=True)
         assert good.chat.completions.create(model="m", messages=MESSAGES, max_tokens=2).usage.completion_tokens > 0
+
+
+def test_no_bad_request_left_a_traceback_or_a_500(server: ServerProcess) -> None:
+    """Runs last in this module: after every bad request above, the server logged no traceback and
+    answered no 500."""
+    assert "Traceback" not in server.log and "Exception in ASGI application" not in server.log
+    metrics = httpx.get(server.url + "metrics").text
+    assert 'status="500"' not in metrics and 'status="400"' in metrics

@@ -58,6 +58,10 @@ def error_payload(exc: BaseException) -> tuple[int, dict[str, Any]]:
         return 500, error_body(_strip_prefix(str(exc)), "server_error")
     if isinstance(exc, UserError):
         return 400, error_body(_strip_prefix(str(exc)), INVALID_REQUEST)
+    if isinstance(exc, UnicodeEncodeError):
+        # JSON may carry a lone surrogate ("\ud800"), which is no character and has no UTF-8 form.
+        return 400, error_body(f"the text holds an unpaired surrogate ({exc.object[exc.start:exc.end]!a}), "
+                               "which is not valid Unicode", INVALID_REQUEST, None, "invalid_text")
     log.error("internal error: %s: %s", type(exc).__name__, exc, exc_info=exc)
     return 500, error_body(f"internal error: {type(exc).__name__}: {exc}", "server_error")
 
@@ -119,7 +123,8 @@ def install_error_handlers(app: FastAPI) -> None:
         return respond(request, status, body, exc.headers)
 
     @app.exception_handler(UserError)
-    async def on_user_error(request: Request, exc: UserError) -> JSONResponse:
+    @app.exception_handler(UnicodeEncodeError)
+    async def on_user_error(request: Request, exc: Exception) -> JSONResponse:
         status, body = error_payload(exc)
         return respond(request, status, body)
 
