@@ -165,16 +165,24 @@ class Scheduler:
                     break
                 jobs = list(self._jobs)
                 self._jobs.clear()
-                self._admit()
+                try:
+                    self._admit()
+                except Exception as exc:  # as below: fail what was being admitted, keep serving
+                    log.debug("admission failed", exc_info=True)
+                    self._fail_active(EngineFailure(f"error: internal error in the engine: {type(exc).__name__}: {exc}"))
             for job, future in jobs:
                 try:
                     future.set_result(job())
                 except BaseException as exc:  # handed to the caller, who re-raises it
                     future.set_exception(exc)
-            for slot in [s for s in self._active if s.cancelled]:
-                self._finish(slot, "cancelled")
-            if self._active:
-                self._step()
+            try:
+                for slot in [s for s in self._active if s.cancelled]:
+                    self._finish(slot, "cancelled")
+                if self._active:
+                    self._step()
+            except Exception as exc:  # a bug must fail the requests at hand, never hang every later one
+                log.debug("decoding step failed", exc_info=True)
+                self._fail_active(EngineFailure(f"error: internal error in the engine: {type(exc).__name__}: {exc}"))
         shutdown = EngineFailure("error: the engine is shut down")
         for slot in [*self._active, *self._waiting]:
             slot.out.put(shutdown)
@@ -194,8 +202,9 @@ class Scheduler:
             keep = min(_common_prefix(seq.tokens, prompt), len(prompt) - 1)
             try:
                 slot.sampler = self._backend.sampler(slot.request.sampling)
-            except UserError as exc:
-                slot.out.put(exc)
+            except Exception as exc:  # this request fails with one line; the others go on
+                slot.out.put(exc if isinstance(exc, UserError) else
+                             EngineFailure(f"error: internal error in the engine: {type(exc).__name__}: {exc}"))
                 continue
             self._free.remove(seq)
             self._backend.forget(seq.id, keep)
@@ -293,6 +302,10 @@ class Scheduler:
                               slot.generated, (now - prompt_done) * 1000)
             slot.out.put(Piece(tail, (), reason, timings))
         self._free.append(slot.seq)
+
+    def _fail_active(self, error: EngineFailure) -> None:
+        for slot in list(self._active):
+            self._finish(slot, None, error)
 
     def _evict_idle_sequences(self) -> bool:
         """Frees the cache held by finished requests' sequences; True when anything was freed."""
