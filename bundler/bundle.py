@@ -7,6 +7,7 @@ import errno
 import hashlib
 import os
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
@@ -81,10 +82,78 @@ def write_bundle(image: RuntimeImage, weights: Weights, output: Path, manifest: 
 
 
 def copy_and_hash(weights: Weights, out: BinaryIO, progress: Progress | None) -> str:
-    digest = hashlib.sha256()
-    buffer = bytearray(CHUNK)
-    view = memoryview(buffer)
+    """Copies the weights to `out` at its current position and returns their sha256. The kernel copies
+    (copy_file_range: no trip through Python, a reflink where the filesystem can) while a second
+    thread hashes the same bytes from the page cache: the two overlap, so a build costs about a `cp`."""
     length = weights.size
+    hasher = _Hasher(weights, length)
+    hasher.start()
+    try:
+        if not _kernel_copy(weights, out, length, progress):
+            _buffered_copy(weights, out, length, progress)
+    except BaseException:  # Ctrl-C, a full disk: stop hashing too, at once
+        hasher.stop.set()
+        raise
+    finally:
+        hasher.join()
+    if hasher.error is not None:
+        raise hasher.error
+    return hasher.digest
+
+
+class _Hasher(threading.Thread):
+    def __init__(self, weights: Weights, length: int) -> None:
+        super().__init__(name="llmpack-sha256", daemon=True)
+        self._weights, self._length = weights, length
+        self.digest = ""
+        self.error: BaseException | None = None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            digest = hashlib.sha256()
+            view = memoryview(bytearray(CHUNK))
+            done = 0
+            with open(self._weights.path, "rb") as f:
+                f.seek(self._weights.offset)
+                while done < self._length and not self.stop.is_set():
+                    n = f.readinto(view[:min(CHUNK, self._length - done)])
+                    if not n:
+                        raise BuildError(messages.GGUF_TRUNCATED.format(path=self._weights.path))
+                    digest.update(view[:n])  # releases the GIL: the copy goes on meanwhile
+                    done += n
+            self.digest = digest.hexdigest()
+        except BaseException as exc:  # re-raised by copy_and_hash in the caller's thread
+            self.error = exc
+
+
+def _kernel_copy(weights: Weights, out: BinaryIO, length: int, progress: Progress | None) -> bool:
+    """copy_file_range from the weights into `out`; False (nothing copied) where it is unavailable."""
+    if not hasattr(os, "copy_file_range"):
+        return False
+    out.flush()
+    start = out.tell()
+    done = 0
+    with open(weights.path, "rb") as src:
+        while done < length:
+            try:
+                n = os.copy_file_range(src.fileno(), out.fileno(), min(CHUNK * 4, length - done),
+                                       weights.offset + done, start + done)
+            except OSError as exc:
+                if done == 0 and exc.errno in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                    return False  # e.g. across filesystems on an old kernel: copy through Python
+                raise
+            if n == 0:
+                raise BuildError(messages.GGUF_TRUNCATED.format(path=weights.path))
+            done += n
+            if progress:
+                progress(done, length)
+    out.seek(start + length)
+    return True
+
+
+def _buffered_copy(weights: Weights, out: BinaryIO, length: int, progress: Progress | None) -> None:
+    view = memoryview(bytearray(CHUNK))
     done = 0
     with open(weights.path, "rb") as f:
         f.seek(weights.offset)
@@ -92,12 +161,10 @@ def copy_and_hash(weights: Weights, out: BinaryIO, progress: Progress | None) ->
             n = f.readinto(view[:min(CHUNK, length - done)])
             if not n:
                 raise BuildError(messages.GGUF_TRUNCATED.format(path=weights.path))
-            digest.update(view[:n])
             out.write(view[:n])
             done += n
             if progress:
                 progress(done, length)
-    return digest.hexdigest()
 
 
 class atomic_output:
