@@ -32,8 +32,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(command: list[str], port: int, env: dict[str, str] | None = None, timeout: float = 120) -> Iterator[str]:
-    """Starts a server process and yields its base URL once /health answers 200."""
+def serving(command: list[str], port: int, env: dict[str, str] | None = None, timeout: float = 120,
+            ready_path: str = "/health") -> Iterator[str]:
+    """Starts a server process and yields its base URL once `ready_path` answers 200."""
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -42,7 +43,7 @@ def serving(command: list[str], port: int, env: dict[str, str] | None = None, ti
             if process.poll() is not None:
                 raise RuntimeError(f"server exited with {process.returncode}: {' '.join(command)}")
             try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                if httpx.get(f"{base}{ready_path}", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass

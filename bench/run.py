@@ -92,11 +92,12 @@ class Bench:
     def speeds(self) -> None:
         prompt_file = self.work / "prompt512.txt"
         prompt_file.write_text(" ".join(["the quick brown fox jumps over the lazy dog"] * 56))
-        runs = self.args.runs
-        self.results["tg_ours"] = median_of(runs, lambda: self.ours_speed(["-p", STORY], 128, "tg"))
-        self.results["tg_native"] = median_of(runs, lambda: self.native_speed(["-p", "0", "-n", "128"]))
-        self.results["pp512_ours"] = median_of(runs, lambda: self.ours_speed(["-f", str(prompt_file)], 1, "pp"))
-        self.results["pp512_native"] = median_of(runs, lambda: self.native_speed(["-p", "512", "-n", "0"]))
+        # Paired and alternated, so that the machine's drifts (clock, neighbours) hit both sides alike.
+        pairs = [(self.ours_speed(["-p", STORY], 128, "tg"), self.native_speed(["-p", "0", "-n", "128"]),
+                  self.ours_speed(["-f", str(prompt_file)], 1, "pp"), self.native_speed(["-p", "512", "-n", "0"]))
+                 for _ in range(self.args.runs)]
+        for i, key in enumerate(("tg_ours", "tg_native", "pp512_ours", "pp512_native")):
+            self.results[key] = statistics.median(p[i] for p in pairs)
 
     # 3-4: start-up ----------------------------------------------------------------------------------
 
@@ -114,10 +115,21 @@ class Bench:
 
         big = write_big_gguf(self.work / "big.gguf", self.args.big_mb << 20, random_data=True)
         copy = self.work / "big-copy.gguf"
-        self.results["bundle_big_s"] = median_of(3, lambda: timed(
-            [str(VENV_BIN / "llmpack"), "build", str(big), "-o", str(self.work / "big.llmpack"), "-q",
-             "--runtime", self.runtime]))
-        self.results["cp_big_s"] = median_of(3, lambda: timed(["cp", "--sparse=never", str(big), str(copy)]))
+        bundle = [str(VENV_BIN / "llmpack"), "build", str(big), "-o", str(self.work / "big.llmpack"), "-q",
+                  "--runtime", self.runtime]
+
+        def settled(command: list[str], output: Path) -> float:
+            # Both write 2 GB to a new file: flush the previous run's dirty pages first, or its
+            # writeback lands on whichever command comes next, and write no file over an old one
+            # (ext4 then flushes the new file's data at the rename or truncation, by design).
+            output.unlink(missing_ok=True)
+            subprocess.run(["sync"], check=True)
+            return timed(command)
+
+        pairs = [(settled(bundle, self.work / "big.llmpack"), settled(["cp", "--sparse=never", str(big), str(copy)], copy))
+                 for _ in range(3)]
+        self.results["bundle_big_s"] = statistics.median(p[0] for p in pairs)
+        self.results["cp_big_s"] = statistics.median(p[1] for p in pairs)
         copy.unlink()
         big_exe = self.work / "big.llmpack"
         small = [str(self.tiny_exe), "--cli", "-p", "hi", "-n", "1", "-c", "256", "--log-disable"]
@@ -132,6 +144,8 @@ class Bench:
     # 5: server throughput ---------------------------------------------------------------------------
 
     def servers(self) -> None:
+        from contextlib import ExitStack
+
         from load import aggregate_tokens_per_second, free_port, serving
 
         def ours(port: int) -> list[str]:
@@ -146,15 +160,23 @@ class Bench:
             return [sys.executable, "-c", LLAMA_CPP_PYTHON_SERVER, "--model", str(self.gemma), "--port", str(port),
                     "--n_ctx", "2048", "--n_threads", self.threads, "--n_threads_batch", self.threads]
 
-        for name, command, env in (("ours", ours, None), ("native", native, self.native_env),
-                                   ("llama_cpp_python", python_server, None)):
-            port = free_port()
-            try:
-                with serving(command(port), port, env=env) as base:
-                    for clients in (1, 4, 8):
-                        self.results[f"server_{name}_{clients}"] = aggregate_tokens_per_second(base, clients)
-            except RuntimeError as exc:
-                print(f"server {name}: {exc}", file=sys.stderr)
+        servers = {"ours": (ours, None, "/health"), "native": (native, self.native_env, "/health"),
+                   "llama_cpp_python": (python_server, None, "/v1/models")}
+        with ExitStack() as stack:
+            bases = {}
+            for name, (command, env, ready) in servers.items():  # all up at once; idle ones cost nothing
+                port = free_port()
+                try:
+                    bases[name] = stack.enter_context(serving(command(port), port, env=env, ready_path=ready))
+                except RuntimeError as exc:
+                    print(f"server {name}: {exc}", file=sys.stderr)
+            for clients in (1, 4, 8):
+                samples: dict[str, list[float]] = {name: [] for name in bases}
+                for _ in range(max(1, self.args.runs // 2)):  # alternated, as above
+                    for name, base in bases.items():
+                        samples[name].append(aggregate_tokens_per_second(base, clients))
+                for name, values in samples.items():
+                    self.results[f"server_{name}_{clients}"] = statistics.median(values)
 
     # 7: sizes and memory ----------------------------------------------------------------------------
 
