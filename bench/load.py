@@ -59,17 +59,23 @@ def serving(command: list[str], port: int, env: dict[str, str] | None = None, ti
             process.kill()
 
 
+CUT_STREAMS: list[int] = []  # streams a server closed before their end (llama-cpp-python's does)
+
+
 async def _stream_one(client: httpx.AsyncClient, base: str, prompt: str, max_tokens: int) -> int:
     body = {"model": "m", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True}
     tokens = 0
-    async with client.stream("POST", f"{base}/v1/completions", json=body, timeout=600) as response:
-        response.raise_for_status()
-        async for line in response.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            choices = json.loads(line[6:]).get("choices") or []
-            if choices and choices[0].get("text"):
-                tokens += 1
+    try:
+        async with client.stream("POST", f"{base}/v1/completions", json=body, timeout=600) as response:
+            response.raise_for_status()
+            async for line in response.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                choices = json.loads(line[6:]).get("choices") or []
+                if choices and choices[0].get("text"):
+                    tokens += 1
+    except httpx.RemoteProtocolError:
+        CUT_STREAMS.append(tokens)  # only the tokens that arrived count
     return tokens
 
 

@@ -25,6 +25,21 @@ sys.path.insert(0, str(REPO / "bench"))
 VENV_BIN = Path(sys.executable).parent
 STORY = "Write a long story about a lighthouse keeper who finds a message in a bottle."
 
+# Plain llama-cpp-python on the same weights: its generation speed (tokens after the first, per second).
+LLAMA_CPP_PYTHON_GENERATE = r"""
+import ctypes, pathlib, sys, time
+import llama_cpp
+ctypes.CDLL("libggml.so.0").ggml_backend_load_all_from_path(
+    str(pathlib.Path(llama_cpp.__file__).parent.parent / "bin").encode())
+path, n_tokens, threads, prompt = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+llm = llama_cpp.Llama(model_path=path, n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
+first, count = None, 0
+for _ in llm.create_completion(prompt, max_tokens=n_tokens, temperature=0.0, stream=True):
+    first = first or time.perf_counter()
+    count += 1
+print((count - 1) / (time.perf_counter() - first))
+"""
+
 # llama-cpp-python's own server, with our wheel's CPU variants registered first (it does not do it).
 LLAMA_CPP_PYTHON_SERVER = r"""
 import ctypes, pathlib, sys
@@ -84,6 +99,10 @@ class Bench:
                                        result.stderr).group(1, 3)
         return float(generation if which == "tg" else prompt)
 
+    def llama_cpp_python_speed(self) -> float:
+        return float(run([sys.executable, "-c", LLAMA_CPP_PYTHON_GENERATE, str(self.gemma), "128", self.threads,
+                          STORY]).stdout)
+
     def native_speed(self, flags: list[str]) -> float:
         result = run([str(self.native / "llama-bench"), "-m", str(self.gemma), "-t", self.threads, "-r", "3",
                       "-o", "json", *flags], env=self.native_env)
@@ -94,9 +113,10 @@ class Bench:
         prompt_file.write_text(" ".join(["the quick brown fox jumps over the lazy dog"] * 56))
         # Paired and alternated, so that the machine's drifts (clock, neighbours) hit both sides alike.
         pairs = [(self.ours_speed(["-p", STORY], 128, "tg"), self.native_speed(["-p", "0", "-n", "128"]),
-                  self.ours_speed(["-f", str(prompt_file)], 1, "pp"), self.native_speed(["-p", "512", "-n", "0"]))
+                  self.ours_speed(["-f", str(prompt_file)], 1, "pp"), self.native_speed(["-p", "512", "-n", "0"]),
+                  self.llama_cpp_python_speed())
                  for _ in range(self.args.runs)]
-        for i, key in enumerate(("tg_ours", "tg_native", "pp512_ours", "pp512_native")):
+        for i, key in enumerate(("tg_ours", "tg_native", "pp512_ours", "pp512_native", "tg_llama_cpp_python")):
             self.results[key] = statistics.median(p[i] for p in pairs)
 
     # 3-4: start-up ----------------------------------------------------------------------------------
@@ -170,11 +190,16 @@ class Bench:
                     bases[name] = stack.enter_context(serving(command(port), port, env=env, ready_path=ready))
                 except RuntimeError as exc:
                     print(f"server {name}: {exc}", file=sys.stderr)
+            import load
+
             for clients in (1, 4, 8):
                 samples: dict[str, list[float]] = {name: [] for name in bases}
                 for _ in range(max(1, self.args.runs // 2)):  # alternated, as above
                     for name, base in bases.items():
+                        load.CUT_STREAMS.clear()
                         samples[name].append(aggregate_tokens_per_second(base, clients))
+                        if load.CUT_STREAMS:
+                            self.results[f"server_{name}_{clients}_cut_streams"] = len(load.CUT_STREAMS)
                 for name, values in samples.items():
                     self.results[f"server_{name}_{clients}"] = statistics.median(values)
 
@@ -203,6 +228,8 @@ def table(r: dict) -> str:
 
     rows = [
         ("1. generation tok/s (tg128)", value("tg_ours", "{:.1f}"), value("tg_native", "{:.1f}"), ratio("tg_ours", "tg_native"), ">= 0.97"),
+        ("   generation vs plain llama-cpp-python", value("tg_ours", "{:.1f}"), value("tg_llama_cpp_python", "{:.1f}"),
+         ratio("tg_ours", "tg_llama_cpp_python"), ">= 1"),
         ("2. prompt tok/s (pp512)", value("pp512_ours", "{:.1f}"), value("pp512_native", "{:.1f}"), ratio("pp512_ours", "pp512_native"), ">= 0.97"),
         ("3. start to first token (s)", value("start_ours_s"), value("start_native_s"),
          f"+{r['start_ours_s'] - r['start_native_s']:.2f} s" if "start_ours_s" in r else "n/a", "<= +0.3 s"),
