@@ -51,10 +51,6 @@ def _import_bindings():
     return importlib.import_module("llama_cpp.llama_cpp")
 
 
-# ggml's OpenMP threads would otherwise spin after each decode, starving our other threads (the
-# decoding thread hands each token to its consumer): on a busy machine that cost 10x. libgomp reads
-# this when it is loaded, so it is set before any llama.cpp library is.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 llama = _import_bindings()
 
 _backends_loaded = False
