@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LLMPACK, build_bundle, llmpack, run
+from conftest import LLMPACK, build_bundle, llmpack, one_error_line, run
 from hf_standin import HubStandin
 from llmpack.bundler import messages
 from llmpack.bundler.build_command import resolve_weights
@@ -69,14 +69,6 @@ def inspect(bundle: Path) -> dict:
     result = llmpack("inspect", "--json", str(bundle))
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
-
-
-def one_error_line(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
