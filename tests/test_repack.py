@@ -116,3 +116,15 @@ def test_cached_runtime_is_reused(tiny_gguf: Path, tmp_path: Path) -> None:
     assert "(cached)" in result.stderr and "freezing" not in result.stderr
     assert str(TEST_CACHE) in result.stderr
     assert os.access(tmp_path / "m.llmpack", os.X_OK)
+
+
+def test_freezing_the_runtime_twice_gives_the_same_bytes(tmp_path: Path) -> None:
+    """The runtime itself is reproducible too: two freezes from the same sources, in separate caches."""
+    outputs = []
+    for name in ("first", "second"):
+        result = llmpack("runtime", "-o", str(tmp_path / name / "out"),
+                         env={"LLMPACK_CACHE": str(tmp_path / name / "cache"), "SOURCE_DATE_EPOCH": "1700000000"},
+                         timeout=900)
+        assert result.returncode == 0, result.stderr
+        outputs.append(tmp_path / name / "out" / "llmpack-runtime")
+    assert sha(outputs[0]) == sha(outputs[1])
