@@ -347,6 +347,15 @@ class Engine:
         self.check_fits(len(request.prompt_tokens))
         yield from self._scheduler.submit(request, cancel)
 
+    def start(self, request: GenerationRequest, cancel: threading.Event, deliver: Callable[[object], None]) -> None:
+        """`generate` for event-driven consumers: every Piece (the last with its finish reason) or the
+        exception that ends the request is passed to `deliver`, on the decoding thread, as it is made.
+        Bad requests raise here, before anything is delivered."""
+        if not request.prompt_tokens:
+            raise EngineFailure("error: the prompt is empty")
+        self.check_fits(len(request.prompt_tokens))
+        self._scheduler.submit_to(request, cancel, deliver)
+
     @property
     def busy(self) -> int:
         """Requests generating or waiting for a sequence."""

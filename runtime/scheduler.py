@@ -15,6 +15,7 @@ from __future__ import annotations
 import codecs
 import logging
 import queue
+import sys
 import threading
 import time
 from collections import deque
@@ -64,14 +65,29 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+class _Sink:
+    """Delivers a slot's pieces by calling the consumer's function on the decoding thread."""
+
+    def __init__(self, deliver: Callable[[Any], None], slot: "_Slot") -> None:
+        self._deliver, self._slot = deliver, slot
+
+    def put(self, item: Any) -> None:
+        try:
+            self._deliver(item)
+        except Exception:  # a consumer's failure must not stop the decoding thread: drop the request
+            log.debug("a consumer failed to take a piece", exc_info=True)
+            self._slot.abandoned = True
+
+
 class _Slot:
     """One request being served."""
 
-    def __init__(self, request: GenerationRequest, cancel: threading.Event) -> None:
+    def __init__(self, request: GenerationRequest, cancel: threading.Event,
+                 deliver: Callable[[Any], None] | None = None) -> None:
         self.request = request
         self.cancel = cancel
         self.abandoned = False  # the consumer stopped reading
-        self.out: queue.SimpleQueue = queue.SimpleQueue()
+        self.out: Any = queue.SimpleQueue() if deliver is None else _Sink(deliver, self)
         self.seq: _Sequence | None = None
         self.sampler: Sampler | None = None
         self.pending: list[int] = []  # prompt tokens not yet decoded
@@ -104,13 +120,22 @@ class Scheduler:
 
     def submit(self, request: GenerationRequest, cancel: threading.Event | None = None) -> Iterator[Piece]:
         slot = _Slot(request, cancel or threading.Event())
+        self._enqueue(slot)
+        return self._stream(slot)
+
+    def submit_to(self, request: GenerationRequest, cancel: threading.Event, deliver: Callable[[Any], None]) -> None:
+        """Like submit, but each Piece (or the exception that ends the request) is handed to
+        `deliver` on the decoding thread as it is made: no thread of the consumer's waits per token
+        (the server posts them straight to its event loop). `deliver` must be quick."""
+        self._enqueue(_Slot(request, cancel, deliver))
+
+    def _enqueue(self, slot: _Slot) -> None:
         with self._wake:
             if self._closed:
                 raise EngineFailure("error: the engine is shut down")
             self._waiting.append(slot)
             self._ensure_thread()
             self._wake.notify()
-        return self._stream(slot)
 
     def _stream(self, slot: _Slot) -> Iterator[Piece]:
         try:
@@ -151,6 +176,10 @@ class Scheduler:
 
     def _ensure_thread(self) -> None:
         if self._thread is None:
+            # The decoding thread takes the GIL back after every llama_decode; with another thread
+            # busy in Python (the server's event loop streaming), the default 5 ms switch interval
+            # stalled each batch step that long: 8 streams went from 0.7x to 1.27x llama-server.
+            sys.setswitchinterval(0.0005)
             self._thread = threading.Thread(target=self._run, name="llmpack-decoder", daemon=True)
             self._thread.start()
 

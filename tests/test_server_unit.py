@@ -76,6 +76,18 @@ class FakeEngine:
         finish = "length" if limit < len(self.answer) else "stop"
         yield Piece("", (), finish, Timings(len(request.prompt_tokens), 0, 1.0, limit, 2.0))
 
+    def start(self, request: GenerationRequest, cancel: threading.Event, deliver) -> None:
+        """The engine's event-driven interface: pieces handed over from another thread, as the real
+        engine's decoding thread does."""
+        def run() -> None:
+            try:
+                for piece in self.generate(request, cancel):
+                    deliver(piece)
+            except EngineFailure as exc:
+                deliver(exc)
+
+        threading.Thread(target=run, daemon=True).start()
+
 
 def make_client(engine=None, api_key: str | None = None, loaded: bool = True, **kwargs) -> TestClient:
     settings = Settings(api_key=api_key)

@@ -58,9 +58,8 @@ def cancel_all(app: FastAPI, wait_s: float = 10.0) -> bool:
         generation.cancel()
     deadline = time.monotonic() + wait_s
     for generation in generations:
-        if generation.thread is not None:
-            generation.thread.join(max(0.0, deadline - time.monotonic()))
-    return not any(g.thread is not None and g.thread.is_alive() for g in generations)
+        generation.done.wait(max(0.0, deadline - time.monotonic()))
+    return all(g.done.is_set() for g in generations)
 
 
 def _too_large_detail(limit: int) -> str:

@@ -1,8 +1,8 @@
-"""Runs an engine generation on a worker thread and hands its pieces to the event loop.
+"""Runs an engine generation and hands its pieces to the event loop.
 
-The engine's `generate()` blocks (it waits for a sequence of the batch, then for each token), so it
-never runs on the event loop: each request gets a thread that iterates the engine and posts pieces to
-an asyncio queue. Leaving the async iteration early (the client went away, the server shuts down) sets
+The engine decodes on its own thread and calls `Generation._deliver` there for every piece, which
+posts it to the request's asyncio queue: nothing blocks the event loop, and no thread per request
+waits for each token (on a 2-core machine those threads competed with llama.cpp's). Leaving the async iteration early (the client went away, the server shuts down) sets
 the request's cancel event, which stops the engine at its next token, or before it starts if the
 request is still waiting for a sequence.
 """
@@ -46,7 +46,8 @@ class Generation:
         self._active = active
         self.completion_tokens = 0
         self.finished_ok = False  # set by streams that ran to the end (then a usage chunk follows)
-        self.thread: threading.Thread | None = None
+        self.done = threading.Event()  # set once the engine has delivered its last piece or error
+        self._started = False
 
     def cancel(self) -> None:
         self.cancel_event.set()
@@ -61,11 +62,14 @@ class Generation:
             except RuntimeError:  # the loop closed (server shut down): the cancel event stops us
                 self.cancel_event.set()
 
-        self.thread = threading.Thread(target=self._work, args=(post,), name="llmpack-generation", daemon=True)
         if self._active is not None:
-            self._active.add(self)  # until the thread ends, so that shutdown can wait for it
+            self._active.add(self)  # until the engine is done with it, so that shutdown can wait
         self.metrics.add(queued=1)
-        self.thread.start()
+        try:
+            self.engine.start(self.request, self.cancel_event, lambda item: self._deliver(item, post))
+        except BaseException:
+            self._end()
+            raise
         try:
             while True:
                 item = await queue.get()
@@ -79,30 +83,32 @@ class Generation:
             # disconnected cancels the task awaiting queue.get(), which lands here).
             self.cancel_event.set()
 
-    def _work(self, post) -> None:
-        started = False
-        try:
-            for piece in self.engine.generate(self.request, self.cancel_event):
-                if not started:
-                    started = True
-                    self.metrics.add(queued=-1, generating=1)
-                if piece.token_ids:
-                    self.completion_tokens += len(piece.token_ids)
-                    self.metrics.add(generated_tokens=len(piece.token_ids))
-                if piece.finish_reason == "cancelled":
-                    self.metrics.add(cancelled=1)
-                elif piece.timings is not None:
-                    t = piece.timings
-                    self.metrics.finished(t.prompt_tokens, t.prompt_ms, t.generation_ms,
-                                          t.prompt_per_second, t.generation_per_second)
-                post(piece)
-        except BaseException as exc:  # noqa: BLE001 - handed to the request, which answers it as an error
-            post(exc)
-        finally:
-            self.metrics.add(**({"generating": -1} if started else {"queued": -1}))
-            if self._active is not None:
-                self._active.discard(self)
+    def _deliver(self, item: object, post) -> None:
+        """Runs on the engine's decoding thread for every piece: account it and post it to the event
+        loop, with no thread of ours waiting per token in between."""
+        if isinstance(item, Piece):
+            if not self._started:
+                self._started = True
+                self.metrics.add(queued=-1, generating=1)
+            if item.token_ids:
+                self.completion_tokens += len(item.token_ids)
+                self.metrics.add(generated_tokens=len(item.token_ids))
+            if item.finish_reason == "cancelled":
+                self.metrics.add(cancelled=1)
+            elif item.timings is not None:
+                t = item.timings
+                self.metrics.finished(t.prompt_tokens, t.prompt_ms, t.generation_ms,
+                                      t.prompt_per_second, t.generation_per_second)
+        post(item)
+        if not isinstance(item, Piece) or item.finish_reason is not None:
+            self._end()
             post(_END)
+
+    def _end(self) -> None:
+        self.metrics.add(**({"generating": -1} if self._started else {"queued": -1}))
+        if self._active is not None:
+            self._active.discard(self)
+        self.done.set()
 
     async def collect(self) -> Outcome:
         pieces: list[Piece] = []
