@@ -338,22 +338,23 @@ class Engine:
         if n_prompt_tokens >= self.n_ctx:
             raise ContextOverflow(n_prompt_tokens, self.n_ctx)
 
+    def _check_request(self, request: GenerationRequest) -> None:
+        if not request.prompt_tokens:
+            raise EngineFailure("error: the prompt is empty")
+        self.check_fits(len(request.prompt_tokens))
+
     def generate(self, request: GenerationRequest, cancel: threading.Event | None = None) -> Iterator[Piece]:
         """Streams the completion of `request`. Stops at an end-of-generation token, a stop string,
         `max_tokens`, a full context, or when `cancel` is set or the consumer stops reading
         (finish_reason "cancelled")."""
-        if not request.prompt_tokens:
-            raise EngineFailure("error: the prompt is empty")
-        self.check_fits(len(request.prompt_tokens))
+        self._check_request(request)
         yield from self._scheduler.submit(request, cancel)
 
     def start(self, request: GenerationRequest, cancel: threading.Event, deliver: Callable[[object], None]) -> None:
         """`generate` for event-driven consumers: every Piece (the last with its finish reason) or the
         exception that ends the request is passed to `deliver`, on the decoding thread, as it is made.
         Bad requests raise here, before anything is delivered."""
-        if not request.prompt_tokens:
-            raise EngineFailure("error: the prompt is empty")
-        self.check_fits(len(request.prompt_tokens))
+        self._check_request(request)
         self._scheduler.submit_to(request, cancel, deliver)
 
     @property
