@@ -18,9 +18,10 @@ import pytest
 
 from conftest import run
 
+# qemu-user is installed by the set-up (build/system-deps.sh): a missing one is a failure, never a
+# skip. Only the platform decides: the CPU models emulated here are x86-64 ones.
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(platform.machine() != "x86_64" or not shutil.which("qemu-x86_64"),
-                                 reason="x86_64 Linux with qemu-user only")]
+              pytest.mark.skipif(platform.machine() != "x86_64", reason="emulates older x86-64 CPUs")]
 ARGS = ["--cli", "-p", "the cat", "-n", "8", "--temp", "0"]
 
 
