@@ -24,6 +24,17 @@ class EngineConfig:
     use_mlock: bool = False
     n_seq_max: int = 1  # requests decoded together (the server's -np)
     embeddings: bool = False
+    n_ubatch: int = 512  # tokens computed in one go (capped at n_batch)
+    n_threads_batch: int = 0  # threads for prompt processing; 0: n_threads
+    flash_attn: str = "auto"  # "on" | "off" | "auto"
+    type_k: str = "f16"  # KV cache data types: keys of KV_CACHE_TYPES
+    type_v: str = "f16"
+    warmup: bool = True  # an empty decode at start, as llama.cpp does, so the weights are paged in
+
+
+# The KV cache types llama.cpp's -ctk/-ctv accept (common/arg.cpp kv_cache_types), and their ggml ids.
+KV_CACHE_TYPES = {"f32": 0, "f16": 1, "bf16": 30, "q8_0": 8, "q4_0": 2, "q4_1": 3, "iq4_nl": 20, "q5_0": 6, "q5_1": 7}
+QUANTIZED_CACHE_TYPES = frozenset(KV_CACHE_TYPES) - {"f32", "f16", "bf16"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +49,7 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     seed: int = -1
     grammar: str | None = None
+    ignore_eos: bool = False  # end-of-generation tokens get a logit bias of -inf
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,7 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     # None: no log-probabilities; k >= 0: each token's own, plus the k most likely alternatives.
     logprobs: int | None = None
+    special: bool = False  # special tokens' text in the pieces (the end-of-generation token's too)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ are both derived from its fields, so they cannot drift apart.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -14,14 +13,20 @@ from typing import Any, Sequence
 
 from . import messages
 from .errors import UsageError
+from .flag_parser import parse_line
+from .flag_values import CACHE_TYPE_VALUES, FLASH_ATTN_VALUES, resolve
 
 MODES = ("cli", "chat", "server")
 
 
 def _flag(*flags: str, help: str, default: Any = None, metavar: str | None = None,
-          group: str = "general", minimum: float | None = None, maximum: float | None = None) -> Any:
+          group: str = "general", minimum: float | None = None, maximum: float | None = None,
+          choices: dict[str, str] | None = None, bare: str | None = None,
+          negations: tuple[str, ...] = ()) -> Any:
+    """`choices`: the accepted spellings and what each stands for; `bare`: the value of the flag given
+    without one (`-fa` alone); `negations`: flags that turn a switch off (`--no-escape`)."""
     meta = {"flags": flags, "help": help, "metavar": metavar, "group": group,
-            "minimum": minimum, "maximum": maximum}
+            "minimum": minimum, "maximum": maximum, "choices": choices, "bare": bare, "negations": negations}
     return field(default=default, metadata=meta)
 
 
@@ -44,7 +49,13 @@ class Settings:
     n_gpu_layers: int = _flag("-ngl", "--n-gpu-layers", "--gpu-layers", help="layers to offload to the GPU (999 = all)", default=0, metavar="N", group="model", minimum=0)
     ctx_size: int = _flag("-c", "--ctx-size", help="context size in tokens (0 = the model's trained maximum)", default=8192, metavar="N", group="model", minimum=0)
     batch_size: int = _flag("-b", "--batch-size", help="prompt tokens processed per batch", default=2048, metavar="N", group="model", minimum=1)
+    ubatch_size: int = _flag("-ub", "--ubatch-size", help="physical batch: tokens computed in one go (at most -b)", default=512, metavar="N", group="model", minimum=1)
     threads: int = _flag("-t", "--threads", help="CPU threads (0 = all usable cores)", default=0, metavar="N", group="model", minimum=0)
+    threads_batch: int = _flag("-tb", "--threads-batch", help="CPU threads for prompt processing (0 = the same as -t)", default=0, metavar="N", group="model", minimum=0)
+    flash_attn: str = _flag("-fa", "--flash-attn", help="flash attention: on, off, or auto (llama.cpp uses it where the device supports it); -fa alone means on", default="auto", metavar="[on|off|auto]", group="model", choices=FLASH_ATTN_VALUES, bare="on")
+    cache_type_k: str = _flag("-ctk", "--cache-type-k", help=f"KV cache data type for K: {', '.join(CACHE_TYPE_VALUES)}", default="f16", metavar="TYPE", group="model", choices=CACHE_TYPE_VALUES)
+    cache_type_v: str = _flag("-ctv", "--cache-type-v", help=f"KV cache data type for V: {', '.join(CACHE_TYPE_VALUES)} (a quantized one needs flash attention: -fa on or auto)", default="f16", metavar="TYPE", group="model", choices=CACHE_TYPE_VALUES)
+    no_warmup: bool = _flag("--no-warmup", help="skip the warm-up: an empty decode at start, as llama.cpp does, that pages the weights in before the first request", default=False, group="model")
     parallel: int = _flag("-np", "--parallel", help="sequences the server decodes at once", default=4, metavar="N", group="model", minimum=1, maximum=256)
     no_mmap: bool = _flag("--no-mmap", help="read the weights into memory instead of mapping them", default=False, group="model")
     mlock: bool = _flag("--mlock", help="lock the weights in RAM (no swapping)", default=False, group="model")
@@ -54,9 +65,15 @@ class Settings:
 
     # Prompt and output
     prompt: str | None = _flag("-p", "--prompt", help="the prompt (--cli) or the system prompt (--chat)", metavar="TEXT", group="prompt")
+    system_prompt: str | None = _flag("-sys", "--system-prompt", help="the chat's system prompt (--chat and the default mode; wins over -p there)", metavar="TEXT", group="prompt")
+    escape: bool = _flag("-e", "--escape", help="process the escapes \\n \\r \\t \\' \\\" \\\\ \\xNN in -p and -r, as llama.cpp does; --no-escape takes them as typed (-f files are always read as they are)", default=True, group="prompt", negations=("--no-escape",))
     file: str | None = _flag("-f", "--file", help="read the prompt from FILE ('-' reads stdin)", metavar="FILE", group="prompt")
     n_predict: int = _flag("-n", "--n-predict", help="tokens to generate (-1 = until the model stops or the context is full)", default=-1, metavar="N", group="prompt", minimum=-1)
     no_display_prompt: bool = _flag("--no-display-prompt", "--silent-prompt", help="do not echo the prompt before the completion (--cli)", default=False, group="prompt")
+    reverse_prompt: tuple[str, ...] | None = _flag("-r", "--reverse-prompt", help="stop generating at TEXT, which is not printed (--cli and the chat); repeat for several", metavar="TEXT", group="prompt")
+    special: bool = _flag("-sp", "--special", help="--cli: print special tokens' text (e.g. <|im_end|>, the end-of-generation token included) instead of hiding them", default=False, group="prompt")
+    keep: int = _flag("--keep", help="tokens of the initial prompt kept when the context fills: only -1 (all) is supported: the chat always keeps the whole system prompt when it drops the oldest turns, and --cli never shifts the context (it stops when the context is full)", default=-1, metavar="N", group="prompt", minimum=-1)
+    verbose_prompt: bool = _flag("--verbose-prompt", help="before generating, log the exact prompt text the model receives and its token count (--cli: the prompt; the chat: the rendered template; the server: each request's)", default=False, group="prompt")
 
     # Sampling
     temp: float | None = _flag("--temp", "--temperature", help="sampling temperature; 0 = greedy (default: 0.8, 0.0 in chat)", metavar="T", group="sampling", minimum=0.0)
@@ -70,16 +87,27 @@ class Settings:
     seed: int = _flag("-s", "--seed", help="random seed (-1 = random)", default=-1, metavar="N", group="sampling", minimum=-1)
     grammar: str | None = _flag("--grammar", help="constrain output with a GBNF grammar", metavar="GBNF", group="sampling")
     grammar_file: str | None = _flag("--grammar-file", help="read the GBNF grammar from FILE", metavar="FILE", group="sampling")
+    json_schema: str | None = _flag("-j", "--json-schema", help="constrain output to JSON that SCHEMA admits (e.g. '{\"type\": \"object\"}'), converted to a grammar as the server's response_format is", metavar="SCHEMA", group="sampling")
+    ignore_eos: bool = _flag("--ignore-eos", help="do not stop at end-of-generation tokens: they get a logit bias of -inf (--cli and the chat)", default=False, group="sampling")
 
     # Server
     host: str = _flag("--host", help="address the server listens on", default="127.0.0.1", metavar="ADDR", group="server")
     port: int = _flag("--port", help="port the server listens on", default=8080, metavar="N", group="server", minimum=0, maximum=65535)
     nobrowser: bool = _flag("--nobrowser", help="do not open a browser when the server starts", default=False, group="server")
     api_key: str | None = _flag("--api-key", help="require 'Authorization: Bearer KEY' on API routes", metavar="KEY", group="server")
+    alias: str | None = _flag("-a", "--alias", help="the model name the server reports (/v1/models, responses' model field) instead of the GGUF's", metavar="NAME", group="server")
+    allowed_hosts: str | None = _flag("--allowed-hosts", help="host names the server answers to besides localhost, its IP addresses and --host (a guard against DNS rebinding): comma-separated; *.example.com for subdomains, * for any", metavar="NAME[,NAME...]", group="server")
 
     # Logging
     log_disable: bool = _flag("--log-disable", help="no logs or progress on stderr", default=False, group="logging")
     verbose: bool = _flag("--verbose", help="llama.cpp's full log, and tracebacks on errors", default=False, group="logging")
+    log_file: str | None = _flag("--log-file", help="also append the logs to FILE (--log-disable silences only stderr)", metavar="FILE", group="logging")
+
+    # llama.cpp flags accepted so that its command lines run unchanged; each says what happens instead.
+    jinja: bool = _flag("--jinja", help="accepted for compatibility: chat templates are always Jinja (the GGUF's own, or --chat-template)", default=False, group="compat")
+    conversation: bool = _flag("-cnv", "--conversation", help="accepted for compatibility: --chat (or no mode flag on a terminal) is the conversation", default=False, group="compat")
+    metrics: bool = _flag("--metrics", help="accepted for compatibility: the server always serves GET /metrics", default=False, group="compat")
+    cont_batching: bool = _flag("-cb", "--cont-batching", help="accepted for compatibility: the server always batches continuously (-np sequences at once)", default=False, group="compat")
 
     @property
     def mode(self) -> str | None:
@@ -102,60 +130,12 @@ GROUP_TITLES = {
     "sampling": "Sampling",
     "server": "Server",
     "logging": "Logging",
+    "compat": "Accepted for compatibility with llama.cpp (no effect of their own)",
 }
 
 
 def option_fields() -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(Settings) if "flags" in f.metadata]
-
-
-def _field_type(f: dataclasses.Field) -> type:
-    text = str(f.type)
-    for name, kind in (("bool", bool), ("int", int), ("float", float)):
-        if text.startswith(name):
-            return kind
-    return str
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises our one-line UsageError instead of printing usage and exiting."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        if message.startswith("unrecognized arguments"):
-            raise UsageError(messages.UNKNOWN_FLAG.format(arg=message.split(": ", 1)[1]))
-        raise UsageError(f"error: {message}")
-
-
-def _converter(f: dataclasses.Field, kind: type):
-    label = "/".join(f.metadata["flags"])
-    lo, hi = f.metadata["minimum"], f.metadata["maximum"]
-
-    def convert(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise UsageError(messages.BAD_VALUE.format(
-                flag=label, reason=f"expected {'an integer' if kind is int else 'a number'}, got {text!r}")) from None
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            bounds = f"at least {lo}" if hi is None else f"between {lo} and {hi}"
-            raise UsageError(messages.BAD_VALUE.format(flag=label, reason=f"must be {bounds}, got {text}"))
-        return value
-
-    return convert
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="llmpack", add_help=False, allow_abbrev=False)
-    parser.add_argument("-h", "--help", action="store_true")
-    parser.add_argument("--version", action="store_true")
-    for f in option_fields():
-        kind = _field_type(f)
-        if kind is bool:
-            parser.add_argument(*f.metadata["flags"], dest=f.name, action="store_true", default=f.default)
-        else:
-            parser.add_argument(*f.metadata["flags"], dest=f.name, type=_converter(f, kind),
-                                default=f.default, metavar=f.metadata["metavar"])
-    return parser
 
 
 @dataclass(frozen=True)
@@ -167,17 +147,16 @@ class ParsedArgs:
 
 def parse_args(argv: Sequence[str]) -> ParsedArgs:
     """Parses the (already merged) command line. Raises UsageError with one line for the user."""
-    namespace = build_parser().parse_args(list(argv))
-    values = vars(namespace)
-    show_help, show_version = values.pop("help"), values.pop("version")
-    settings = Settings(**values)
+    line = parse_line(argv, option_fields())
+    settings = Settings(**line.values)
     if sum(getattr(settings, m) for m in MODES) > 1:
         raise UsageError(messages.CONFLICTING_MODES)
-    return ParsedArgs(settings, show_help, show_version)
+    return ParsedArgs(resolve(settings), line.show_help, line.show_version)
 
 
-def describe_options() -> str:
-    """The OPTIONS section of the man page, generated from the schema."""
+def describe_options(defaults: Settings | None = None) -> str:
+    """The OPTIONS section of the man page, generated from the schema. `defaults`: the settings the
+    executable's stored arguments give (an executable built with `--args '-c 4096'` shows 4096)."""
     lines: list[str] = []
     for group, title in GROUP_TITLES.items():
         lines.append(f"  {title}:")
@@ -185,7 +164,9 @@ def describe_options() -> str:
             spelling = ", ".join(f.metadata["flags"])
             if f.metadata["metavar"]:
                 spelling += f" {f.metadata['metavar']}"
-            default = "" if f.default is None or f.default is False else f" [default: {f.default}]"
+            value = f.default if defaults is None else getattr(defaults, f.name)
+            shown = "on" if value is True else value
+            default = "" if value is None or value is False else f" [default: {shown}]"
             lines.append(f"    {spelling}")
             lines.append(f"        {f.metadata['help']}{default}")
         lines.append("")

@@ -1,0 +1,89 @@
+"""What the values of llama.cpp's flags mean, and the checks between flags, done once at parse time.
+
+Pure Python (no llama.cpp): the settings module uses it before any mode starts, so a bad value is one
+line and exit 2 before the model loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import TYPE_CHECKING
+
+from . import messages
+from .engine_types import KV_CACHE_TYPES, QUANTIZED_CACHE_TYPES
+from .errors import UsageError
+
+if TYPE_CHECKING:
+    from .settings import Settings
+
+# common/arg.cpp's is_truthy / is_falsey / is_autoy, as `-fa` reads them.
+FLASH_ATTN_VALUES = {
+    "on": "on", "enabled": "on", "true": "on", "1": "on",
+    "off": "off", "disabled": "off", "false": "off", "0": "off",
+    "auto": "auto", "-1": "auto",
+}
+CACHE_TYPE_VALUES = {name: name for name in KV_CACHE_TYPES}
+
+_ESCAPES = {ord("n"): b"\n", ord("r"): b"\r", ord("t"): b"\t", ord("'"): b"'", ord('"'): b'"', ord("\\"): b"\\"}
+_HEX = b"0123456789abcdefABCDEF"
+
+
+def process_escapes(text: str) -> str:
+    """llama.cpp's string_process_escapes: \\n \\r \\t \\' \\" \\\\ and \\xNN (a byte); any other
+    backslash stays as typed."""
+    data, out, i = text.encode("utf-8", "surrogateescape"), bytearray(), 0
+    while i < len(data):
+        if data[i] == ord("\\") and i + 1 < len(data):
+            code = data[i + 1]
+            if code in _ESCAPES:
+                out += _ESCAPES[code]
+                i += 2
+                continue
+            if code == ord("x") and i + 3 < len(data) and all(c in _HEX for c in data[i + 2:i + 4]):
+                out.append(int(data[i + 2:i + 4], 16))
+                i += 4
+                continue
+            out += data[i:i + 2]
+            i += 2
+            continue
+        out.append(data[i])
+        i += 1
+    return out.decode("utf-8", "replace")
+
+
+def schema_grammar(text: str) -> str:
+    """-j's JSON schema as a GBNF grammar, through the converter the server uses for response_format."""
+    from .server.json_grammar import json_schema_grammar
+
+    label = "-j/--json-schema"
+    try:
+        schema = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(messages.BAD_VALUE.format(flag=label, reason=f"not valid JSON ({exc})")) from None
+    try:
+        return json_schema_grammar(schema)
+    except RecursionError:
+        raise UsageError(messages.BAD_VALUE.format(flag=label, reason="the schema is nested too deeply")) from None
+    except ValueError as exc:  # SchemaUnsupported, a ValueError: says which keyword or bound
+        raise UsageError(messages.BAD_VALUE.format(flag=label, reason=str(exc).removeprefix("error: "))) from None
+
+
+def resolve(settings: Settings) -> Settings:
+    """The settings as the modes use them: escapes processed, -j turned into a grammar, and the
+    combinations llama.cpp would refuse (or crash on) refused in one line."""
+    changes: dict[str, object] = {}
+    if settings.escape:
+        if settings.prompt is not None:
+            changes["prompt"] = process_escapes(settings.prompt)
+        if settings.reverse_prompt:
+            changes["reverse_prompt"] = tuple(process_escapes(r) for r in settings.reverse_prompt)
+    if settings.json_schema is not None:
+        if settings.grammar is not None or settings.grammar_file is not None:
+            raise UsageError(messages.GRAMMAR_AND_SCHEMA)
+        changes["grammar"] = schema_grammar(settings.json_schema)
+    if settings.cache_type_v in QUANTIZED_CACHE_TYPES and settings.flash_attn == "off":
+        raise UsageError(messages.QUANTIZED_V_NEEDS_FLASH_ATTN.format(type=settings.cache_type_v))
+    if settings.keep != -1:
+        raise UsageError(messages.KEEP_UNSUPPORTED.format(value=settings.keep))
+    return dataclasses.replace(settings, **changes) if changes else settings
