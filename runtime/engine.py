@@ -27,6 +27,7 @@ from .errors import ContextOverflow, EngineFailure, GrammarInvalid, ModelLoadFai
 log = logging.getLogger(__name__)
 
 
+from .grammar_check import GrammarRefused, check_grammar
 # The engine's vocabulary, re-exported: front ends import it from here.
 from .engine_types import (  # noqa: E402,F401
     EngineConfig,
@@ -363,6 +364,9 @@ class Engine:
         return self._scheduler.busy
 
     # -- primitives for the scheduler (called on its decoding thread only) -------------------------
+        if not grammar:
+            return  # no grammar, as for _SamplerChain
+        _check_grammar_text(grammar)  # first: llama.cpp's parser trusts its input
 
     def decode(self, tokens: Sequence[int], positions: Sequence[int], seqs: Sequence[int],
                logits: Sequence[bool]) -> int:
@@ -484,5 +488,17 @@ class _SamplerChain:
 
     def free(self) -> None:
         if self._chain:
+def _check_grammar_text(grammar: str) -> None:
+    try:
+        check_grammar(grammar)
+    except GrammarRefused as exc:
+        raise GrammarInvalid(exc.reason) from None
+
+
             llama.llama_sampler_free(self._chain)
             self._chain = None
+            try:
+                _check_grammar_text(params.grammar)
+            except GrammarInvalid:
+                self.free()
+                raise

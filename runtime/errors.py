@@ -61,7 +61,16 @@ class EngineFailure(UserError):
 
 
 class GrammarInvalid(EngineFailure):
-    """llama.cpp could not parse a GBNF grammar (--grammar, or a request's): the user's to fix."""
+    """A GBNF grammar (--grammar, or a request's) that grammar_check or llama.cpp refused: the user's
+    to fix. `reason` is grammar_check's, when it found one."""
 
-    def __init__(self) -> None:
-        super().__init__(messages.GRAMMAR_INVALID)
+    def __init__(self, reason: str | None = None) -> None:
+        self.reason = reason
+        super().__init__(messages.GRAMMAR_REFUSED.format(reason=reason) if reason else messages.GRAMMAR_INVALID)
+
+
+class GrammarFlagInvalid(UsageError):
+    """--grammar or --grammar-file names a grammar that is refused: exit 2, before the model loads."""
+
+    def __init__(self, flag: str, reason: str) -> None:
+        super().__init__(messages.GRAMMAR_FLAG_REFUSED.format(flag=flag, reason=reason))

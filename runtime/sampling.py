@@ -5,17 +5,30 @@ from __future__ import annotations
 from pathlib import Path
 
 from .engine import SamplingParams
-from .errors import UserError
+from .errors import GrammarFlagInvalid, UserError
+from .grammar_check import GrammarRefused, check_grammar
 from .settings import Settings
 
 
 def grammar_text(settings: Settings) -> str | None:
+    """The --grammar or --grammar-file text; a grammar that grammar_check refuses is a bad flag value
+    (exit 2), so that llama.cpp never parses it."""
     if settings.grammar_file:
+        flag = f"--grammar-file {settings.grammar_file}"
         try:
-            return Path(settings.grammar_file).read_text(encoding="utf-8")
+            text = Path(settings.grammar_file).read_text(encoding="utf-8")
         except OSError as exc:
             raise UserError(f"error: cannot read grammar file {settings.grammar_file}: {exc.strerror}") from None
-    return settings.grammar
+        except UnicodeDecodeError:
+            raise GrammarFlagInvalid(flag, "the file is not UTF-8 text") from None
+    else:
+        flag, text = "--grammar", settings.grammar
+    if text:
+        try:
+            check_grammar(text)
+        except GrammarRefused as exc:
+            raise GrammarFlagInvalid(flag, exc.reason) from None
+    return text
 
 
 def sampling_from_settings(settings: Settings, mode: str) -> SamplingParams:

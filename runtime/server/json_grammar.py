@@ -7,7 +7,9 @@ numbers, booleans, null, `anyOf`/`oneOf`, nullable type lists and local `$ref`s.
 bounded (whitespace runs, digits) so a constrained generation always reaches the end of the document.
 Keywords that cannot be expressed (`pattern`, `not`, `if`, ...) are refused with a clear message
 rather than silently ignored; annotations (`title`, `description`, `format`, bounds on numbers)
-are ignored.
+are ignored. A schema is a client's input: its depth, its size, its bounds (an inverted or huge
+`minLength`...) and its text (lone surrogates) are checked first, so that every failure is a
+SchemaUnsupported with a reason, never a RecursionError or a grammar that llama.cpp chokes on.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ UNSUPPORTED = ("pattern", "patternProperties", "not", "if", "then", "else", "dep
                "dependentRequired", "propertyNames", "unevaluatedProperties", "contains", "prefixItems",
                "uniqueItems")
 MAX_ITEMS_UNROLLED = 100
+MAX_LENGTH = 1000        # minLength/minItems above this are refused; a larger maximum means no maximum
+MAX_SCHEMA_DEPTH = 64    # nested JSON in the schema, and nested sub-schemas reached through $refs
+MAX_SCHEMA_NODES = 20_000
+_NAME_LENGTH = 48        # rule names are built from property names: keep them short
 
 
 class SchemaUnsupported(ValueError):
@@ -68,8 +74,65 @@ def json_object_grammar() -> str:
 def json_schema_grammar(schema: dict[str, Any]) -> str:
     if not isinstance(schema, dict):
         raise SchemaUnsupported("the JSON schema must be an object")
+    _check_input(schema)
     converter = _Converter(schema)
-    return converter.finish(converter.visit(schema, "root-value"))
+    try:
+        return converter.finish(converter.visit(schema, "root-value"))
+    except RecursionError:  # a safety net: _check_input and the visit depth bound it well below
+        raise SchemaUnsupported("the JSON schema is nested too deeply") from None
+
+
+def _check_input(schema: Any) -> None:
+    """Depth, size and text of the schema as JSON, walked without recursion."""
+    pending: list[tuple[Any, int]] = [(schema, 1)]
+    nodes = 0
+    while pending:
+        node, depth = pending.pop()
+        nodes += 1
+        if nodes > MAX_SCHEMA_NODES:
+            raise SchemaUnsupported(f"the JSON schema has more than {MAX_SCHEMA_NODES} values")
+        if depth > MAX_SCHEMA_DEPTH:
+            raise SchemaUnsupported(f"the JSON schema is nested deeper than {MAX_SCHEMA_DEPTH} levels")
+        if isinstance(node, dict):
+            for key, value in node.items():
+                _check_text(key)
+                pending.append((value, depth + 1))
+        elif isinstance(node, list):
+            pending.extend((value, depth + 1) for value in node)
+        elif isinstance(node, str):
+            _check_text(node)
+
+
+def _check_text(text: Any) -> None:
+    if isinstance(text, str):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise SchemaUnsupported(f"the JSON schema holds an unpaired surrogate ({exc.object[exc.start:exc.end]!a}) "
+                                    f"in {json.dumps(text[:40])}, which is not valid Unicode") from None
+
+
+def _count(schema: dict[str, Any], key: str, name: str, default: int | None = None) -> int | None:
+    """A length or item-count bound: a non-negative integer (5.0 is 5), or `default` when absent."""
+    value = schema.get(key)
+    if value is None:
+        return default
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2 ** 63:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise SchemaUnsupported(f"{name}: '{key}' must be a non-negative integer, got {json.dumps(value)}")
+    return value
+
+
+def _bounds(schema: dict[str, Any], low_key: str, high_key: str, name: str) -> tuple[int, int | None]:
+    low = _count(schema, low_key, name, 0)
+    high = _count(schema, high_key, name)
+    assert low is not None
+    if high is not None and high < low:
+        raise SchemaUnsupported(f"{name}: {high_key} is below {low_key} ({high} < {low})")
+    if low > MAX_LENGTH:
+        raise SchemaUnsupported(f"{name}: {low_key} {low} is above the supported {MAX_LENGTH}")
+    return low, high
 
 
 class _Converter:
@@ -78,10 +141,14 @@ class _Converter:
         self._rules: dict[str, str] = {}
         self._primitives: set[str] = set()
         self._refs: dict[str, str] = {}
+        self._strings: dict[tuple[int, int | None], str] = {}
+        self._depth = 0
 
     def finish(self, root_expression: str) -> str:
         lines = [f"root ::= {root_expression}"]
-        lines += [f"{name} ::= {body}" for name, body in self._rules.items()]
+        # Outer rules before the rules they use: llama.cpp numbers rules in order of appearance, and its
+        # left-recursion search, started from each rule not yet reached, then walks each chain once.
+        lines += [f"{name} ::= {body}" for name, body in reversed(self._rules.items())]
         lines += [f"{name} ::= {PRIMITIVES[name]}" for name in sorted(self._closure(self._primitives | {"ws"}))]
         return "\n".join(lines) + "\n"
 
@@ -99,7 +166,7 @@ class _Converter:
         return primitive
 
     def _rule(self, name: str, body: str) -> str:
-        name = re.sub(r"[^a-zA-Z0-9-]+", "-", name).strip("-") or "rule"
+        name = re.sub(r"[^a-zA-Z0-9-]+", "-", name).strip("-")[-_NAME_LENGTH:].strip("-") or "rule"
         base, n = name, 1
         while name in self._rules or name in PRIMITIVES or name == "root":
             n += 1
@@ -109,6 +176,15 @@ class _Converter:
 
     def visit(self, schema: Any, name: str) -> str:
         """A GBNF expression matching `schema` (a rule name, or a small inline expression)."""
+        if self._depth >= MAX_SCHEMA_DEPTH:  # $refs can nest deeper than the schema's own JSON
+            raise SchemaUnsupported(f"the JSON schema nests sub-schemas deeper than {MAX_SCHEMA_DEPTH} levels")
+        self._depth += 1
+        try:
+            return self._visit(schema, name)
+        finally:
+            self._depth -= 1
+
+    def _visit(self, schema: Any, name: str) -> str:
         if schema is True or schema == {}:
             return self._use("value")
         if schema is False:
@@ -181,6 +257,8 @@ class _Converter:
         if not isinstance(properties, dict):
             raise SchemaUnsupported(f"{name}: 'properties' must be an object")
         required = schema.get("required") or []
+        if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+            raise SchemaUnsupported(f"{name}: 'required' must be a list of property names")
         unknown = [r for r in required if r not in properties]
         if unknown:
             raise SchemaUnsupported(f"{name}: required property {unknown[0]!r} is not in 'properties'")
@@ -200,31 +278,27 @@ class _Converter:
 
     def _members(self, members: list[tuple[bool, str]], name: str) -> str:
         """Properties in declared order; optional ones may be left out, and commas go only between
-        the members that are present."""
-        def after_first(i: int) -> str:
-            parts = [f'ws "," ws {m}' if req else f'( ws "," ws {m} )?' for req, m in members[i:]]
-            return " ".join(parts)
-
-        def first(i: int) -> str:
-            if i == len(members):
-                return ""
-            req, member = members[i]
-            here = f"{member} {after_first(i + 1)}".strip()
-            if req:
-                return here
-            rest = first(i + 1)
-            return f"( {here} | {rest} )" if rest else f"( {here} )?"
-
-        return self._rule(f"{name}-members", first(0))
+        the members that are present. Built from the last property back, one rule per property, so
+        that neither the grammar's nesting nor its size grows faster than the number of properties."""
+        rest = ""    # the members after a present one: each with its leading comma
+        start = ""   # the members from here on, when none before is present
+        for i in range(len(members) - 1, -1, -1):
+            required, member = members[i]
+            follow = f'ws "," ws {member}' if required else f'( ws "," ws {member} )?'
+            here = f"{member} {rest}".strip()
+            if required:
+                start = self._rule(f"{name}-from", here)
+            elif start:
+                start = self._rule(f"{name}-from", f"{here} | {start}")
+            else:
+                # The empty alternative first: after a trailing '|', llama.cpp reads on into the next line.
+                start = self._rule(f"{name}-from", f"| {here}")
+            rest = self._rule(f"{name}-rest", f"{follow} {rest}".strip()) if i > 0 else rest
+        return start
 
     def _array(self, schema: dict[str, Any], name: str) -> str:
         item = self.visit(schema.get("items", {}), f"{name}-item")
-        low = int(schema.get("minItems", 0))
-        high = schema.get("maxItems")
-        if high is not None:
-            high = int(high)
-            if high < low:
-                raise SchemaUnsupported(f"{name}: maxItems is below minItems")
+        low, high = _bounds(schema, "minItems", "maxItems", name)
         self._use("ws")
         if high == 0:
             return self._rule(name, '"[" ws "]"')
@@ -237,11 +311,14 @@ class _Converter:
         return self._rule(name, body)
 
     def _string(self, schema: dict[str, Any], name: str) -> str:
-        low = schema.get("minLength")
-        high = schema.get("maxLength")
-        if low is None and high is None:
+        if schema.get("minLength") is None and schema.get("maxLength") is None:
             return self._use("string")
+        low, high = _bounds(schema, "minLength", "maxLength", name)
+        if high is not None and high > MAX_LENGTH:
+            high = None  # as for arrays past MAX_ITEMS_UNROLLED: max_tokens bounds it in practice
         self._use("char")
-        low = int(low or 0)
-        bounds = f"{{{low},{'' if high is None else int(high)}}}"
-        return self._rule(name, f'"\\"" char{bounds} "\\""')
+        if (low, high) not in self._strings:  # one rule per distinct bounds: each expands to many
+            bounds = f"{{{low},{'' if high is None else high}}}"
+            rule = f"string-{low}-{'more' if high is None else high}"
+            self._strings[(low, high)] = self._rule(rule, f'"\\"" char{bounds} "\\""')
+        return self._strings[(low, high)]

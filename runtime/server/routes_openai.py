@@ -45,8 +45,10 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
         tokens = tr.chat_prompt_tokens(engine, holder.formatter, body)
         engine.check_fits(len(tokens))
         request = tr.chat_generation_request(state.settings, state.base_sampling, holder.formatter, body, tokens)
-        if body.grammar is not None and request.sampling.grammar == body.grammar:
-            engine.check_grammar(body.grammar)  # the client's own GBNF: refused before the stream starts
+        if request.sampling.grammar != state.base_sampling.grammar:
+            # The client's GBNF or its response_format's (--grammar's was checked at start): refused
+            # before the stream starts.
+            engine.check_grammar(request.sampling.grammar)
         return request
 
     generation_request = await run_in_threadpool(prepare)

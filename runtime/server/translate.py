@@ -12,6 +12,7 @@ from typing import Any
 
 from ..chat_template import ChatFormatter, tokenize_prompt_text
 from ..engine import Engine, GenerationRequest, Piece, SamplingParams, TokenLogprob
+from ..grammar_check import GrammarRefused, check_grammar
 from ..settings import Settings
 from .errors import ApiError
 from .json_grammar import SchemaUnsupported, json_object_grammar, json_schema_grammar
@@ -92,13 +93,16 @@ def response_grammar(body: ChatCompletionRequest) -> str | None:
         return body.grammar
     try:
         if fmt.type == "json_object":
-            return json_schema_grammar(fmt.schema_) if fmt.schema_ else json_object_grammar()
-        if fmt.json_schema is None or fmt.json_schema.schema_ is None:
+            grammar = json_schema_grammar(fmt.schema_) if fmt.schema_ else json_object_grammar()
+        elif fmt.json_schema is None or fmt.json_schema.schema_ is None:
             raise ApiError(400, "response_format of type json_schema needs json_schema.schema",
                            param="response_format.json_schema")
-        return json_schema_grammar(fmt.json_schema.schema_)
-    except SchemaUnsupported as exc:
+        else:
+            grammar = json_schema_grammar(fmt.json_schema.schema_)
+        check_grammar(grammar)  # a schema's grammar may still be too big for llama.cpp
+    except (SchemaUnsupported, GrammarRefused) as exc:
         raise ApiError(400, f"unsupported JSON schema: {exc}", param="response_format.json_schema.schema") from None
+    return grammar
 
 
 def generation_request(settings: Settings, base: SamplingParams, body: SamplingFields, tokens: list[int],
