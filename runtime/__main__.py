@@ -127,13 +127,13 @@ def _main(argv: list[str]) -> int:
     configure_logging(settings)
     mode = pick_mode(settings)
     from .engine import route_native_logs
-
-    # llama.cpp is chatty: its errors only, unless --verbose asks for everything.
-    route_native_logs(2 if settings.verbose else 4)
-    return MODES[mode](settings, payload)
     from .sampling import grammar_text
 
     grammar_text(settings)  # a refused --grammar exits 2 now, in every mode, before the model loads
+    # llama.cpp is chatty: its errors only, unless --verbose asks for everything.
+    route_native_logs(2 if settings.verbose else 4)
+    return MODES[mode](settings, payload)
+
 
 if __name__ == "__main__":
     sys.exit(main())

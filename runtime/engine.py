@@ -23,11 +23,11 @@ from typing import Callable, Iterator, Sequence
 
 from .backend_cache import unpacked_backends
 from .errors import ContextOverflow, EngineFailure, GrammarInvalid, ModelLoadFailed
+from .grammar_check import GrammarRefused, check_grammar
 
 log = logging.getLogger(__name__)
 
 
-from .grammar_check import GrammarRefused, check_grammar
 # The engine's vocabulary, re-exported: front ends import it from here.
 from .engine_types import (  # noqa: E402,F401
     EngineConfig,
@@ -329,6 +329,9 @@ class Engine:
     def check_grammar(self, grammar: str) -> None:
         """Raises GrammarInvalid unless llama.cpp parses `grammar` (GBNF), so that a server can refuse
         a request before it starts. Reads only the vocabulary: safe beside the decoding thread."""
+        if not grammar:
+            return  # no grammar, as for _SamplerChain
+        _check_grammar_text(grammar)  # first: llama.cpp's parser trusts its input
         sampler = llama.llama_sampler_init_grammar(self.vocab, grammar.encode(), b"root")
         if not sampler:
             raise GrammarInvalid()
@@ -364,9 +367,6 @@ class Engine:
         return self._scheduler.busy
 
     # -- primitives for the scheduler (called on its decoding thread only) -------------------------
-        if not grammar:
-            return  # no grammar, as for _SamplerChain
-        _check_grammar_text(grammar)  # first: llama.cpp's parser trusts its input
 
     def decode(self, tokens: Sequence[int], positions: Sequence[int], seqs: Sequence[int],
                logits: Sequence[bool]) -> int:
@@ -453,6 +453,13 @@ class Engine:
         return [x / len(tokens) for x in total]
 
 
+def _check_grammar_text(grammar: str) -> None:
+    try:
+        check_grammar(grammar)
+    except GrammarRefused as exc:
+        raise GrammarInvalid(exc.reason) from None
+
+
 class _SamplerChain:
     """One request's llama.cpp sampler chain (penalties, grammar, top-k/p, min-p, temperature)."""
 
@@ -461,6 +468,11 @@ class _SamplerChain:
         self._chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
         add = lambda sampler: llama.llama_sampler_chain_add(self._chain, sampler)  # noqa: E731
         if params.grammar:
+            try:
+                _check_grammar_text(params.grammar)
+            except GrammarInvalid:
+                self.free()
+                raise
             grammar = llama.llama_sampler_init_grammar(engine.vocab, params.grammar.encode(), b"root")
             if not grammar:
                 self.free()
@@ -488,17 +500,5 @@ class _SamplerChain:
 
     def free(self) -> None:
         if self._chain:
-def _check_grammar_text(grammar: str) -> None:
-    try:
-        check_grammar(grammar)
-    except GrammarRefused as exc:
-        raise GrammarInvalid(exc.reason) from None
-
-
             llama.llama_sampler_free(self._chain)
             self._chain = None
-            try:
-                _check_grammar_text(params.grammar)
-            except GrammarInvalid:
-                self.free()
-                raise
