@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import traceback
 from typing import Callable, Sequence
 
-from . import __version__, messages
-from .default_args import merge_arguments
+from . import messages
+from .default_args import PLACEHOLDER, merge_arguments, stored_arguments
 from .errors import UserError
-from .payload import Payload
-from .settings import Settings, describe_options, parse_args
+from .help_page import render_help
+from .payload import Payload, embedded_payload
+from .settings import Settings, parse_args
 
 log = logging.getLogger("llmpack")
 
@@ -51,14 +51,26 @@ MODES: dict[str, ModeRunner] = {"cli": _cli, "chat": _chat, "server": _server, "
 
 
 def configure_logging(settings: Settings) -> None:
+    from .errors import UsageError
+
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("llmpack: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    level = logging.DEBUG if settings.verbose else logging.INFO
     if settings.log_disable:
-        root.setLevel(logging.CRITICAL + 1)
-    else:
-        root.setLevel(logging.DEBUG if settings.verbose else logging.INFO)
+        handler.setLevel(logging.CRITICAL + 1)
+    if settings.log_file:
+        # Appended, as llama.cpp's --log-file; with a time on each line, as a file outlives the run.
+        try:
+            log_file = logging.FileHandler(settings.log_file, mode="a", encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(messages.LOG_FILE_UNWRITABLE.format(path=settings.log_file,
+                                                                 reason=exc.strerror or str(exc))) from None
+        log_file.setFormatter(logging.Formatter("%(asctime)s llmpack: %(message)s"))
+        root.addHandler(log_file)
+    # Nothing to write anywhere: records are not even made.
+    root.setLevel(logging.CRITICAL + 1 if settings.log_disable and not settings.log_file else level)
 
 
 def pick_mode(settings: Settings) -> str:
@@ -78,17 +90,6 @@ def _stdin_is_terminal() -> bool:
         return sys.stdin is not None and sys.stdin.isatty()
     except (AttributeError, ValueError):  # closed or replaced stdin
         return False
-
-
-def render_help(payload) -> str:
-    from importlib.resources import files
-
-    template = files("llmpack.templates").joinpath("help.txt").read_text(encoding="utf-8")
-    program = os.path.basename(sys.argv[0]) if getattr(sys, "frozen", False) else "llmpack run"
-    embedded = "no embedded weights" if payload is None else (
-        f"embedded weights: {payload.manifest.get('model', {}).get('name', '?')}")
-    return template.format(program=program, version=__version__, embedded=embedded,
-                           options=describe_options())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -112,16 +113,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    from .model_loader import embedded_payload
-
     payload = embedded_payload()
-    defaults = payload.manifest.get("default_args", []) if payload else []
-    parsed = parse_args(merge_arguments(defaults, argv))
+    stored = stored_arguments(payload.manifest) if payload else []
+    # Parsed before --help and --version answer: `llmpack build` runs --version to reject bad stored args.
+    parsed = parse_args(merge_arguments(stored, argv))
     if parsed.show_help:
-        sys.stdout.write(render_help(payload))
+        # The defaults this executable really has: the schema's, as its stored arguments change them.
+        defaults = parse_args([arg for arg in stored if arg != PLACEHOLDER]).settings
+        sys.stdout.write(render_help(payload, stored, defaults))
         return 0
     if parsed.show_version:
-        print(f"llmpack {__version__}")
+        from .version_info import version_lines
+
+        sys.stdout.write("".join(f"{line}\n" for line in version_lines(payload)))
         return 0
     settings = parsed.settings
     configure_logging(settings)

@@ -9,22 +9,24 @@ import sys
 from . import __version__, messages
 from .chat.render import Console
 from .chat.repl import Repl, make_prompt_session
-from .chat.session import ChatSession, RawFormatter
-from .chat_template import formatter_for
+from .chat.session import ChatSession
+from .chat_template import ChatFormatter, check_override, formatter_for
+from .context_size import describe_context
 from .engine import Engine, gpu_offload_supported, load_backends
 from .errors import UserError
 from .model_loader import load_engine
+from .flag_effects import chat_system_prompt, mode_sampling
 from .payload import Payload
-from .sampling import sampling_from_settings
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 def run(settings: Settings, payload: Payload | None) -> int:
+    check_override(settings.chat_template)  # a bad --chat-template fails before the weights load
     engine = load_engine(settings, payload)
     try:
-        return chat(settings, engine, server_url=None)
+        return chat(settings, engine, chat_formatter(settings, engine), server_url=None)
     finally:
         engine.close()
 
@@ -32,36 +34,47 @@ def run(settings: Settings, payload: Payload | None) -> int:
 def run_default(settings: Settings, payload: Payload | None) -> int:
     from .server_mode import start_background_server
 
-    engine = load_engine(settings, payload)
+    check_override(settings.chat_template)
+    # The chat is one more sequence of the engine the server batches (-np counts it): a chat reply and
+    # API requests decode together, and neither waits for the other to finish.
+    engine = load_engine(settings, payload, n_seq_max=settings.parallel)
     server = None
     try:
+        formatter = chat_formatter(settings, engine)  # compiled once, for the chat and the server
         try:
-            server = start_background_server(settings, engine)
+            server = start_background_server(settings, engine, formatter)
         except Exception as exc:  # noqa: BLE001 - e.g. the port is taken: the chat is still worth having
             reason = str(exc).removeprefix("error: ") if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
             log.warning(messages.CHAT_SERVER_FAILED.format(reason=reason))
-        return chat(settings, engine, server_url=server.url if server else None)
+        return chat(settings, engine, formatter, server_url=server.url if server else None)
     finally:
         if server is not None:
             server.stop()  # before the engine it uses goes away
         engine.close()
 
 
-def chat(settings: Settings, engine: Engine, server_url: str | None) -> int:
-    raw = not (engine.chat_template or settings.chat_template)
-    # llamafile's rule: a GGUF without a chat template is a base model, so the chat continues text.
-    formatter = RawFormatter() if raw else formatter_for(engine.chat_template, engine.bos_token,
-                                                          engine.eos_token, settings.chat_template)
-    session = ChatSession(engine, formatter, sampling_from_settings(settings, "chat"), settings.n_predict,
-                          system=settings.prompt)
+def chat_formatter(settings: Settings, engine: Engine) -> ChatFormatter:
+    """The loaded model's formatter (UserError when its template does not compile). A model without a
+    template chats in ChatML, as the server does: see formatter_for."""
+    formatter = formatter_for(engine.chat_template, engine.bos_token, engine.eos_token, settings.chat_template)
+    if formatter.fallback:
+        log.warning(messages.TEMPLATE_FALLBACK_WARNING)
+    return formatter
+
+
+def chat(settings: Settings, engine: Engine, formatter: ChatFormatter, server_url: str | None) -> int:
+    session = ChatSession(engine, formatter, mode_sampling(settings, "chat"), settings.n_predict,
+                          system=chat_system_prompt(settings), stop=settings.reverse_prompt or (),
+                          verbose_prompt=settings.verbose_prompt)
     if sys.stdin.isatty():
         console = Console()
-        show_banner(console, banner_lines(settings, engine, server_url, raw))
+        show_banner(console, banner_lines(settings, engine, server_url, formatter))
         return Repl(session, console, terminal_fd=sys.stdin.fileno()).run(make_prompt_session())
     # No terminal: stdout carries only the replies; the banner is a log line on stderr.
-    for line in banner_lines(settings, engine, server_url, raw):
+    for line in banner_lines(settings, engine, server_url, formatter):
         log.info("%s", line)
-    return Repl(session, Console(sys.stdout, color=False, errors=sys.stderr)).run_lines(sys.stdin)
+    # Command answers and notices go to stderr too, so that stdout is the replies and nothing else.
+    return Repl(session, Console(sys.stdout, color=False, notes=sys.stderr)).run_lines(sys.stdin)
 
 
 def describe_compute(settings: Settings, engine: Engine) -> str:
@@ -75,16 +88,19 @@ def describe_compute(settings: Settings, engine: Engine) -> str:
     return threads
 
 
-def banner_lines(settings: Settings, engine: Engine, server_url: str | None, raw: bool = False) -> list[str]:
+def banner_lines(settings: Settings, engine: Engine, server_url: str | None,
+                 formatter: ChatFormatter | None = None) -> list[str]:
     lines = [
         f"software: llmpack {__version__}",
         f"model:    {engine.model_name}",
-        *([f"mode:     {messages.CHAT_RAW_MODE}"] if raw else []),
-        f"context:  {engine.n_ctx} tokens",
+        *([f"template: {formatter.description}"] if formatter is not None else []),
+        f"context:  {describe_context(engine.n_ctx, getattr(engine, 'context_size', None))}",
         f"compute:  {describe_compute(settings, engine)}",
     ]
     if server_url:
         lines.append(f"server:   {server_url}")
+        parallel = messages.CHAT_PARALLEL if settings.parallel > 1 else messages.CHAT_PARALLEL_ONE
+        lines.append(f"parallel: {parallel.format(n=settings.parallel)}")
     return lines
 
 

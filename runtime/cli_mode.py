@@ -8,11 +8,12 @@ import os
 import sys
 
 from . import messages
-from .engine import Engine, GenerationRequest
+from .engine import Engine, GenerationRequest, SamplingParams
 from .errors import PromptFileUnreadable, UsageError
+from .flag_effects import mode_sampling
+from .flag_values import verbose_prompt_line
 from .model_loader import load_engine
 from .payload import Payload
-from .sampling import sampling_from_settings
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -33,29 +34,44 @@ def read_prompt(settings: Settings) -> str:
 
 
 def run(settings: Settings, payload: Payload | None) -> int:
-    prompt = read_prompt(settings)  # before loading: a missing prompt should not cost seconds
+    if settings.system_prompt is not None:
+        raise UsageError(messages.SYSTEM_PROMPT_IN_CLI)
+    # Before loading: a missing prompt or an unreadable grammar file should not cost seconds.
+    prompt = read_prompt(settings)
+    sampling = mode_sampling(settings, "cli")
     engine = load_engine(settings, payload)
     try:
-        return complete(settings, engine, prompt)
+        return complete(settings, engine, prompt, sampling)
     finally:
         engine.close()
 
 
-def complete(settings: Settings, engine: Engine, prompt: str) -> int:
+def complete(settings: Settings, engine: Engine, prompt: str, sampling: SamplingParams) -> int:
+    # Everything that can be refused is checked before the first byte goes to stdout.
     tokens = engine.tokenize(prompt, add_special=True, parse_special=True)
     engine.check_fits(len(tokens))
-    request = GenerationRequest(tuple(tokens), settings.n_predict, sampling_from_settings(settings, "cli"))
+    if sampling.grammar:
+        engine.check_grammar(sampling.grammar)
+    request = GenerationRequest(tuple(tokens), settings.n_predict, sampling, stop=settings.reverse_prompt or (),
+                                special=settings.special)
+    if settings.verbose_prompt:
+        log.info("%s", verbose_prompt_line(prompt, len(tokens)))
     out = sys.stdout.buffer
     try:
         if not settings.no_display_prompt:
             out.write(prompt.encode("utf-8"))
             out.flush()
+        written = "" if settings.no_display_prompt else prompt
         for piece in engine.generate(request):
             if piece.text:
                 out.write(piece.text.encode("utf-8"))
                 out.flush()
+                written = piece.text
             if piece.timings:
                 t = piece.timings
+                if log.isEnabledFor(logging.INFO) and written and not written.endswith("\n") \
+                        and _stdout_is_stderr_terminal():
+                    sys.stderr.write("\n")  # the stats on their own line, not after the last word
                 log.info("%d tokens in %.2f s (%.1f tok/s); prompt: %d tokens (%.1f tok/s); stopped by %s",
                          t.generated_tokens, t.generation_ms / 1000, t.generation_per_second,
                          t.prompt_tokens, t.prompt_per_second,
@@ -64,6 +80,15 @@ def complete(settings: Settings, engine: Engine, prompt: str) -> int:
         # The reader went away (`| head`): stop quietly, as Unix tools do.
         _silence_stdout()
     return 0
+
+
+def _stdout_is_stderr_terminal() -> bool:
+    """stdout and stderr are the same terminal: a log line would continue the completion's last line."""
+    try:
+        return (os.isatty(sys.stdout.fileno()) and os.isatty(sys.stderr.fileno())
+                and os.path.samestat(os.fstat(sys.stdout.fileno()), os.fstat(sys.stderr.fileno())))
+    except (OSError, ValueError):
+        return False
 
 
 def _silence_stdout() -> None:

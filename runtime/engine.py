@@ -10,6 +10,7 @@ we load the weights in place from inside our own executable, and the server batc
 from __future__ import annotations
 
 import ctypes
+import functools
 import heapq
 import math
 import importlib
@@ -18,10 +19,13 @@ import logging
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+from . import messages
 from .backend_cache import unpacked_backends
+from .context_size import ContextSize
 from .errors import ContextOverflow, EngineFailure, GrammarInvalid, ModelLoadFailed
 from .grammar_check import GrammarRefused, check_grammar
 
@@ -32,7 +36,9 @@ log = logging.getLogger(__name__)
 from .engine_types import (  # noqa: E402,F401
     EngineConfig,
     GenerationRequest,
+    KV_CACHE_TYPES,
     ModelSource,
+    QUANTIZED_CACHE_TYPES,
     Piece,
     SamplingParams,
     Timings,
@@ -53,6 +59,8 @@ def _import_bindings():
 
 
 llama = _import_bindings()
+_FLASH_ATTN_TYPES = {"on": llama.LLAMA_FLASH_ATTN_TYPE_ENABLED, "off": llama.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+                     "auto": llama.LLAMA_FLASH_ATTN_TYPE_AUTO}
 
 _backends_loaded = False
 _LOG_CALLBACK = None  # kept referenced: llama.cpp calls it from its own threads
@@ -185,12 +193,17 @@ class Engine:
         if config.embeddings:
             # Embeddings are switched on only while embed() runs, so generation keeps its logits.
             llama.llama_set_embeddings(self.context, False)
-        self.n_ctx = llama.llama_n_ctx_seq(self.context)  # what one request may use
+        # What one request may use: llama.cpp's per-sequence size (it pads it to 256), capped at the
+        # training context as llama-server caps its slots.
+        n_ctx_seq = llama.llama_n_ctx_seq(self.context)
+        self.n_ctx = min(n_ctx_seq, self.n_ctx_train) if self.n_ctx_train > 0 else n_ctx_seq
         self._batch = llama.llama_batch_init(config.n_batch, 0, 1)
         self.metadata = self._read_metadata()
         # Sequence ids 0..n_seq_max-1 serve generation; one more is kept for embeddings.
         self._embedding_seq = config.n_seq_max
         self._scheduler = Scheduler(self, config.n_seq_max, config.n_batch)
+        if config.warmup:
+            self._warm_up()
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -221,23 +234,40 @@ class Engine:
 
     def _create_context(self, config: EngineConfig):
         params = llama.llama_context_default_params()
-        # 0 means the model's trained maximum; more than that would only produce garbage past it.
-        params.n_ctx = config.n_ctx if 0 < config.n_ctx <= self.n_ctx_train else self.n_ctx_train
+        # -c divided among the sequences, each capped at the training context (llama-server's rule,
+        # runtime/context_size.py); the embeddings' extra sequence gets a share of the same size.
+        self.context_size = ContextSize(config.n_ctx, config.n_seq_max, self.n_ctx_train)
+        params.n_ctx = self.context_size.per_sequence() * (config.n_seq_max + (1 if config.embeddings else 0))
         params.n_batch = config.n_batch
-        params.n_ubatch = min(config.n_batch, 512)
+        params.n_ubatch = min(config.n_batch, config.n_ubatch)
         params.n_seq_max = config.n_seq_max + (1 if config.embeddings else 0)
         # A cache per sequence (-c split among them, as llama-server does): a request then attends over
         # exactly the cells it would alone, so greedy output is the same alone or batched. (One unified
         # cache changes the order of the attention sums with the other requests' cells.)
         params.kv_unified = False
         params.n_threads = config.n_threads
-        params.n_threads_batch = config.n_threads
+        params.n_threads_batch = config.n_threads_batch or config.n_threads
+        params.flash_attn_type = _FLASH_ATTN_TYPES[config.flash_attn]
+        params.type_k, params.type_v = KV_CACHE_TYPES[config.type_k], KV_CACHE_TYPES[config.type_v]
         params.embeddings = config.embeddings
         params.no_perf = True
         context = llama.llama_init_from_model(self.model, params)
         if not context:
-            raise EngineFailure(f"error: llama.cpp could not create a context of {config.n_ctx} tokens (out of memory? lower -c)")
+            if {config.type_k, config.type_v} & QUANTIZED_CACHE_TYPES:  # the likelier reason then
+                raise EngineFailure(messages.CONTEXT_FAILED_CACHE_TYPES.format(type_k=config.type_k, type_v=config.type_v))
+            raise EngineFailure(messages.CONTEXT_FAILED.format(n_ctx=config.n_ctx))
         return context
+
+    def _warm_up(self) -> None:
+        """llama.cpp's warm-up (common_init_from_params): an empty decode of BOS and EOS pages the
+        weights in and sizes the compute buffers before the first request, not during it."""
+        started = time.perf_counter()
+        tokens = [t for t in (llama.llama_vocab_bos(self.vocab), llama.llama_vocab_eos(self.vocab)) if t >= 0] or [0]
+        status = self.decode(tokens, range(len(tokens)), [0] * len(tokens), [False] * (len(tokens) - 1) + [True])
+        llama.llama_memory_clear(llama.llama_get_memory(self.context), True)
+        llama.llama_synchronize(self.context)
+        log.debug("warm-up: %d tokens decoded in %.0f ms (status %d; --no-warmup skips it)",
+                  len(tokens), (time.perf_counter() - started) * 1000, status)
 
     def _read_metadata(self) -> dict[str, str]:
         buf = ctypes.create_string_buffer(4096)
@@ -314,9 +344,14 @@ class Engine:
             n = llama.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
         return buf.raw[:n]
 
-    def token_bytes(self, token: int) -> bytes:
-        """The bytes a token stands for (a byte-fallback token may be part of a UTF-8 character)."""
-        return self._token_bytes(token)
+    def token_bytes(self, token: int, special: bool = False) -> bytes:
+        """The bytes a token stands for (a byte-fallback token may be part of a UTF-8 character);
+        `special`: a special token's text (`<|im_end|>`) instead of nothing."""
+        return self._token_bytes(token, special)
+
+    @functools.cached_property
+    def end_of_generation_tokens(self) -> tuple[int, ...]:
+        return tuple(t for t in range(self.n_vocab) if llama.llama_vocab_is_eog(self.vocab, t))
 
     def detokenize(self, tokens: Sequence[int], special: bool = False) -> str:
         return b"".join(self._token_bytes(t, special) for t in tokens).decode("utf-8", "replace")
@@ -340,7 +375,7 @@ class Engine:
     def check_fits(self, n_prompt_tokens: int) -> None:
         """Raises ContextOverflow when a prompt leaves no room to generate even one token."""
         if n_prompt_tokens >= self.n_ctx:
-            raise ContextOverflow(n_prompt_tokens, self.n_ctx)
+            raise ContextOverflow(n_prompt_tokens, self.n_ctx, self.context_size)
 
     def _check_request(self, request: GenerationRequest) -> None:
         if not request.prompt_tokens:
@@ -467,6 +502,10 @@ class _SamplerChain:
         self._engine = engine
         self._chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
         add = lambda sampler: llama.llama_sampler_chain_add(self._chain, sampler)  # noqa: E731
+        if params.ignore_eos:  # as llama.cpp's --ignore-eos: a logit bias of -inf on every EOG token
+            eog = engine.end_of_generation_tokens
+            biases = (llama.llama_logit_bias * len(eog))(*(llama.llama_logit_bias(t, -math.inf) for t in eog))
+            add(llama.llama_sampler_init_logit_bias(engine.n_vocab, len(eog), biases))
         if params.grammar:
             try:
                 _check_grammar_text(params.grammar)

@@ -87,3 +87,9 @@ def resolve(settings: Settings) -> Settings:
     if settings.keep != -1:
         raise UsageError(messages.KEEP_UNSUPPORTED.format(value=settings.keep))
     return dataclasses.replace(settings, **changes) if changes else settings
+
+
+def verbose_prompt_line(text: str, n_tokens: int) -> str:
+    """--verbose-prompt's log line: the prompt as a JSON string (exact: newlines and special tokens
+    visible, on one line) and its token count."""
+    return messages.VERBOSE_PROMPT.format(n_tokens=n_tokens, text=json.dumps(text, ensure_ascii=False))

@@ -4,26 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 from . import messages
+from .context_size import describe_context
 from .engine import Engine, EngineConfig, ModelSource, gpu_offload_supported, in_place_loading_supported, load_backends
 from .errors import CorruptBundle, ModelNotFound, NoModel, NotAGguf, UserError
-from .payload import GGUF_MAGIC, Payload, has_payload, read_payload, verify_weights
+from .payload import GGUF_MAGIC, Payload, verify_weights
 from .progress import Progress
 from .settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def embedded_payload() -> Payload | None:
-    """The payload of the running executable, or None when running unbundled (`llmpack run`)."""
-    path = os.environ.get("LLMPACK_BUNDLE") or (sys.executable if getattr(sys, "frozen", False) else None)
-    if path is None or not has_payload(path):
-        return None
-    return read_payload(path)
 
 
 def resolve_source(settings: Settings, payload: Payload | None) -> ModelSource:
@@ -90,6 +82,12 @@ def engine_config(settings: Settings, n_seq_max: int = 1) -> EngineConfig:
         use_mlock=settings.mlock,
         n_seq_max=n_seq_max,
         embeddings=settings.embedding,
+        n_ubatch=settings.ubatch_size,
+        n_threads_batch=settings.threads_batch or settings.thread_count(),
+        flash_attn=settings.flash_attn,
+        type_k=settings.cache_type_k,
+        type_v=settings.cache_type_v,
+        warmup=not settings.no_warmup,
     )
 
 
@@ -100,6 +98,7 @@ def load_engine(settings: Settings, payload: Payload | None, n_seq_max: int = 1)
         log.warning(messages.GPU_UNAVAILABLE.format(n=settings.n_gpu_layers, backends=", ".join(devices) or "none"))
     progress = Progress("loading model", not settings.log_disable)
     engine = Engine(source, engine_config(settings, n_seq_max), progress.update)
-    progress.done(f"{engine.model_name}, context {engine.n_ctx} tokens, {settings.thread_count()} threads")
+    context = describe_context(engine.n_ctx, engine.context_size)
+    progress.done(f"{engine.model_name}, context {context}, {settings.thread_count()} threads")
     return engine
 

@@ -43,7 +43,7 @@ class BatchBackend(Protocol):
                logits: Sequence[bool]) -> int: ...
     def forget(self, seq: int, from_position: int) -> None: ...
     def sampler(self, params: SamplingParams) -> Sampler: ...
-    def token_bytes(self, token: int) -> bytes: ...
+    def token_bytes(self, token: int, special: bool = False) -> bytes: ...
     def is_end_of_generation(self, token: int) -> bool: ...
     def logprob(self, token: int, batch_index: int, top: int) -> TokenLogprob: ...
 
@@ -300,11 +300,16 @@ class Scheduler:
             return self._finish(slot, "length")
         token = slot.sampler.sample(slot.batch_index)
         if self._backend.is_end_of_generation(token):
+            if request.special:  # llama.cpp's --special shows the end-of-generation token's text too
+                text, _ = slot.stops.feed(slot.decoder.decode(self._backend.token_bytes(token, True)))
+                if text:
+                    slot.out.put(Piece(text, (token,)))
             return self._finish(slot, "stop")
         slot.generated += 1
         logprobs = () if request.logprobs is None else (
             self._backend.logprob(token, slot.batch_index, request.logprobs),)
-        text, stopped = slot.stops.feed(slot.decoder.decode(self._backend.token_bytes(token)))
+        data = self._backend.token_bytes(token, True) if request.special else self._backend.token_bytes(token)
+        text, stopped = slot.stops.feed(slot.decoder.decode(data))
         if text or not stopped:
             slot.out.put(Piece(text, (token,), logprobs=logprobs))
         if stopped:

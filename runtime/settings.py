@@ -64,7 +64,7 @@ class Settings:
     verify: bool = _flag("--verify", help="re-hash the embedded weights against their recorded sha256, then continue", default=False, group="model")
 
     # Prompt and output
-    prompt: str | None = _flag("-p", "--prompt", help="the prompt (--cli) or the system prompt (--chat)", metavar="TEXT", group="prompt")
+    prompt: str | None = _flag("-p", "--prompt", help="the prompt (--cli), or the chat's system prompt when -sys is not given", metavar="TEXT", group="prompt")
     system_prompt: str | None = _flag("-sys", "--system-prompt", help="the chat's system prompt (--chat and the default mode; wins over -p there)", metavar="TEXT", group="prompt")
     escape: bool = _flag("-e", "--escape", help="process the escapes \\n \\r \\t \\' \\\" \\\\ \\xNN in -p and -r, as llama.cpp does; --no-escape takes them as typed (-f files are always read as they are)", default=True, group="prompt", negations=("--no-escape",))
     file: str | None = _flag("-f", "--file", help="read the prompt from FILE ('-' reads stdin)", metavar="FILE", group="prompt")

@@ -17,6 +17,7 @@ from .. import messages
 from ..chat_template import ChatFormatter, tokenize_prompt_text
 from ..engine import GenerationRequest, Piece, SamplingParams, Timings
 from ..errors import UserError
+from ..flag_values import verbose_prompt_line
 from .conversation import Conversation
 
 log = logging.getLogger(__name__)
@@ -29,25 +30,6 @@ class ChatEngine(Protocol):
     def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]: ...
 
     def generate(self, request: GenerationRequest, cancel: threading.Event | None = None): ...
-
-
-@dataclass(frozen=True)
-class RawFormatter:
-    """Raw text completion, the chat of a base model (a GGUF without a chat template, as in
-    llamafile): the conversation is one text that the model continues; what you type is appended to
-    it, on a new line unless it or the text before it brings its own whitespace."""
-
-    stop: tuple[str, ...] = ()
-    name: str = "raw"
-
-    def render(self, messages, add_generation_prompt: bool = True) -> str:
-        text = ""
-        for message in messages:
-            content = message["content"]
-            if text and content and not text[-1].isspace() and not content[0].isspace():
-                text += "\n"
-            text += content
-        return text
 
 
 class DoesNotFit(UserError):
@@ -74,12 +56,15 @@ class Reply:
 
 
 class ChatSession:
-    def __init__(self, engine: ChatEngine, formatter: ChatFormatter | RawFormatter, sampling: SamplingParams,
-                 n_predict: int = -1, system: str | None = None) -> None:
+    def __init__(self, engine: ChatEngine, formatter: ChatFormatter, sampling: SamplingParams,
+                 n_predict: int = -1, system: str | None = None, stop: tuple[str, ...] = (),
+                 verbose_prompt: bool = False) -> None:
         self.engine = engine
         self.formatter = formatter
         self.sampling = sampling
         self.n_predict = n_predict
+        self.stop = stop  # -r: stop strings besides the template's own
+        self.verbose_prompt = verbose_prompt
         self.conversation = Conversation(system)
         self.last_timings: Timings | None = None
 
@@ -108,6 +93,7 @@ class ChatSession:
         """The prompt for the next reply, after dropping the oldest exchanges if the conversation and
         the reserve for a reply no longer fit. Returns (prompt tokens, messages dropped). Raises
         DoesNotFit when even the newest message alone (with the system prompt) does not fit."""
+        before = list(self.conversation.messages)
         dropped = 0
         tokens = self._tokens(add_generation_prompt=True)
         while len(tokens) + self.reply_reserve() > self.engine.n_ctx:
@@ -117,6 +103,9 @@ class ChatSession:
             dropped += gone
             tokens = self._tokens(add_generation_prompt=True)
         if len(tokens) >= self.engine.n_ctx:
+            # Only now is it known that the newest message cannot fit at all: what was dropped to
+            # find out comes back, since nothing will be sent.
+            self.conversation.messages[:] = before
             raise DoesNotFit(messages.CHAT_MESSAGE_TOO_LONG.format(n_tokens=len(tokens), n_ctx=self.engine.n_ctx))
         return tokens, dropped
 
@@ -127,20 +116,24 @@ class ChatSession:
         """Adds the user's message, streams the reply to `on_text`, and keeps what was said, even
         when Ctrl-C stopped it. A KeyboardInterrupt raised while waiting or inside `on_text` stops
         the generation at the next token; the partial reply is kept."""
+        before = list(self.conversation.messages)
         self.conversation.add("user", text)
-        added = self.conversation.messages[-1]
         parts: list[str] = []
         try:
             tokens, dropped = self.make_room()
             if dropped:
                 on_room_made(dropped)
-            request = GenerationRequest(tuple(tokens), self.n_predict, self.sampling, self.formatter.stop)
+            request = GenerationRequest(tuple(tokens), self.n_predict, self.sampling, (*self.formatter.stop, *self.stop))
+            if self.verbose_prompt:
+                text = self.formatter.render(self.conversation.for_template(), add_generation_prompt=True)
+                log.info("%s", verbose_prompt_line(text, len(tokens)))
             last = stream_interruptibly(self.engine, request,
                                         lambda piece: (parts.append(piece.text), on_text(piece.text)))
         except BaseException:
-            # Not answered at all: take the message back, so that the conversation stays as it was.
-            if not "".join(parts).strip() and self.conversation.messages and self.conversation.messages[-1] is added:
-                self.conversation.messages.pop()
+            # Not answered at all (refused, failed, or stopped before a word): the conversation is the
+            # user's, so it goes back exactly as it was, older turns dropped for room included.
+            if not "".join(parts).strip():
+                self.conversation.messages[:] = before
             raise
         reply = "".join(parts)
         finish = last.finish_reason or "cancelled"

@@ -43,10 +43,10 @@ async def metrics(request: Request):
 
 @router.get("/v1/models")
 async def models(request: Request):
-    engine, _ = ready_engine(request)
+    engine, holder = ready_engine(request)
     return {"object": "list", "data": [{
-        "id": engine.model_name, "object": "model", "created": int(request.app.state.metrics.started),
-        "owned_by": "llmpack", "meta": {"n_ctx": engine.n_ctx, "n_ctx_train": engine.n_ctx_train,
+        "id": request.app.state.holder.model_name, "object": "model", "created": int(request.app.state.metrics.started),
+        "owned_by": "llmpack", "chat_template": holder.formatter.description, "meta": {"n_ctx": engine.n_ctx, "n_ctx_train": engine.n_ctx_train,
                                         "n_vocab": engine.n_vocab, "n_embd": engine.n_embd},
     }]}
 
@@ -54,10 +54,10 @@ async def models(request: Request):
 @router.get("/v1/models/{model_id:path}")
 async def model(model_id: str, request: Request):
     engine, _ = ready_engine(request)
-    if model_id != engine.model_name:
-        raise ApiError(404, f"no model named {model_id!r}: this server serves {engine.model_name!r}",
+    if model_id != request.app.state.holder.model_name:
+        raise ApiError(404, f"no model named {model_id!r}: this server serves {request.app.state.holder.model_name!r}",
                        param="model", code="model_not_found")
-    return {"id": engine.model_name, "object": "model", "created": int(request.app.state.metrics.started),
+    return {"id": request.app.state.holder.model_name, "object": "model", "created": int(request.app.state.metrics.started),
             "owned_by": "llmpack"}
 
 
@@ -99,7 +99,7 @@ async def embeddings(body: EmbeddingRequest, request: Request):
         encoded = (base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
                    if body.encoding_format == "base64" else vector)
         data.append({"object": "embedding", "index": i, "embedding": encoded})
-    return {"object": "list", "data": data, "model": engine.model_name,
+    return {"object": "list", "data": data, "model": request.app.state.holder.model_name,
             "usage": {"prompt_tokens": total, "total_tokens": total}}
 
 

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..engine import Engine, Piece
+from ..flag_values import verbose_prompt_line
 from . import translate as tr
 from .errors import ApiError, error_payload
 from .generation import Generation, run_to_completion
@@ -36,6 +37,12 @@ def ready_engine(request: Request) -> tuple[Engine, EngineHolder]:
     return holder.engine, holder
 
 
+def log_prompt(settings, engine: Engine, tokens: list[int]) -> None:
+    """--verbose-prompt: what the model receives, special tokens included, and its token count."""
+    if settings.verbose_prompt:
+        log.info("%s", verbose_prompt_line(engine.detokenize(tokens, special=True), len(tokens)))
+
+
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     state = request.app.state
@@ -44,6 +51,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     def prepare():
         tokens = tr.chat_prompt_tokens(engine, holder.formatter, body)
         engine.check_fits(len(tokens))
+        log_prompt(state.settings, engine, tokens)
         request = tr.chat_generation_request(state.settings, state.base_sampling, holder.formatter, body, tokens)
         if request.sampling.grammar != state.base_sampling.grammar:
             # The client's GBNF or its response_format's (--grammar's was checked at start): refused
@@ -53,7 +61,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
 
     generation_request = await run_in_threadpool(prepare)
     generation = Generation(engine, generation_request, state.metrics, state.active_generations)
-    model = engine.model_name
+    model = state.holder.model_name
     want_logprobs = generation_request.logprobs is not None
     if not body.stream:
         outcome = await run_to_completion(request.receive, generation)
@@ -116,6 +124,7 @@ async def completions(body: CompletionRequest, request: Request):
     def prepare():
         tokens = tr.completion_prompt_tokens(engine, body)
         engine.check_fits(len(tokens))
+        log_prompt(state.settings, engine, tokens)
         if body.grammar is not None:
             engine.check_grammar(body.grammar)
         return tokens, tr.completion_generation_request(state.settings, state.base_sampling, body, tokens)
@@ -123,7 +132,7 @@ async def completions(body: CompletionRequest, request: Request):
     tokens, generation_request = await run_in_threadpool(prepare)
     prompt_text = (body.prompt if isinstance(body.prompt, str) else engine.detokenize(tokens)) if body.echo else ""
     generation = Generation(engine, generation_request, state.metrics, state.active_generations)
-    model = engine.model_name
+    model = state.holder.model_name
     want_logprobs = generation_request.logprobs is not None
     if not body.stream:
         outcome = await run_to_completion(request.receive, generation)

@@ -23,14 +23,16 @@ class EngineHolder:
         self.error: BaseException | None = None
 
     @classmethod
-    def loaded(cls, settings: Settings, engine: Engine) -> EngineHolder:
+    def loaded(cls, settings: Settings, engine: Engine, formatter: ChatFormatter | None = None) -> EngineHolder:
         holder = cls(settings)
-        holder.set_engine(engine)
+        holder.set_engine(engine, formatter)
         return holder
 
-    def set_engine(self, engine: Engine) -> None:
-        self.formatter = formatter_for(engine.chat_template, engine.bos_token, engine.eos_token,
-                                       self._settings.chat_template)
+    def set_engine(self, engine: Engine, formatter: ChatFormatter | None = None) -> None:
+        """`formatter`: the one the caller compiled at start (the default mode shares the chat's);
+        else it is made here, once. Raises TemplateError when the template does not compile."""
+        self.formatter = formatter or formatter_for(engine.chat_template, engine.bos_token, engine.eos_token,
+                                                    self._settings.chat_template)
         self.engine = engine
 
     def set_error(self, error: BaseException) -> None:
@@ -39,6 +41,11 @@ class EngineHolder:
     @property
     def ready(self) -> bool:
         return self.engine is not None
+
+    @property
+    def model_name(self) -> str:
+        """The model's name in the API (/v1/models, responses' `model`): -a/--alias, else the GGUF's."""
+        return self._settings.alias or (self.engine.model_name if self.engine is not None else "")
 
 
 @dataclass
