@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -12,8 +13,67 @@ from typing import Callable, Sequence
 
 from . import __version__, messages
 from .errors import BuildError
+from .signals import Terminated, terminate_as_exception
 
 log = logging.getLogger("llmpack")
+
+
+EXAMPLES = {
+    "llmpack": """\
+examples:
+  llmpack build model.gguf -o model.llmpack            # one executable, weights inside
+  ./model.llmpack                                      # chat in the terminal, API server in the background
+  llmpack inspect model.llmpack --verify               # what is inside; re-hash the weights
+  llmpack unpack model.llmpack -o model.gguf           # the weights back, byte-identical
+  llmpack run -m model.gguf --cli -p hi                # the runtime on loose weights, no bundling
+
+'llmpack COMMAND --help' describes each command.""",
+    "build": """\
+examples:
+  llmpack build model.gguf -o model.llmpack
+  llmpack build model.gguf --args '-c 8192 --temp 0.7'      # default arguments; the user's come after
+  llmpack build model.gguf --args '--server --port 8081'    # an executable that serves by default
+  llmpack build --hf-repo bartowski/gemma-2-2b-it-GGUF --hf-file gemma-2-2b-it-Q6_K.gguf
+  llmpack build model-f16.gguf --quantize Q4_K_M -o model.llmpack
+  llmpack build model.gguf --target linux-aarch64 --runtime-dir DIR""",
+    "repack": """\
+examples:
+  llmpack repack model.llmpack --rebuild-runtime            # this llmpack's runtime, same weights
+  llmpack repack model.llmpack --runtime-dir DIR            # a runtime built elsewhere
+  llmpack repack model.llmpack --model new.gguf -o new.llmpack
+  llmpack repack model.llmpack --args '-c 4096'             # new default arguments""",
+    "runtime": """\
+examples:
+  llmpack runtime                                           # freeze (once) and print its path
+  llmpack runtime -o runtimes/linux-x86_64                  # with runtime.json, for --runtime-dir""",
+    "inspect": """\
+examples:
+  llmpack inspect model.llmpack
+  llmpack inspect model.llmpack --json | jq .manifest.model
+  llmpack inspect model.llmpack --verify                    # exit status 1 if the weights are damaged""",
+    "unpack": """\
+examples:
+  llmpack unpack model.llmpack -o model.gguf
+  llmpack unpack model.llmpack -o model.gguf && sha256sum model.gguf""",
+}
+
+
+def _help(name: str) -> dict[str, object]:
+    return {"epilog": EXAMPLES[name], "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
+def join_args_value(argv: list[str]) -> list[str]:
+    """`--args VALUE` as `--args=VALUE`: the word after --args is always its value, but argparse takes
+    one that starts with '-' (`--args '--server'`) for an option and fails with 'expected one argument'."""
+    joined: list[str] = []
+    words = iter(argv)
+    for word in words:
+        if word == "--":
+            joined += [word, *words]
+            break
+        value = next(words, None) if word == "--args" else None
+        joined.append(word if value is None else f"--args={value}")
+    return joined
 
 
 class _Parser(argparse.ArgumentParser):
@@ -22,11 +82,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="llmpack", description=__doc__)
+    parser = _Parser(prog="llmpack", description=__doc__, **_help("llmpack"))
     parser.add_argument("--version", action="version", version=f"llmpack {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    build = sub.add_parser("build", help="bundle GGUF weights and the runtime into one executable")
+    build = sub.add_parser("build", help="bundle GGUF weights and the runtime into one executable",
+                           **_help("build"))
     build.add_argument("gguf", nargs="?", help="the GGUF weights (a split GGUF: its first part)")
     build.add_argument("--hf-repo", metavar="OWNER/NAME", help="take the weights from this Hugging Face repository")
     build.add_argument("--hf-file", metavar="FILE", help="the GGUF file in --hf-repo (a split GGUF: its first part)")
@@ -42,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="write the weights beside the executable (automatic over 4 GB for Windows and macOS)")
     build.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
-    repack = sub.add_parser("repack", help="rewrite an executable with a new runtime or new weights, keeping the rest")
+    repack = sub.add_parser("repack", help="rewrite an executable with a new runtime or new weights, keeping the rest",
+                            **_help("repack"))
     repack.add_argument("bundle", help="the executable to start from")
     repack.add_argument("--model", type=Path, metavar="GGUF", help="new weights (same runtime and default arguments)")
     repack.add_argument("-o", "--output", help="where to write (default: replace BUNDLE)")
@@ -50,16 +112,19 @@ def build_parser() -> argparse.ArgumentParser:
     _runtime_options(repack)
     repack.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
-    runtime = sub.add_parser("runtime", help="freeze this machine's runtime (cached) and print its path")
+    runtime = sub.add_parser("runtime", help="freeze this machine's runtime (cached) and print its path",
+                             **_help("runtime"))
     runtime.add_argument("-o", "--output-dir", type=Path, help="also copy it with its runtime.json into this folder")
     runtime.add_argument("--rebuild-runtime", action="store_true", help="freeze again even if cached")
 
-    inspect = sub.add_parser("inspect", help="show what an executable contains")
+    inspect = sub.add_parser("inspect", help="show what an executable contains",
+                             **_help("inspect"))
     inspect.add_argument("bundle")
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
     inspect.add_argument("--verify", action="store_true", help="re-hash the weights against their sha256")
 
-    unpack = sub.add_parser("unpack", help="extract the weights, byte-identical to the GGUF that was bundled")
+    unpack = sub.add_parser("unpack", help="extract the weights, byte-identical to the GGUF that was bundled",
+                            **_help("unpack"))
     unpack.add_argument("bundle")
     unpack.add_argument("-o", "--output", required=True, help="the GGUF file to write")
 
@@ -86,10 +151,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler.setFormatter(logging.Formatter("llmpack: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     try:
-        args = build_parser().parse_args(argv)
-        if getattr(args, "quiet", False):
-            logging.getLogger().setLevel(logging.WARNING)
-        return COMMANDS[args.command](args)
+        with terminate_as_exception():
+            args = build_parser().parse_args(join_args_value(argv))
+            if getattr(args, "quiet", False):
+                logging.getLogger().setLevel(logging.WARNING)
+            return COMMANDS[args.command](args)
+    except Terminated as exc:  # SIGTERM, SIGHUP: cleaned up on the way here, as for Ctrl-C
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            print(messages.TERMINATED.format(signal=exc.name), file=sys.stderr)
+        return exc.exit_code
     except BuildError as exc:
         if os.environ.get("LLMPACK_DEBUG"):
             traceback.print_exc()

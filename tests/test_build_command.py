@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,23 @@ def test_output_defaults_to_the_gguf_name(tiny_gguf: Path, tmp_path: Path) -> No
     assert result.stdout.strip() == str(tmp_path / "model.llmpack")
     assert (tmp_path / "model.llmpack").stat().st_mode & 0o111
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.gguf", "model.llmpack"]
+
+
+@pytest.mark.parametrize("value", ["--server", "-c 512 --server"])
+def test_args_value_may_start_with_a_dash(tiny_gguf: Path, tmp_path: Path, value: str) -> None:
+    output = tmp_path / "served.llmpack"
+    result = llmpack("build", str(tiny_gguf), "-o", str(output), "--args", value, "-q")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads(llmpack("inspect", str(output), "--json").stdout)["manifest"]
+    assert manifest["default_args"] == value.split()
+
+
+@pytest.mark.parametrize("command", [[], ["build"], ["repack"], ["runtime"], ["inspect"], ["unpack"]])
+def test_every_help_has_examples(command: list[str]) -> None:
+    result = llmpack(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    _, examples = result.stdout.split("\nexamples:\n")
+    lines = [line.strip() for line in examples.splitlines() if line.startswith("  ")]
+    assert lines and all(line.startswith(("llmpack ", "./")) for line in lines), examples
+    if command:
+        assert any(line.startswith(f"llmpack {command[0]} ") for line in lines), examples
