@@ -464,9 +464,9 @@ class Engine:
         n_embd = self.n_embd
         pooled = llama.llama_pooling_type(self.context) != llama.LLAMA_POOLING_TYPE_NONE
         step = self.config.n_batch
-        if pooled and len(tokens) > min(self.config.n_batch, 512):
+        if pooled and len(tokens) > min(self.config.n_batch, self.config.n_ubatch):
             # A pooled (encoder) model must see the whole input in one micro-batch.
-            raise ContextOverflow(len(tokens), min(self.config.n_batch, 512))
+            raise ContextOverflow(len(tokens), min(self.config.n_batch, self.config.n_ubatch))
         total = [0.0] * n_embd
         for offset in range(0, len(tokens), step):
             chunk = tokens[offset:offset + step]

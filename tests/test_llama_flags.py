@@ -189,6 +189,32 @@ def test_every_flag_is_spelled_once() -> None:
     assert not {"-h", "--help", "--version"} & set(spellings)
 
 
+def test_the_cli_checks_its_grammar_before_printing_anything(capsysbinary) -> None:
+    from llmpack.runtime import cli_mode
+    from llmpack.runtime.engine import SamplingParams
+    from llmpack.runtime.errors import GrammarInvalid
+
+    class RefusingEngine:
+        n_ctx = 512
+
+        def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
+            return [1, 2, 3]
+
+        def check_fits(self, n_tokens: int) -> None:
+            pass
+
+        def check_grammar(self, grammar: str) -> None:
+            raise GrammarInvalid()
+
+        def generate(self, request, cancel=None):
+            raise AssertionError("generation must not start")
+
+    with pytest.raises(GrammarInvalid):
+        cli_mode.complete(settings("--cli", "-p", "hello"), RefusingEngine(), "hello",
+                          SamplingParams(grammar='root ::= "a"'))
+    assert capsysbinary.readouterr().out == b""
+
+
 # -- end to end: each flag's effect on the real executable ---------------------------------------
 
 GREEDY = ["--cli", "-n", "16", "--temp", "0", "-t", "1"]
