@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import messages
+from .context_size import ContextSize
 
 
 class UserError(Exception):
@@ -43,12 +44,21 @@ class NoModel(UserError):
 
 
 class ContextOverflow(UserError):
-    """The prompt (plus what must still be generated) does not fit in the context window."""
+    """The prompt (plus what must still be generated) does not fit in the context window.
 
-    def __init__(self, n_prompt_tokens: int, n_ctx: int) -> None:
+    `size` says how the context came about (-c divided among -np, capped at the model's training
+    context), so the message names the flags that change it; without it the limit is one batch's."""
+
+    def __init__(self, n_prompt_tokens: int, n_ctx: int, size: ContextSize | None = None) -> None:
         self.n_prompt_tokens = n_prompt_tokens
         self.n_ctx = n_ctx
-        super().__init__(messages.PROMPT_TOO_LONG.format(n_prompt=n_prompt_tokens, n_ctx=n_ctx))
+        if size is None:
+            message = messages.PROMPT_TOO_LONG_FOR_BATCH.format(n_prompt=n_prompt_tokens, n_ctx=n_ctx)
+        else:
+            message = messages.PROMPT_TOO_LONG.format(
+                n_prompt=n_prompt_tokens, n_ctx=n_ctx, per_sequence=" per sequence" if size.n_seq > 1 else "",
+                origin=size.origin(n_ctx), remedy=size.remedy())
+        super().__init__(message)
 
 
 class PromptFileUnreadable(UserError):

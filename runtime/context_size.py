@@ -1,0 +1,55 @@
+"""How -c is divided among the -np sequences, as llama-server divides it.
+
+llama-server gives each of its -np slots -c/-np tokens, capped at the model's training context
+(`n_ctx_slot` in tools/server/server-context.cpp), and with -c 0 sizes the cache so that every slot
+gets the training context (`common_fit_params`: n_ctx_train times the number of sequences). Plain
+llama.cpp would cap the *total* at the training context instead, which leaves each of 2 sequences half
+of a model's 8192 when -c 16384 asked for two full ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ContextSize:
+    requested: int  # -c (0 = the model's training context per sequence)
+    n_seq: int  # -np: sequences decoded together (1 outside the server)
+    n_ctx_train: int  # the model's training context (0 when the GGUF does not say)
+
+    def per_sequence(self) -> int:
+        """The tokens each sequence may hold, before llama.cpp rounds it up to its cache's padding."""
+        if self.requested == 0:
+            return self.n_ctx_train or 4096  # llama.cpp refuses a context of 0; a GGUF without one is rare
+        share = max(1, self.requested // max(1, self.n_seq))
+        return min(share, self.n_ctx_train) if self.n_ctx_train > 0 else share
+
+    def capped(self) -> bool:
+        return self.requested != 0 and 0 < self.n_ctx_train < self.requested // max(1, self.n_seq)
+
+    def origin(self, actual: int | None = None) -> str:
+        """Where the per-sequence size came from, in the flags a user would change. `actual`: the size
+        llama.cpp made, which it rounds up to a multiple of 256 per sequence."""
+        if self.requested == 0:
+            text = "-c 0: the model's training context" + (f" for each of -np {self.n_seq}" if self.n_seq > 1 else "")
+        else:
+            text = f"-c {self.requested}" + (f" divided among -np {self.n_seq}" if self.n_seq > 1 else "")
+            if self.capped():
+                text += f", capped at the model's training context of {self.n_ctx_train}"
+        if actual is not None and actual > self.per_sequence():
+            text += ", rounded up by llama.cpp"
+        return text
+
+    def remedy(self) -> str:
+        """What a user can do about a prompt that does not fit."""
+        if self.requested == 0 or self.capped():
+            return "shorten the prompt (a larger -c would exceed what the model was trained for)"
+        return "shorten the prompt, raise -c or lower -np" if self.n_seq > 1 else "shorten the prompt or raise -c"
+
+
+def describe_context(n_ctx: int, size: ContextSize | None) -> str:
+    """'4096 tokens per sequence (-c 8192 divided among -np 2)', for the banner and the log."""
+    if size is None:
+        return f"{n_ctx} tokens"
+    return f"{n_ctx} tokens{' per sequence' if size.n_seq > 1 else ''} ({size.origin(n_ctx)})"
