@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import struct
+import sys
 import zlib
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable
@@ -53,6 +54,15 @@ class Payload:
     gguf_sha256: str
     manifest: dict[str, Any]
     executable: str = ""
+
+
+def embedded_payload() -> Payload | None:
+    """The payload of the running executable, or None when running unbundled (`llmpack run`).
+    Here rather than beside the engine: --help and --version read it without loading llama.cpp."""
+    path = os.environ.get("LLMPACK_BUNDLE") or (sys.executable if getattr(sys, "frozen", False) else None)
+    if path is None or not has_payload(path):
+        return None
+    return read_payload(path)
 
 
 def has_payload(path: str) -> bool:

@@ -1,0 +1,105 @@
+"""The man page (`--help`): templates/help.txt filled with what this executable holds.
+
+--help must not load llama.cpp, and the chat's command table and the server's routes both live in
+modules that import the engine (which loads it). So the two are listed here as plain data, and
+tests/test_help_version.py checks these lists against `chat.commands.COMMANDS` and the FastAPI app's
+routes: a command or a route added there and not here fails the tests.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from importlib.resources import files
+from typing import Sequence
+
+from . import __version__
+from .default_args import PLACEHOLDER
+from .payload import Payload
+from .settings import Settings, describe_options
+
+# (name, usage, help): the chat's slash commands, as runtime/chat/commands.py's table says them.
+CHAT_COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("help", "[COMMAND]", "list the commands, or explain one"),
+    ("exit", "", "leave the chat (also Ctrl-D, or Ctrl-C on an empty prompt)"),
+    ("clear", "", "start the conversation over, keeping the system prompt"),
+    ("undo", "", "drop the last exchange (your last message and its reply)"),
+    ("forget", "", "drop the oldest message (and a reply left first) to free context"),
+    ("context", "", "tokens used and free in the context window"),
+    ("stats", "", "prompt and generation speed of the last reply"),
+    ("dump", "[FILE]", "print the conversation as text, or write it to FILE"),
+    ("push", "[LABEL]", "save the conversation as a restore point"),
+    ("pop", "", "go back to the latest restore point (and drop it from the stack)"),
+    ("stack", "", "list the restore points, latest first"),
+    ("upload", "FILE", "add a text file to the conversation, as your next message's context"),
+    ("system", "[TEXT]", "show the system prompt, or replace it with TEXT ('-' removes it)"),
+)
+
+# (method, path, what): every route the server answers (runtime/server/routes_*.py).
+HTTP_ROUTES: tuple[tuple[str, str, str], ...] = (
+    ("POST", "/v1/chat/completions", "OpenAI chat completions (stream: server-sent events)"),
+    ("POST", "/v1/completions", "OpenAI text completions"),
+    ("GET", "/v1/models", "the model served, with its context size per sequence (meta.n_ctx)"),
+    ("GET", "/v1/models/{model_id}", "one model"),
+    ("POST", "/v1/embeddings", "embeddings (with --embedding); also /embeddings"),
+    ("POST", "/embeddings", "the same as /v1/embeddings"),
+    ("POST", "/tokenize", "text to token ids (llama.cpp's shape)"),
+    ("POST", "/detokenize", "token ids to text"),
+    ("GET", "/health", "503 while the model loads, then 200"),
+    ("GET", "/metrics", "Prometheus metrics"),
+    ("GET", "/", "the web chat"),
+    ("GET", "/favicon.ico", "the web chat's icon"),
+)
+
+# (variable, what): every environment variable the runtime reads (a test greps runtime/ for them).
+ENVIRONMENT: tuple[tuple[str, str], ...] = (
+    ("LLMPACK_CACHE", "where backends are unpacked and weights extracted once where they cannot be read in place "
+                      "(default ~/.cache/llmpack)"),
+    ("LLMPACK_HISTORY", "the chat's history file (default ~/.llmpack_history)"),
+    ("LLMPACK_BUNDLE", "read the embedded weights and arguments from this executable instead of the running one"),
+    ("LLMPACK_BACKEND_DIR", "load llama.cpp's compute backends (libggml-*) from this folder"),
+    ("NO_COLOR", "set: no colour in the chat"),
+    ("DISPLAY", "with WAYLAND_DISPLAY: a display, so --server opens a browser (unless --nobrowser)"),
+    ("WAYLAND_DISPLAY", "see DISPLAY"),
+)
+
+
+def program_name() -> str:
+    return os.path.basename(sys.argv[0]) if getattr(sys, "frozen", False) else "llmpack run"
+
+
+def render_help(payload: Payload | None, stored: Sequence[str], defaults: Settings) -> str:
+    """`stored`: the arguments recorded at build time; `defaults`: the settings they give, whose values
+    the option list shows as the defaults of this executable."""
+    template = files("llmpack.templates").joinpath("help.txt").read_text(encoding="utf-8")
+    program = program_name()
+    embedded = "no embedded weights" if payload is None else (
+        f"embedded weights: {payload.manifest.get('model', {}).get('name', '?')}")
+    return template.format(program=program, version=__version__, embedded=embedded,
+                           options=describe_options(defaults), stored=_stored_section(stored),
+                           chat_commands=_chat_commands(), http_api=_http_api(), environment=_environment())
+
+
+def _stored_section(stored: Sequence[str]) -> str:
+    if not stored:
+        return "    none (built without --args)\n"
+    line = " ".join(arg if arg == PLACEHOLDER else shlex.quote(arg) for arg in stored)
+    return f"    {line}\n"
+
+
+def _table(rows: Sequence[tuple[str, str]]) -> str:
+    width = max(len(left) for left, _ in rows)
+    return "".join(f"    {left:<{width}}  {right}\n" for left, right in rows)
+
+
+def _chat_commands() -> str:
+    return _table([(f"/{name} {usage}".rstrip(), text) for name, usage, text in CHAT_COMMANDS])
+
+
+def _http_api() -> str:
+    return _table([(f"{method:<4} {path}", text) for method, path, text in HTTP_ROUTES])
+
+
+def _environment() -> str:
+    return _table(ENVIRONMENT)

@@ -1,0 +1,75 @@
+"""`--version`: llmpack's version, llama.cpp's (ggml's version and the commit it was built from, and the
+llama-cpp-python release that vendors it), the compute backends found, and the embedded model.
+
+Unlike --help this loads llama.cpp: the backends found are only known once it has looked. A runtime
+whose native library cannot load still answers, saying why, so --version stays usable to report it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.metadata
+
+from . import __version__
+from .payload import Payload
+
+
+def version_lines(payload: Payload | None) -> list[str]:
+    lines = [f"llmpack {__version__}"]
+    try:
+        from . import engine
+
+        engine.route_native_logs(4)  # llama.cpp's errors only: stdout is the answer, stderr stays quiet
+        lines.append(f"llama.cpp: {_llama_cpp_version(engine, payload)}")
+        lines.append(f"backends: {', '.join(engine.load_backends()) or 'none found'}")
+    except Exception as exc:  # a broken native library is what a user runs --version to report
+        lines.append(f"llama.cpp: cannot be loaded ({type(exc).__name__}: {exc})")
+    lines.append(f"model: {describe_model(payload)}")
+    return lines
+
+
+def _llama_cpp_version(engine, payload: Payload | None) -> str:
+    parts = []
+    ggml = engine._open_ggml()  # the libggml libllama loaded: its version and commit are compiled in
+    for name, label in (("ggml_version", "ggml"), ("ggml_commit", "commit")):
+        function = getattr(ggml, name, None) if ggml is not None else None
+        if function is not None:
+            function.restype = ctypes.c_char_p
+            function.argtypes = []
+            value = (function() or b"").decode("utf-8", "replace")
+            if value and value != "unknown":
+                parts.append(f"{label} {value}")
+    bindings = _bindings_version(payload)
+    if bindings:
+        parts.append(f"llama-cpp-python {bindings}")
+    return ", ".join(parts) or "version unknown"
+
+
+def _bindings_version(payload: Payload | None) -> str | None:
+    """The frozen runtime carries no package metadata; the manifest records what it was frozen with."""
+    try:
+        return importlib.metadata.version("llama-cpp-python")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    if payload is not None:
+        recorded = payload.manifest.get("runtime", {}).get("llama_cpp_python")
+        return str(recorded) if recorded else None
+    return None
+
+
+def describe_model(payload: Payload | None) -> str:
+    if payload is None:
+        return "none embedded (-m FILE.gguf gives one)"
+    model = payload.manifest.get("model", {})
+    details = [str(model.get("file") or ""), _size(payload.gguf_length), str(model.get("quantization") or ""),
+               str(model.get("architecture") or "")]
+    where = " beside this file" if payload.path != payload.executable else ""
+    return f"{model.get('name', '?')} ({', '.join(d for d in details if d)}){where}"
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} bytes"
