@@ -1,6 +1,12 @@
 """Chat templates: renders a conversation into the prompt a model was trained on, with the model's own
 Jinja template from its GGUF (sandboxed), or a built-in one.
 
+The template is compiled once, when its formatter is made, in the environment Hugging Face's
+transformers renders chat templates in (`_compile_jinja_template`): loop controls (`{% break %}`,
+`{% continue %}`), the `{% generation %}` tag (Command-R7B), `raise_exception`, `strftime_now`, a
+`tojson` that keeps non-ASCII text and takes `indent`, trim_blocks and lstrip_blocks. A template that
+does not compile is one line at start, never an error on every request.
+
 Some templates have no system role (Gemma's raises "System role not supported"; llama-cpp-python's
 server answers HTTP 500 there). When a template rejects a system message, the system prompt is folded
 into the first user turn instead, which is what those models were trained to read.
@@ -9,12 +15,16 @@ into the first user turn instead, which is what those models were trained to rea
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import jinja2
+import jinja2.ext
+from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from . import messages as texts
 from .errors import UserError
 
 CHATML = (
@@ -53,41 +63,94 @@ def _strftime_now(fmt: str) -> str:
     return datetime.datetime.now().strftime(fmt)
 
 
+def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None, separators=None,
+            sort_keys: bool = False) -> str:
+    # Jinja's own tojson escapes <, >, & and ' for HTML; a prompt needs the JSON a model was trained on.
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
+class GenerationExtension(jinja2.ext.Extension):
+    """`{% generation %}...{% endgeneration %}` marks the assistant's text for training masks
+    (transformers' AssistantTracker); rendering a prompt keeps its body unchanged."""
+
+    tags = {"generation"}
+
+    def parse(self, parser):
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return nodes.Scope(body).set_lineno(lineno)
+
+
+def _environment() -> jinja2.Environment:
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, loader=jinja2.BaseLoader(),
+                                        extensions=[GenerationExtension, jinja2.ext.loopcontrols])
+    env.filters["tojson"] = _tojson
+    env.globals.update(raise_exception=_raise_exception, strftime_now=_strftime_now)
+    return env
+
+
+def compile_template(template: str, source: str) -> jinja2.Template:
+    """The compiled template, or TemplateError (one line, naming `source`) when it cannot compile."""
+    try:
+        return _environment().from_string(template)
+    except jinja2.TemplateSyntaxError as exc:
+        reason = f"line {exc.lineno}: {exc.message}" if exc.lineno else str(exc.message)
+    except Exception as exc:  # noqa: BLE001 - any failure to compile is the template's, reported in one line
+        reason = f"{type(exc).__name__}: {exc}"
+    raise TemplateError(texts.CHAT_TEMPLATE_INVALID.format(source=source, reason=" ".join(reason.split())))
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
 @dataclass(frozen=True)
 class ChatFormatter:
+    """Renders conversations with one template, compiled once when the formatter is made (so a
+    broken template fails there, at start)."""
+
     template: str
     bos_token: str = ""
     eos_token: str = ""
     stop: tuple[str, ...] = ()
     name: str = "gguf"
+    fallback: bool = False  # the model has no template: this one (ChatML) stands in
+    _compiled: jinja2.Template = field(init=False, repr=False, compare=False)
 
-    def _compiled(self) -> jinja2.Template:
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, loader=jinja2.BaseLoader())
-        env.globals.update(raise_exception=_raise_exception, strftime_now=_strftime_now)
-        return env.from_string(self.template)
+    def __post_init__(self) -> None:
+        source = "the model's chat template" if self.name == "gguf" else "--chat-template"
+        object.__setattr__(self, "_compiled", compile_template(self.template, source))
+
+    @property
+    def description(self) -> str:
+        """Which template this is, for the chat's banner and /v1/models."""
+        if self.fallback:
+            return texts.TEMPLATE_FALLBACK
+        return {"gguf": "the model's own", "custom": "--chat-template (Jinja)"}.get(self.name, self.name)
 
     def render(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True) -> str:
         """The prompt text for `messages` (dicts with role and content)."""
         messages = [dict(m) for m in messages]
-        template = self._compiled()
         try:
-            return self._render(template, messages, add_generation_prompt)
+            return self._render(messages, add_generation_prompt)
         except TemplateRejected as rejected:
             if not messages or messages[0].get("role") != "system":
                 raise TemplateError(f"error: the chat template rejected the conversation: {rejected}") from None
         try:
-            return self._render(template, fold_system_prompt(messages), add_generation_prompt)
+            return self._render(fold_system_prompt(messages), add_generation_prompt)
         except TemplateRejected as rejected:
             raise TemplateError(f"error: the chat template rejected the conversation: {rejected}") from None
 
-    def _render(self, template: jinja2.Template, messages: list[dict[str, Any]], add_generation_prompt: bool) -> str:
+    def _render(self, messages: list[dict[str, Any]], add_generation_prompt: bool) -> str:
         try:
-            return template.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                   bos_token=self.bos_token, eos_token=self.eos_token)
+            return self._compiled.render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                         bos_token=self.bos_token, eos_token=self.eos_token)
         except TemplateRejected:
             raise
         except jinja2.TemplateError as exc:
-            raise TemplateError(f"error: the chat template failed: {exc}") from None
+            raise TemplateError(f"error: the chat template failed: {_one_line(exc)}") from None
+        except Exception as exc:  # noqa: BLE001 - e.g. a TypeError inside the template: its fault, not a crash
+            raise TemplateError(f"error: the chat template failed: {type(exc).__name__}: {_one_line(exc)}") from None
 
 
 def fold_system_prompt(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -117,9 +180,24 @@ def stop_strings_for(template: str) -> tuple[str, ...]:
 
 
 def formatter_for(gguf_template: str | None, bos_token: str, eos_token: str, override: str | None) -> ChatFormatter:
-    """The formatter a model should use: pass the engine's chat_template, bos_token and eos_token."""
+    """The formatter a model should use: pass the engine's chat_template, bos_token and eos_token.
+    Raises TemplateError when the template does not compile.
+
+    A model without a template gets ChatML, in the server and in the terminal chat alike (as
+    llama-server does; llamafile's chat would continue raw text instead). One rule for both, so the
+    chat shows what an API client gets; ChatML, because chat clients send turns and expect turns
+    back, and instruct models without an embedded template are most often ChatML-trained. The
+    banner, a warning at start and /v1/models say so."""
     name, template = choose_template(gguf_template, override)
-    return ChatFormatter(template, bos_token, eos_token, stop_strings_for(template), name)
+    return ChatFormatter(template, bos_token, eos_token, stop_strings_for(template), name,
+                         fallback=not override and not gguf_template)
+
+
+def check_override(override: str | None) -> None:
+    """Fails now (UserError) when --chat-template names no template or does not compile, before a
+    model is loaded."""
+    if override:
+        formatter_for(None, "", "", override)
 
 
 def tokenize_prompt_text(text: str, bos_token: str) -> tuple[bool, bool]:

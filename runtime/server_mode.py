@@ -16,7 +16,7 @@ import webbrowser
 from dataclasses import dataclass
 
 from . import messages
-from .chat_template import choose_template
+from .chat_template import ChatFormatter, check_override
 from .engine import Engine
 from .errors import UserError
 from .payload import Payload
@@ -92,14 +92,15 @@ class BackgroundServer:
         self._thread.join(timeout)
 
 
-def start_background_server(settings: Settings, engine: Engine) -> BackgroundServer:
+def start_background_server(settings: Settings, engine: Engine, formatter: ChatFormatter | None = None) -> BackgroundServer:
     """Serves `engine` (already loaded) at settings.host:settings.port on a daemon thread, and returns
-    once it accepts connections. Raises UserError (one line) when the address cannot be used."""
+    once it accepts connections. Raises UserError (one line) when the address cannot be used.
+    `formatter`: the chat template compiled at start, shared with the terminal chat."""
     from .server.app import create_app
     from .server.state import EngineHolder
 
     sock = bind_socket(settings.host, settings.port)
-    app = create_app(settings, EngineHolder.loaded(settings, engine))
+    app = create_app(settings, EngineHolder.loaded(settings, engine, formatter))
     server = _uvicorn_server(app, settings)
     failure: list[BaseException] = []
 
@@ -126,7 +127,7 @@ def run(settings: Settings, payload: Payload | None) -> int:
     from .server.app import cancel_all, create_app
     from .server.state import EngineHolder
 
-    choose_template(None, settings.chat_template)  # a bad --chat-template fails now, not per request
+    check_override(settings.chat_template)  # a bad --chat-template fails now, not per request
     sock = bind_socket(settings.host, settings.port)
     holder = EngineHolder(settings)
     app = create_app(settings, holder)
@@ -138,7 +139,9 @@ def run(settings: Settings, payload: Payload | None) -> int:
             engine = load_engine(settings, payload, n_seq_max=settings.parallel)
             if app.state.base_sampling.grammar:  # --grammar: refused at start, not on every request
                 engine.check_grammar(app.state.base_sampling.grammar)
-            holder.set_engine(engine)
+            holder.set_engine(engine)  # compiles the chat template once: a broken one stops here
+            if holder.formatter.fallback:
+                log.warning(messages.TEMPLATE_FALLBACK_WARNING)
         except BaseException as exc:  # noqa: BLE001 - reported once the server has stopped
             holder.set_error(exc)
             server.should_exit = True

@@ -151,3 +151,16 @@ def test_no_mode_flag_without_a_terminal_serves_instead_of_waiting_for_keys(monk
     monkeypatch.setattr(sys, "stdin", Stdin(True))
     assert pick_mode(settings) == "default"
     assert messages.CHAT_NEEDS_TERMINAL.startswith("stdin is not a terminal")
+
+
+def test_piped_chat_keeps_command_answers_and_notices_off_the_replies_stream() -> None:
+    session = make_session(FakeEngine(n_ctx=400, replies=["first reply", "second reply"]), n_predict=20)
+    out, notes = io.StringIO(), io.StringIO()
+    lines = ["hello\n", "/context\n", "/stats\n", "/dump\n", "/help\n", "/nope\n", "z" * 500 + "\n", "again\n"]
+    assert Repl(session, Console(out, color=False, notes=notes)).run_lines(lines) == 0
+    assert out.getvalue() == "first reply\nsecond reply\n"
+    told = notes.getvalue()
+    assert re.search(r"^context: \d+ / 400 tokens used, \d+ free, 2 messages$", told, re.MULTILINE)
+    assert "### user\nhello\n" in told and "prompt: " in told and "/context" in told
+    assert messages.CHAT_UNKNOWN_COMMAND.format(name="/nope") in told
+    assert "context full: this message needs" in told

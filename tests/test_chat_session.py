@@ -19,9 +19,9 @@ from llmpack.runtime.chat.render import Console, ReplyRenderer, sanitize
 from llmpack.runtime.chat.session import (
     ChatSession,
     DoesNotFit,
-    RawFormatter,
     stream_interruptibly,
 )
+from llmpack.runtime.chat_template import formatter_for
 from llmpack.runtime.engine import GenerationRequest, SamplingParams
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
@@ -93,14 +93,17 @@ def test_system_prompt_is_folded_into_the_first_turn_for_a_template_without_syst
     assert [m.role for m in session.conversation.messages] == ["user", "assistant"]
 
 
-def test_raw_completion_continues_one_text_for_a_model_without_a_template() -> None:
-    engine = FakeEngine(replies=[" Paris."])
-    session = ChatSession(engine, RawFormatter(), SamplingParams(temperature=0.0), system="Facts:")
-    session.ask("The capital of France is", lambda text: None)
-    session.ask("The capital of Spain is", lambda text: None)
-    assert engine.detokenize(engine.requests[1].prompt_tokens) == \
-        "Facts:\nThe capital of France is Paris.\nThe capital of Spain is"
-    assert engine.requests[1].stop == ()
+def test_a_model_without_a_template_chats_in_chatml_as_the_server_does() -> None:
+    engine = FakeEngine(replies=["Paris."])
+    formatter = formatter_for(None, engine.bos_token, engine.eos_token, None)
+    assert formatter.fallback and formatter.description == messages.TEMPLATE_FALLBACK
+    session = ChatSession(engine, formatter, SamplingParams(temperature=0.0), system="Facts:")
+    session.ask("France?", lambda text: None)
+    session.ask("Spain?", lambda text: None)
+    assert engine.detokenize(engine.requests[1].prompt_tokens) == (
+        "<|im_start|>system\nFacts:<|im_end|>\n<|im_start|>user\nFrance?<|im_end|>\n"
+        "<|im_start|>assistant\nParis.<|im_end|>\n<|im_start|>user\nSpain?<|im_end|>\n<|im_start|>assistant\n")
+    assert engine.requests[1].stop == ("<|im_end|>",)
 
 
 def test_usage_counts_the_rendered_conversation() -> None:
@@ -132,6 +135,46 @@ def test_a_message_that_cannot_fit_is_refused_and_not_kept() -> None:
         session.ask("z" * 200, lambda text: None)
     assert str(refused.value).startswith("context full:")
     assert session.conversation.messages == []
+
+
+def test_a_refused_message_leaves_the_conversation_exactly_as_it_was() -> None:
+    # Two exchanges fill most of the context; the long message would need the oldest dropped, and
+    # then still does not fit: nothing may be lost on the way to finding that out.
+    engine = FakeEngine(n_ctx=400, replies=["a short reply"])
+    session = make_session(engine, system="sys", n_predict=20)
+    session.ask("first question " + "x" * 40, lambda text: None)
+    session.ask("second question " + "y" * 40, lambda text: None)
+    before = list(session.conversation.messages)
+    used = session.usage()
+    assert len(before) == 4
+    with pytest.raises(DoesNotFit):
+        session.ask("z" * 390, lambda text: None)
+    assert session.conversation.messages == before and session.conversation.system == "sys"
+    assert session.usage() == used
+    assert session.conversation.transcript().count("### user") == 2
+    # And the chat goes on where it was: the next message is answered with both exchanges.
+    session.ask("third", lambda text: None)
+    assert [m.content for m in session.conversation.messages][:4] == [m.content for m in before]
+
+
+def test_a_message_that_fails_to_generate_gives_back_the_turns_dropped_for_it() -> None:
+    class Failing(FakeEngine):
+        fail = False
+
+        def generate(self, request, cancel=None):
+            if self.fail:
+                raise RuntimeError("decode failed")
+            yield from super().generate(request, cancel)
+
+    engine = Failing(n_ctx=360, replies=["a short reply"])
+    session = make_session(engine, n_predict=20)
+    session.ask("first " + "x" * 50, lambda text: None)
+    session.ask("second " + "y" * 50, lambda text: None)
+    before = list(session.conversation.messages)
+    engine.fail = True
+    with pytest.raises(RuntimeError):
+        session.ask("third " + "w" * 60, lambda text: None)  # room is made (an exchange dropped), then it fails
+    assert session.conversation.messages == before
 
 
 def test_a_reply_cut_by_the_context_is_reported_as_full() -> None:
@@ -390,10 +433,16 @@ def test_banner_names_model_context_compute_and_server(monkeypatch) -> None:
     monkeypatch.setattr(chat_mode, "gpu_offload_supported", lambda: False)
     lines = chat_mode.banner_lines(parse_args(["-t", "3"]).settings, BannerEngine(), "http://127.0.0.1:8080/")
     assert lines[1:] == ["model:    tiny", "context:  2048 tokens", "compute:  3 CPU threads",
-                         "server:   http://127.0.0.1:8080/"]
-    raw = chat_mode.banner_lines(parse_args(["-t", "1"]).settings, BannerEngine(), None, raw=True)
-    assert f"mode:     {messages.CHAT_RAW_MODE}" in raw and not any(l.startswith("server:") for l in raw)
-    assert "compute:  1 CPU thread" in raw
+                         "server:   http://127.0.0.1:8080/", f"parallel: {messages.CHAT_PARALLEL.format(n=4)}"]
+    untemplated = formatter_for(None, "", "", None)
+    alone = chat_mode.banner_lines(parse_args(["-t", "1"]).settings, BannerEngine(), None, untemplated)
+    assert f"template: {messages.TEMPLATE_FALLBACK}" in alone
+    assert not any(l.startswith(("server:", "parallel:")) for l in alone)
+    assert "compute:  1 CPU thread" in alone
+    own = formatter_for("{{ messages }}", "", "", None)
+    served = chat_mode.banner_lines(parse_args(["-np", "3"]).settings, BannerEngine(), "http://h/", own)
+    assert "template: the model's own" in served
+    assert f"parallel: {messages.CHAT_PARALLEL.format(n=3)}" in served
 
     monkeypatch.setattr(chat_mode, "gpu_offload_supported", lambda: True)
     monkeypatch.setattr(chat_mode, "load_backends", lambda: ["CPU", "CUDA0"])

@@ -229,9 +229,10 @@ def test_chat_without_a_terminal_reads_messages_from_stdin(tiny_bundle: Path) ->
     result = run([str(tiny_bundle), "--chat", "-n", "8", *QUIET],
                  input="hello\n/nope\n/context\n/exit\nnot read\n", timeout=60)
     assert result.returncode == 0, result.stderr
-    reply, context = result.stdout.splitlines()
+    [reply] = result.stdout.splitlines()  # only the reply: the chat's own lines go to stderr
+    unknown, context = result.stderr.splitlines()
     assert reply.strip() and re.match(r"context: \d+ / 512 tokens used, \d+ free, 2 messages$", context)
-    assert result.stderr == messages.CHAT_UNKNOWN_COMMAND.format(name="/nope") + "\n"  # errors apart
+    assert unknown == messages.CHAT_UNKNOWN_COMMAND.format(name="/nope")
 
 
 def test_a_full_context_drops_the_oldest_turns_and_the_chat_goes_on(endless_bundle: Path) -> None:
@@ -239,10 +240,10 @@ def test_a_full_context_drops_the_oldest_turns_and_the_chat_goes_on(endless_bund
     result = run([str(endless_bundle), "--chat", "-c", "512", *QUIET], input="one\ntwo\nthree\n/context\n",
                  timeout=120)
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    lines = result.stderr.splitlines()  # the chat's notices: stdout is only the replies
     assert lines.count(messages.CHAT_CONTEXT_FULL_REPLY) == 3
     assert lines.count(messages.CHAT_CONTEXT_DROPPED.format(n=2)) == 2
-    assert context_used(result.stdout)[1] == 2  # only the last exchange is left
+    assert context_used(result.stderr)[1] == 2  # only the last exchange is left
 
 
 def test_no_mode_flag_without_a_terminal_serves_instead_of_waiting_for_keys(tiny_bundle: Path) -> None:

@@ -96,7 +96,7 @@ def _dump(session: ChatSession, console: Console, arg: str) -> None:
     text = session.conversation.transcript()
     path = arg.strip()
     if not path:
-        console.write(text)
+        console.note(text, "")
         return
     target = Path(os.path.expanduser(path))
     try:

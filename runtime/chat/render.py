@@ -50,9 +50,11 @@ class Console:
     """Where the chat writes: plain text, or styled fragments when colour is on."""
 
     def __init__(self, stream: TextIO | None = None, color: bool | None = None,
-                 output: Output | None = None, errors: TextIO | None = None) -> None:
+                 output: Output | None = None, notes: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
-        self.errors = errors  # where error lines go instead, when stdout carries only results
+        # Where the chat's own lines (command answers, notices, errors) go instead, when the stream
+        # must carry only replies (`--chat` with stdout to a pipe or a file).
+        self.notes = notes
         self.color = wants_color(self.stream) if color is None else color
         self._output = output if output is not None else (create_output(stdout=self.stream) if self.color else None)
 
@@ -71,11 +73,15 @@ class Console:
 
     def line(self, text: str, style: str = "class:info") -> None:
         """One line of the chat's own (an answer to a command, a notice), never model output."""
-        if style == "class:error" and self.errors is not None:
-            self.errors.write(sanitize(text) + "\n")
-            self.errors.flush()
+        self.note(text + "\n", style)
+
+    def note(self, text: str, style: str = "class:info") -> None:
+        """Text of the chat's own, possibly many lines (a /dump): beside the replies, never among them."""
+        if self.notes is not None:
+            self.notes.write(sanitize(text))
+            self.notes.flush()
             return
-        self.styled([(style, text + "\n")])
+        self.styled([(style, text)])
 
 
 def _lexer_for(language: str):
