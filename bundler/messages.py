@@ -19,6 +19,7 @@ FREEZE_FAILED = "error: freezing the runtime with PyInstaller failed (log: {log}
 ENGINE_MISSING = "error: llama-cpp-python is not installed; run the README's set-up first"
 WEIGHTS_SOURCE = "error: give the weights as a GGUF path, or as --hf-repo OWNER/NAME --hf-file FILE (not both)"
 INTERRUPTED = "interrupted; nothing was written"
+TERMINATED = "terminated by {signal}; nothing was written"
 VERIFIED = "ok: the embedded weights match sha256 {sha256}"
 QUANT_UNKNOWN = "error: --quantize {type}: unknown type (choose one of {types})"
 QUANT_ALREADY = "error: {path} is already quantized ({current}); re-quantizing loses quality: pass --force-quantize to do it anyway"

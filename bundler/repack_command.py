@@ -56,7 +56,7 @@ def repack(args: argparse.Namespace) -> Path:
     result = write_bundle(image, weights, output, build_manifest, progress.update, sidecar=sidecar)
     progress.done()
     if target == host_target():
-        check_default_args(result.path, default_args)
+        check_default_args(result.path, default_args, remove=output.resolve() != Path(args.bundle).resolve())
     report(result)
     print(output, file=sys.stdout)
     return output

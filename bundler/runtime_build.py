@@ -132,11 +132,16 @@ def ensure_runtime(rebuild: bool = False) -> Runtime:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="llmpack-freeze-") as work:
         built = _freeze(Path(work), target.parent / "freeze.log")
-        staged = target.with_suffix(".partial")
-        shutil.copy2(built, staged)
-        info = {"target": host_target(), "key": key, "min_glibc": minimum_glibc(staged), **runtime_versions()}
-        (target.parent / RUNTIME_INFO).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-        os.replace(staged, target)
+        # Unique: another llmpack may be freezing the same runtime at the same time.
+        staged = target.with_name(f".{RUNTIME_NAME}.{os.getpid()}.partial")
+        try:
+            shutil.copy2(built, staged)
+            info = {"target": host_target(), "key": key, "min_glibc": minimum_glibc(staged), **runtime_versions()}
+            (target.parent / RUNTIME_INFO).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+            os.replace(staged, target)
+        except BaseException:  # a full disk, Ctrl-C, SIGTERM: no half-copied runtime left in the cache
+            staged.unlink(missing_ok=True)
+            raise
     log.info("runtime frozen in %.0f s: %s", time.perf_counter() - started, target)
     return Runtime(target, info)
 
