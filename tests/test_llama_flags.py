@@ -344,6 +344,16 @@ def test_json_schema_constrains_the_completion(tiny_bundle: Path) -> None:
 
 
 @pytest.mark.slow
+def test_json_schema_constrains_the_chat(tiny_bundle: Path) -> None:
+    schema = '{"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}'
+    result = complete(tiny_bundle, "--chat", "-n", "300", "-t", "1", "--log-disable", "-j", schema,
+                      input="hello\n", timeout=60)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert list(document) == ["answer"] and isinstance(document["answer"], int)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("args, fragment", [
     (["-j", "{nope"], "error: -j/--json-schema: not valid JSON"),
     (["-j", '{"type": "string", "not": {}}'], "'not' is not supported"),
