@@ -65,7 +65,8 @@ def _uvicorn_server(app, settings: Settings):
     class Server(uvicorn.Server):
         async def shutdown(self, sockets=None) -> None:
             # Open streams would hold the graceful shutdown for its whole timeout, then be killed
-            # mid-chunk: stop their generations first, so each ends with a final chunk and [DONE].
+            # mid-chunk: stop their generations first, so each ends with an error event saying the
+            # server is shutting down, then [DONE].
             cancel_generations(app)
             await super().shutdown(sockets)
 

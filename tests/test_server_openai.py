@@ -246,7 +246,8 @@ def test_bad_requests_are_400_never_500(server: ServerProcess) -> None:
     schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "pattern": "a+"}}}
     assert "pattern" in _error(httpx.post(url, json={"messages": MESSAGES, "response_format": schema}), 400)["message"]
     surrogate = b'{"messages": [{"role": "user", "content": "\\ud800"}], "stream": true}'
-    assert "surrogate" in _error(httpx.post(url, content=surrogate), 400)["message"]
+    assert "surrogate" in _error(httpx.post(url, content=surrogate, headers={"content-type": "application/json"}),
+                                 400)["message"]
     bad_grammar = {"messages": MESSAGES, "grammar": "root ::= undefined-rule", "stream": True}
     assert _error(httpx.post(url, json=bad_grammar), 400)["code"] == "invalid_grammar"  # llama.cpp's parser
     assert _error(httpx.post(server.url + "detokenize", json={"tokens": [10 ** 6]}), 400)["param"] == "tokens.0"

@@ -11,10 +11,12 @@ from fastapi import FastAPI
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .. import messages
 from ..sampling import sampling_from_settings
 from ..settings import Settings
 from . import routes_misc, routes_openai
 from .errors import error_body, install_error_handlers
+from .host_check import HostPolicy, split_host
 from .state import EngineHolder, Metrics
 
 # Large enough for a full 128k-token context as text with JSON's overhead; small enough that a runaway
@@ -23,6 +25,9 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 # Routes that need the API key when one is set. The page itself and /health stay open: the page asks
 # for the key, and load balancers probe /health without credentials.
 OPEN_PATHS = ("/", "/health", "/favicon.ico")
+# Load balancers and orchestrators probe /health under their own names for the host; it reveals nothing
+# but readiness, so it answers whatever the Host header says. Everything else is checked.
+ANY_HOST_PATHS = ("/health",)
 
 
 def create_app(settings: Settings, holder: EngineHolder, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
@@ -36,18 +41,21 @@ def create_app(settings: Settings, holder: EngineHolder, max_body_bytes: int = M
     install_error_handlers(app)
     app.include_router(routes_openai.router)
     app.include_router(routes_misc.router)
-    app.add_middleware(JsonBodies)
+    app.add_middleware(JsonOnly)  # inside BodyLimit: the body is already read when it answers 415
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     if settings.api_key:
         app.add_middleware(ApiKey, key=settings.api_key)
+    app.add_middleware(HostCheck, policy=HostPolicy.from_settings(settings))  # before the key is looked at
     app.add_middleware(CountRequests)  # outermost: refused requests count too
     return app
 
 
 def cancel_generations(app: FastAPI) -> None:
-    """Asks every running generation to stop; their streams then end normally. Safe on the event loop."""
+    """Asks every running generation to stop because the server is shutting down: their streams end
+    with an error event saying so, never with a finish_reason that passes for a complete answer. Safe
+    on the event loop."""
     for generation in list(app.state.active_generations):
-        generation.cancel()
+        generation.stop_for_shutdown()
 
 
 def cancel_all(app: FastAPI, wait_s: float = 10.0) -> bool:
@@ -55,7 +63,7 @@ def cancel_all(app: FastAPI, wait_s: float = 10.0) -> bool:
     in which case the engine must not be freed under them."""
     generations = list(app.state.active_generations)
     for generation in generations:
-        generation.cancel()
+        generation.stop_for_shutdown()
     deadline = time.monotonic() + wait_s
     for generation in generations:
         generation.done.wait(max(0.0, deadline - time.monotonic()))
@@ -134,17 +142,75 @@ class CountRequests:
         await self.app(scope, receive, send)
 
 
-class JsonBodies:
-    """Reads every POST body as JSON, whatever its Content-Type, as llama.cpp's server does: `curl -d`
-    sends form encoding unless told otherwise, and the error would be a puzzling one."""
+def is_json_media_type(content_type: str) -> bool:
+    """application/json or application/*+json, whatever the parameters (charset=utf-8, ...)."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+class JsonOnly:
+    """415 for a body that is not declared as JSON. Any web page may POST text/plain, form-encoded or
+    multipart bodies to 127.0.0.1 without a CORS preflight (and a body with no Content-Type, from a
+    Blob); read as JSON, they would make the server generate for a site the user never trusted. So,
+    unlike llama.cpp's server, only `Content-Type: application/json` is read, which a cross-site page
+    cannot send without a preflight that this server never grants. A POST without a body passes: the
+    route then says what body it needs."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope.get("method") == "POST":
-            headers = [(k, v) for k, v in scope.get("headers") or [] if k != b"content-type"]
-            scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        content_type = dict(scope.get("headers") or []).get(b"content-type", b"").decode("latin-1")
+        if is_json_media_type(content_type):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        if body:
+            got = f"{content_type!r}" if content_type else "no Content-Type"
+            await _respond(scope, receive, send, 415,
+                           error_body(messages.SERVER_NOT_JSON.format(got=got).removeprefix("error: "),
+                                      "invalid_request_error", None, "unsupported_media_type"))
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+class HostCheck:
+    """403 for a Host header that names none of this server's names: see host_check.py (DNS rebinding)."""
+
+    def __init__(self, app: ASGIApp, policy: HostPolicy) -> None:
+        self.app = app
+        self.policy = policy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in ANY_HOST_PATHS:
+            header = dict(scope.get("headers") or []).get(b"host")
+            host = header.decode("latin-1") if header is not None else None
+            if not self.policy.allows(host):
+                name = split_host(host or "")
+                await _respond(scope, receive, send, 403,
+                               error_body(messages.SERVER_HOST_REFUSED.format(host=name).removeprefix("error: "),
+                                          "invalid_request_error", None, "host_not_allowed"))
+                return
         await self.app(scope, receive, send)
 
 

@@ -5,22 +5,35 @@ posts it to the request's asyncio queue: nothing blocks the event loop, and no t
 waits for each token (on a 2-core machine those threads competed with llama.cpp's). Leaving the async iteration early (the client went away, the server shuts down) sets
 the request's cancel event, which stops the engine at its next token, or before it starts if the
 request is still waiting for a sequence.
+
+A generation stopped by the server's shutdown does not end like a finished one: `pieces()` raises
+ServerShuttingDown after the last text, so a stream ends with an error event and a plain answer is a
+503, as llama.cpp's server does. A client that went away is only cancelled: there is no one to tell.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from .. import messages
 from ..engine import Engine, GenerationRequest, Piece
+from .errors import ApiError
 from .state import Metrics
 
 log = logging.getLogger(__name__)
 
 _END = object()
+
+
+class ServerShuttingDown(ApiError):
+    def __init__(self) -> None:
+        super().__init__(503, messages.SERVER_SHUTTING_DOWN.removeprefix("error: "), "unavailable_error",
+                         code="server_shutting_down")
 
 
 @dataclass
@@ -47,9 +60,15 @@ class Generation:
         self.completion_tokens = 0
         self.finished_ok = False  # set by streams that ran to the end (then a usage chunk follows)
         self.done = threading.Event()  # set once the engine has delivered its last piece or error
+        self.shutting_down = False
         self._started = False
 
     def cancel(self) -> None:
+        self.cancel_event.set()
+
+    def stop_for_shutdown(self) -> None:
+        """Cancels because the server stops: the generation then ends with ServerShuttingDown."""
+        self.shutting_down = True
         self.cancel_event.set()
 
     async def pieces(self) -> AsyncIterator[Piece]:
@@ -77,6 +96,10 @@ class Generation:
                     return
                 if isinstance(item, BaseException):
                     raise item
+                if item.finish_reason == "cancelled" and self.shutting_down:
+                    if item.text or item.token_ids:
+                        yield dataclasses.replace(item, finish_reason=None, timings=None)
+                    raise ServerShuttingDown()
                 yield item
         finally:
             # Reached on completion, on an error, and when the consumer stops early (a client that
