@@ -82,6 +82,11 @@ def resolve(settings: Settings) -> Settings:
         if settings.grammar is not None or settings.grammar_file is not None:
             raise UsageError(messages.GRAMMAR_AND_SCHEMA)
         changes["grammar"] = schema_grammar(settings.json_schema)
+    if settings.ignore_eos and (settings.grammar is not None or settings.grammar_file is not None
+                                or settings.json_schema is not None):
+        # A grammar whose document is complete admits only the end of generation; with that ruled
+        # out nothing is left, and llama.cpp's grammar aborts the process on the next token.
+        raise UsageError(messages.IGNORE_EOS_WITH_GRAMMAR)
     if settings.cache_type_v in QUANTIZED_CACHE_TYPES and settings.flash_attn == "off":
         raise UsageError(messages.QUANTIZED_V_NEEDS_FLASH_ATTN.format(type=settings.cache_type_v))
     if settings.keep != -1:

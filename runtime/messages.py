@@ -12,6 +12,7 @@ NO_PROMPT = "error: --cli needs a prompt: pass -p TEXT or -f FILE (-f - reads st
 BAD_VALUE = "error: {flag}: {reason}"
 UNKNOWN_FLAG = "error: unrecognized argument {arg} (see --help)"
 MISSING_VALUE = "error: {flag}: expected one argument"
+IGNORE_EOS_WITH_GRAMMAR = "error: --ignore-eos cannot be combined with a grammar (-j, --grammar, --grammar-file): once the grammar's text is complete, only the end of generation may follow"
 GRAMMAR_AND_SCHEMA = "error: -j/--json-schema and --grammar/--grammar-file both constrain the output: give one of them"
 QUANTIZED_V_NEEDS_FLASH_ATTN = "error: -ctv/--cache-type-v {type}: llama.cpp needs flash attention for a quantized V cache, and -fa off turns it off (use -fa on or auto, or -ctv f16)"
 CONTEXT_FAILED = "error: llama.cpp could not create a context of {n_ctx} tokens (out of memory? lower -c)"

@@ -150,6 +150,9 @@ def test_json_schema_becomes_a_grammar() -> None:
     (["-j", '{"type": "string", "pattern": "a+"}'], "'pattern' is not supported"),
     (["-j", "{}", "--grammar", 'root ::= "a"'], messages.GRAMMAR_AND_SCHEMA),
     (["--grammar-file", "g.gbnf", "--json-schema", "{}"], messages.GRAMMAR_AND_SCHEMA),
+    (["-j", "{}", "--ignore-eos"], messages.IGNORE_EOS_WITH_GRAMMAR),
+    (["--ignore-eos", "--grammar", 'root ::= "a"'], messages.IGNORE_EOS_WITH_GRAMMAR),
+    (["--ignore-eos", "--grammar-file", "g.gbnf"], messages.IGNORE_EOS_WITH_GRAMMAR),
 ])
 def test_bad_json_schemas_are_one_line(argv: list[str], fragment: str) -> None:
     assert fragment in refusal(*argv)
@@ -358,6 +361,8 @@ def test_json_schema_constrains_the_chat(tiny_bundle: Path) -> None:
     (["-j", "{nope"], "error: -j/--json-schema: not valid JSON"),
     (["-j", '{"type": "string", "not": {}}'], "'not' is not supported"),
     (["-j", "{}", "--grammar", 'root ::= "a"'], messages.GRAMMAR_AND_SCHEMA),
+    # Not an abort inside llama.cpp's grammar once the document is complete.
+    (["-j", '{"type": "boolean"}', "--ignore-eos"], messages.IGNORE_EOS_WITH_GRAMMAR),
 ])
 def test_bad_json_schemas_are_one_line_before_anything_is_printed(tiny_bundle: Path, args, fragment) -> None:
     result = complete(tiny_bundle, *GREEDY, "-p", "hello", *args)
