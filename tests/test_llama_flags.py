@@ -116,6 +116,9 @@ def test_threads_and_ubatch() -> None:
     assert settings().threads_batch == 0 and settings().ubatch_size == 512
     assert "must be at least 1" in refusal("-ub", "0")
     assert "expected an integer" in refusal("--threads-batch", "many")
+    # ggml's GGML_MAX_N_THREADS: llama.cpp crashed (segmentation fault) with more.
+    assert refusal("-tb", "513") == messages.BAD_VALUE.format(flag="-tb/--threads-batch", reason="must be between 0 and 512, got 513")
+    assert "must be between 0 and 512" in refusal("-t", "100000")
 
 
 def test_escapes_follow_llama_cpp() -> None:
@@ -312,6 +315,14 @@ def test_ubatch_size_reaches_llama_cpp(tiny_bundle: Path) -> None:
     assert re.search(r"n_ubatch\s+=\s+512\b", native_log(tiny_bundle))
     assert re.search(r"n_ubatch\s+=\s+64\b", native_log(tiny_bundle, "-ub", "64"))
     assert re.search(r"n_ubatch\s+=\s+32\b", native_log(tiny_bundle, "-ub", "64", "-b", "32"))  # at most -b
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flag", ["-t", "-tb"])
+def test_thread_counts_above_ggml_maximum_are_one_line(tiny_bundle: Path, flag: str) -> None:
+    result = complete(tiny_bundle, *GREEDY, "-p", "hello", flag, "100000")
+    assert "must be between 0 and 512, got 100000" in one_error_line(result)  # was a segmentation fault
+    assert result.returncode == 2
 
 
 @pytest.mark.slow
