@@ -90,11 +90,13 @@ def test_a_consumer_that_stops_reading_stops_its_generation(engine: Engine) -> N
 
 
 def test_a_second_turn_reuses_the_cached_history(engine: Engine) -> None:
-    # No earlier prompt starts like this one (they all start with a whole word): at most the BOS is
-    # shared, so the first turn is evaluated in full and the second's reuse is the first's doing.
+    # The tiny vocabulary spells text as "▁" and single letters, and no earlier prompt starts with
+    # "z": at most the BOS and the "▁" are shared, so the first turn is evaluated in full and the
+    # second's reuse is the first's doing.
     history = "zzz the cat and the dog " * 10
     first_text, first = complete(engine, request(engine, history, max_tokens=8))
-    assert first.timings.cached_tokens <= 1
+    assert engine.tokenize(history, True, True)[1:3] == engine.tokenize("zz", False, False)[:2]
+    assert first.timings.cached_tokens <= 2
     _, second = complete(engine, request(engine, history + first_text + " yes", max_tokens=8))
     assert second.timings.cached_tokens >= first.timings.prompt_tokens - 1
 
