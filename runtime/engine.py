@@ -261,6 +261,8 @@ class Engine:
     def _warm_up(self) -> None:
         """llama.cpp's warm-up (common_init_from_params): an empty decode of BOS and EOS pages the
         weights in and sizes the compute buffers before the first request, not during it."""
+        if llama.llama_pooling_type(self.context) != llama.LLAMA_POOLING_TYPE_NONE:
+            return  # an embedding model: no generation to warm up for, and it wants no logits
         started = time.perf_counter()
         tokens = [t for t in (llama.llama_vocab_bos(self.vocab), llama.llama_vocab_eos(self.vocab)) if t >= 0] or [0]
         status = self.decode(tokens, range(len(tokens)), [0] * len(tokens), [False] * (len(tokens) - 1) + [True])
