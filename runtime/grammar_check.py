@@ -5,8 +5,9 @@ expansion, deep parentheses overflow the C stack, a reversed range or a characte
 produce passes the parser and aborts the process at the first sampled token, and its left-recursion
 check is exponential on some rule graphs. This module parses a grammar the same way (same lexing,
 same rewrite of repetitions into rules, same symbol numbering) and raises GrammarRefused, with one
-precise reason, for anything invalid or outside bounds that keep llama.cpp's work small. A grammar
-it accepts is one llama.cpp parses, and initialises, quickly.
+precise reason, for anything invalid or outside bounds that keep llama.cpp's work small; what the
+parsed grammar will cost llama.cpp (its left-recursion search, its stacks while sampling) is measured
+by runtime/grammar_cost.py. A grammar it accepts is one llama.cpp parses, and initialises, quickly.
 
 Pure Python on purpose (no llama_cpp import): the server and the flags check with it before any
 native code runs.
@@ -14,17 +15,16 @@ native code runs.
 
 from __future__ import annotations
 
+from . import grammar_cost
+from .grammar_cost import ALT, CHAR, CHAR_ALT, CHAR_ANY, CHAR_NOT, END, REF, RNG_UPPER
+
 MAX_BYTES = 64 * 1024       # the grammar text, UTF-8
 MAX_DEPTH = 64              # nested parentheses (llama.cpp recurses once per level)
 MAX_REPEAT = 1000           # the m and n of {m,n} (llama.cpp: 2000, then silently unbounded)
 MAX_RULES = 10_000          # rules after llama.cpp expands repetitions into rules
 MAX_ELEMENTS = 200_000      # grammar elements after that expansion
-MAX_LEFT_CALLS = 500_000    # steps of llama.cpp's left-recursion search (exponential on some graphs)
-MAX_LEFT_DEPTH = 1000       # its recursion depth (a C stack frame per step)
 _REPEAT_RULES = 2000        # llama.cpp's MAX_REPETITION_THRESHOLD on nested repetitions
 
-# llama.cpp's element types (llama_gretype)
-END, ALT, REF, CHAR, CHAR_NOT, RNG_UPPER, CHAR_ALT, CHAR_ANY = range(8)
 
 # Code points a model's text can hold: not NUL (llama.cpp rejects tokens whose text starts with it),
 # not a surrogate, not past Unicode's last code point.
@@ -341,71 +341,16 @@ def _check_rules(parser: _Parser) -> None:
         raise GrammarRefused("the grammar has no rules")
     if "root" not in parser.symbols:
         raise GrammarRefused("the grammar has no 'root' rule")
-    _check_left_recursion(parser)
-
-
-def _left_refs(rule: list[tuple[int, int]], may_be_empty: list[bool]) -> list[int]:
-    """The rules llama.cpp's detect_left_recursion descends into from `rule`, in its order."""
-    out, descend = [], True
-    for kind, value in rule:
-        if kind == REF and descend:
-            out.append(value)
-            descend = may_be_empty[value]
-        else:
-            descend = kind in (END, ALT)
-    return out
-
-
-def _check_left_recursion(parser: _Parser) -> None:
-    """Refuses left recursion (llama.cpp does too, but says little), and graphs on which llama.cpp's
-    search would take too long or recurse too deep: it revisits a shared rule once per path."""
-    n = len(parser.names)
-    rules = [parser.rules[i] for i in range(n)]
-    may_be_empty = [any(kind in (END, ALT) and (i == 0 or rule[i - 1][0] == ALT)
-                        for i, (kind, _v) in enumerate(rule)) for rule in rules]
-    edges = [_left_refs(rule, may_be_empty) for rule in rules]
-    calls = [0] * n
-    depth = [0] * n
-    state = [0] * n  # 0 new, 1 on the path, 2 done
-    visited = [False] * n
-    total = 0
-    for top in range(n):
-        if visited[top]:
-            continue
-        stack = [(top, 0)]
-        state[top] = 1
-        while stack:
-            node, i = stack[-1]
-            if state[node] == 2:
-                stack.pop()
-                continue
-            if i < len(edges[node]):
-                stack[-1] = (node, i + 1)
-                child = edges[node][i]
-                if state[child] == 1:
-                    raise parser.fail(f"rule {_user_name(parser, child)!r} is left-recursive "
-                                      "(it can start with itself), which llama.cpp does not support",
-                                      parser.first_use.get(child, 0))
-                if state[child] == 0:
-                    state[child] = 1
-                    stack.append((child, 0))
-                continue
-            stack.pop()
-            state[node] = 2
-            calls[node] = 1 + sum(calls[c] for c in edges[node])
-            depth[node] = 1 + max((depth[c] for c in edges[node]), default=0)
-            if calls[node] > MAX_LEFT_CALLS or depth[node] > MAX_LEFT_DEPTH:
-                raise GrammarRefused(f"rule {_user_name(parser, node)!r} starts with too many alternatives of "
-                                     "alternatives for llama.cpp to search")
-        total += calls[top]
-        if total > MAX_LEFT_CALLS:
-            raise GrammarRefused("the grammar has too many alternatives of alternatives for llama.cpp to search")
-        pending = [top]
-        while pending:
-            node = pending.pop()
-            if not visited[node]:
-                visited[node] = True
-                pending.extend(edges[node])
+    rules = [parser.rules[i] for i in range(len(names))]
+    # Named rules after root: the stack search starts from each, so a long prefix hides none of them.
+    starts = [parser.symbols["root"], *(i for i, name in enumerate(names) if "_" not in name and name != "root")]
+    try:
+        grammar_cost.check_left_recursion(rules)
+        grammar_cost.check_stacks(rules, starts)
+    except grammar_cost.TooCostly as exc:
+        if exc.rule is None:
+            raise GrammarRefused(f"the grammar {exc}") from None
+        raise parser.fail(f"rule {_user_name(parser, exc.rule)!r} {exc}", parser.first_use.get(exc.rule, 0)) from None
 
 
 def _user_name(parser: _Parser, ident: int) -> str:

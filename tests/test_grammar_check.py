@@ -82,6 +82,38 @@ katakana    ::= [ァ-ヿ]
 punctuation ::= [、-〾]
 cjk         ::= [一-鿿]
 ''',
+    "c (ambiguous: statements share their first words)": r'''
+root ::= (declaration)*
+declaration ::= dataType identifier "(" parameter? ")" "{" statement* "}"
+dataType  ::= "int" ws | "float" ws | "char" ws
+identifier ::= [a-zA-Z_] [a-zA-Z_0-9]*
+parameter ::= dataType identifier
+statement ::=
+    ( dataType identifier ws "=" ws expression ";" ) |
+    ( identifier ws "=" ws expression ";" ) |
+    ( identifier ws "(" argList? ")" ";" ) |
+    ( "return" ws expression ";" ) |
+    ( "while" "(" condition ")" "{" statement* "}" ) |
+    ( "for" "(" forInit ";" ws condition ";" ws forUpdate ")" "{" statement* "}" ) |
+    ( "if" "(" condition ")" "{" statement* "}" ("else" "{" statement* "}")? ) |
+    ( singleLineComment ) |
+    ( multiLineComment )
+forInit ::= dataType identifier ws "=" ws expression | identifier ws "=" ws expression
+forUpdate ::= identifier ws "=" ws expression
+condition ::= expression relationOperator expression
+relationOperator ::= ("<=" | "<" | "==" | "!=" | ">=" | ">")
+expression ::= term (("+" | "-") term)*
+term ::= factor(("*" | "/") factor)*
+factor ::= identifier | number | unaryTerm | funcCall | parenExpression
+unaryTerm ::= "-" factor
+funcCall ::= identifier "(" argList? ")"
+parenExpression ::= "(" ws expression ws ")"
+argList ::= expression ("," ws expression)*
+number ::= [0-9]+
+singleLineComment ::= "//" [^\n]* "\n"
+multiLineComment ::= "/*" ( [^*] | ("*" [^/]) )* "*/"
+ws ::= ([ \t\n]+)
+''',
     "crlf and comments": 'root ::= "a" | b # a comment\r\nb ::= [\\x41-\\U0001F600] {1,3} . ? ("x"\r\n  | "y")\r\n',
 }
 
@@ -104,6 +136,11 @@ PERSON = {
 MANY_OPTIONAL = {"type": "object", "properties": {f"p{i}": {"type": "string", "maxLength": 1000} for i in range(200)}}
 
 # -- hostile grammars: each refused with its reason -------------------------------------------------
+
+# Each "x" doubles llama.cpp's stacks (both readings stay alive until the "y" or "z"): 2**16 of them
+# after 16 characters, each matched against every token at every step.
+AMBIGUOUS = "root ::= p16\n" + "".join(f'p{k} ::= "x" p{k - 1} "y" | "x" p{k - 1} "z"\n' for k in range(1, 17)) + \
+    'p0 ::= "w"\n'
 
 HOSTILE = [
     ('root ::= "a"{2,1}', "repetition {2,1} has its minimum above its maximum (line 1)"),
@@ -148,6 +185,8 @@ HOSTILE = [
      "too many alternatives of alternatives"),
     ("root ::= r0\n" + "".join(f"r{i} ::= r{i + 1}\n" for i in range(3000)) + 'r3000 ::= "x"\n',
      "too many alternatives of alternatives"),
+    (AMBIGUOUS, "rule 'root' is ambiguous enough to make llama.cpp follow more than 1024 readings of the text"),
+    ('root ::= "a"{900} p16\n' + AMBIGUOUS.split("\n", 1)[1], "rule 'p16' is ambiguous enough"),
 ]
 
 

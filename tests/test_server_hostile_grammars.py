@@ -13,7 +13,7 @@ from conftest import one_error_line, run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from server_fixtures import ServerProcess, running_server
-from test_grammar_check import GRAMMARS, SCHEMAS
+from test_grammar_check import AMBIGUOUS, GRAMMARS, SCHEMAS
 
 pytestmark = pytest.mark.slow
 
@@ -26,6 +26,7 @@ HOSTILE_GRAMMARS = [
     ("root ::= [z-a]", "grammar: the character range z-a is reversed (U+007A is above U+0061) (line 1)"),
     ("root ::= [\\U0010FFFF-\\x00]", "grammar: the character range \\U0010FFFF-\\x00 is reversed"),
     ('root ::= "\ud800"', "grammar: the grammar holds an unpaired surrogate ('\\ud800')"),
+    (AMBIGUOUS, "grammar: rule 'root' is ambiguous enough to make llama.cpp follow more than 1024 readings"),
 ]
 HOSTILE_SCHEMAS = [
     ({"type": "string", "minLength": 5, "maxLength": 2}, "maxLength is below minLength (2 < 5)"),
