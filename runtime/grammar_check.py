@@ -15,6 +15,8 @@ native code runs.
 
 from __future__ import annotations
 
+import functools
+
 from . import grammar_cost
 from .grammar_cost import ALT, CHAR, CHAR_ALT, CHAR_ANY, CHAR_NOT, END, REF, RNG_UPPER
 
@@ -362,6 +364,23 @@ def check_grammar(text: str) -> None:
     """Raises GrammarRefused unless `text` is a GBNF grammar llama.cpp can take safely."""
     if not isinstance(text, str):
         raise GrammarRefused("the grammar must be text")
+    reason = _verdict(text)
+    if reason is not None:
+        raise GrammarRefused(reason)
+
+
+@functools.lru_cache(maxsize=64)
+def _verdict(text: str) -> str | None:
+    """The reason `text` is refused, or None; cached, as a client sends the same schema again and
+    again, and a server checks each grammar twice (when it makes it, and before llama.cpp)."""
+    try:
+        _check(text)
+    except GrammarRefused as refused:
+        return refused.reason
+    return None
+
+
+def _check(text: str) -> None:
     try:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError as exc:

@@ -9,8 +9,10 @@ runtime/grammar_check.py builds them):
   can still continue. An ambiguous grammar (`p1 ::= "x" p0 "y" | "x" p0 "z"`, nested) doubles them
   at each character, and every token of the vocabulary is matched against every stack at every step:
   a 1 KB grammar can stall the decoding thread for hours. This is searched for by running the stacks
-  on the characters that grow them most (a beam search over the grammar's own character classes): a
-  heuristic, but one that follows exactly the growth an adversary needs.
+  on the characters that grow them most (a beam search over the grammar's own character classes),
+  from root and from each named rule it does not reach. A heuristic, with a known blind spot: a
+  grammar that needs more than STABLE characters of text between two doublings is not followed (it
+  needs over ten times that much generated text to reach MAX_STACKS).
 
 Pure Python, no llama_cpp import.
 """
@@ -25,11 +27,12 @@ END, ALT, REF, CHAR, CHAR_NOT, RNG_UPPER, CHAR_ALT, CHAR_ANY = range(8)
 MAX_LEFT_CALLS = 500_000    # steps of llama.cpp's left-recursion search
 MAX_LEFT_DEPTH = 1000       # its recursion depth (a C stack frame per step)
 MAX_STACKS = 1024           # llama.cpp's live stacks, after any character
-SEARCH_DEPTH = 32           # characters the stack search follows
-SEARCH_WIDTH = 3            # sets of stacks it keeps at each character
-SEARCH_CHARS = 16           # characters it tries from each set of stacks
-SEARCH_BUDGET = 300_000     # stack steps it may spend, after which the grammar is taken as it is
-START_BUDGET = 50_000       # of which from each rule it starts from (enough to reach MAX_STACKS)
+SEARCH_DEPTH = 2048         # characters the stack search follows (within its budget)
+STABLE = 128                # characters it follows without the stacks doubling
+SEARCH_WIDTH = 2            # sets of stacks it keeps at each character
+SEARCH_CHARS = 12           # characters it tries from each set of stacks
+SEARCH_BUDGET = 400_000     # stack steps it may spend, after which the grammar is taken as it is
+START_BUDGET = 200_000      # of which from each rule it starts from (enough to reach MAX_STACKS)
 
 Rule = list[tuple[int, int]]
 Stack = tuple[tuple[int, int], ...]  # (rule, element index) from the bottom up, as llama.cpp's stacks
@@ -162,6 +165,7 @@ class _Stacks:
         self.classes: dict[tuple[int, int], _Class] = {}
         self.steps = 0
         self.budget = SEARCH_BUDGET
+        self.reached: set[int] = set()  # rules the searches so far went into
 
     def spend(self, steps: int) -> None:
         self.steps += steps
@@ -196,39 +200,50 @@ class _Stacks:
             below = current[:-1]
             if not _is_end(self.rules[rule][index + 1]):
                 below += ((rule, index + 1),)
+            self.reached.add(value)
             for start in self.alternatives[value]:
                 todo.append(below if _is_end(self.rules[value][start]) else below + ((value, start),))
 
-    def accept(self, stacks: frozenset[Stack], char: int) -> frozenset[Stack]:
+    def accept(self, groups: dict[tuple[int, int], list[Stack]], char: int) -> frozenset[Stack]:
+        """The stacks after `char`, from stacks grouped by their top (most share a few tops)."""
         out: set[Stack] = set()
-        for stack in stacks:
-            if not stack:
-                continue
-            rule, index = stack[-1]
+        for (rule, index), stacks in groups.items():
             self.spend(1)
             klass = self.char_class(rule, index)
-            if klass.matches(char):
-                below = stack[:-1]
-                after = klass.after
-                self.advance(below if _is_end(self.rules[rule][after]) else below + ((rule, after),), out)
+            if not klass.matches(char):
+                continue
+            after = klass.after
+            keep = not _is_end(self.rules[rule][after])
+            for stack in stacks:
+                self.advance(stack[:-1] + ((rule, after),) if keep else stack[:-1], out)
         return frozenset(out)
 
-    def characters(self, stacks: frozenset[Stack]) -> list[int]:
+    def characters(self, groups: dict[tuple[int, int], list[Stack]]) -> list[int]:
         """A few code points that tell the stacks' next classes apart."""
         points: set[int] = set()
-        for top in {stack[-1] for stack in stacks if stack}:
+        for top in groups:
             points.update(self.char_class(*top).points)
             self.spend(1)
         valid = sorted(points)
         return valid[::len(valid) // SEARCH_CHARS + 1] if len(valid) > SEARCH_CHARS else valid
 
 
+def _by_top(stacks: frozenset[Stack]) -> dict[tuple[int, int], list[Stack]]:
+    groups: dict[tuple[int, int], list[Stack]] = {}
+    for stack in stacks:
+        if stack:
+            groups.setdefault(stack[-1], []).append(stack)
+    return groups
+
+
 def check_stacks(rules: list[Rule], starts: list[int]) -> None:
     """Raises TooCostly when some text makes llama.cpp keep more than MAX_STACKS stacks. The search
-    starts from each rule of `starts` (root first), so that a long prefix before an ambiguous rule
-    does not hide it; each start has a share of the budget."""
+    starts from root, then from each rule of `starts` that no search went into, so that a long
+    prefix before an ambiguous rule does not hide it; each start has a share of the budget."""
     machine = _Stacks(rules)
     for rule in starts:
+        if rule in machine.reached:
+            continue  # searched from where an earlier search went into it
         machine.budget = min(SEARCH_BUDGET, machine.steps + START_BUDGET)
         try:
             _search(machine, rule)
@@ -242,11 +257,14 @@ def _search(machine: _Stacks, root: int) -> None:
     for alternative in machine.alternatives[root]:
         machine.advance(() if _is_end(machine.rules[root][alternative]) else ((root, alternative),), start)
     beam = [frozenset(start)]
+    most, since = max(len(start), 1), 0
     for _ in range(SEARCH_DEPTH):
         children: dict[frozenset[Stack], None] = {}
         for stacks in beam:
-            for char in machine.characters(stacks):
-                after = machine.accept(stacks, char)
+            groups = _by_top(stacks)
+            machine.spend(len(stacks))
+            for char in machine.characters(groups):
+                after = machine.accept(groups, char)
                 if len(after) > MAX_STACKS:
                     raise TooCostly(f"is ambiguous enough to make llama.cpp follow more than {MAX_STACKS} "
                                     "readings of the text at once", root)
@@ -254,4 +272,9 @@ def _search(machine: _Stacks, root: int) -> None:
                     children[after] = None
         beam = sorted(children, key=len, reverse=True)[:SEARCH_WIDTH]
         if not beam:
+            return
+        # What costs is doubling, again and again; one that needs a long stretch of text between
+        # doublings needs as long a generation. Past STABLE characters without one, the search moves on.
+        most, since = (len(beam[0]), 0) if len(beam[0]) >= 2 * most else (most, since + 1)
+        if since > STABLE:
             return

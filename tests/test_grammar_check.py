@@ -187,6 +187,7 @@ HOSTILE = [
      "too many alternatives of alternatives"),
     (AMBIGUOUS, "rule 'root' is ambiguous enough to make llama.cpp follow more than 1024 readings of the text"),
     ('root ::= "a"{900} p16\n' + AMBIGUOUS.split("\n", 1)[1], "rule 'p16' is ambiguous enough"),
+    (AMBIGUOUS.replace('"x" p', '"x" "a"{40} p'), "rule 'root' is ambiguous enough"),
 ]
 
 
