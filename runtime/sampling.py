@@ -22,7 +22,9 @@ def grammar_text(settings: Settings) -> str | None:
         except UnicodeDecodeError:
             raise GrammarFlagInvalid(flag, "the file is not UTF-8 text") from None
     else:
-        flag, text = "--grammar", settings.grammar
+        # -j/--json-schema arrives here already turned into a grammar (runtime/flag_values.py).
+        flag = "-j/--json-schema" if getattr(settings, "json_schema", None) is not None else "--grammar"
+        text = settings.grammar
     if text:
         try:
             check_grammar(text)

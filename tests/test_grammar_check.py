@@ -5,6 +5,7 @@ a hostile grammar, and what it makes passes the checker."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -417,3 +418,15 @@ def test_a_refused_grammar_flag_is_a_usage_error(tmp_path: Path) -> None:
         grammar_text(Settings(grammar_file=str(path)))
     path.write_text(STOCK["json"])
     assert grammar_text(Settings(grammar_file=str(path))) == STOCK["json"]
+
+
+def test_a_json_schema_flag_whose_grammar_is_refused_names_that_flag() -> None:
+    from llmpack.runtime.settings import parse_args
+
+    # 400 optional properties: a grammar above the size limit, made from -j.
+    schema = json.dumps({"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(400)}})
+    with pytest.raises(GrammarFlagInvalid) as refused:
+        from llmpack.runtime.sampling import grammar_text
+
+        grammar_text(parse_args(["-j", schema]).settings)
+    assert str(refused.value).startswith("error: -j/--json-schema: the grammar is ")
