@@ -10,9 +10,9 @@ runtime/grammar_check.py builds them):
   at each character, and every token of the vocabulary is matched against every stack at every step:
   a 1 KB grammar can stall the decoding thread for hours. This is searched for by running the stacks
   on the characters that grow them most (a beam search over the grammar's own character classes),
-  from root and from each named rule it does not reach. A heuristic, with a known blind spot: a
-  grammar that needs more than STABLE characters of text between two doublings is not followed (it
-  needs over ten times that much generated text to reach MAX_STACKS).
+  from root and from each named rule it does not reach. A heuristic, with a known blind spot: growth
+  slow enough (over STABLE characters between two doublings, or deep stacks that use up the search's
+  budget first) is not followed to MAX_STACKS; it also needs that much generated text to hurt.
 
 Pure Python, no llama_cpp import.
 """
@@ -186,7 +186,7 @@ class _Stacks:
             if current in seen:
                 continue
             seen.add(current)
-            self.spend(1)
+            self.spend(1 + len(current) // 8)  # copying a deep stack is work too
             if len(seen) > MAX_STACKS * 8:
                 raise TooCostly(f"lets llama.cpp expand a rule into more than {MAX_STACKS * 8} stacks at once")
             if not current:
