@@ -186,7 +186,7 @@ class _Stacks:
             if current in seen:
                 continue
             seen.add(current)
-            self.spend(1 + len(current) // 8)  # copying a deep stack is work too
+            self.spend(1 + len(current) // 64)  # copying a deep stack is work too
             if len(seen) > MAX_STACKS * 8:
                 raise TooCostly(f"lets llama.cpp expand a rule into more than {MAX_STACKS * 8} stacks at once")
             if not current:
