@@ -8,11 +8,11 @@ import traceback
 from typing import Callable, Sequence
 
 from . import messages
-from .default_args import PLACEHOLDER, merge_arguments, stored_arguments
 from .errors import UserError
+from .flags.settings import Settings, parse_args
+from .flags.stored_args import PLACEHOLDER, merge_arguments, stored_arguments
 from .help_page import render_help
-from .payload import Payload, embedded_payload
-from .settings import Settings, parse_args
+from .payload_format import Payload, embedded_payload
 
 log = logging.getLogger("llmpack")
 
@@ -28,19 +28,19 @@ def _cli(settings: Settings, payload: Payload | None) -> int:
 
 
 def _chat(settings: Settings, payload: Payload | None) -> int:
-    from . import chat_mode
+    from .chat import mode as chat_mode
 
     return chat_mode.run(settings, payload)
 
 
 def _server(settings: Settings, payload: Payload | None) -> int:
-    from . import server_mode
+    from .server import mode as server_mode
 
     return server_mode.run(settings, payload)
 
 
 def _default(settings: Settings, payload: Payload | None) -> int:
-    from . import chat_mode
+    from .chat import mode as chat_mode
 
     return chat_mode.run_default(settings, payload)
 
@@ -130,7 +130,7 @@ def _main(argv: list[str]) -> int:
     settings = parsed.settings
     configure_logging(settings)
     mode = pick_mode(settings)
-    from .engine import route_native_logs
+    from .engine.native import route_native_logs
     from .sampling import grammar_text
 
     grammar_text(settings)  # a refused --grammar exits 2 now, in every mode, before the model loads

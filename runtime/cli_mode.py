@@ -6,15 +6,19 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from . import messages
-from .engine import Engine, GenerationRequest, SamplingParams
+from .engine.types import GenerationRequest, SamplingParams
 from .errors import PromptFileUnreadable, UsageError
-from .flag_effects import mode_sampling
-from .flag_values import verbose_prompt_line
+from .flags.effects import mode_sampling
+from .flags.settings import Settings
+from .flags.values import verbose_prompt_line
 from .model_loader import load_engine
-from .payload import Payload
-from .settings import Settings
+from .payload_format import Payload
+
+if TYPE_CHECKING:  # the type only: importing the engine loads llama.cpp
+    from .engine.engine import Engine
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import messages
-from .context_size import ContextSize
+from .engine.context_size import ContextSize
 
 
 class UserError(Exception):
@@ -71,8 +71,8 @@ class EngineFailure(UserError):
 
 
 class GrammarInvalid(EngineFailure):
-    """A GBNF grammar (--grammar, or a request's) that grammar_check or llama.cpp refused: the user's
-    to fix. `reason` is grammar_check's, when it found one."""
+    """A GBNF grammar (--grammar, or a request's) that grammar/check.py or llama.cpp refused: the user's
+    to fix. `reason` is the checker's, when it found one."""
 
     def __init__(self, reason: str | None = None) -> None:
         self.reason = reason

@@ -15,9 +15,9 @@ from importlib.resources import files
 from typing import Sequence
 
 from . import __version__
-from .default_args import PLACEHOLDER
-from .payload import Payload
-from .settings import Settings, describe_options
+from .flags.settings import Settings, describe_options
+from .flags.stored_args import PLACEHOLDER
+from .payload_format import Payload
 
 # (name, usage, help): the chat's slash commands, as runtime/chat/commands.py's table says them.
 CHAT_COMMANDS: tuple[tuple[str, str, str], ...] = (

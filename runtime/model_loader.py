@@ -8,12 +8,18 @@ import tempfile
 from pathlib import Path
 
 from . import messages
-from .context_size import describe_context
-from .engine import Engine, EngineConfig, ModelSource, gpu_offload_supported, in_place_loading_supported, load_backends
+from .engine.context_size import describe_context
+from .engine.engine import Engine
+from .engine.native import (
+    gpu_offload_supported,
+    in_place_loading_supported,
+    load_backends,
+)
+from .engine.types import EngineConfig, ModelSource
 from .errors import CorruptBundle, ModelNotFound, NoModel, NotAGguf, UserError
-from .payload import GGUF_MAGIC, Payload, verify_weights
+from .flags.settings import Settings
+from .payload_format import GGUF_MAGIC, Payload, verify_weights
 from .progress import Progress
-from .settings import Settings
 
 log = logging.getLogger(__name__)
 

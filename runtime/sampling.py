@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .engine import SamplingParams
+from .engine.types import SamplingParams
 from .errors import GrammarFlagInvalid, UserError
-from .grammar_check import GrammarRefused, check_grammar
-from .settings import Settings
+from .flags.settings import Settings
+from .grammar.check import GrammarRefused, check_grammar
 
 
 def grammar_text(settings: Settings) -> str | None:
-    """The --grammar or --grammar-file text; a grammar that grammar_check refuses is a bad flag value
+    """The --grammar or --grammar-file text; a grammar that grammar/check.py refuses is a bad flag value
     (exit 2), so that llama.cpp never parses it."""
     if settings.grammar_file:
         flag = f"--grammar-file {settings.grammar_file}"
@@ -22,7 +22,7 @@ def grammar_text(settings: Settings) -> str | None:
         except UnicodeDecodeError:
             raise GrammarFlagInvalid(flag, "the file is not UTF-8 text") from None
     else:
-        # -j/--json-schema arrives here already turned into a grammar (runtime/flag_values.py).
+        # -j/--json-schema arrives here already turned into a grammar (runtime/flags/values.py).
         flag = "-j/--json-schema" if getattr(settings, "json_schema", None) is not None else "--grammar"
         text = settings.grammar
     if text:

@@ -11,26 +11,26 @@ import ctypes
 import importlib.metadata
 
 from . import __version__
-from .payload import Payload
+from .payload_format import Payload
 
 
 def version_lines(payload: Payload | None) -> list[str]:
     lines = [f"llmpack {__version__}"]
     try:
-        from . import engine
+        from .engine import native
 
-        engine.route_native_logs(4)  # llama.cpp's errors only: stdout is the answer, stderr stays quiet
-        lines.append(f"llama.cpp: {_llama_cpp_version(engine, payload)}")
-        lines.append(f"backends: {', '.join(engine.load_backends()) or 'none found'}")
+        native.route_native_logs(4)  # llama.cpp's errors only: stdout is the answer, stderr stays quiet
+        lines.append(f"llama.cpp: {_llama_cpp_version(native, payload)}")
+        lines.append(f"backends: {', '.join(native.load_backends()) or 'none found'}")
     except Exception as exc:  # a broken native library is what a user runs --version to report
         lines.append(f"llama.cpp: cannot be loaded ({type(exc).__name__}: {exc})")
     lines.append(f"model: {describe_model(payload)}")
     return lines
 
 
-def _llama_cpp_version(engine, payload: Payload | None) -> str:
+def _llama_cpp_version(native, payload: Payload | None) -> str:
     parts = []
-    ggml = engine._open_ggml()  # the libggml libllama loaded: its version and commit are compiled in
+    ggml = native.open_ggml()  # the libggml libllama loaded: its version and commit are compiled in
     for name, label in (("ggml_version", "ggml"), ("ggml_commit", "commit")):
         function = getattr(ggml, name, None) if ggml is not None else None
         if function is not None:

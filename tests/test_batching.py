@@ -7,8 +7,13 @@ import threading
 from pathlib import Path
 
 import pytest
-
-from llmpack.runtime.engine import Engine, EngineConfig, GenerationRequest, ModelSource, SamplingParams
+from llmpack.runtime.engine.engine import Engine
+from llmpack.runtime.engine.types import (
+    EngineConfig,
+    GenerationRequest,
+    ModelSource,
+    SamplingParams,
+)
 
 PROMPTS = ["the cat", "hello world", "four score", "the dog and the cat", "yes no yes", "model user",
            "a b c d", "in the years ago"]

@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from conftest import llmpack, one_error_line
+from support.commands import llmpack, one_error_line
 
 pytestmark = pytest.mark.slow
 

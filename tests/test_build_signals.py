@@ -10,10 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-
-from conftest import LLMPACK, build_bundle
 from llmpack.bundler import messages
-from tiny_model import write_big_gguf
+from support.commands import LLMPACK, build_bundle
+from support.tiny_model import write_big_gguf
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,8 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import run
 from llmpack.runtime import messages
+from support.commands import run
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from chat_fakes import FakeEngine, make_session
 from llmpack.runtime import messages
 from llmpack.runtime.__main__ import pick_mode
 from llmpack.runtime.chat.render import Console
@@ -21,10 +20,11 @@ from llmpack.runtime.chat.repl import (
     read_messages,
     unquote_block,
 )
-from llmpack.runtime.settings import parse_args
+from llmpack.runtime.flags.settings import parse_args
 from prompt_toolkit.history import FileHistory, InMemoryHistory
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
+from support.chat_fakes import FakeEngine, make_session
 
 UP, CTRL_C, CTRL_D, CTRL_J, CTRL_R, ESC_ENTER, TAB = "\x1b[A", "\x03", "\x04", "\n", "\x12", "\x1b\r", "\t"
 

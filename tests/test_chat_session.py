@@ -11,7 +11,6 @@ import threading
 from typing import ClassVar
 
 import pytest
-from chat_fakes import FakeEngine, make_session
 from llmpack.runtime import messages
 from llmpack.runtime.chat.commands import COMMANDS, CommandCompleter, run_command
 from llmpack.runtime.chat.conversation import Conversation
@@ -22,9 +21,10 @@ from llmpack.runtime.chat.session import (
     stream_interruptibly,
 )
 from llmpack.runtime.chat_template import formatter_for
-from llmpack.runtime.engine import GenerationRequest, SamplingParams
+from llmpack.runtime.engine.types import GenerationRequest, SamplingParams
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
+from support.chat_fakes import FakeEngine, make_session
 
 
 def plain_console() -> tuple[Console, io.StringIO]:
@@ -427,8 +427,8 @@ class BannerEngine:
 
 
 def test_banner_names_model_context_compute_and_server(monkeypatch) -> None:
-    from llmpack.runtime import chat_mode
-    from llmpack.runtime.settings import parse_args
+    from llmpack.runtime.chat import mode as chat_mode
+    from llmpack.runtime.flags.settings import parse_args
 
     monkeypatch.setattr(chat_mode, "gpu_offload_supported", lambda: False)
     lines = chat_mode.banner_lines(parse_args(["-t", "3"]).settings, BannerEngine(), "http://127.0.0.1:8080/")

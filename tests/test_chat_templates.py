@@ -12,14 +12,14 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from conftest import build_bundle, one_error_line, run
 from llmpack.runtime import chat_template, messages
 from llmpack.runtime.chat_template import ChatFormatter, TemplateError, formatter_for
+from llmpack.runtime.flags.settings import Settings
 from llmpack.runtime.server.app import create_app
 from llmpack.runtime.server.state import EngineHolder
-from llmpack.runtime.settings import Settings
-from server_fixtures import running_server
-from tiny_model import write_tiny_gguf
+from support.commands import build_bundle, one_error_line, run
+from support.server_fixtures import running_server
+from support.tiny_model import write_tiny_gguf
 
 # Modelled on Command-R7B's template: the system message found by a loop that breaks, skipped by a
 # loop that continues, tools as indented JSON, and the assistant's text inside {% generation %}.

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import gguf
 import pytest
-from conftest import build_bundle, run
 from llmpack.runtime import messages
 from llmpack.runtime.chat.commands import COMMANDS
-from tiny_model import write_tiny_gguf
+from support.commands import build_bundle, run
+from support.tiny_model import write_tiny_gguf
 
 # tmux is installed by the set-up (build/system-deps.sh): a missing one is a failure, never a skip.
 pytestmark = [pytest.mark.slow]

@@ -7,9 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-
-from conftest import build_bundle, llmpack, one_error_line, run
 from llmpack.runtime import messages
+from support.commands import build_bundle, llmpack, one_error_line, run
 
 pytestmark = pytest.mark.slow
 GREEDY = ["--cli", "-n", "24", "--temp", "0", "--log-disable"]
@@ -160,7 +159,7 @@ def test_gpu_layers_on_a_cpu_build_warn_once_and_run(tiny_bundle: Path) -> None:
 
 
 def test_help_is_a_man_page_listing_every_flag(tiny_bundle: Path) -> None:
-    from llmpack.runtime.settings import option_fields
+    from llmpack.runtime.flags.settings import option_fields
 
     result = complete(tiny_bundle, "--help")
     assert result.returncode == 0

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from conftest import one_error_line, run
-from llmpack.runtime.context_size import ContextSize, describe_context
+from llmpack.runtime.engine.context_size import ContextSize, describe_context
 from llmpack.runtime.errors import ContextOverflow
-from server_fixtures import running_server
-from tiny_model import write_tiny_gguf
+from support.commands import one_error_line, run
+from support.server_fixtures import running_server
+from support.tiny_model import write_tiny_gguf
 
 TRAINED = 1024  # the test model's training context
 LONG_PROMPT = "the cat " * 600  # about 1200 tokens: more than any context below

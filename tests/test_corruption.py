@@ -7,9 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from conftest import llmpack, one_error_line, run
 from llmpack.runtime import messages
+from support.commands import llmpack, one_error_line, run
 
 pytestmark = pytest.mark.slow
 ARGS = ["--cli", "-n", "4", "--temp", "0", "--log-disable", "-p", "hi"]

@@ -10,10 +10,10 @@ from pathlib import Path
 import gguf
 import httpx
 import pytest
-from conftest import build_bundle
 from llmpack.runtime import messages
+from support.commands import build_bundle
+from support.tiny_model import write_tiny_gguf
 from test_chat_terminal import PROMPT, Terminal, free_port, prompts
-from tiny_model import write_tiny_gguf
 
 pytestmark = pytest.mark.slow
 

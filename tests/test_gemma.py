@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from conftest import build_bundle, llmpack, run
+from support.commands import build_bundle, llmpack, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.gemma]
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import gguf
 import pytest
-
 from llmpack.bundler import messages
 from llmpack.bundler.errors import BuildError
 from llmpack.bundler.gguf_info import FILE_TYPES, GGML_TYPE_SIZES, read_gguf_info

@@ -8,12 +8,16 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
-
 from llmpack.bundler import messages
 from llmpack.bundler.errors import BuildError
 from llmpack.bundler.gguf_info import read_gguf_info, tensor_nbytes
-from llmpack.bundler.gguf_split import merge_splits, merged_name, split_names, split_parts
-from tiny_model import write_tiny_gguf
+from llmpack.bundler.gguf_split import (
+    merge_splits,
+    merged_name,
+    split_names,
+    split_parts,
+)
+from support.tiny_model import write_tiny_gguf
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,20 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from llmpack.runtime import messages
 from llmpack.runtime.errors import GrammarFlagInvalid, GrammarInvalid, UsageError
-from llmpack.runtime.grammar_check import MAX_BYTES, MAX_DEPTH, MAX_REPEAT, GrammarRefused, check_grammar
-from llmpack.runtime.server.json_grammar import SchemaUnsupported, json_object_grammar, json_schema_grammar
+from llmpack.runtime.grammar.check import (
+    MAX_BYTES,
+    MAX_DEPTH,
+    MAX_REPEAT,
+    GrammarRefused,
+    check_grammar,
+)
+from llmpack.runtime.grammar.json_schema import (
+    SchemaUnsupported,
+    json_object_grammar,
+    json_schema_grammar,
+)
 
 # -- llama.cpp's own grammars (its grammars/ folder), which must keep working ---------------------
 
@@ -351,7 +360,9 @@ def test_any_schema_converts_or_is_refused_never_anything_else(schema: object) -
 
 @pytest.fixture(scope="module")
 def engine(tiny_gguf: Path):
-    from llmpack.runtime.engine import Engine, EngineConfig, ModelSource, route_native_logs
+    from llmpack.runtime.engine.engine import Engine
+    from llmpack.runtime.engine.native import route_native_logs
+    from llmpack.runtime.engine.types import EngineConfig, ModelSource
 
     route_native_logs(5)  # llama.cpp logs each parse error; nothing to read here
     engine = Engine(ModelSource(str(tiny_gguf)), EngineConfig(n_ctx=256, n_threads=1))
@@ -374,7 +385,7 @@ def test_llama_cpp_parses_every_grammar_the_checker_accepts(engine, grammar: str
 
 @pytest.mark.parametrize("grammar, reason", HOSTILE[:6], ids=[f"hostile-{i}" for i in range(6)])
 def test_engine_refuses_hostile_grammars_with_the_reason(engine, grammar: str, reason: str) -> None:
-    from llmpack.runtime.engine import GenerationRequest, SamplingParams
+    from llmpack.runtime.engine.types import GenerationRequest, SamplingParams
 
     with pytest.raises(GrammarInvalid) as refused:
         engine.check_grammar(grammar)
@@ -387,7 +398,7 @@ def test_engine_refuses_hostile_grammars_with_the_reason(engine, grammar: str, r
 
 
 def test_generation_under_an_accepted_grammar_follows_it(engine) -> None:
-    from llmpack.runtime.engine import GenerationRequest, SamplingParams
+    from llmpack.runtime.engine.types import GenerationRequest, SamplingParams
 
     tokens = tuple(engine.tokenize("hi", True, False))
     grammar = 'root ::= "ab" [0-9]{2,3} "."'
@@ -399,8 +410,8 @@ def test_generation_under_an_accepted_grammar_follows_it(engine) -> None:
 # -- --grammar / --grammar-file -------------------------------------------------------------------
 
 def test_a_refused_grammar_flag_is_a_usage_error(tmp_path: Path) -> None:
+    from llmpack.runtime.flags.settings import Settings
     from llmpack.runtime.sampling import grammar_text
-    from llmpack.runtime.settings import Settings
 
     with pytest.raises(GrammarFlagInvalid) as refused:
         grammar_text(Settings(grammar='root ::= "a"{2,1}'))
@@ -421,7 +432,7 @@ def test_a_refused_grammar_flag_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_a_json_schema_flag_whose_grammar_is_refused_names_that_flag() -> None:
-    from llmpack.runtime.settings import parse_args
+    from llmpack.runtime.flags.settings import parse_args
 
     # 400 optional properties: a grammar above the size limit, made from -j.
     schema = json.dumps({"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(400)}})

@@ -11,9 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from conftest import REPO, build_bundle, llmpack, run
 from llmpack.runtime import __version__, help_page
+from support.commands import REPO, build_bundle, llmpack, run
 
 STORED = ["-c", "4096", "--temp", "0.5", "--nobrowser", "-p", "you are terse", "..."]
 
@@ -40,9 +39,9 @@ def test_every_chat_command_is_in_the_help_table() -> None:
 
 
 def test_every_server_route_is_in_the_help_table() -> None:
+    from llmpack.runtime.flags.settings import parse_args
     from llmpack.runtime.server.app import create_app
     from llmpack.runtime.server.state import EngineHolder
-    from llmpack.runtime.settings import parse_args
 
     settings = parse_args([]).settings
     app = create_app(settings, EngineHolder(settings))
@@ -117,7 +116,7 @@ def test_help_of_an_executable_without_stored_arguments(tiny_bundle: Path) -> No
 
 def test_help_does_not_load_llama_cpp(tiny_bundle: Path) -> None:
     probe = ("import sys; from llmpack.runtime.__main__ import main; rc = main(['--help']); "
-             "loaded = [m for m in ('llama_cpp', 'llama_cpp.llama_cpp', 'llmpack.runtime.engine') if m in sys.modules]; "
+             "loaded = [m for m in ('llama_cpp', 'llama_cpp.llama_cpp', 'llmpack.runtime.engine.engine') if m in sys.modules]; "
              "print('loaded:', loaded, file=sys.stderr); sys.exit(rc or bool(loaded))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
                             env={**__import__("os").environ, "LLMPACK_BUNDLE": str(tiny_bundle)})

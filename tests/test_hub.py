@@ -14,14 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
-
-from conftest import LLMPACK, build_bundle, llmpack, one_error_line, run
-from hf_standin import HubStandin
 from llmpack.bundler import messages
 from llmpack.bundler.build_command import resolve_weights
 from llmpack.bundler.gguf_info import read_gguf_info
 from llmpack.bundler.gguf_split import split_parts
-from tiny_model import write_tiny_gguf
+from support.commands import LLMPACK, build_bundle, llmpack, one_error_line, run
+from support.hf_standin import HubStandin
+from support.tiny_model import write_tiny_gguf
 
 REPO, PRIVATE, GATED, TOKEN = "owner/tiny-GGUF", "owner/private-GGUF", "owner/gated-GGUF", "hf_standin_token"
 PROMPT = ["--cli", "-p", "hi", "-n", "4", "--temp", "0", "--log-disable"]

@@ -16,9 +16,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-from conftest import REPO, run
-from tiny_model import write_tiny_gguf
+from support.commands import REPO, run
+from support.tiny_model import write_tiny_gguf
 
 pytestmark = pytest.mark.slow
 

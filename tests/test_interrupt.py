@@ -9,11 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
-
-from conftest import LLMPACK
-from tiny_model import write_big_gguf
 from llmpack.bundler.bundle import atomic_output
 from llmpack.bundler.errors import BuildError
+from support.commands import LLMPACK
+from support.tiny_model import write_big_gguf
 
 
 @pytest.mark.slow

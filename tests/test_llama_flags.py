@@ -11,14 +11,13 @@ from pathlib import Path
 import gguf
 import openai
 import pytest
-
-from conftest import build_bundle, one_error_line, run
 from llmpack.runtime import messages
 from llmpack.runtime.errors import UsageError
-from llmpack.runtime.flag_values import process_escapes
-from llmpack.runtime.settings import option_fields, parse_args
-from server_fixtures import running_server
-from tiny_model import _vocabulary, write_tiny_gguf
+from llmpack.runtime.flags.settings import option_fields, parse_args
+from llmpack.runtime.flags.values import process_escapes
+from support.commands import build_bundle, one_error_line, run
+from support.server_fixtures import running_server
+from support.tiny_model import _vocabulary, write_tiny_gguf
 
 
 def settings(*argv: str):
@@ -138,7 +137,7 @@ def test_escape_is_on_by_default_as_in_llama_cpp() -> None:
 
 
 def test_json_schema_becomes_a_grammar() -> None:
-    from llmpack.runtime.server.json_grammar import json_schema_grammar
+    from llmpack.runtime.grammar.json_schema import json_schema_grammar
 
     schema = '{"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}'
     s = settings("-j", schema)
@@ -197,7 +196,7 @@ def test_every_flag_is_spelled_once() -> None:
 
 def test_the_cli_checks_its_grammar_before_printing_anything(capsysbinary) -> None:
     from llmpack.runtime import cli_mode
-    from llmpack.runtime.engine import SamplingParams
+    from llmpack.runtime.engine.types import SamplingParams
     from llmpack.runtime.errors import GrammarInvalid
 
     class RefusingEngine:
@@ -327,7 +326,9 @@ def test_thread_counts_above_ggml_maximum_are_one_line(tiny_bundle: Path, flag: 
 
 @pytest.mark.slow
 def test_threads_batch_reaches_the_context(tiny_gguf: Path) -> None:
-    from llmpack.runtime.engine import Engine, ModelSource, llama
+    from llmpack.runtime.engine.engine import Engine
+    from llmpack.runtime.engine.native import llama
+    from llmpack.runtime.engine.types import ModelSource
     from llmpack.runtime.model_loader import engine_config
 
     config = engine_config(settings("-t", "1", "-tb", "3", "--no-warmup"))

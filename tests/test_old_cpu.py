@@ -15,8 +15,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
-from conftest import run
+from support.commands import run
 
 # qemu-user is installed by the set-up (build/system-deps.sh): a missing one is a failure, never a
 # skip. Only the platform decides: the CPU models emulated here are x86-64 ones.
@@ -60,7 +59,7 @@ def test_runs_on_nehalem_with_the_sse42_build(tiny_bundle: Path) -> None:
 
 
 def test_manifest_states_the_minimum_glibc(tiny_bundle: Path) -> None:
-    from conftest import llmpack
+    from support.commands import llmpack
 
     described = llmpack("inspect", str(tiny_bundle))
     glibc = next(line for line in described.stdout.splitlines() if line.startswith("runtime"))

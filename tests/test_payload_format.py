@@ -9,10 +9,9 @@ import struct
 from pathlib import Path
 
 import pytest
-
 from llmpack.bundler import payload_format as writer_side
 from llmpack.bundler.errors import BuildError
-from llmpack.runtime import payload as runtime_side
+from llmpack.runtime import payload_format as runtime_side
 from llmpack.runtime.errors import CorruptBundle
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "payload_v1.json").read_text())

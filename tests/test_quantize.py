@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
-from conftest import llmpack, run
 from llmpack.bundler import messages
+from support.commands import llmpack, run
 
 pytestmark = pytest.mark.slow
 

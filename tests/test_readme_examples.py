@@ -8,8 +8,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-
-from conftest import REPO, build_bundle, run
+from support.commands import REPO, build_bundle, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.gemma, pytest.mark.smollm2]
 

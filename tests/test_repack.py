@@ -9,8 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-
-from conftest import TEST_CACHE, llmpack, run
+from support.commands import TEST_CACHE, llmpack, run
 
 pytestmark = pytest.mark.slow
 GREEDY = ["--cli", "-p", "the cat", "-n", "8", "--log-disable"]

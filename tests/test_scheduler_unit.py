@@ -4,10 +4,9 @@ whatever goes wrong inside the decoding thread fails the requests at hand, never
 from __future__ import annotations
 
 import pytest
-
-from llmpack.runtime.engine_types import GenerationRequest, SamplingParams, TokenLogprob
+from llmpack.runtime.engine.scheduler import Scheduler
+from llmpack.runtime.engine.types import GenerationRequest, SamplingParams, TokenLogprob
 from llmpack.runtime.errors import EngineFailure
-from llmpack.runtime.scheduler import Scheduler
 
 
 class ScriptedSampler:

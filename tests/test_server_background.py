@@ -11,23 +11,23 @@ from pathlib import Path
 import httpx
 import pytest
 from llmpack.runtime import messages
-from llmpack.runtime.engine import (
-    Engine,
+from llmpack.runtime.engine.engine import Engine
+from llmpack.runtime.engine.native import route_native_logs
+from llmpack.runtime.engine.types import (
     EngineConfig,
     GenerationRequest,
     ModelSource,
     SamplingParams,
-    route_native_logs,
 )
 from llmpack.runtime.errors import UserError
-from llmpack.runtime.server.json_grammar import (
+from llmpack.runtime.flags.settings import Settings
+from llmpack.runtime.grammar.json_schema import (
     SchemaUnsupported,
     json_object_grammar,
     json_schema_grammar,
     literal,
 )
-from llmpack.runtime.server_mode import start_background_server
-from llmpack.runtime.settings import Settings
+from llmpack.runtime.server.mode import start_background_server
 
 
 @pytest.fixture(scope="module")

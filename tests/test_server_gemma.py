@@ -8,7 +8,7 @@ from pathlib import Path
 
 import openai
 import pytest
-from server_fixtures import running_server
+from support.server_fixtures import running_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.gemma]
 

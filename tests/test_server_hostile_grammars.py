@@ -9,10 +9,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import one_error_line, run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from server_fixtures import ServerProcess, running_server
+from support.commands import one_error_line, run
+from support.server_fixtures import ServerProcess, running_server
 from test_grammar_check import AMBIGUOUS, GRAMMARS, SCHEMAS
 
 pytestmark = pytest.mark.slow

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import one_error_line, run
 from llmpack.runtime import messages
-from server_fixtures import ServerProcess, running_server, start_server
-from tiny_model import write_tiny_gguf
+from support.commands import one_error_line, run
+from support.server_fixtures import ServerProcess, running_server, start_server
+from support.tiny_model import write_tiny_gguf
 
 pytestmark = pytest.mark.slow
 CTX = 16384

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from server_fixtures import ServerProcess, running_server
+from support.server_fixtures import ServerProcess, running_server
 
 pytestmark = pytest.mark.slow
 

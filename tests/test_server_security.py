@@ -14,11 +14,11 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 from llmpack.runtime import messages
+from llmpack.runtime.flags.settings import Settings
 from llmpack.runtime.server.app import create_app, is_json_media_type
 from llmpack.runtime.server.host_check import HostPolicy, split_host
 from llmpack.runtime.server.state import EngineHolder
-from llmpack.runtime.settings import Settings
-from server_fixtures import ServerProcess, running_server
+from support.server_fixtures import ServerProcess, running_server
 from test_server_unit import FakeEngine
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}

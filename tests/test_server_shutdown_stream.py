@@ -15,13 +15,13 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 from llmpack.runtime import messages
-from llmpack.runtime.engine import GenerationRequest, Piece, Timings
+from llmpack.runtime.engine.types import GenerationRequest, Piece, Timings
+from llmpack.runtime.flags.settings import Settings
 from llmpack.runtime.server.app import cancel_generations, create_app
 from llmpack.runtime.server.state import EngineHolder
-from llmpack.runtime.settings import Settings
-from server_fixtures import ServerProcess, start_server
+from support.server_fixtures import ServerProcess, start_server
+from support.tiny_model import write_tiny_gguf
 from test_server_unit import FakeEngine
-from tiny_model import write_tiny_gguf
 
 SHUTTING_DOWN = messages.SERVER_SHUTTING_DOWN.removeprefix("error: ")
 CTX = 16384

@@ -10,8 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from llmpack.runtime import server_mode
-from llmpack.runtime.engine import (
+from llmpack.runtime.engine.types import (
     EngineConfig,
     GenerationRequest,
     Piece,
@@ -19,9 +18,10 @@ from llmpack.runtime.engine import (
     TokenLogprob,
 )
 from llmpack.runtime.errors import ContextOverflow, EngineFailure, GrammarInvalid
+from llmpack.runtime.flags.settings import Settings
+from llmpack.runtime.server import mode as server_mode
 from llmpack.runtime.server.app import create_app
 from llmpack.runtime.server.state import EngineHolder
-from llmpack.runtime.settings import Settings
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -52,11 +52,11 @@ class FakeEngine:
         if "::=" not in grammar:
             raise GrammarInvalid()
 
-    def check_fits(self, n: int) -> None:
-        if n >= self.n_ctx:
-            raise ContextOverflow(n, self.n_ctx)
+    def check_fits(self, n_prompt_tokens: int) -> None:
+        if n_prompt_tokens >= self.n_ctx:
+            raise ContextOverflow(n_prompt_tokens, self.n_ctx)
 
-    def token_bytes(self, token: int) -> bytes:
+    def token_bytes(self, token: int, special: bool = False) -> bytes:
         return bytes([token])
 
     def token_text(self, token: int) -> str:
@@ -75,6 +75,12 @@ class FakeEngine:
             yield Piece(ch, (ord(ch),), logprobs=logprobs)
         finish = "length" if limit < len(self.answer) else "stop"
         yield Piece("", (), finish, Timings(len(request.prompt_tokens), 0, 1.0, limit, 2.0))
+
+    def embed(self, tokens, normalize: bool = True) -> list[float]:
+        raise EngineFailure("error: embeddings are off: start with --embedding")  # config.embeddings is False
+
+    def close(self) -> None:
+        pass
 
     def start(self, request: GenerationRequest, cancel: threading.Event, deliver) -> None:
         """The engine's event-driven interface: pieces handed over from another thread, as the real

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
 from llmpack.runtime import messages
-from llmpack.runtime.default_args import merge_arguments
 from llmpack.runtime.errors import UsageError
-from llmpack.runtime.settings import option_fields, parse_args
+from llmpack.runtime.flags.settings import option_fields, parse_args
+from llmpack.runtime.flags.stored_args import merge_arguments
 
 LLAMAFILE_FLAGS = ["--cli", "--chat", "--server", "-m", "--model", "-ngl", "--n-gpu-layers", "-c", "--ctx-size",
                    "-n", "--n-predict", "-p", "--prompt", "-f", "--file", "--temp", "--top-k", "--top-p",

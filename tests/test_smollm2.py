@@ -8,8 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from conftest import build_bundle, llmpack, run
+from support.commands import build_bundle, llmpack, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.smollm2]
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from conftest import build_bundle, one_error_line, run
 from llmpack.runtime import messages
-from llmpack.runtime.default_args import merge_arguments
 from llmpack.runtime.errors import UsageError
-from llmpack.runtime.settings import parse_args
+from llmpack.runtime.flags.settings import parse_args
+from llmpack.runtime.flags.stored_args import merge_arguments
+from support.commands import build_bundle, one_error_line, run
 
 
 @pytest.mark.parametrize("stored, user, merged", [

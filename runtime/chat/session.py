@@ -11,25 +11,16 @@ import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from .. import messages
 from ..chat_template import ChatFormatter, tokenize_prompt_text
-from ..engine import GenerationRequest, Piece, SamplingParams, Timings
+from ..engine.interface import ChatEngine
+from ..engine.types import GenerationRequest, Piece, SamplingParams, Timings
 from ..errors import UserError
-from ..flag_values import verbose_prompt_line
+from ..flags.values import verbose_prompt_line
 from .conversation import Conversation
 
 log = logging.getLogger(__name__)
-
-
-class ChatEngine(Protocol):
-    n_ctx: int
-    bos_token: str
-
-    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]: ...
-
-    def generate(self, request: GenerationRequest, cancel: threading.Event | None = None): ...
 
 
 class DoesNotFit(UserError):

@@ -12,8 +12,8 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import messages
+from ..flags.settings import Settings
 from ..sampling import sampling_from_settings
-from ..settings import Settings
 from . import routes_misc, routes_openai
 from .errors import error_body, install_error_handlers
 from .host_check import HostPolicy, split_host

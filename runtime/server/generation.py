@@ -21,7 +21,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from .. import messages
-from ..engine import Engine, GenerationRequest, Piece
+from ..engine.interface import ServingEngine
+from ..engine.types import GenerationRequest, Piece
 from .errors import ApiError
 from .state import Metrics
 
@@ -50,7 +51,7 @@ class Outcome:
 class Generation:
     """One request's generation. Iterate `pieces()` once; `cancel()` may be called from anywhere."""
 
-    def __init__(self, engine: Engine, request: GenerationRequest, metrics: Metrics,
+    def __init__(self, engine: ServingEngine, request: GenerationRequest, metrics: Metrics,
                  active: set[Generation] | None = None) -> None:
         self.engine = engine
         self.request = request

@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 
-from ..settings import Settings
+from ..flags.settings import Settings
 
 LOCAL_NAMES = frozenset({"localhost"})
 LOCAL_SUFFIX = ".localhost"

@@ -15,8 +15,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from ..engine import Engine, Piece
-from ..flag_values import verbose_prompt_line
+from ..engine.interface import ServingEngine
+from ..engine.types import Piece
+from ..flags.values import verbose_prompt_line
 from . import translate as tr
 from .errors import ApiError, error_payload
 from .generation import Generation, run_to_completion
@@ -29,7 +30,7 @@ router = APIRouter()
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def ready_engine(request: Request) -> tuple[Engine, EngineHolder]:
+def ready_engine(request: Request) -> tuple[ServingEngine, EngineHolder]:
     holder: EngineHolder = request.app.state.holder
     if holder.engine is None:
         raise ApiError(503, "the model is still loading; retry in a moment", "unavailable_error",
@@ -37,7 +38,7 @@ def ready_engine(request: Request) -> tuple[Engine, EngineHolder]:
     return holder.engine, holder
 
 
-def log_prompt(settings, engine: Engine, tokens: list[int]) -> None:
+def log_prompt(settings, engine: ServingEngine, tokens: list[int]) -> None:
     """--verbose-prompt: what the model receives, special tokens included, and its token count."""
     if settings.verbose_prompt:
         log.info("%s", verbose_prompt_line(engine.detokenize(tokens, special=True), len(tokens)))
@@ -72,7 +73,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
                              media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-async def _chat_stream(engine: Engine, model: str, generation: Generation, include_usage: bool,
+async def _chat_stream(engine: ServingEngine, model: str, generation: Generation, include_usage: bool,
                        want_logprobs: bool) -> AsyncIterator[bytes]:
     base = {"id": tr.new_id("chatcmpl"), "object": "chat.completion.chunk", "created": tr.now(), "model": model,
             "system_fingerprint": None}
@@ -144,7 +145,7 @@ async def completions(body: CompletionRequest, request: Request):
                              media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-async def _completion_stream(engine: Engine, model: str, prompt_text: str, generation: Generation,
+async def _completion_stream(engine: ServingEngine, model: str, prompt_text: str, generation: Generation,
                              include_usage: bool, want_logprobs: bool) -> AsyncIterator[bytes]:
     base = {"id": tr.new_id("cmpl"), "object": "text_completion", "created": tr.now(), "model": model,
             "system_fingerprint": None}

@@ -8,8 +8,8 @@ import time
 from dataclasses import dataclass, field
 
 from ..chat_template import ChatFormatter, formatter_for
-from ..engine import Engine
-from ..settings import Settings
+from ..engine.interface import ServingEngine
+from ..flags.settings import Settings
 
 
 class EngineHolder:
@@ -18,17 +18,17 @@ class EngineHolder:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self.engine: Engine | None = None
+        self.engine: ServingEngine | None = None
         self.formatter: ChatFormatter | None = None
         self.error: BaseException | None = None
 
     @classmethod
-    def loaded(cls, settings: Settings, engine: Engine, formatter: ChatFormatter | None = None) -> EngineHolder:
+    def loaded(cls, settings: Settings, engine: ServingEngine, formatter: ChatFormatter | None = None) -> EngineHolder:
         holder = cls(settings)
         holder.set_engine(engine, formatter)
         return holder
 
-    def set_engine(self, engine: Engine, formatter: ChatFormatter | None = None) -> None:
+    def set_engine(self, engine: ServingEngine, formatter: ChatFormatter | None = None) -> None:
         """`formatter`: the one the caller compiled at start (the default mode shares the chat's);
         else it is made here, once. Raises TemplateError when the template does not compile."""
         self.formatter = formatter or formatter_for(engine.chat_template, engine.bos_token, engine.eos_token,

@@ -11,11 +11,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..chat_template import ChatFormatter, tokenize_prompt_text
-from ..engine import Engine, GenerationRequest, Piece, SamplingParams, TokenLogprob
-from ..grammar_check import GrammarRefused, check_grammar
-from ..settings import Settings
+from ..engine.interface import ServingEngine
+from ..engine.types import GenerationRequest, Piece, SamplingParams, TokenLogprob
+from ..flags.settings import Settings
+from ..grammar.check import GrammarRefused, check_grammar
+from ..grammar.json_schema import (
+    SchemaUnsupported,
+    json_object_grammar,
+    json_schema_grammar,
+)
 from .errors import ApiError
-from .json_grammar import SchemaUnsupported, json_object_grammar, json_schema_grammar
 from .schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
 
 FINISH_REASONS = {"stop": "stop", "length": "length", "cancelled": "stop"}
@@ -52,13 +57,13 @@ def chat_messages(body: ChatCompletionRequest) -> list[dict[str, str]]:
     return messages
 
 
-def chat_prompt_tokens(engine: Engine, formatter: ChatFormatter, body: ChatCompletionRequest) -> list[int]:
+def chat_prompt_tokens(engine: ServingEngine, formatter: ChatFormatter, body: ChatCompletionRequest) -> list[int]:
     text = formatter.render(chat_messages(body))
     add_special, parse_special = tokenize_prompt_text(text, engine.bos_token)
     return engine.tokenize(text, add_special, parse_special)
 
 
-def completion_prompt_tokens(engine: Engine, body: CompletionRequest) -> list[int]:
+def completion_prompt_tokens(engine: ServingEngine, body: CompletionRequest) -> list[int]:
     prompt = body.prompt
     if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
         if len(prompt) != 1:
@@ -73,7 +78,7 @@ def completion_prompt_tokens(engine: Engine, body: CompletionRequest) -> list[in
     return check_token_ids(engine, prompt, "prompt")
 
 
-def check_token_ids(engine: Engine, tokens: Sequence[int], param: str) -> list[int]:
+def check_token_ids(engine: ServingEngine, tokens: Sequence[int], param: str) -> list[int]:
     n_vocab = engine.n_vocab
     for i, token in enumerate(tokens):
         if not 0 <= token < n_vocab:
@@ -153,12 +158,12 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-def _token_entry(engine: Engine, token: int, logprob: float) -> dict[str, Any]:
+def _token_entry(engine: ServingEngine, token: int, logprob: float) -> dict[str, Any]:
     raw = engine.token_bytes(token)
     return {"token": raw.decode("utf-8", "replace"), "logprob": logprob, "bytes": list(raw)}
 
 
-def chat_logprobs(engine: Engine, logprobs: Sequence[TokenLogprob]) -> dict[str, Any]:
+def chat_logprobs(engine: ServingEngine, logprobs: Sequence[TokenLogprob]) -> dict[str, Any]:
     content = []
     for lp in logprobs:
         entry = _token_entry(engine, lp.token_id, lp.logprob)
@@ -167,7 +172,7 @@ def chat_logprobs(engine: Engine, logprobs: Sequence[TokenLogprob]) -> dict[str,
     return {"content": content, "refusal": None}
 
 
-def completion_logprobs(engine: Engine, logprobs: Sequence[TokenLogprob], start_offset: int,
+def completion_logprobs(engine: ServingEngine, logprobs: Sequence[TokenLogprob], start_offset: int,
                         texts: Sequence[str]) -> dict[str, Any]:
     tokens, values, tops, offsets = [], [], [], []
     offset = start_offset
@@ -180,7 +185,7 @@ def completion_logprobs(engine: Engine, logprobs: Sequence[TokenLogprob], start_
     return {"tokens": tokens, "token_logprobs": values, "top_logprobs": tops, "text_offset": offsets}
 
 
-def chat_completion(engine: Engine, model: str, text: str, finish: str, pieces: Sequence[Piece],
+def chat_completion(engine: ServingEngine, model: str, text: str, finish: str, pieces: Sequence[Piece],
                     prompt_tokens: int, completion_tokens: int, want_logprobs: bool) -> dict[str, Any]:
     logprobs = [lp for p in pieces for lp in p.logprobs]
     return {
@@ -193,7 +198,7 @@ def chat_completion(engine: Engine, model: str, text: str, finish: str, pieces: 
     }
 
 
-def text_completion(engine: Engine, model: str, prompt_text: str, text: str, finish: str,
+def text_completion(engine: ServingEngine, model: str, prompt_text: str, text: str, finish: str,
                     pieces: Sequence[Piece], prompt_tokens: int, completion_tokens: int,
                     want_logprobs: bool) -> dict[str, Any]:
     logprobs = None

@@ -4,7 +4,7 @@ Front ends (CLI, chat, server) hand it `GenerationRequest`s and consume a stream
 low-level API directly (batches, per-request sampler chains, the KV cache's sequences) rather than
 llama-cpp-python's `Llama` class, because `Llama` only loads from a path and is one sequence at a time:
 we load the weights in place from inside our own executable, and the server batches requests
-(continuous batching: runtime/scheduler.py drives the primitives below from one decoding thread).
+(continuous batching: runtime/engine/scheduler.py drives the primitives below from one decoding thread).
 """
 
 from __future__ import annotations
@@ -12,179 +12,54 @@ from __future__ import annotations
 import ctypes
 import functools
 import heapq
-import math
-import importlib
-import importlib.util
 import logging
+import math
 import os
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from . import messages
-from .backend_cache import unpacked_backends
+from .. import messages
+from ..errors import ContextOverflow, EngineFailure, GrammarInvalid, ModelLoadFailed
 from .context_size import ContextSize
-from .errors import ContextOverflow, EngineFailure, GrammarInvalid, ModelLoadFailed
-from .grammar_check import GrammarRefused, check_grammar
 
 log = logging.getLogger(__name__)
 
 
 # The engine's vocabulary, re-exported: front ends import it from here.
-from .engine_types import (  # noqa: E402,F401
+from .native import (  # noqa: E402,F401
+    FLASH_ATTN_TYPES,
+    CFile,
+    gpu_offload_supported,
+    in_place_loading_supported,
+    llama,
+    load_backends,
+    route_native_logs,
+)
+from .sampler import SamplerChain, check_grammar_text  # noqa: E402
+from .scheduler import Scheduler  # noqa: E402
+from .types import (  # noqa: E402,F401
+    KV_CACHE_TYPES,
+    QUANTIZED_CACHE_TYPES,
     EngineConfig,
     GenerationRequest,
-    KV_CACHE_TYPES,
     ModelSource,
-    QUANTIZED_CACHE_TYPES,
     Piece,
     SamplingParams,
     Timings,
     TokenLogprob,
 )
-from .scheduler import Scheduler  # noqa: E402
-
-
-def _import_bindings():
-    """Imports llama_cpp's ctypes bindings without its package __init__, which would pull in numpy,
-    the high-level `Llama` class and the chat formats: start-up time and size we do not need."""
-    if "llama_cpp.llama_cpp" not in sys.modules and "llama_cpp" not in sys.modules:
-        spec = importlib.util.find_spec("llama_cpp")
-        if spec is None:
-            raise EngineFailure("error: llama-cpp-python is not installed (run the README's set-up)")
-        sys.modules["llama_cpp"] = importlib.util.module_from_spec(spec)
-    return importlib.import_module("llama_cpp.llama_cpp")
-
-
-llama = _import_bindings()
-_FLASH_ATTN_TYPES = {"on": llama.LLAMA_FLASH_ATTN_TYPE_ENABLED, "off": llama.LLAMA_FLASH_ATTN_TYPE_DISABLED,
-                     "auto": llama.LLAMA_FLASH_ATTN_TYPE_AUTO}
-
-_backends_loaded = False
-_LOG_CALLBACK = None  # kept referenced: llama.cpp calls it from its own threads
-
-
-def route_native_logs(level: int) -> None:
-    """Sends llama.cpp's log to Python logging at `level` and above (GGML_LOG_LEVEL: 2=info, 3=warn)."""
-    global _LOG_CALLBACK
-    native_log = logging.getLogger("llama.cpp")
-
-    def callback(native_level: int, text: bytes, _user: ctypes.c_void_p) -> None:
-        if native_level >= level or native_level == 5:  # 5 = continuation of the previous line
-            message = text.decode("utf-8", "replace").rstrip("\n")
-            if message and message != ".":
-                native_log.log(logging.WARNING if native_level >= 3 else logging.DEBUG, "%s", message)
-
-    _LOG_CALLBACK = llama.llama_log_callback(callback)
-    llama.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
-
-
-def _backend_library_dir() -> Path:
-    return Path(llama.__file__).resolve().parent / "lib"
-
-
-def load_backends() -> list[str]:
-    """Registers llama.cpp's compute backends once, and returns the devices found.
-
-    Our portable builds compile the CPU backend in several variants (sse4.2 ... avx512) as separate
-    libraries (GGML_BACKEND_DL); ggml picks the best one this CPU supports. They must be registered
-    through the very libggml that libllama links against (its SONAME, libggml.so.0): loading another
-    copy would fill a second registry and llama.cpp would find no backends.
-    """
-    global _backends_loaded
-    if not _backends_loaded:
-        _backends_loaded = True
-
-        backend_dir = os.environ.get("LLMPACK_BACKEND_DIR") or _find_backend_dir()
-        if backend_dir:
-            ggml = _open_ggml()
-            if ggml is not None and hasattr(ggml, "ggml_backend_load_all_from_path"):
-                ggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
-                ggml.ggml_backend_load_all_from_path(os.fsencode(backend_dir))
-        llama.llama_backend_init()
-    return _device_names()
-
-
-def _find_backend_dir() -> str | None:
-    library_dir = _backend_library_dir()
-    unpacked = unpacked_backends(library_dir)  # the frozen runtime's variants, unpacked once
-    if unpacked is not None:
-        return str(unpacked)
-    for candidate in (library_dir.parent.parent / "bin", library_dir):  # an installed wheel
-        if candidate.is_dir() and any(candidate.glob("*ggml-cpu*")):
-            return str(candidate)
-    return None
-
-
-def _open_ggml():
-    """The libggml instance libllama already loaded: by SONAME first (dlopen then returns the loaded
-    copy wherever it came from, e.g. PyInstaller's unpack folder), then by path."""
-    lib_dir = _backend_library_dir()
-    for name in ("libggml.so.0", "libggml.so", "libggml.dylib", "ggml.dll"):
-        for candidate in (name, str(lib_dir / name)):
-            try:
-                return ctypes.CDLL(candidate, mode=getattr(os, "RTLD_GLOBAL", 0))
-            except OSError:
-                continue
-    return None
-
-
-def _device_names() -> list[str]:
-    ggml = _open_ggml()
-    if ggml is None or not hasattr(ggml, "ggml_backend_dev_count"):
-        return []
-    ggml.ggml_backend_dev_count.restype = ctypes.c_size_t
-    ggml.ggml_backend_dev_get.restype = ctypes.c_void_p
-    ggml.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
-    ggml.ggml_backend_dev_name.restype = ctypes.c_char_p
-    ggml.ggml_backend_dev_name.argtypes = [ctypes.c_void_p]
-    return [ggml.ggml_backend_dev_name(ggml.ggml_backend_dev_get(i)).decode()
-            for i in range(ggml.ggml_backend_dev_count())]
-
-
-def gpu_offload_supported() -> bool:
-    load_backends()
-    return bool(llama.llama_supports_gpu_offload())
-
-
-class _CFile:
-    """A C `FILE*` positioned at an offset: what llama_model_load_from_file_ptr reads from."""
-
-    def __init__(self, path: str, offset: int) -> None:
-        libc = ctypes.CDLL(None)
-        libc.fopen.restype = ctypes.c_void_p
-        libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
-        libc.fseeko.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
-        libc.fclose.argtypes = [ctypes.c_void_p]
-        self._libc = libc
-        self.pointer = libc.fopen(os.fsencode(path), b"rb")
-        if not self.pointer:
-            raise ModelLoadFailed(path)
-        if libc.fseeko(self.pointer, offset, os.SEEK_SET) != 0:
-            self.close()
-            raise ModelLoadFailed(path)
-
-    def close(self) -> None:
-        if self.pointer:
-            self._libc.fclose(self.pointer)
-            self.pointer = None
-
-
-def in_place_loading_supported() -> bool:
-    return hasattr(llama, "llama_model_load_from_file_ptr") and sys.platform != "win32"
 
 
 class Engine:
     """A loaded model and its context. `generate` and `embed` are safe to call from many threads at
-    once: every request joins the running batch of the one decoding thread (runtime/scheduler.py)."""
+    once: every request joins the running batch of the one decoding thread (runtime/engine/scheduler.py)."""
 
     def __init__(self, source: ModelSource, config: EngineConfig,
                  progress: Callable[[float], None] | None = None) -> None:
         load_backends()
         self.config = config
-        self._file: _CFile | None = None
+        self._file: CFile | None = None
         self._progress_callback = None
         self.model = self._load_model(source, config, progress)
         self.vocab = llama.llama_model_get_vocab(self.model)
@@ -222,7 +97,7 @@ class Engine:
             self._progress_callback = llama.llama_progress_callback(on_progress)
             params.progress_callback = self._progress_callback
         if source.offset:
-            self._file = _CFile(source.path, source.offset)
+            self._file = CFile(source.path, source.offset)
             model = llama.llama_model_load_from_file_ptr(ctypes.c_void_p(self._file.pointer), params)
         else:
             model = llama.llama_model_load_from_file(os.fsencode(source.path), params)
@@ -235,7 +110,7 @@ class Engine:
     def _create_context(self, config: EngineConfig):
         params = llama.llama_context_default_params()
         # -c divided among the sequences, each capped at the training context (llama-server's rule,
-        # runtime/context_size.py); the embeddings' extra sequence gets a share of the same size.
+        # runtime/engine/context_size.py); the embeddings' extra sequence gets a share of the same size.
         self.context_size = ContextSize(config.n_ctx, config.n_seq_max, self.n_ctx_train)
         params.n_ctx = self.context_size.per_sequence() * (config.n_seq_max + (1 if config.embeddings else 0))
         params.n_batch = config.n_batch
@@ -247,7 +122,7 @@ class Engine:
         params.kv_unified = False
         params.n_threads = config.n_threads
         params.n_threads_batch = config.n_threads_batch or config.n_threads
-        params.flash_attn_type = _FLASH_ATTN_TYPES[config.flash_attn]
+        params.flash_attn_type = FLASH_ATTN_TYPES[config.flash_attn]
         params.type_k, params.type_v = KV_CACHE_TYPES[config.type_k], KV_CACHE_TYPES[config.type_v]
         params.embeddings = config.embeddings
         params.no_perf = True
@@ -368,7 +243,7 @@ class Engine:
         a request before it starts. Reads only the vocabulary: safe beside the decoding thread."""
         if not grammar:
             return  # no grammar, as for _SamplerChain
-        _check_grammar_text(grammar)  # first: llama.cpp's parser trusts its input
+        check_grammar_text(grammar)  # first: llama.cpp's parser trusts its input
         sampler = llama.llama_sampler_init_grammar(self.vocab, grammar.encode(), b"root")
         if not sampler:
             raise GrammarInvalid()
@@ -420,8 +295,8 @@ class Engine:
     def forget(self, seq: int, from_position: int) -> None:
         llama.llama_memory_seq_rm(llama.llama_get_memory(self.context), seq, from_position, -1)
 
-    def sampler(self, params: SamplingParams) -> "_SamplerChain":
-        return _SamplerChain(self, params)
+    def sampler(self, params: SamplingParams) -> "SamplerChain":
+        return SamplerChain(self, params)
 
     def logprob(self, token: int, batch_index: int, top: int) -> TokenLogprob:
         """log-softmax of a batch position's logits, for `token` and the `top` most likely tokens. Plain
@@ -488,58 +363,3 @@ class Engine:
                 raise EngineFailure("error: llama.cpp returned no embeddings for this model")
             return [row[j] for j in range(n_embd)]
         return [x / len(tokens) for x in total]
-
-
-def _check_grammar_text(grammar: str) -> None:
-    try:
-        check_grammar(grammar)
-    except GrammarRefused as exc:
-        raise GrammarInvalid(exc.reason) from None
-
-
-class _SamplerChain:
-    """One request's llama.cpp sampler chain (penalties, grammar, top-k/p, min-p, temperature)."""
-
-    def __init__(self, engine: Engine, params: SamplingParams) -> None:
-        self._engine = engine
-        self._chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
-        add = lambda sampler: llama.llama_sampler_chain_add(self._chain, sampler)  # noqa: E731
-        if params.ignore_eos:  # as llama.cpp's --ignore-eos: a logit bias of -inf on every EOG token
-            eog = engine.end_of_generation_tokens
-            biases = (llama.llama_logit_bias * len(eog))(*(llama.llama_logit_bias(t, -math.inf) for t in eog))
-            add(llama.llama_sampler_init_logit_bias(engine.n_vocab, len(eog), biases))
-        if params.grammar:
-            try:
-                _check_grammar_text(params.grammar)
-            except GrammarInvalid:
-                self.free()
-                raise
-            grammar = llama.llama_sampler_init_grammar(engine.vocab, params.grammar.encode(), b"root")
-            if not grammar:
-                self.free()
-                raise GrammarInvalid()
-            add(grammar)
-        if params.repeat_penalty != 1.0 or params.presence_penalty or params.frequency_penalty:
-            last_n = engine.n_ctx if params.repeat_last_n < 0 else params.repeat_last_n
-            # This llama.cpp's signature still takes the vocabulary size first (see its llama.h).
-            add(llama.llama_sampler_init_penalties(engine.n_vocab, last_n, params.repeat_penalty,
-                                                   params.frequency_penalty, params.presence_penalty))
-        if params.temperature <= 0:
-            add(llama.llama_sampler_init_greedy())
-            return
-        if params.top_k > 0:
-            add(llama.llama_sampler_init_top_k(params.top_k))
-        add(llama.llama_sampler_init_top_p(params.top_p, 1))
-        add(llama.llama_sampler_init_min_p(params.min_p, 1))
-        add(llama.llama_sampler_init_temp(params.temperature))
-        seed = params.seed if params.seed >= 0 else int.from_bytes(os.urandom(4), "little")
-        add(llama.llama_sampler_init_dist(seed & 0xFFFFFFFF))
-
-    def sample(self, batch_index: int) -> int:
-        # llama_sampler_sample also accepts the token into the chain (penalties, grammar state).
-        return llama.llama_sampler_sample(self._chain, self._engine.context, batch_index)
-
-    def free(self) -> None:
-        if self._chain:
-            llama.llama_sampler_free(self._chain)
-            self._chain = None

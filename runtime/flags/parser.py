@@ -13,8 +13,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
-from . import messages
-from .errors import UsageError
+from .. import messages
+from ..errors import UsageError
 
 HELP_FLAGS = ("-h", "--help")
 VERSION_FLAGS = ("--version",)

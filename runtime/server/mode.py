@@ -14,13 +14,16 @@ import sys
 import threading
 import webbrowser
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from . import messages
-from .chat_template import ChatFormatter, check_override
-from .engine import Engine
-from .errors import UserError
-from .payload import Payload
-from .settings import Settings
+from .. import messages
+from ..chat_template import ChatFormatter, check_override
+from ..errors import UserError
+from ..flags.settings import Settings
+from ..payload_format import Payload
+
+if TYPE_CHECKING:  # the type only: importing the engine loads llama.cpp
+    from ..engine.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,7 @@ def server_url(host: str, sock: socket.socket) -> str:
 def _uvicorn_server(app, settings: Settings):
     import uvicorn
 
-    from .server.app import cancel_generations
+    from .app import cancel_generations
 
     class Server(uvicorn.Server):
         async def shutdown(self, sockets=None) -> None:
@@ -86,7 +89,7 @@ class BackgroundServer:
     _app: object
 
     def stop(self, timeout: float = 10.0) -> None:
-        from .server.app import cancel_all
+        from .app import cancel_all
 
         self._server.should_exit = True  # stop accepting first, then end what is running
         cancel_all(self._app, timeout)
@@ -97,8 +100,8 @@ def start_background_server(settings: Settings, engine: Engine, formatter: ChatF
     """Serves `engine` (already loaded) at settings.host:settings.port on a daemon thread, and returns
     once it accepts connections. Raises UserError (one line) when the address cannot be used.
     `formatter`: the chat template compiled at start, shared with the terminal chat."""
-    from .server.app import create_app
-    from .server.state import EngineHolder
+    from .app import create_app
+    from .state import EngineHolder
 
     sock = bind_socket(settings.host, settings.port)
     app = create_app(settings, EngineHolder.loaded(settings, engine, formatter))
@@ -124,9 +127,9 @@ def start_background_server(settings: Settings, engine: Engine, formatter: ChatF
 
 
 def run(settings: Settings, payload: Payload | None) -> int:
-    from .model_loader import load_engine
-    from .server.app import cancel_all, create_app
-    from .server.state import EngineHolder
+    from ..model_loader import load_engine
+    from .app import cancel_all, create_app
+    from .state import EngineHolder
 
     check_override(settings.chat_template)  # a bad --chat-template fails now, not per request
     sock = bind_socket(settings.host, settings.port)

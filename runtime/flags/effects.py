@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from .engine_types import SamplingParams
-from .sampling import sampling_from_settings
+from ..engine.types import SamplingParams
+from ..sampling import sampling_from_settings
 from .settings import Settings
 
 

@@ -11,10 +11,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from . import messages
-from .errors import UsageError
-from .flag_parser import parse_line
-from .flag_values import CACHE_TYPE_VALUES, FLASH_ATTN_VALUES, resolve
+from .. import messages
+from ..errors import UsageError
+from .parser import parse_line
+from .values import CACHE_TYPE_VALUES, FLASH_ATTN_VALUES, resolve
 
 MODES = ("cli", "chat", "server")
 

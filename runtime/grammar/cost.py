@@ -1,7 +1,7 @@
 """What a parsed GBNF grammar will cost llama.cpp, measured before llama.cpp sees it.
 
 Two costs are bounded here, on llama.cpp's own representation of the grammar (rules of elements, as
-runtime/grammar_check.py builds them):
+runtime/grammar/check.py builds them):
 
 - its left-recursion search at start (llama_grammar_detect_left_recursion) revisits a shared rule
   once per path, so it is exponential on some rule graphs, and recurses once per step;

@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TYPE_CHECKING
 
-from . import __version__, messages
-from .chat.render import Console
-from .chat.repl import Repl, make_prompt_session
-from .chat.session import ChatSession
-from .chat_template import ChatFormatter, check_override, formatter_for
-from .context_size import describe_context
-from .engine import Engine, gpu_offload_supported, load_backends
-from .errors import UserError
-from .model_loader import load_engine
-from .flag_effects import chat_system_prompt, mode_sampling
-from .payload import Payload
-from .settings import Settings
+from .. import __version__, messages
+from ..chat_template import ChatFormatter, check_override, formatter_for
+from ..engine.context_size import describe_context
+from ..engine.native import gpu_offload_supported, load_backends
+from ..errors import UserError
+from ..flags.effects import chat_system_prompt, mode_sampling
+from ..flags.settings import Settings
+from ..model_loader import load_engine
+from ..payload_format import Payload
+from .render import Console
+from .repl import Repl, make_prompt_session
+from .session import ChatSession
+
+if TYPE_CHECKING:  # the type only: importing the engine loads llama.cpp
+    from ..engine.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +36,7 @@ def run(settings: Settings, payload: Payload | None) -> int:
 
 
 def run_default(settings: Settings, payload: Payload | None) -> int:
-    from .server_mode import start_background_server
+    from ..server.mode import start_background_server
 
     check_override(settings.chat_template)
     # The chat is one more sequence of the engine the server batches (-np counts it): a chat reply and

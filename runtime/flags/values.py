@@ -10,9 +10,9 @@ import dataclasses
 import json
 from typing import TYPE_CHECKING
 
-from . import messages
-from .engine_types import KV_CACHE_TYPES, QUANTIZED_CACHE_TYPES
-from .errors import UsageError
+from .. import messages
+from ..engine.types import KV_CACHE_TYPES, QUANTIZED_CACHE_TYPES
+from ..errors import UsageError
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -54,7 +54,7 @@ def process_escapes(text: str) -> str:
 
 def schema_grammar(text: str) -> str:
     """-j's JSON schema as a GBNF grammar, through the converter the server uses for response_format."""
-    from .server.json_grammar import json_schema_grammar
+    from ..grammar.json_schema import json_schema_grammar
 
     label = "-j/--json-schema"
     try:

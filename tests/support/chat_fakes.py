@@ -9,8 +9,14 @@ import time
 
 from llmpack.runtime.chat.session import ChatSession
 from llmpack.runtime.chat_template import ChatFormatter, stop_strings_for
-from llmpack.runtime.engine import GenerationRequest, Piece, SamplingParams, Timings
-from tiny_model import GEMMA_TEMPLATE
+from llmpack.runtime.engine.types import (
+    GenerationRequest,
+    Piece,
+    SamplingParams,
+    Timings,
+)
+
+from support.tiny_model import GEMMA_TEMPLATE
 
 
 class FakeEngine:

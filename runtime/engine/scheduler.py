@@ -22,9 +22,9 @@ from collections import deque
 from concurrent.futures import Future
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
-from .engine_types import GenerationRequest, Piece, SamplingParams, Timings, TokenLogprob
-from .errors import EngineFailure, UserError
+from ..errors import EngineFailure, UserError
 from .stop_strings import StopMatcher
+from .types import GenerationRequest, Piece, SamplingParams, Timings, TokenLogprob
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ check is exponential on some rule graphs. This module parses a grammar the same 
 same rewrite of repetitions into rules, same symbol numbering) and raises GrammarRefused, with one
 precise reason, for anything invalid or outside bounds that keep llama.cpp's work small; what the
 parsed grammar will cost llama.cpp (its left-recursion search, its stacks while sampling) is measured
-by runtime/grammar_cost.py. A grammar it accepts is one llama.cpp parses, and initialises, quickly.
+by runtime/grammar/cost.py. A grammar it accepts is one llama.cpp parses, and initialises, quickly.
 
 Pure Python on purpose (no llama_cpp import): the server and the flags check with it before any
 native code runs.
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import functools
 
-from . import grammar_cost
-from .grammar_cost import ALT, CHAR, CHAR_ALT, CHAR_ANY, CHAR_NOT, END, REF, RNG_UPPER
+from . import cost as grammar_cost
+from .cost import ALT, CHAR, CHAR_ALT, CHAR_ANY, CHAR_NOT, END, REF, RNG_UPPER
 
 MAX_BYTES = 64 * 1024       # the grammar text, UTF-8
 MAX_DEPTH = 64              # nested parentheses (llama.cpp recurses once per level)

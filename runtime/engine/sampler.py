@@ -1,0 +1,70 @@
+"""One request's llama.cpp sampler chain, made from its SamplingParams."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import TYPE_CHECKING
+
+from ..errors import GrammarInvalid
+from ..grammar.check import GrammarRefused, check_grammar
+from .native import llama
+from .types import SamplingParams
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+
+def check_grammar_text(grammar: str) -> None:
+    try:
+        check_grammar(grammar)
+    except GrammarRefused as exc:
+        raise GrammarInvalid(exc.reason) from None
+
+
+class SamplerChain:
+    """One request's llama.cpp sampler chain (penalties, grammar, top-k/p, min-p, temperature)."""
+
+    def __init__(self, engine: Engine, params: SamplingParams) -> None:
+        self._engine = engine
+        self._chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
+        add = lambda sampler: llama.llama_sampler_chain_add(self._chain, sampler)  # noqa: E731
+        if params.ignore_eos:  # as llama.cpp's --ignore-eos: a logit bias of -inf on every EOG token
+            eog = engine.end_of_generation_tokens
+            biases = (llama.llama_logit_bias * len(eog))(*(llama.llama_logit_bias(t, -math.inf) for t in eog))
+            add(llama.llama_sampler_init_logit_bias(engine.n_vocab, len(eog), biases))
+        if params.grammar:
+            try:
+                check_grammar_text(params.grammar)
+            except GrammarInvalid:
+                self.free()
+                raise
+            grammar = llama.llama_sampler_init_grammar(engine.vocab, params.grammar.encode(), b"root")
+            if not grammar:
+                self.free()
+                raise GrammarInvalid()
+            add(grammar)
+        if params.repeat_penalty != 1.0 or params.presence_penalty or params.frequency_penalty:
+            last_n = engine.n_ctx if params.repeat_last_n < 0 else params.repeat_last_n
+            # This llama.cpp's signature still takes the vocabulary size first (see its llama.h).
+            add(llama.llama_sampler_init_penalties(engine.n_vocab, last_n, params.repeat_penalty,
+                                                   params.frequency_penalty, params.presence_penalty))
+        if params.temperature <= 0:
+            add(llama.llama_sampler_init_greedy())
+            return
+        if params.top_k > 0:
+            add(llama.llama_sampler_init_top_k(params.top_k))
+        add(llama.llama_sampler_init_top_p(params.top_p, 1))
+        add(llama.llama_sampler_init_min_p(params.min_p, 1))
+        add(llama.llama_sampler_init_temp(params.temperature))
+        seed = params.seed if params.seed >= 0 else int.from_bytes(os.urandom(4), "little")
+        add(llama.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+
+    def sample(self, batch_index: int) -> int:
+        # llama_sampler_sample also accepts the token into the chain (penalties, grammar state).
+        return llama.llama_sampler_sample(self._chain, self._engine.context, batch_index)
+
+    def free(self) -> None:
+        if self._chain:
+            llama.llama_sampler_free(self._chain)
+            self._chain = None
