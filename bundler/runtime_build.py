@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import json
-import re
 import importlib.util
+import json
 import logging
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
