@@ -17,12 +17,21 @@ from starlette.concurrency import run_in_threadpool
 
 from ..engine.interface import ServingEngine
 from ..engine.types import Piece
-from ..flags.values import verbose_prompt_line
 from . import translate as tr
-from .errors import ApiError, error_payload
+from .chat_core import (
+    ChatResult,
+    ChatRun,
+    ChoiceEnd,
+    TextDelta,
+    ToolCallArgs,
+    ToolCallStart,
+    log_prompt,
+    prepare_chat,
+    ready_engine,
+)
+from .errors import error_payload
 from .generation import Generation, run_to_completion
 from .schemas import ChatCompletionRequest, CompletionRequest
-from .state import EngineHolder
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -30,73 +39,64 @@ router = APIRouter()
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def ready_engine(request: Request) -> tuple[ServingEngine, EngineHolder]:
-    holder: EngineHolder = request.app.state.holder
-    if holder.engine is None:
-        raise ApiError(503, "the model is still loading; retry in a moment", "unavailable_error",
-                       code="model_loading", headers={"Retry-After": "1"})
-    return holder.engine, holder
-
-
-def log_prompt(settings, engine: ServingEngine, tokens: list[int]) -> None:
-    """--verbose-prompt: what the model receives, special tokens included, and its token count."""
-    if settings.verbose_prompt:
-        log.info("%s", verbose_prompt_line(engine.detokenize(tokens, special=True), len(tokens)))
-
-
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request):
-    state = request.app.state
-    engine, holder = ready_engine(request)
-
-    def prepare():
-        tokens = tr.chat_prompt_tokens(engine, holder.formatter, body)
-        engine.check_fits(len(tokens))
-        log_prompt(state.settings, engine, tokens)
-        request = tr.chat_generation_request(state.settings, state.base_sampling, holder.formatter, body, tokens)
-        if request.sampling.grammar != state.base_sampling.grammar:
-            # The client's GBNF or its response_format's (--grammar's was checked at start): refused
-            # before the stream starts.
-            engine.check_grammar(request.sampling.grammar)
-        return request
-
-    generation_request = await run_in_threadpool(prepare)
-    generation = Generation(engine, generation_request, state.metrics, state.active_generations)
-    model = state.holder.model_name
-    want_logprobs = generation_request.logprobs is not None
+    run = await prepare_chat(request, body)
     if not body.stream:
-        outcome = await run_to_completion(request.receive, generation)
-        return JSONResponse(tr.chat_completion(engine, model, outcome.text, outcome.finish_reason, outcome.pieces,
-                                               outcome.prompt_tokens, outcome.completion_tokens, want_logprobs))
+        return JSONResponse(chat_completion(run.model, await run.complete(), run.want_logprobs))
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    return StreamingResponse(_chat_stream(engine, model, generation, include_usage, want_logprobs),
-                             media_type="text/event-stream", headers=SSE_HEADERS)
+    return StreamingResponse(_chat_stream(run, include_usage), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-async def _chat_stream(engine: ServingEngine, model: str, generation: Generation, include_usage: bool,
-                       want_logprobs: bool) -> AsyncIterator[bytes]:
-    base = {"id": tr.new_id("chatcmpl"), "object": "chat.completion.chunk", "created": tr.now(), "model": model,
+def chat_completion(model: str, result: ChatResult, want_logprobs: bool) -> dict[str, Any]:
+    choices = []
+    for i, choice in enumerate(result.choices):
+        message: dict[str, Any] = {"role": "assistant", "content": choice.text, "refusal": None}
+        if choice.tool_calls:
+            message["tool_calls"] = [{"id": call.id, "type": "function",
+                                      "function": {"name": call.name, "arguments": call.arguments}}
+                                     for call in choice.tool_calls]
+        choices.append({"index": i, "message": message, "finish_reason": choice.finish_reason,
+                        "logprobs": {"content": list(choice.logprobs or ()), "refusal": None}
+                        if want_logprobs else None})
+    return {"id": tr.new_id("chatcmpl"), "object": "chat.completion", "created": tr.now(), "model": model,
+            "system_fingerprint": None, "choices": choices,
+            "usage": tr.usage(result.prompt_tokens, result.completion_tokens)}
+
+
+async def _chat_stream(run: ChatRun, include_usage: bool) -> AsyncIterator[bytes]:
+    base = {"id": tr.new_id("chatcmpl"), "object": "chat.completion.chunk", "created": tr.now(), "model": run.model,
             "system_fingerprint": None}
     if include_usage:
         base["usage"] = None
 
-    def chunk(delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> bytes:
-        return tr.sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish,
+    def chunk(choice: int, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> bytes:
+        return tr.sse({**base, "choices": [{"index": choice, "delta": delta, "finish_reason": finish,
                                             "logprobs": logprobs}]})
 
-    yield chunk({"role": "assistant", "content": ""})
-
-    def piece_chunk(piece: Piece) -> bytes | None:
-        if not (piece.text or piece.logprobs):
-            return None
-        logprobs = tr.chat_logprobs(engine, piece.logprobs) if want_logprobs and piece.logprobs else None
-        return chunk({"content": piece.text}, None, logprobs)
-
-    async for data in _stream(generation, piece_chunk, lambda finish: chunk({}, finish)):
-        yield data
-    if include_usage and generation.finished_ok:
-        yield tr.sse({**base, "choices": [],
-                      "usage": tr.usage(len(generation.request.prompt_tokens), generation.completion_tokens)})
+    for choice in range(run.n):
+        yield chunk(choice, {"role": "assistant", "content": ""})
+    completion_tokens = 0
+    try:
+        async for event in run.events():
+            if isinstance(event, TextDelta):
+                logprobs = {"content": list(event.logprobs), "refusal": None} if event.logprobs else None
+                yield chunk(event.choice, {"content": event.text}, None, logprobs)
+            elif isinstance(event, ToolCallStart):
+                yield chunk(event.choice, {"tool_calls": [{"index": event.index, "id": event.id, "type": "function",
+                                                           "function": {"name": event.name, "arguments": ""}}]})
+            elif isinstance(event, ToolCallArgs):
+                yield chunk(event.choice, {"tool_calls": [{"index": event.index,
+                                                           "function": {"arguments": event.fragment}}]})
+            elif isinstance(event, ChoiceEnd):
+                completion_tokens += event.completion_tokens
+                yield chunk(event.choice, {}, event.finish_reason)
+    except Exception as exc:  # noqa: BLE001 - reported to the client in the stream: the status line has gone out
+        _status, payload = error_payload(exc)
+        yield tr.sse(payload)
+    else:
+        if include_usage:
+            yield tr.sse({**base, "choices": [], "usage": tr.usage(run.prompt_tokens, completion_tokens)})
     yield tr.SSE_DONE
 
 

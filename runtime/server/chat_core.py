@@ -1,0 +1,239 @@
+"""The one chat path every API dialect runs (OpenAI chat completions, Responses, Anthropic Messages,
+Ollama): a ChatCompletionRequest in, neutral events out. Each dialect turns its body into a
+ChatCompletionRequest, calls `prepare_chat` (which refuses everything refusable before a byte is
+sent, so each dialect maps the exception to its own error shape), then renders `run.events()` or
+`await run.complete()` in its own shape, as llama.cpp's server converts every dialect to one chat
+completions path.
+
+    run = await prepare_chat(request, body)
+    async for event in run.events(): ...   # TextDelta | ToolCallStart | ToolCallArgs | ChoiceEnd
+    result = await run.complete()          # ChatResult
+
+A client that disconnects cancels the run; a server shutdown raises ServerShuttingDown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from ..engine.interface import ServingEngine
+from ..engine.types import GenerationRequest, Piece
+from ..flags.values import verbose_prompt_line
+from . import translate as tr
+from .errors import ApiError
+from .generation import Generation
+from .schemas import ChatCompletionRequest
+from .state import EngineHolder
+
+log = logging.getLogger(__name__)
+
+
+# -- events --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TextDelta:
+    choice: int
+    text: str
+    # OpenAI's logprobs content entries ({"token", "logprob", "bytes", "top_logprobs"}), one per token.
+    logprobs: tuple | None = None
+
+
+@dataclass(frozen=True)
+class ToolCallStart:
+    choice: int
+    index: int
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class ToolCallArgs:
+    choice: int
+    index: int
+    fragment: str  # argument JSON text, in order
+
+
+@dataclass(frozen=True)
+class ChoiceEnd:
+    choice: int
+    finish_reason: str  # "stop" | "length" | "tool_calls"
+    completion_tokens: int
+
+
+ChatEvent = TextDelta | ToolCallStart | ToolCallArgs | ChoiceEnd
+
+
+@dataclass
+class ToolCall:
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass
+class ChoiceResult:
+    text: str | None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: str = "stop"
+    completion_tokens: int = 0
+    logprobs: tuple | None = None
+
+
+@dataclass
+class ChatResult:
+    choices: list[ChoiceResult]
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+def ready_engine(request: Request) -> tuple[ServingEngine, EngineHolder]:
+    holder: EngineHolder = request.app.state.holder
+    if holder.engine is None:
+        raise ApiError(503, "the model is still loading; retry in a moment", "unavailable_error",
+                       code="model_loading", headers={"Retry-After": "1"})
+    return holder.engine, holder
+
+
+def log_prompt(settings, engine: ServingEngine, tokens: list[int]) -> None:
+    """--verbose-prompt: what the model receives, special tokens included, and its token count."""
+    if settings.verbose_prompt:
+        log.info("%s", verbose_prompt_line(engine.detokenize(tokens, special=True), len(tokens)))
+
+
+class ChatRun:
+    """One prepared chat request: its n choices run as concurrent generations in the engine."""
+
+    def __init__(self, request: Request, engine: ServingEngine, model: str,
+                 generation_requests: list[GenerationRequest]) -> None:
+        state = request.app.state
+        self._receive = request.receive
+        self.engine = engine
+        self.model = model
+        self.n = len(generation_requests)
+        self.prompt_tokens = len(generation_requests[0].prompt_tokens)
+        self.cached_tokens = 0
+        self.want_logprobs = generation_requests[0].logprobs is not None
+        self._generations = [Generation(engine, g, state.metrics, state.active_generations)
+                             for g in generation_requests]
+
+    def _logprob_entries(self, piece: Piece) -> tuple | None:
+        if not (self.want_logprobs and piece.logprobs):
+            return None
+        return tuple(tr.chat_logprobs(self.engine, piece.logprobs)["content"])
+
+    async def _choice_events(self, choice: int) -> AsyncIterator[ChatEvent]:
+        generation = self._generations[choice]
+        async for piece in generation.pieces():
+            if piece.text or piece.logprobs:
+                yield TextDelta(choice, piece.text, self._logprob_entries(piece))
+            if piece.timings is not None:
+                self.cached_tokens = max(self.cached_tokens, piece.timings.cached_tokens)
+            if piece.finish_reason:
+                yield ChoiceEnd(choice, tr.FINISH_REASONS[piece.finish_reason], generation.completion_tokens)
+
+    async def events(self) -> AsyncIterator[ChatEvent]:
+        """The choices' events as they come, interleaved; raises what a generation raises."""
+        if self.n == 1:
+            async for event in self._choice_events(0):
+                yield event
+            return
+        queue: asyncio.Queue = asyncio.Queue()
+        done = object()
+
+        async def pump(choice: int) -> None:
+            try:
+                async for event in self._choice_events(choice):
+                    await queue.put(event)
+                await queue.put(done)
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+                await queue.put(exc)
+
+        tasks = [asyncio.ensure_future(pump(i)) for i in range(self.n)]
+        try:
+            remaining = self.n
+            while remaining:
+                item = await queue.get()
+                if item is done:
+                    remaining -= 1
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    yield item
+        finally:
+            for task in tasks:
+                task.cancel()
+            for generation in self._generations:
+                generation.cancel()
+
+    async def _watch_disconnect(self) -> None:
+        """For whole answers: the body is already read, so the next ASGI message is the client's
+        disconnect; it cancels every choice."""
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                for generation in self._generations:
+                    generation.cancel()
+                return
+
+    async def complete(self) -> ChatResult:
+        """All choices, whole; the client's disconnect (watched on `receive`) cancels them."""
+        texts: list[list[str]] = [[] for _ in range(self.n)]
+        logprobs: list[list[Any]] = [[] for _ in range(self.n)]
+        calls: list[list[ToolCall]] = [[] for _ in range(self.n)]
+        ends: dict[int, ChoiceEnd] = {}
+        watcher = asyncio.ensure_future(self._watch_disconnect())
+        try:
+            async for event in self.events():
+                if isinstance(event, TextDelta):
+                    texts[event.choice].append(event.text)
+                    if event.logprobs:
+                        logprobs[event.choice].extend(event.logprobs)
+                elif isinstance(event, ToolCallStart):
+                    calls[event.choice].append(ToolCall(event.id, event.name, ""))
+                elif isinstance(event, ToolCallArgs):
+                    calls[event.choice][-1].arguments += event.fragment
+                elif isinstance(event, ChoiceEnd):
+                    ends[event.choice] = event
+        finally:
+            watcher.cancel()
+        choices = []
+        for i in range(self.n):
+            end = ends.get(i) or ChoiceEnd(i, "stop", self._generations[i].completion_tokens)
+            text = "".join(texts[i])
+            choices.append(ChoiceResult(None if calls[i] and not text else text, calls[i], end.finish_reason,
+                                        end.completion_tokens,
+                                        tuple(logprobs[i]) if self.want_logprobs else None))
+        return ChatResult(choices, self.prompt_tokens, self.cached_tokens,
+                          sum(c.completion_tokens for c in choices))
+
+
+async def prepare_chat(request: Request, body: ChatCompletionRequest) -> ChatRun:
+    """Checks and prepares a chat request; raises ApiError / UserError / ContextOverflow for anything
+    refused, before the caller has sent anything."""
+    state = request.app.state
+    engine, holder = ready_engine(request)
+
+    def prepare() -> GenerationRequest:
+        tokens = tr.chat_prompt_tokens(engine, holder.formatter, body)
+        engine.check_fits(len(tokens))
+        log_prompt(state.settings, engine, tokens)
+        generation_request = tr.chat_generation_request(state.settings, state.base_sampling, holder.formatter,
+                                                        body, tokens)
+        if generation_request.sampling.grammar != state.base_sampling.grammar:
+            # The client's GBNF or its response_format's (--grammar's was checked at start): refused
+            # before the stream starts.
+            engine.check_grammar(generation_request.sampling.grammar)
+        return generation_request
+
+    generation_request = await run_in_threadpool(prepare)
+    return ChatRun(request, engine, holder.model_name, [generation_request])
