@@ -40,8 +40,10 @@ from .sampler import SamplerChain, check_grammar_text  # noqa: E402
 from .scheduler import Scheduler  # noqa: E402
 from .types import (  # noqa: E402,F401
     KV_CACHE_TYPES,
+    POOLING_TYPES,
     QUANTIZED_CACHE_TYPES,
     EngineConfig,
+    FimTokens,
     GenerationRequest,
     ModelSource,
     Piece,
@@ -64,6 +66,11 @@ class Engine:
         self.model = self._load_model(source, config, progress)
         self.vocab = llama.llama_model_get_vocab(self.model)
         self.n_ctx_train = llama.llama_model_n_ctx_train(self.model)
+        self.metadata = self._read_metadata()
+        if config.pooling == "rank" and not self._has_rank_head():
+            # llama.cpp aborts the process when it builds a rank-pooled graph without a classifier.
+            self.close()
+            raise EngineFailure(messages.RERANK_NEEDS_RERANKER)
         self.context = self._create_context(config)
         if config.embeddings:
             # Embeddings are switched on only while embed() runs, so generation keeps its logits.
@@ -73,7 +80,6 @@ class Engine:
         n_ctx_seq = llama.llama_n_ctx_seq(self.context)
         self.n_ctx = min(n_ctx_seq, self.n_ctx_train) if self.n_ctx_train > 0 else n_ctx_seq
         self._batch = llama.llama_batch_init(config.n_batch, 0, 1)
-        self.metadata = self._read_metadata()
         # Sequence ids 0..n_seq_max-1 serve generation; one more is kept for embeddings.
         self._embedding_seq = config.n_seq_max
         self._scheduler = Scheduler(self, config.n_seq_max, config.n_batch)
@@ -125,6 +131,8 @@ class Engine:
         params.flash_attn_type = FLASH_ATTN_TYPES[config.flash_attn]
         params.type_k, params.type_v = KV_CACHE_TYPES[config.type_k], KV_CACHE_TYPES[config.type_v]
         params.embeddings = config.embeddings
+        if config.pooling is not None:
+            params.pooling_type = POOLING_TYPES[config.pooling]
         params.no_perf = True
         context = llama.llama_init_from_model(self.model, params)
         if not context:
@@ -157,6 +165,11 @@ class Engine:
                 result[key] = buf.value.decode("utf-8", "replace")
         return result
 
+    def _has_rank_head(self) -> bool:
+        """A reranker's GGUF says so: its architecture's pooling_type is rank (convert_hf_to_gguf writes it)."""
+        arch = self.metadata.get("general.architecture", "")
+        return self.metadata.get(f"{arch}.pooling_type") == str(POOLING_TYPES["rank"])
+
     def close(self) -> None:
         if getattr(self, "_scheduler", None):
             self._scheduler.close()
@@ -188,6 +201,29 @@ class Engine:
     @property
     def n_embd(self) -> int:
         return llama.llama_model_n_embd(self.model)
+
+    @functools.cached_property
+    def fim_tokens(self) -> FimTokens:
+        ids = [f(self.vocab) for f in (llama.llama_vocab_fim_pre, llama.llama_vocab_fim_suf, llama.llama_vocab_fim_mid,
+                                       llama.llama_vocab_fim_rep, llama.llama_vocab_fim_sep)]
+        return FimTokens(*(None if t == llama.LLAMA_TOKEN_NULL else t for t in ids))
+
+    @property
+    def pooling(self) -> str:
+        """The context's pooling (--pooling, else the model's): a key of POOLING_TYPES."""
+        kind = llama.llama_pooling_type(self.context)
+        return next((name for name, value in POOLING_TYPES.items() if value == kind), "none")
+
+    def special_tokens(self) -> dict[str, int | None]:
+        """BOS, EOS and SEP ids (None where the vocabulary has none), for the reranker's input."""
+        ids = {"bos": llama.llama_vocab_bos(self.vocab), "eos": llama.llama_vocab_eos(self.vocab),
+               "sep": llama.llama_vocab_sep(self.vocab)}
+        return {k: None if v == llama.LLAMA_TOKEN_NULL else v for k, v in ids.items()}
+
+    @property
+    def sequences_in_use(self) -> frozenset[int]:
+        """Ids of the sequences generating now (for llama-server's /slots)."""
+        return frozenset(slot.seq.id for slot in list(self._scheduler._active))
 
     def token_text(self, token: int) -> str:
         return self._token_bytes(token, special=True).decode("utf-8", "replace")
@@ -317,18 +353,28 @@ class Engine:
         when the model has no pooling (a generative model). L2-normalized, as OpenAI's are. Needs an
         engine created with EngineConfig(embeddings=True). Runs on the decoding thread between two
         generation steps, in a sequence of its own."""
-        if not self.config.embeddings:
-            raise EngineFailure("error: embeddings are off: start with --embedding")
-        if not tokens:
-            raise EngineFailure("error: the input to embed is empty")
-        self.check_fits(len(tokens))
-        vector = self._scheduler.run_exclusive(lambda: self._embed_now(list(tokens)))
+        rows = self._embedding_rows(tokens)
+        vector = rows[0] if len(rows) == 1 and self.pooling != "none" else [
+            math.fsum(column) / len(rows) for column in zip(*rows)]
         if normalize:
             norm = math.sqrt(math.fsum(x * x for x in vector))
             vector = [x / norm for x in vector] if norm > 0 else vector
         return vector
 
-    def _embed_now(self, tokens: list[int]) -> list[float]:
+    def embed_each(self, tokens: Sequence[int]) -> list[list[float]]:
+        """llama-server's /embeddings: one row per token without pooling (unnormalized), else one
+        pooled row (a reranker's: its classifier's scores)."""
+        return self._embedding_rows(tokens)
+
+    def _embedding_rows(self, tokens: Sequence[int]) -> list[list[float]]:
+        if not self.config.embeddings:
+            raise EngineFailure("error: embeddings are off: start with --embedding")
+        if not tokens:
+            raise EngineFailure("error: the input to embed is empty")
+        self.check_fits(len(tokens))
+        return self._scheduler.run_exclusive(lambda: self._embed_now(list(tokens)))
+
+    def _embed_now(self, tokens: list[int]) -> list[list[float]]:
         seq = self._embedding_seq
         llama.llama_set_embeddings(self.context, True)
         try:
@@ -337,29 +383,30 @@ class Engine:
             llama.llama_set_embeddings(self.context, False)
             self.forget(seq, 0)
 
-    def _embed_sequence(self, tokens: list[int], seq: int) -> list[float]:
+    def _embed_sequence(self, tokens: list[int], seq: int) -> list[list[float]]:
         n_embd = self.n_embd
-        pooled = llama.llama_pooling_type(self.context) != llama.LLAMA_POOLING_TYPE_NONE
+        pooling = self.pooling
         step = self.config.n_batch
-        if pooled and len(tokens) > min(self.config.n_batch, self.config.n_ubatch):
+        if pooling != "none" and len(tokens) > min(self.config.n_batch, self.config.n_ubatch):
             # A pooled (encoder) model must see the whole input in one micro-batch.
             raise ContextOverflow(len(tokens), min(self.config.n_batch, self.config.n_ubatch))
-        total = [0.0] * n_embd
+        rows: list[list[float]] = []
         for offset in range(0, len(tokens), step):
             chunk = tokens[offset:offset + step]
             status = self.decode(chunk, range(offset, offset + len(chunk)), [seq] * len(chunk), [True] * len(chunk))
             if status != 0:
                 raise EngineFailure(f"error: llama.cpp failed to embed the input (llama_decode returned {status})")
-            if not pooled:
+            if pooling == "none":
                 for i in range(len(chunk)):
                     row = llama.llama_get_embeddings_ith(self.context, i)
                     if not row:
                         raise EngineFailure("error: llama.cpp returned no embeddings for this model")
-                    for j in range(n_embd):
-                        total[j] += row[j]
-        if pooled:
+                    rows.append(row[:n_embd])
+        if pooling != "none":
             row = llama.llama_get_embeddings_seq(self.context, seq)
             if not row:
                 raise EngineFailure("error: llama.cpp returned no embeddings for this model")
-            return [row[j] for j in range(n_embd)]
-        return [x / len(tokens) for x in total]
+            # Rank pooling gives the classifier's outputs, not an embedding.
+            width = max(1, llama.llama_model_n_cls_out(self.model)) if pooling == "rank" else n_embd
+            return [row[:width]]
+        return rows

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
-from .types import EngineConfig, GenerationRequest, Piece
+from .types import EngineConfig, FimTokens, GenerationRequest, Piece
 
 
 class ChatEngine(Protocol):
@@ -47,5 +47,14 @@ class ServingEngine(ChatEngine, Protocol):
     def detokenize(self, tokens: Sequence[int], special: bool = False) -> str: ...
 
     def embed(self, tokens: Sequence[int], normalize: bool = True) -> list[float]: ...
+
+    # llama.cpp's native API (/infill, /embeddings, /rerank, /slots)
+    fim_tokens: FimTokens
+    pooling: str
+    sequences_in_use: frozenset[int]
+
+    def special_tokens(self) -> dict[str, int | None]: ...
+
+    def embed_each(self, tokens: Sequence[int]) -> list[list[float]]: ...
 
     def close(self) -> None: ...

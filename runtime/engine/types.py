@@ -30,11 +30,29 @@ class EngineConfig:
     type_k: str = "f16"  # KV cache data types: keys of KV_CACHE_TYPES
     type_v: str = "f16"
     warmup: bool = True  # an empty decode at start, as llama.cpp does, so the weights are paged in
+    pooling: str | None = None  # a key of POOLING_TYPES (--pooling; "rank" for --reranking); None: the model's
 
 
 # The KV cache types llama.cpp's -ctk/-ctv accept (common/arg.cpp kv_cache_types), and their ggml ids.
 KV_CACHE_TYPES = {"f32": 0, "f16": 1, "bf16": 30, "q8_0": 8, "q4_0": 2, "q4_1": 3, "iq4_nl": 20, "q5_0": 6, "q5_1": 7}
 QUANTIZED_CACHE_TYPES = frozenset(KV_CACHE_TYPES) - {"f32", "f16", "bf16"}
+# llama.cpp's enum llama_pooling_type, by --pooling's names.
+POOLING_TYPES = {"none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}
+
+
+@dataclass(frozen=True)
+class FimTokens:
+    """The model's fill-in-the-middle tokens (llama_vocab_fim_*); None where the vocabulary has none."""
+
+    pre: int | None = None
+    suf: int | None = None
+    mid: int | None = None
+    rep: int | None = None
+    sep: int | None = None
+
+    @property
+    def complete(self) -> bool:
+        return None not in (self.pre, self.suf, self.mid)
 
 
 @dataclass(frozen=True)

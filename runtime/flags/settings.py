@@ -60,6 +60,8 @@ class Settings:
     no_mmap: bool = _flag("--no-mmap", help="read the weights into memory instead of mapping them", default=False, group="model")
     mlock: bool = _flag("--mlock", help="lock the weights in RAM (no swapping)", default=False, group="model")
     embedding: bool = _flag("--embedding", "--embeddings", help="enable the /v1/embeddings endpoint", default=False, group="model")
+    pooling: str | None = _flag("--pooling", help="how embeddings pool the tokens: none, mean, cls, last or rank (default: the model's own); /embeddings answers one vector per token with none", metavar="{none,mean,cls,last,rank}", group="model", choices={k: k for k in ("none", "mean", "cls", "last", "rank")})
+    reranking: bool = _flag("--reranking", "--rerank", help="enable /rerank on a reranker model (embeddings with rank pooling)", default=False, group="model")
     chat_template: str | None = _flag("--chat-template", help="chat template to use instead of the model's (a Jinja template or a name: chatml, gemma, llama3)", metavar="TEMPLATE", group="model")
     verify: bool = _flag("--verify", help="re-hash the embedded weights against their recorded sha256, then continue", default=False, group="model")
 
