@@ -8,6 +8,7 @@ can produce a 500, which is kept for our own bugs.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -40,6 +41,23 @@ class ApiError(Exception):
 def error_body(message: str, type: str, param: str | None = None, code: str | int | None = None,
                **extra: Any) -> dict[str, Any]:
     return {"error": {"message": message, "type": type, "param": param, "code": code, **extra}}
+
+
+def _ollama_shape(body: dict[str, Any]) -> dict[str, Any]:
+    return {"error": body["error"]["message"]}
+
+
+# Dialects whose clients read errors in their own shape, by path prefix: Ollama's `{"error": "..."}` on
+# /api/*. Everything else answers OpenAI's shape.
+ERROR_SHAPES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"/api/": _ollama_shape}
+
+
+def shaped_for_path(path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI error body in the shape of the dialect that `path` belongs to."""
+    for prefix, shape in ERROR_SHAPES.items():
+        if path.startswith(prefix):
+            return shape(body)
+    return body
 
 
 def error_payload(exc: BaseException) -> tuple[int, dict[str, Any]]:
@@ -98,7 +116,7 @@ def install_error_handlers(app: FastAPI) -> None:
         metrics = getattr(request.app.state, "metrics", None)
         if metrics is not None:
             metrics.count_error(status)
-        return JSONResponse(body, status_code=status, headers=headers)
+        return JSONResponse(shaped_for_path(request.url.path, body), status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
