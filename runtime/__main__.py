@@ -8,7 +8,7 @@ import traceback
 from typing import Callable, Sequence
 
 from . import messages
-from .errors import UserError
+from .errors import EdgeFormatter, UserError, debug_requested, error_line, user_line
 from .flags.settings import Settings, parse_args
 from .flags.stored_args import PLACEHOLDER, merge_arguments, stored_arguments
 from .help_page import render_help
@@ -54,7 +54,7 @@ def configure_logging(settings: Settings) -> None:
     from .errors import UsageError
 
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("llmpack: %(message)s"))
+    handler.setFormatter(EdgeFormatter("llmpack: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     level = logging.DEBUG if settings.verbose else logging.INFO
@@ -67,7 +67,7 @@ def configure_logging(settings: Settings) -> None:
         except OSError as exc:
             raise UsageError(messages.LOG_FILE_UNWRITABLE.format(path=settings.log_file,
                                                                  reason=exc.strerror or str(exc))) from None
-        log_file.setFormatter(logging.Formatter("%(asctime)s llmpack: %(message)s"))
+        log_file.setFormatter(EdgeFormatter("%(asctime)s llmpack: %(message)s"))
         root.addHandler(log_file)
     # Nothing to write anywhere: records are not even made.
     root.setLevel(logging.CRITICAL + 1 if settings.log_disable and not settings.log_file else level)
@@ -92,31 +92,38 @@ def _stdin_is_terminal() -> bool:
         return False
 
 
+class _Edge:
+    """What main() knows when an error reaches it: --verbose, once the flags have parsed."""
+
+    verbose = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    verbose = "--verbose" in argv
+    edge = _Edge()
     try:
-        return _main(argv)
+        return _main(argv, edge)
     except UserError as exc:
-        if verbose:
+        if edge.verbose or debug_requested():
             traceback.print_exc()
-        print(str(exc), file=sys.stderr)
+        print(user_line(exc), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(messages.INTERRUPTED, file=sys.stderr)
         return 130
-    except Exception as exc:  # a bug: one line for users, the traceback with --verbose
-        if verbose:
+    except Exception as exc:  # a bug: one line for users, the traceback with --verbose or LLMPACK_DEBUG=1
+        if edge.verbose or debug_requested():
             traceback.print_exc()
-        print(f"error: internal error: {type(exc).__name__}: {exc} (--verbose shows the traceback)", file=sys.stderr)
+        print(error_line(messages.INTERNAL_ERROR_AT_EXIT.format(kind=type(exc).__name__, detail=exc)), file=sys.stderr)
         return 70
 
 
-def _main(argv: list[str]) -> int:
+def _main(argv: list[str], edge: _Edge) -> int:
     payload = embedded_payload()
     stored = stored_arguments(payload.manifest) if payload else []
     # Parsed before --help and --version answer: `llmpack build` runs --version to reject bad stored args.
     parsed = parse_args(merge_arguments(stored, argv))
+    edge.verbose = parsed.settings.verbose  # a flag the user gave, or one stored in the executable
     if parsed.show_help:
         # The defaults this executable really has: the schema's, as its stored arguments change them.
         defaults = parse_args([arg for arg in stored if arg != PLACEHOLDER]).settings

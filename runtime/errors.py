@@ -1,15 +1,53 @@
-"""Errors a user can cause and fix. `__main__` prints them as one line on stderr and exits non-zero."""
+"""Errors a user can cause and fix. `__main__` prints them as one line on stderr and exits non-zero.
+
+The one place that adds "error: " and "warning: " to what messages.py stores: `error_line` for the
+printers at the edge (`__main__.main()`, the chat's console) and `EdgeFormatter` for logged warnings.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+
 from . import messages
 from .engine.context_size import ContextSize
+
+ERROR_PREFIX = "error: "
+WARNING_PREFIX = "warning: "
+DEBUG_VARIABLE = "LLMPACK_DEBUG"
+# Our loggers are named after our modules; llama.cpp's and uvicorn's records keep their own text.
+_OWN_LOGGERS = __name__.partition(".")[0]
 
 
 class UserError(Exception):
     """An error whose message is meant for the user; never shown with a traceback."""
 
     exit_code = 1
+    # A notice (the chat's "context full") is shown as it is; an error gets "error: " at the edge.
+    notice = False
+
+
+def error_line(message: str) -> str:
+    return ERROR_PREFIX + message
+
+
+def user_line(exc: UserError) -> str:
+    """How a printer at the edge shows a UserError."""
+    return str(exc) if exc.notice else error_line(str(exc))
+
+
+def debug_requested() -> bool:
+    """LLMPACK_DEBUG=1: tracebacks for every error, before any flag is parsed (as in `llmpack`)."""
+    return bool(os.environ.get(DEBUG_VARIABLE))
+
+
+class EdgeFormatter(logging.Formatter):
+    """Our own warnings read "warning: ..." on stderr and in --log-file."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno == logging.WARNING and record.name.partition(".")[0] == _OWN_LOGGERS:
+            record = logging.makeLogRecord({**record.__dict__, "msg": WARNING_PREFIX + record.getMessage(), "args": None})
+        return super().format(record)
 
 
 class UsageError(UserError):

@@ -102,7 +102,7 @@ def _dump(session: ChatSession, console: Console, arg: str) -> None:
     try:
         target.write_text(text, encoding="utf-8")
     except OSError as exc:
-        console.line(messages.CHAT_CANNOT_WRITE.format(path=path, reason=exc.strerror or exc), "class:error")
+        console.error(messages.CHAT_CANNOT_WRITE.format(path=path, reason=exc.strerror or exc))
         return
     console.line(messages.CHAT_DUMPED.format(n=len(session.conversation), path=path))
 
@@ -137,20 +137,19 @@ def _upload(session: ChatSession, console: Console, arg: str) -> None:
         with open(os.path.expanduser(path), "rb") as f:
             data = f.read(MAX_UPLOAD_BYTES + 1)
     except OSError as exc:
-        console.line(messages.CHAT_CANNOT_READ.format(path=path, reason=exc.strerror or exc), "class:error")
+        console.error(messages.CHAT_CANNOT_READ.format(path=path, reason=exc.strerror or exc))
         return
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         text = None
     if text is None or "\x00" in text or len(data) > MAX_UPLOAD_BYTES:
-        console.line(messages.CHAT_NOT_TEXT.format(path=path), "class:error")
+        console.error(messages.CHAT_NOT_TEXT.format(path=path))
         return
     n_tokens = session.count_tokens(text)
     if n_tokens + session.reply_reserve() >= session.engine.n_ctx:
         # Older turns are dropped to make room, but a file larger than the whole context never fits.
-        console.line(messages.CHAT_UPLOAD_TOO_LONG.format(path=path, n_tokens=n_tokens, n_ctx=session.engine.n_ctx),
-                     "class:error")
+        console.error(messages.CHAT_UPLOAD_TOO_LONG.format(path=path, n_tokens=n_tokens, n_ctx=session.engine.n_ctx))
         return
     session.conversation.add("user", f"{Path(path).name}:\n```\n{text.rstrip()}\n```")
     console.line(messages.CHAT_UPLOADED.format(path=path, n_tokens=n_tokens))

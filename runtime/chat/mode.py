@@ -48,7 +48,7 @@ def run_default(settings: Settings, payload: Payload | None) -> int:
         try:
             server = start_background_server(settings, engine, formatter)
         except Exception as exc:  # noqa: BLE001 - e.g. the port is taken: the chat is still worth having
-            reason = str(exc).removeprefix("error: ") if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+            reason = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
             log.warning(messages.CHAT_SERVER_FAILED.format(reason=reason))
         return chat(settings, engine, formatter, server_url=server.url if server else None)
     finally:

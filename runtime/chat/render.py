@@ -21,6 +21,8 @@ from prompt_toolkit.output import Output, create_output
 from prompt_toolkit.shortcuts import print_formatted_text
 from prompt_toolkit.styles import Style, default_pygments_style, merge_styles
 
+from ..errors import error_line
+
 # C0 and C1 controls except tab and newline, and DEL.
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 FENCE = "```"
@@ -74,6 +76,10 @@ class Console:
     def line(self, text: str, style: str = "class:info") -> None:
         """One line of the chat's own (an answer to a command, a notice), never model output."""
         self.note(text + "\n", style)
+
+    def error(self, message: str) -> None:
+        """An error the chat survives (a file it cannot read): its one line, with the "error: " prefix."""
+        self.line(error_line(message), "class:error")
 
     def note(self, text: str, style: str = "class:info") -> None:
         """Text of the chat's own, possibly many lines (a /dump): beside the replies, never among them."""

@@ -21,7 +21,7 @@ from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.keys import Keys
 
 from .. import messages
-from ..errors import UserError
+from ..errors import UserError, user_line
 from .commands import CommandCompleter, is_command, run_command
 from .render import Console, ReplyRenderer
 from .session import ChatSession
@@ -194,12 +194,12 @@ class Repl:
         except KeyboardInterrupt:
             self.console.write("\n")
         except UserError as exc:
-            self.console.line(str(exc), "class:error")
+            self.console.line(user_line(exc), "class:error")
         except BrokenPipeError:
             raise  # nobody reads the chat any more: see run_lines
         except Exception as exc:  # a bug must not lose the conversation
             log.debug("chat turn failed", exc_info=True)
-            self.console.line(f"error: internal error: {type(exc).__name__}: {exc}", "class:error")
+            self.console.error(messages.INTERNAL_ERROR.format(kind=type(exc).__name__, detail=exc))
         return False
 
     def answer(self, message: str) -> None:

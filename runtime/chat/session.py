@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 class DoesNotFit(UserError):
     """The newest message alone (with the system prompt) leaves no room in the context."""
 
+    notice = True  # "context full: ...": the chat says so and goes on; nothing failed
+
 
 @dataclass(frozen=True)
 class Usage:

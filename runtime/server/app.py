@@ -15,7 +15,8 @@ from .. import messages
 from ..flags.settings import Settings
 from ..sampling import sampling_from_settings
 from . import routes_misc, routes_openai
-from .errors import error_body, install_error_handlers
+from . import routes_ollama
+from .errors import error_body, install_error_handlers, shaped_for_path
 from .host_check import HostPolicy, split_host
 from .state import EngineHolder, Metrics
 
@@ -41,6 +42,7 @@ def create_app(settings: Settings, holder: EngineHolder, max_body_bytes: int = M
     install_error_handlers(app)
     app.include_router(routes_openai.router)
     app.include_router(routes_misc.router)
+    app.include_router(routes_ollama.router)
     app.add_middleware(JsonOnly)  # inside BodyLimit: the body is already read when it answers 415
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     if settings.api_key:
@@ -127,6 +129,9 @@ class BodyLimit:
 
 ROUTE_LABELS = {"/v1/chat/completions": "chat", "/v1/completions": "completions", "/v1/embeddings": "embeddings",
                 "/embeddings": "embeddings", "/v1/models": "models", "/tokenize": "tokenize",
+                "/api/chat": "ollama_chat", "/api/generate": "ollama_generate", "/api/embed": "ollama_embed",
+                "/api/embeddings": "ollama_embed", "/api/tags": "ollama_models", "/api/show": "ollama_models",
+                "/api/ps": "ollama_models", "/api/version": "ollama_version",
                 "/detokenize": "detokenize", "/health": "health", "/metrics": "metrics", "/": "page"}
 
 
@@ -244,5 +249,5 @@ async def _respond(scope: Scope, receive: Receive, send: Send, status: int, body
     if close:
         # Part of the body is still unread: it must not be taken for the next request.
         headers["Connection"] = "close"
-    response = JSONResponse(body, status_code=status, headers=headers)
+    response = JSONResponse(shaped_for_path(scope.get("path", ""), body), status_code=status, headers=headers)
     await response(scope, receive, send)
