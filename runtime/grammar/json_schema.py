@@ -1,13 +1,15 @@
 """JSON Schema to GBNF (llama.cpp's grammar format), for `response_format`.
 
 `json_object` gets a grammar for any JSON object; `json_schema` gets one that only admits documents
-of that schema: objects with their declared properties (required ones always, in declared order, no
-others), arrays with their item type and bounds, enums and constants, strings with length bounds,
-numbers, booleans, null, `anyOf`/`oneOf`, nullable type lists and local `$ref`s. Repetitions are
-bounded (whitespace runs, digits) so a constrained generation always reaches the end of the document.
-Keywords that cannot be expressed (`pattern`, `not`, `if`, ...) are refused with a clear message
-rather than silently ignored; annotations (`title`, `description`, `format`, bounds on numbers)
-are ignored. A schema is a client's input: its depth, its size, its bounds (an inverted or huge
+of that schema: objects with their declared properties (required ones always, in declared order;
+others only with `additionalProperties`), arrays with their item type and bounds, tuples (`prefixItems`,
+or `items` as a list), enums and constants, strings with length bounds, `pattern`s (a regular-expression
+subset: schema_strings.py) and the `format`s date, time, date-time, uuid and email, integers with
+`minimum`/`maximum` (schema_numbers.py), numbers, booleans, null, `anyOf`/`oneOf`, nullable type lists
+and local `$ref`s. Repetitions are bounded (whitespace runs, digits) so a constrained generation always
+reaches the end of the document. Keywords that cannot be expressed (`not`, `if`, `uniqueItems`, a
+pattern outside the subset...) are refused with a clear message rather than silently ignored;
+annotations (`title`, `description`, other `format`s, bounds on non-integer numbers) are ignored. A schema is a client's input: its depth, its size, its bounds (an inverted or huge
 `minLength`...) and its text (lone surrogates) are checked first, so that every failure is a
 SchemaUnsupported with a reason, never a RecursionError or a grammar that llama.cpp chokes on.
 """
@@ -17,6 +19,9 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+
+from .schema_numbers import BoundUnsupported, integer_bounds, integer_range
+from .schema_strings import FORMAT_DEPENDS, FORMAT_RULES, FORMATS, PatternUnsupported, pattern_expression
 
 PRIMITIVES = {
     "ws": '| " " | "\\n" [ \\t]{0,20}',
@@ -33,9 +38,9 @@ PRIMITIVES = {
 _DEPENDS = {"string": ["char"], "value": ["object", "array", "string", "number", "boolean", "null"],
             "object": ["ws", "string", "value"], "array": ["ws", "value"]}
 
-UNSUPPORTED = ("pattern", "patternProperties", "not", "if", "then", "else", "dependentSchemas",
-               "dependentRequired", "propertyNames", "unevaluatedProperties", "contains", "prefixItems",
-               "uniqueItems")
+UNSUPPORTED = ("patternProperties", "not", "if", "then", "else", "dependentSchemas",
+               "dependentRequired", "propertyNames", "unevaluatedProperties", "contains", "uniqueItems",
+               "multipleOf", "minProperties", "maxProperties", "unevaluatedItems")
 MAX_ITEMS_UNROLLED = 100
 MAX_LENGTH = 1000        # minLength/minItems above this are refused; a larger maximum means no maximum
 MAX_SCHEMA_DEPTH = 64    # nested JSON in the schema, and nested sub-schemas reached through $refs
@@ -142,6 +147,7 @@ class _Converter:
         self._primitives: set[str] = set()
         self._refs: dict[str, str] = {}
         self._strings: dict[tuple[int, int | None], str] = {}
+        self._formats: set[str] = set()
         self._depth = 0
 
     def finish(self, root_expression: str) -> str:
@@ -150,6 +156,7 @@ class _Converter:
         # left-recursion search, started from each rule not yet reached, then walks each chain once.
         lines += [f"{name} ::= {body}" for name, body in reversed(self._rules.items())]
         lines += [f"{name} ::= {PRIMITIVES[name]}" for name in sorted(self._closure(self._primitives | {"ws"}))]
+        lines += [f"{name} ::= {FORMAT_RULES[name]}" for name in sorted(self._formats)]
         return "\n".join(lines) + "\n"
 
     def _closure(self, names: set[str]) -> set[str]:
@@ -168,7 +175,7 @@ class _Converter:
     def _rule(self, name: str, body: str) -> str:
         name = re.sub(r"[^a-zA-Z0-9-]+", "-", name).strip("-")[-_NAME_LENGTH:].strip("-") or "rule"
         base, n = name, 1
-        while name in self._rules or name in PRIMITIVES or name == "root":
+        while name in self._rules or name in PRIMITIVES or name in FORMAT_RULES or name == "root":
             n += 1
             name = f"{base}-{n}"
         self._rules[name] = body
@@ -221,8 +228,10 @@ class _Converter:
         if kind is None:
             if "properties" in schema:
                 kind = "object"
-            elif "items" in schema:
+            elif "items" in schema or "prefixItems" in schema:
                 kind = "array"
+            elif "pattern" in schema:
+                kind = "string"
             else:
                 return self._use("value")
         if kind == "object":
@@ -231,7 +240,9 @@ class _Converter:
             return self._array(schema, name)
         if kind == "string":
             return self._string(schema, name)
-        if kind in ("number", "integer", "boolean", "null"):
+        if kind == "integer":
+            return self._integer(schema, name)
+        if kind in ("number", "boolean", "null"):
             return self._use(kind)
         raise SchemaUnsupported(f"{name}: unknown type {json.dumps(kind)}")
 
@@ -274,6 +285,12 @@ class _Converter:
         for key, sub in properties.items():
             value = self.visit(sub, f"{name}-{key}")
             members.append((key in required, f'{literal(json.dumps(key, ensure_ascii=False))} ws ":" ws {value}'))
+        if extra is True or isinstance(extra, dict):
+            # Other members after the declared ones, as an optional last "member" (their names are not
+            # kept apart from the declared ones: the model writes what it was asked for first).
+            value = self._use("value") if extra is True or extra == {} else self.visit(extra, f"{name}-value")
+            other = self._rule(f"{name}-other", f'{self._use("string")} ws ":" ws {value}')
+            members.append((False, f'{other} ( ws "," ws {other} )*'))
         return self._rule(name, f'"{{" ws {self._members(members, name)} ws "}}"')
 
     def _members(self, members: list[tuple[bool, str]], name: str) -> str:
@@ -296,8 +313,21 @@ class _Converter:
             rest = self._rule(f"{name}-rest", f"{follow} {rest}".strip()) if i > 0 else rest
         return start
 
+    def _integer(self, schema: dict[str, Any], name: str) -> str:
+        try:
+            low, high = integer_bounds(schema)
+            if low is None and high is None:
+                return self._use("integer")
+            return self._rule(name, integer_range(low, high))
+        except BoundUnsupported as exc:
+            raise SchemaUnsupported(f"{name}: {exc}") from None
+
     def _array(self, schema: dict[str, Any], name: str) -> str:
-        item = self.visit(schema.get("items", {}), f"{name}-item")
+        items = schema.get("items", {})
+        prefix = schema.get("prefixItems")
+        if isinstance(items, list) or prefix is not None:
+            return self._tuple(schema, name)
+        item = self.visit(items, f"{name}-item")
         low, high = _bounds(schema, "minItems", "maxItems", name)
         self._use("ws")
         if high == 0:
@@ -310,7 +340,44 @@ class _Converter:
         body = f'"[" ws {items} ws "]"' if low > 0 else f'"[" ws ( {items} )? ws "]"'
         return self._rule(name, body)
 
+    def _tuple(self, schema: dict[str, Any], name: str) -> str:
+        """`prefixItems` (or draft 4's `items` list): those items, in order; more only when `items`
+        (`additionalItems` in draft 4) is a schema, within minItems/maxItems."""
+        if isinstance(schema.get("items"), list):
+            prefix, rest = schema["items"], schema.get("additionalItems", False)
+        else:
+            prefix, rest = schema["prefixItems"], schema.get("items", False)
+        if not isinstance(prefix, list) or not prefix:
+            raise SchemaUnsupported(f"{name}: 'prefixItems' must be a non-empty list of schemas")
+        low, high = _bounds(schema, "minItems", "maxItems", name)
+        if high is not None and high < len(prefix):
+            raise SchemaUnsupported(f"{name}: maxItems {high} is below the {len(prefix)} items of the tuple")
+        self._use("ws")
+        parts = [self.visit(sub, f"{name}-{i}") for i, sub in enumerate(prefix)]
+        body = ' ws "," ws '.join(parts)
+        more_low = max(low - len(prefix), 0)
+        more_high = None if high is None else high - len(prefix)
+        if rest is False or rest is None:
+            if more_low:
+                raise SchemaUnsupported(f"{name}: minItems {low} is above the {len(prefix)} items of the tuple")
+        elif more_high != 0:
+            item = self.visit(rest, f"{name}-rest")
+            if more_high is not None and more_high > MAX_ITEMS_UNROLLED:
+                more_high = None
+            body += f' ( ws "," ws {item} ){{{more_low},{"" if more_high is None else more_high}}}'
+        return self._rule(name, f'"[" ws {body} ws "]"')
+
     def _string(self, schema: dict[str, Any], name: str) -> str:
+        if "pattern" in schema:
+            try:
+                expression = pattern_expression(schema["pattern"])
+            except PatternUnsupported as exc:
+                raise SchemaUnsupported(f"{name}: the JSON schema keyword 'pattern' is not supported here: {exc}") from None
+            return self._rule(name, f'"\\"" {expression} "\\""')
+        fmt = schema.get("format")
+        if fmt in FORMATS:
+            self._formats.update(FORMAT_DEPENDS[fmt])
+            return self._rule(name, f'"\\"" {FORMATS[fmt]} "\\""')
         if schema.get("minLength") is None and schema.get("maxLength") is None:
             return self._use("string")
         low, high = _bounds(schema, "minLength", "maxLength", name)
