@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from llmpack.runtime.engine.types import (
     EngineConfig,
+    FimTokens,
     GenerationRequest,
     Piece,
     Timings,
@@ -38,6 +39,9 @@ class FakeEngine:
     n_ctx_train = 64
     n_vocab = 256
     n_embd = 4
+    fim_tokens = FimTokens()  # no fill-in-the-middle tokens
+    pooling = "none"
+    sequences_in_use: frozenset[int] = frozenset()
 
     def __init__(self, answer: str = "hello world", fail_after: int | None = None) -> None:
         self.answer = answer
@@ -78,6 +82,12 @@ class FakeEngine:
 
     def embed(self, tokens, normalize: bool = True) -> list[float]:
         raise EngineFailure("error: embeddings are off: start with --embedding")  # config.embeddings is False
+
+    def embed_each(self, tokens) -> list[list[float]]:
+        raise EngineFailure("error: embeddings are off: start with --embedding")
+
+    def special_tokens(self) -> dict[str, int | None]:
+        return {"bos": None, "eos": None, "sep": None}
 
     def close(self) -> None:
         pass

@@ -16,6 +16,7 @@ from ..flags.settings import Settings
 from ..sampling import sampling_from_settings
 from . import routes_misc, routes_openai
 from . import routes_ollama
+from . import routes_llamacpp
 from .errors import error_body, install_error_handlers, shaped_for_path
 from .host_check import HostPolicy, split_host
 from .state import EngineHolder, Metrics
@@ -43,6 +44,7 @@ def create_app(settings: Settings, holder: EngineHolder, max_body_bytes: int = M
     app.include_router(routes_openai.router)
     app.include_router(routes_misc.router)
     app.include_router(routes_ollama.router)
+    app.include_router(routes_llamacpp.router)
     app.add_middleware(JsonOnly)  # inside BodyLimit: the body is already read when it answers 415
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     if settings.api_key:
@@ -129,6 +131,9 @@ class BodyLimit:
 
 ROUTE_LABELS = {"/v1/chat/completions": "chat", "/v1/completions": "completions", "/v1/embeddings": "embeddings",
                 "/embeddings": "embeddings", "/v1/models": "models", "/tokenize": "tokenize",
+                "/completion": "llama_completion", "/completions": "llama_completion", "/infill": "llama_infill",
+                "/apply-template": "llama_apply_template", "/props": "llama_props", "/slots": "llama_slots",
+                "/rerank": "rerank", "/reranking": "rerank", "/v1/rerank": "rerank", "/v1/reranking": "rerank",
                 "/api/chat": "ollama_chat", "/api/generate": "ollama_generate", "/api/embed": "ollama_embed",
                 "/api/embeddings": "ollama_embed", "/api/tags": "ollama_models", "/api/show": "ollama_models",
                 "/api/ps": "ollama_models", "/api/version": "ollama_version",

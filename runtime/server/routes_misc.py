@@ -62,7 +62,6 @@ async def model(model_id: str, request: Request):
 
 
 @router.post("/v1/embeddings")
-@router.post("/embeddings")
 async def embeddings(body: EmbeddingRequest, request: Request):
     state = request.app.state
     engine, _ = ready_engine(request)

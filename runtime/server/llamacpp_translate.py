@@ -1,0 +1,356 @@
+"""llama.cpp's native server API (llama-server's /completion, /infill, /props, /slots, /embeddings,
+/rerank): its request bodies to the engine's GenerationRequest, and the engine's pieces back to its
+response shapes. Field names follow llama-server's README (tools/server/README.md); where ours differ,
+the comment says why.
+
+Errors on these routes take llama-server's shape, `{"error": {"code": 400, "message", "type"}}`, which
+its clients (the web UI, llama.vim, llama.vscode) read; OpenAI's routes keep OpenAI's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..engine.interface import ServingEngine
+from ..engine.types import GenerationRequest, Piece, SamplingParams, Timings, TokenLogprob
+from ..flags.settings import Settings
+from ..grammar.check import GrammarRefused, check_grammar
+from ..grammar.json_schema import SchemaUnsupported, json_schema_grammar
+from .errors import ApiError, error_payload
+from .translate import check_token_ids
+
+# llama-server's sampler names (common_sampler_types_from_names, with its aliases), and the place of each
+# in our chain. Ours is fixed: penalties, top-k, top-p, min-p, temperature. A sampler we do not have
+# (dry, typ_p, xtc, top_n_sigma) does nothing at llama-server's defaults, so naming it changes nothing.
+SAMPLER_ORDER = {"penalties": 0, "top_k": 1, "top_p": 2, "min_p": 3, "temperature": 4}
+SAMPLER_ALIASES = {"top-k": "top_k", "top-p": "top_p", "nucleus": "top_p", "min-p": "min_p", "temp": "temperature",
+                   "typ_p": None, "typ-p": None, "typical_p": None, "typical": None, "dry": None, "xtc": None,
+                   "top_n_sigma": None, "top-n-sigma": None, "infill": None}
+# llama-server's one-letter sampler sequence (--sampling-seq), the same samplers.
+SAMPLER_LETTERS = {"e": "penalties", "k": "top_k", "p": "top_p", "m": "min_p", "t": "temperature",
+                   "d": None, "y": None, "x": None, "s": None, "i": None}
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class CompletionBody(_Body):
+    prompt: Any = None
+    n_predict: int | None = Field(default=None, ge=-1)
+    max_tokens: int | None = Field(default=None, ge=-1)  # llama-server reads it when n_predict is absent
+    temperature: float | None = Field(default=None, ge=0)
+    top_k: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    min_p: float | None = Field(default=None, ge=0, le=1)
+    repeat_penalty: float | None = Field(default=None, ge=0)
+    repeat_last_n: int | None = Field(default=None, ge=-1, le=2**31 - 1)
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    seed: int | None = Field(default=None, ge=-1, le=2**32 - 1)
+    stop: str | list[str] | None = None
+    grammar: str | None = None
+    json_schema: dict[str, Any] | None = None
+    ignore_eos: bool = False
+    n_probs: int = Field(default=0, ge=0, le=100)
+    post_sampling_probs: bool = False
+    samplers: list[str] | str | None = None
+    stream: bool = False
+    cache_prompt: bool = True  # accepted: a sequence always reuses the longest prefix it already holds
+    return_tokens: bool = False
+    id_slot: int = -1  # accepted: requests go to the sequence whose cache shares most of the prompt
+
+
+class ExtraChunk(_Body):
+    filename: str = ""
+    text: str
+
+
+class InfillBody(CompletionBody):
+    input_prefix: str = ""
+    input_suffix: str = ""
+    input_extra: list[ExtraChunk] = []
+
+
+class EmbeddingsBody(_Body):
+    content: Any = None
+    input: Any = None  # llama-server takes either
+
+
+class RerankBody(_Body):
+    query: str
+    documents: list[str] = Field(min_length=1)
+    top_n: int | None = Field(default=None, ge=0)
+
+
+def parse(model: type[BaseModel], raw: bytes) -> Any:
+    """The body, or a 400 in llama-server's words: invalid JSON, or the first field that does not fit."""
+    try:
+        data = json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "body"
+        raise ApiError(400, f"\"{where}\": {first.get('msg', 'invalid value')}", param=where) from None
+
+
+def llama_error(exc: BaseException) -> tuple[int, dict[str, Any]]:
+    """llama-server's error shape: the HTTP status as `code`, a message and a type."""
+    status, payload = error_payload(exc)
+    error = payload["error"]
+    body = {"code": status, "message": error["message"], "type": error["type"]}
+    for extra in ("n_prompt_tokens", "n_ctx"):  # exceed_context_size_error's fields, as llama-server sends
+        if extra in error:
+            body[extra] = error[extra]
+    return status, {"error": body}
+
+
+# -- prompts ---------------------------------------------------------------------------------------
+
+def _mixed_tokens(engine: ServingEngine, items: Sequence[Any], param: str, add_special: bool,
+                  parse_special: bool) -> list[int]:
+    """llama-server's tokenize_mixed: strings tokenized (only the first element gets BOS), numbers kept
+    as token ids."""
+    tokens: list[int] = []
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            tokens += engine.tokenize(item, add_special and i == 0, parse_special)
+        elif isinstance(item, int) and not isinstance(item, bool):
+            tokens += check_token_ids(engine, [item], f"{param}.{i}")
+        else:
+            raise ApiError(400, f"\"{param}\" must be a string, a list of tokens, or a list of mixed strings & tokens",
+                           param=param)
+    return tokens
+
+
+def prompt_tokens(engine: ServingEngine, prompt: Any, add_special: bool = True, parse_special: bool = True,
+                  param: str = "prompt", allow_empty: bool = False) -> list[int]:
+    """A string, token ids, or a mixed list. llama-server also takes several prompts in one request and
+    answers an array; we serve one per request (the API's clients send one), and say so."""
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
+        prompt = prompt[0]
+    if isinstance(prompt, str):
+        tokens = engine.tokenize(prompt, add_special, parse_special) if prompt else []
+    elif isinstance(prompt, list) and not any(isinstance(p, list) for p in prompt) and (
+            not prompt or any(isinstance(p, int) for p in prompt) or len(prompt) == 1):
+        tokens = _mixed_tokens(engine, prompt, param, add_special, parse_special)
+    elif isinstance(prompt, list):
+        raise ApiError(400, f"only one prompt per request is supported: send the {len(prompt)} prompts "
+                            "as separate requests", param=param)
+    elif prompt is None and allow_empty:
+        tokens = []
+    else:
+        raise ApiError(400, f"\"{param}\" must be a string, a list of tokens, or a list of mixed strings & tokens",
+                       param=param)
+    if not tokens and not allow_empty:
+        raise ApiError(400, f"\"{param}\" must not be empty", param=param)
+    return tokens
+
+
+def infill_tokens(engine: ServingEngine, body: InfillBody, n_predict: int) -> list[int]:
+    """llama-server's format_infill (repository-level FIM, arXiv 2409.12186):
+    [FIM_REP]myproject\\n [FIM_SEP]file\\n chunk ... [FIM_SEP]filename\\n [FIM_PRE]prefix prompt [FIM_SUF]suffix [FIM_MID],
+    the prefix and suffix cut to fit a batch (3:1), the extra chunks to fill the rest of the context."""
+    fim = engine.fim_tokens
+
+    def tok(text: str) -> list[int]:
+        return engine.tokenize(text, False, False) if text else []
+
+    extra: list[int] = []
+    if fim.rep is not None:
+        extra += [fim.rep, *tok("myproject\n")]
+    for chunk in body.input_extra:
+        if fim.sep is not None:
+            extra += [fim.sep, *tok(chunk.filename + "\n")]
+        else:
+            extra += tok("\n\n--- snippet ---\n\n")
+        extra += tok(chunk.text)
+    if fim.sep is not None:
+        extra += [fim.sep, *tok("filename\n")]
+    prompt = prompt_tokens(engine, body.prompt, False, True, allow_empty=True) if body.prompt else []
+    prefix, suffix = tok(body.input_prefix), tok(body.input_suffix)
+    n_batch = engine.config.n_batch
+    n_prefix = min(len(prefix), 3 * (n_batch // 4))
+    n_suffix = min(len(suffix), max(0, n_batch // 4 - (2 + len(prompt))))
+    n_extra = min(max(0, engine.n_ctx - n_batch - 2 * max(n_predict, 0)), len(extra))
+    bos = engine.tokenize("", True, False)  # [BOS] when the vocabulary adds one
+    return [*extra[len(extra) - n_extra:], *bos, fim.pre, *prefix[len(prefix) - n_prefix:], *prompt,
+            fim.suf, *suffix[:n_suffix], fim.mid]
+
+
+# -- sampling --------------------------------------------------------------------------------------
+
+def _sampler_names(samplers: list[str] | str) -> list[str | None]:
+    if isinstance(samplers, str):
+        names = []
+        for letter in samplers:
+            if letter not in SAMPLER_LETTERS:
+                raise ApiError(400, f"unknown sampler {letter!r} in \"samplers\"", param="samplers")
+            names.append(SAMPLER_LETTERS[letter])
+        return names
+    names = []
+    for name in samplers:
+        key = name.lower()
+        if key in SAMPLER_ORDER:
+            names.append(key)
+        elif key in SAMPLER_ALIASES:
+            names.append(SAMPLER_ALIASES[key])
+        else:
+            raise ApiError(400, f"unknown sampler {name!r} in \"samplers\"", param="samplers")
+    return names
+
+
+def apply_samplers(sampling: SamplingParams, samplers: list[str] | str) -> SamplingParams:
+    """A sampler left out of the list is switched off (as in llama-server); the order of those named
+    must be ours, since our chain's order is fixed."""
+    named = [n for n in _sampler_names(samplers) if n is not None]
+    if [SAMPLER_ORDER[n] for n in named] != sorted(SAMPLER_ORDER[n] for n in named):
+        raise ApiError(400, "\"samplers\": this server applies its samplers in one order: "
+                            f"{', '.join(SAMPLER_ORDER)}; list them in that order (any may be left out)",
+                       param="samplers")
+    off: dict[str, Any] = {}
+    if "penalties" not in named:
+        off.update(repeat_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0)
+    if "top_k" not in named:
+        off["top_k"] = 0
+    if "top_p" not in named:
+        off["top_p"] = 1.0
+    if "min_p" not in named:
+        off["min_p"] = 0.0
+    if "temperature" not in named and sampling.temperature > 0:
+        off["temperature"] = 1.0  # no temperature sampler: the distribution as the model gives it
+    return dataclasses.replace(sampling, **off)
+
+
+def generation_request(settings: Settings, base: SamplingParams, body: CompletionBody,
+                       tokens: list[int]) -> GenerationRequest:
+    if body.grammar and body.json_schema is not None:
+        raise ApiError(400, "Either \"json_schema\" or \"grammar\" can be specified, but not both", param="grammar")
+    if body.post_sampling_probs:
+        # Our probabilities are the model's, before sampling truncates the distribution.
+        raise ApiError(400, "\"post_sampling_probs\" is not supported: n_probs gives the model's log-probabilities "
+                            "before sampling", param="post_sampling_probs")
+    overrides: dict[str, Any] = {name: getattr(body, name) for name in (
+        "temperature", "top_k", "top_p", "min_p", "repeat_penalty", "repeat_last_n", "presence_penalty",
+        "frequency_penalty", "seed") if getattr(body, name) is not None}
+    grammar = body.grammar or None
+    if body.json_schema is not None:
+        try:
+            grammar = json_schema_grammar(body.json_schema)
+            check_grammar(grammar)
+        except (SchemaUnsupported, GrammarRefused) as exc:
+            raise ApiError(400, f"unsupported JSON schema: {exc}", param="json_schema") from None
+    if grammar is not None:
+        overrides["grammar"] = grammar
+    if body.ignore_eos:
+        if grammar or base.grammar:
+            # llama.cpp's grammar aborts the process once its document is complete and only EOS may follow.
+            raise ApiError(400, "\"ignore_eos\" cannot be combined with a grammar: once the grammar's text is "
+                                "complete, only the end of generation may follow", param="ignore_eos")
+        overrides["ignore_eos"] = True
+    sampling = dataclasses.replace(base, **overrides)
+    if body.samplers is not None:
+        sampling = apply_samplers(sampling, body.samplers)
+    n_predict = body.n_predict if body.n_predict is not None else body.max_tokens
+    stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    return GenerationRequest(tuple(tokens), settings.n_predict if n_predict is None else n_predict, sampling,
+                             tuple(dict.fromkeys(s for s in stop if s)), body.n_probs if body.n_probs > 0 else None)
+
+
+# -- responses -------------------------------------------------------------------------------------
+
+def generation_settings(request: GenerationRequest, n_ctx: int, model: str) -> dict[str, Any]:
+    s = request.sampling
+    return {"n_ctx": n_ctx, "n_predict": request.max_tokens, "model": model, "temperature": s.temperature,
+            "top_k": s.top_k, "top_p": s.top_p, "min_p": s.min_p, "repeat_penalty": s.repeat_penalty,
+            "repeat_last_n": s.repeat_last_n, "presence_penalty": s.presence_penalty,
+            "frequency_penalty": s.frequency_penalty, "seed": s.seed, "stop": list(request.stop),
+            "grammar": s.grammar or "", "ignore_eos": s.ignore_eos, "n_probs": request.logprobs or 0,
+            "samplers": [name for name, on in (("penalties", True), ("top_k", s.top_k > 0), ("top_p", s.top_p < 1),
+                                               ("min_p", s.min_p > 0), ("temperature", True)) if on]}
+
+
+def probabilities(engine: ServingEngine, logprobs: Sequence[TokenLogprob]) -> list[dict[str, Any]]:
+    def entry(token: int, logprob: float) -> dict[str, Any]:
+        raw = engine.token_bytes(token)
+        return {"id": token, "token": raw.decode("utf-8", "replace"), "bytes": list(raw), "logprob": logprob}
+
+    return [{**entry(lp.token_id, lp.logprob), "top_logprobs": [entry(t, v) for t, v in lp.top]}
+            for lp in logprobs]
+
+
+def timings(t: Timings | None) -> dict[str, float]:
+    if t is None:
+        t = Timings(0, 0, 0.0, 0, 0.0)
+    prompt_n = t.prompt_tokens - t.cached_tokens
+    return {"cache_n": t.cached_tokens, "prompt_n": prompt_n, "prompt_ms": t.prompt_ms,
+            "prompt_per_token_ms": t.prompt_ms / prompt_n if prompt_n else 0.0,
+            "prompt_per_second": t.prompt_per_second, "predicted_n": t.generated_tokens,
+            "predicted_ms": t.generation_ms,
+            "predicted_per_token_ms": t.generation_ms / t.generated_tokens if t.generated_tokens else 0.0,
+            "predicted_per_second": t.generation_per_second}
+
+
+def stop_reason(engine: ServingEngine, request: GenerationRequest, text: str, token_ids: Sequence[int],
+                finish: str) -> tuple[str, str]:
+    """(stop_type, stopping_word): llama-server's "eos", "word" or "limit" ("none" if cut short). The
+    engine reports "stop" for both an end-of-generation token and a stop string; the stop string is the
+    one that the generated tokens' text continues with where the returned text ends."""
+    if finish == "length":
+        return "limit", ""
+    if finish != "stop":
+        return "none", ""
+    rest = engine.detokenize(token_ids)[len(text):]
+    word = next((s for s in request.stop if rest.startswith(s)), None)
+    return ("word", word) if word is not None else ("eos", "")
+
+
+def final_result(engine: ServingEngine, model: str, request: GenerationRequest, prompt_text: str,
+                 pieces: Sequence[Piece], text: str, streamed: bool, return_tokens: bool) -> dict[str, Any]:
+    token_ids = [t for p in pieces for t in p.token_ids]
+    last = pieces[-1] if pieces else Piece("", (), "stop")
+    finish = last.finish_reason or "stop"
+    stop_type, word = stop_reason(engine, request, text, token_ids, finish)
+    t = last.timings
+    result: dict[str, Any] = {
+        "index": 0,
+        # A stream has sent the text already: its last event carries none (as llama-server's).
+        "content": "" if streamed else text,
+        "tokens": [] if streamed or not return_tokens else token_ids,
+        "id_slot": -1,  # requests are not pinned to slots here
+        "stop": True, "model": model,
+        "tokens_predicted": len(token_ids), "tokens_evaluated": len(request.prompt_tokens),
+        "generation_settings": generation_settings(request, engine.n_ctx, model),
+        "prompt": prompt_text, "has_new_line": "\n" in text, "truncated": False,
+        "stop_type": stop_type, "stopping_word": word,
+        "tokens_cached": t.cached_tokens if t else 0,
+        "timings": timings(t),
+    }
+    if request.logprobs is not None and not streamed:
+        result["completion_probabilities"] = probabilities(engine, [lp for p in pieces for lp in p.logprobs])
+    return result
+
+
+def partial_result(engine: ServingEngine, request: GenerationRequest, piece: Piece, n_predicted: int) -> dict[str, Any]:
+    result: dict[str, Any] = {"index": 0, "content": piece.text, "tokens": list(piece.token_ids), "stop": False,
+                              "id_slot": -1, "tokens_predicted": n_predicted,
+                              "tokens_evaluated": len(request.prompt_tokens)}
+    if request.logprobs is not None and piece.logprobs:
+        result["completion_probabilities"] = probabilities(engine, piece.logprobs)
+    return result
+
+
+def normalized(vector: Sequence[float]) -> list[float]:
+    norm = math.sqrt(math.fsum(x * x for x in vector))
+    return [x / norm for x in vector] if norm > 0 else list(vector)

@@ -1,0 +1,248 @@
+"""llama.cpp's native HTTP API, as llama-server serves it: /completion (and /completions), /infill,
+/apply-template, /props, /slots, /embeddings (llama-server's shape; OpenAI's is /v1/embeddings) and
+/rerank. What llama.cpp's web UI, llama.vim, llama.vscode and older clients call. Bodies and answers are
+translated in llamacpp_translate.py; generation is the OpenAI routes' (generation.py)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from .. import __version__, messages
+from ..engine.interface import ServingEngine
+from ..engine.types import GenerationRequest
+from . import llamacpp_translate as lt
+from . import translate as tr
+from .chat_core import log_prompt, ready_engine
+from .errors import ApiError
+from .generation import Generation, run_to_completion
+from .schemas import ChatCompletionRequest
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def llama_errors(handler: Callable[[Request], Awaitable[Any]]) -> Callable[[Request], Awaitable[Any]]:
+    """Errors in llama-server's shape, whatever raised them (the app's handlers answer OpenAI's)."""
+    @functools.wraps(handler)
+    async def wrapper(request: Request) -> Any:
+        try:
+            return await handler(request)
+        except Exception as exc:  # noqa: BLE001 - every error becomes an answer in this dialect
+            status, body = lt.llama_error(exc)
+            request.app.state.metrics.count_error(status)
+            return JSONResponse(body, status_code=status, headers=getattr(exc, "headers", None))
+    return wrapper
+
+
+def _sse(data: dict[str, Any]) -> bytes:
+    return tr.sse(data)  # llama-server's events: `data: {...}`, and no [DONE] at the end
+
+
+async def _complete(request: Request, engine: ServingEngine, body: lt.CompletionBody,
+                    make: Callable[[], tuple[list[int], GenerationRequest]]) -> Any:
+    state = request.app.state
+
+    def prepare() -> tuple[list[int], GenerationRequest]:
+        tokens, generation_request = make()
+        engine.check_fits(len(tokens))
+        log_prompt(state.settings, engine, tokens)
+        if generation_request.sampling.grammar != state.base_sampling.grammar:
+            engine.check_grammar(generation_request.sampling.grammar)  # the client's: checked before it runs
+        return tokens, generation_request
+
+    tokens, generation_request = await run_in_threadpool(prepare)
+    prompt_text = body.prompt if isinstance(body.prompt, str) else engine.detokenize(tokens)
+    generation = Generation(engine, generation_request, state.metrics, state.active_generations)
+    model = state.holder.model_name
+    if not body.stream:
+        outcome = await run_to_completion(request.receive, generation)
+        return JSONResponse(lt.final_result(engine, model, generation_request, prompt_text, outcome.pieces,
+                                            outcome.text, False, body.return_tokens))
+    return StreamingResponse(_stream(engine, model, generation, prompt_text, body.return_tokens),
+                             media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+async def _stream(engine: ServingEngine, model: str, generation: Generation, prompt_text: str,
+                  return_tokens: bool) -> AsyncIterator[bytes]:
+    request = generation.request
+    pieces, text, n_predicted = [], [], 0
+    try:
+        async for piece in generation.pieces():
+            pieces.append(piece)
+            text.append(piece.text)
+            n_predicted += len(piece.token_ids)
+            if piece.text or piece.logprobs:
+                yield _sse(lt.partial_result(engine, request, piece, n_predicted))
+            if piece.finish_reason:
+                yield _sse(lt.final_result(engine, model, request, prompt_text, pieces, "".join(text), True,
+                                           return_tokens))
+    except Exception as exc:  # noqa: BLE001 - the status line is sent: the error goes in the stream
+        _status, payload = lt.llama_error(exc)
+        yield _sse(payload)
+
+
+@router.post("/completion")
+@router.post("/completions")
+@llama_errors
+async def completion(request: Request):
+    body = lt.parse(lt.CompletionBody, await request.body())
+    engine, _holder = ready_engine(request)
+    state = request.app.state
+
+    def make() -> tuple[list[int], GenerationRequest]:
+        tokens = lt.prompt_tokens(engine, body.prompt)
+        return tokens, lt.generation_request(state.settings, state.base_sampling, body, tokens)
+
+    return await _complete(request, engine, body, make)
+
+
+@router.post("/infill")
+@llama_errors
+async def infill(request: Request):
+    body = lt.parse(lt.InfillBody, await request.body())
+    engine, _holder = ready_engine(request)
+    if not engine.fim_tokens.complete:
+        raise ApiError(400, messages.LLAMA_NO_FIM.removeprefix("error: "))
+    state = request.app.state
+
+    def make() -> tuple[list[int], GenerationRequest]:
+        request_ = lt.generation_request(state.settings, state.base_sampling, body, [])
+        tokens = lt.infill_tokens(engine, body, request_.max_tokens)
+        return tokens, lt.generation_request(state.settings, state.base_sampling, body, tokens)
+
+    return await _complete(request, engine, body, make)
+
+
+@router.post("/apply-template")
+@llama_errors
+async def apply_template(request: Request):
+    body = lt.parse(ChatCompletionRequest, await request.body())
+    _engine, holder = ready_engine(request)
+    prompt = await run_in_threadpool(holder.formatter.render, tr.chat_messages(body))
+    return {"prompt": prompt}
+
+
+def _slot(engine: ServingEngine, request: Request, index: int, busy: frozenset[int]) -> dict[str, Any]:
+    params = lt.generation_settings(GenerationRequest((), request.app.state.settings.n_predict,
+                                                      request.app.state.base_sampling),
+                                    engine.n_ctx, request.app.state.holder.model_name)
+    return {"id": index, "id_task": -1, "n_ctx": engine.n_ctx, "speculative": False,
+            "is_processing": index in busy, "params": params}
+
+
+def _model_path(settings) -> str:
+    if settings.model:
+        return os.path.abspath(settings.model)
+    # The weights are inside this executable.
+    return os.path.abspath(sys.executable if getattr(sys, "frozen", False) else sys.argv[0])
+
+
+@router.get("/props")
+@llama_errors
+async def props(request: Request):
+    engine, holder = ready_engine(request)
+    settings = request.app.state.settings
+    return {"default_generation_settings": _slot(engine, request, 0, frozenset()),
+            "total_slots": engine.config.n_seq_max, "model_alias": holder.model_name,
+            "model_path": _model_path(settings), "chat_template": holder.formatter.template,
+            "modalities": {"vision": False, "audio": False}, "n_ctx": engine.n_ctx,
+            "build_info": f"llmpack {__version__}", "bos_token": engine.bos_token, "eos_token": engine.eos_token}
+
+
+@router.get("/slots")
+@llama_errors
+async def slots(request: Request):
+    engine, _holder = ready_engine(request)
+    busy = engine.sequences_in_use
+    states = [_slot(engine, request, i, busy) for i in range(engine.config.n_seq_max)]
+    if request.query_params.get("fail_on_no_slot") not in (None, "", "0") and all(s["is_processing"] for s in states):
+        raise ApiError(503, "no slot available", "unavailable_error")
+    return states
+
+
+def _inputs(body: lt.EmbeddingsBody) -> list[Any]:
+    value = body.input if body.input is not None else body.content
+    if value is None:
+        raise ApiError(400, "\"content\" (or \"input\") is required", param="content")
+    # One input, or a list of inputs each a string or token ids; a flat list of ids is one input.
+    if isinstance(value, str) or (isinstance(value, list) and value and not isinstance(value[0], (str, list))):
+        return [value]
+    if not isinstance(value, list) or not value:
+        raise ApiError(400, "\"content\" must be a string, token ids, or a non-empty list of them", param="content")
+    return value
+
+
+@router.post("/embeddings")
+@llama_errors
+async def embeddings(request: Request):
+    body = lt.parse(lt.EmbeddingsBody, await request.body())
+    engine, _holder = ready_engine(request)
+    if not engine.config.embeddings:
+        raise ApiError(400, messages.LLAMA_EMBEDDINGS_OFF.removeprefix("error: "))
+    inputs = _inputs(body)
+
+    def embed_all() -> tuple[list[dict[str, Any]], int]:
+        results, total = [], 0
+        for i, item in enumerate(inputs):
+            tokens = lt.prompt_tokens(engine, item, True, False, param=f"content.{i}")
+            rows = engine.embed_each(tokens)
+            # llama-server: per-token rows unnormalized with --pooling none, a pooled row normalized.
+            results.append({"index": i, "embedding": rows if engine.pooling == "none" else
+                            [lt.normalized(rows[0])]})
+            total += len(tokens)
+        return results, total
+
+    results, total = await run_in_threadpool(embed_all)
+    request.app.state.metrics.add(prompt_tokens=total)
+    return results
+
+
+def _rerank_tokens(engine: ServingEngine, query: list[int], document: list[int]) -> list[int]:
+    """llama-server's format_rerank: [BOS]query[EOS][SEP]document[EOS], leaving out what the vocabulary lacks."""
+    special = engine.special_tokens()
+    eos = special["eos"] if special["eos"] is not None else special["sep"]
+    parts = [[special["bos"]], query, [eos], [special["sep"]], document, [eos]]
+    return [t for part in parts for t in part if t is not None]
+
+
+@router.post("/rerank")
+@router.post("/reranking")
+@router.post("/v1/rerank")
+@router.post("/v1/reranking")
+@llama_errors
+async def rerank(request: Request):
+    body = lt.parse(lt.RerankBody, await request.body())
+    engine, holder = ready_engine(request)
+    if engine.pooling != "rank":
+        # llama-server answers 501 here; a server started without --reranking is the client's to fix.
+        raise ApiError(400, messages.LLAMA_NO_RERANKING.removeprefix("error: "))
+
+    def score_all() -> tuple[list[float], int]:
+        query = engine.tokenize(body.query, False, False)
+        scores, total = [], 0
+        for document in body.documents:
+            tokens = _rerank_tokens(engine, query, engine.tokenize(document, False, False))
+            scores.append(engine.embed_each(tokens)[0][0])
+            total += len(tokens)
+        return scores, total
+
+    scores, total = await run_in_threadpool(score_all)
+    request.app.state.metrics.add(prompt_tokens=total)
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    top = order if body.top_n is None else order[:body.top_n]
+    results = []
+    for i in top:
+        results.append({"index": i, "relevance_score": scores[i]})
+    return {"model": holder.model_name, "object": "list", "usage": {"prompt_tokens": total, "total_tokens": total},
+            "results": results}
