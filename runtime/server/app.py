@@ -16,6 +16,7 @@ from ..flags.settings import Settings
 from ..sampling import sampling_from_settings
 from . import routes_misc, routes_openai
 from . import routes_ollama
+from . import routes_anthropic
 from . import routes_llamacpp
 from .errors import error_body, install_error_handlers, shaped_for_path
 from .host_check import HostPolicy, split_host
@@ -44,6 +45,7 @@ def create_app(settings: Settings, holder: EngineHolder, max_body_bytes: int = M
     app.include_router(routes_openai.router)
     app.include_router(routes_misc.router)
     app.include_router(routes_ollama.router)
+    app.include_router(routes_anthropic.router)
     app.include_router(routes_llamacpp.router)
     app.add_middleware(JsonOnly)  # inside BodyLimit: the body is already read when it answers 415
     app.add_middleware(BodyLimit, limit=max_body_bytes)
@@ -137,7 +139,8 @@ ROUTE_LABELS = {"/v1/chat/completions": "chat", "/v1/completions": "completions"
                 "/api/chat": "ollama_chat", "/api/generate": "ollama_generate", "/api/embed": "ollama_embed",
                 "/api/embeddings": "ollama_embed", "/api/tags": "ollama_models", "/api/show": "ollama_models",
                 "/api/ps": "ollama_models", "/api/version": "ollama_version",
-                "/detokenize": "detokenize", "/health": "health", "/metrics": "metrics", "/": "page"}
+                "/detokenize": "detokenize", "/health": "health", "/metrics": "metrics", "/": "page",
+                "/v1/messages": "messages", "/v1/messages/count_tokens": "count_tokens"}
 
 
 class CountRequests:
@@ -225,18 +228,26 @@ class HostCheck:
 
 
 class ApiKey:
-    """401 unless `Authorization: Bearer KEY` carries the key (compared in constant time)."""
+    """401 unless `Authorization: Bearer KEY` or `x-api-key: KEY` (Anthropic's clients send that one)
+    carries the key (compared in constant time)."""
 
     def __init__(self, app: ASGIApp, key: str) -> None:
         self.app = app
         self.expected = f"Bearer {key}".encode()
+        self.expected_x = key.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] not in OPEN_PATHS and scope.get("method") != "OPTIONS":
-            given = dict(scope.get("headers") or []).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
-                message = ("missing API key: send 'Authorization: Bearer KEY'" if not given
-                           else "invalid API key")
+            headers = dict(scope.get("headers") or [])
+            given, given_x = headers.get(b"authorization", b""), headers.get(b"x-api-key", b"")
+            # Both compared, whichever is sent, so the time taken says nothing about which matched.
+            if not (hmac.compare_digest(given, self.expected) | hmac.compare_digest(given_x, self.expected_x)):
+                if given or given_x:
+                    message = "invalid API key"
+                elif scope["path"].startswith("/v1/messages"):
+                    message = messages.ANTHROPIC_MISSING_KEY.removeprefix("error: ")
+                else:
+                    message = "missing API key: send 'Authorization: Bearer KEY'"
                 await _respond(scope, receive, send, 401,
                                error_body(message, "invalid_request_error", None, "invalid_api_key"),
                                headers={"WWW-Authenticate": "Bearer"})

@@ -47,9 +47,23 @@ def _ollama_shape(body: dict[str, Any]) -> dict[str, Any]:
     return {"error": body["error"]["message"]}
 
 
+# Anthropic's error types, by our own OpenAI body's code or type (each status here has one of its own).
+ANTHROPIC_ERROR_TYPES = {"invalid_api_key": "authentication_error", "host_not_allowed": "permission_error",
+                         "not_found": "not_found_error", "request_too_large": "request_too_large",
+                         "unavailable_error": "overloaded_error", "server_error": "api_error"}
+
+
+def anthropic_shape(body: dict[str, Any]) -> dict[str, Any]:
+    error = body["error"]
+    kind = ANTHROPIC_ERROR_TYPES.get(error.get("code") or "") or ANTHROPIC_ERROR_TYPES.get(error.get("type"))
+    return {"type": "error", "error": {"type": kind or INVALID_REQUEST, "message": error["message"]}}
+
+
 # Dialects whose clients read errors in their own shape, by path prefix: Ollama's `{"error": "..."}` on
-# /api/*. Everything else answers OpenAI's shape.
-ERROR_SHAPES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"/api/": _ollama_shape}
+# /api/*, Anthropic's `{"type": "error", "error": {"type", "message"}}` on /v1/messages. Everything else
+# answers OpenAI's shape.
+ERROR_SHAPES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"/api/": _ollama_shape,
+                                                                      "/v1/messages": anthropic_shape}
 
 
 def shaped_for_path(path: str, body: dict[str, Any]) -> dict[str, Any]:
