@@ -135,11 +135,11 @@ class ChatFormatter:
             return self._render(messages, add_generation_prompt)
         except TemplateRejected as rejected:
             if not messages or messages[0].get("role") != "system":
-                raise TemplateError(f"error: the chat template rejected the conversation: {rejected}") from None
+                raise TemplateError(texts.TEMPLATE_REJECTED.format(reason=rejected)) from None
         try:
             return self._render(fold_system_prompt(messages), add_generation_prompt)
         except TemplateRejected as rejected:
-            raise TemplateError(f"error: the chat template rejected the conversation: {rejected}") from None
+            raise TemplateError(texts.TEMPLATE_REJECTED.format(reason=rejected)) from None
 
     def _render(self, messages: list[dict[str, Any]], add_generation_prompt: bool) -> str:
         try:
@@ -148,9 +148,9 @@ class ChatFormatter:
         except TemplateRejected:
             raise
         except jinja2.TemplateError as exc:
-            raise TemplateError(f"error: the chat template failed: {_one_line(exc)}") from None
+            raise TemplateError(texts.TEMPLATE_FAILED.format(reason=_one_line(exc))) from None
         except Exception as exc:  # noqa: BLE001 - e.g. a TypeError inside the template: its fault, not a crash
-            raise TemplateError(f"error: the chat template failed: {type(exc).__name__}: {_one_line(exc)}") from None
+            raise TemplateError(texts.TEMPLATE_FAILED.format(reason=f"{type(exc).__name__}: {_one_line(exc)}")) from None
 
 
 def fold_system_prompt(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -169,7 +169,7 @@ def choose_template(gguf_template: str | None, override: str | None) -> tuple[st
             return override, BUILT_IN[override]
         if "{{" in override or "{%" in override:
             return "custom", override
-        raise UserError(f"error: --chat-template: unknown template {override!r} (built-in: {', '.join(BUILT_IN)}, or Jinja text)")
+        raise UserError(texts.TEMPLATE_UNKNOWN.format(name=override, built_in=", ".join(BUILT_IN)))
     if gguf_template:
         return "gguf", gguf_template
     return "chatml", CHATML

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import messages
 from .engine.types import SamplingParams
 from .errors import GrammarFlagInvalid, UserError
 from .flags.settings import Settings
@@ -18,7 +19,7 @@ def grammar_text(settings: Settings) -> str | None:
         try:
             text = Path(settings.grammar_file).read_text(encoding="utf-8")
         except OSError as exc:
-            raise UserError(f"error: cannot read grammar file {settings.grammar_file}: {exc.strerror}") from None
+            raise UserError(messages.GRAMMAR_FILE_UNREADABLE.format(path=settings.grammar_file, reason=exc.strerror)) from None
         except UnicodeDecodeError:
             raise GrammarFlagInvalid(flag, "the file is not UTF-8 text") from None
     else:

@@ -25,6 +25,7 @@ from llmpack.runtime.engine.types import GenerationRequest, SamplingParams
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 from support.chat_fakes import FakeEngine, make_session
+from support.commands import error_line
 
 
 def plain_console() -> tuple[Console, io.StringIO]:
@@ -305,7 +306,7 @@ def test_upload_adds_a_text_file_and_refuses_others(tmp_path) -> None:
     assert "notes.txt:\n```\nthe answer is 42\n```\n\nwhat is the answer?" in prompt
     binary = tmp_path / "blob.bin"
     binary.write_bytes(b"\x00\xff\x00")
-    assert run(f"/upload {binary}", session).strip() == messages.CHAT_NOT_TEXT.format(path=binary)
+    assert run(f"/upload {binary}", session).strip() == error_line(messages.CHAT_NOT_TEXT.format(path=binary))
     assert run(f"/upload {tmp_path}/absent", session).startswith("error: cannot read")
     assert run("/upload", session).strip() == messages.CHAT_UPLOAD_USAGE
     big = tmp_path / "big.txt"

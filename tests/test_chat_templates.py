@@ -17,7 +17,7 @@ from llmpack.runtime.chat_template import ChatFormatter, TemplateError, formatte
 from llmpack.runtime.flags.settings import Settings
 from llmpack.runtime.server.app import create_app
 from llmpack.runtime.server.state import EngineHolder
-from support.commands import build_bundle, one_error_line, run
+from support.commands import build_bundle, error_line, one_error_line, run
 from support.server_fixtures import running_server
 from support.tiny_model import write_tiny_gguf
 
@@ -206,7 +206,7 @@ def test_a_chat_template_that_does_not_compile_is_one_line_at_start(tiny_bundle:
                  input="hi\n", timeout=120)
     line = one_error_line(result)
     assert result.returncode == 1
-    assert line.startswith(messages.CHAT_TEMPLATE_INVALID.split("{reason}")[0].format(source="--chat-template")), line
+    assert line.startswith(error_line(messages.CHAT_TEMPLATE_INVALID.split("{reason}")[0].format(source="--chat-template"))), line
 
 
 @pytest.mark.slow
@@ -217,8 +217,8 @@ def test_a_model_whose_own_template_does_not_compile_stops_at_start(tmp_path: Pa
     result = run([str(bundle), mode, "--port", "0", "--nobrowser", *QUIET], input="hi\n", timeout=120)
     line = one_error_line(result)
     assert result.returncode == 1
-    assert line.startswith(messages.CHAT_TEMPLATE_INVALID.split("{reason}")[0].format(
-        source="the model's chat template")), line
+    assert line.startswith(error_line(messages.CHAT_TEMPLATE_INVALID.split("{reason}")[0].format(
+        source="the model's chat template"))), line
 
 
 @pytest.mark.slow

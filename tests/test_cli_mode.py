@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from llmpack.runtime import messages
-from support.commands import build_bundle, llmpack, one_error_line, run
+from support.commands import build_bundle, error_line, llmpack, one_error_line, run
 
 pytestmark = pytest.mark.slow
 GREEDY = ["--cli", "-n", "24", "--temp", "0", "--log-disable"]
@@ -110,27 +110,27 @@ def test_bad_default_arguments_fail_the_build(tiny_gguf: Path, tmp_path: Path) -
 
 def test_missing_model(tiny_bundle: Path, tmp_path: Path) -> None:
     line = one_error_line(complete(tiny_bundle, *GREEDY, "-p", "x", "-m", str(tmp_path / "nope.gguf")))
-    assert line == messages.MODEL_UNREADABLE.format(path=tmp_path / "nope.gguf", reason="No such file or directory")
+    assert line == error_line(messages.MODEL_UNREADABLE.format(path=tmp_path / "nope.gguf", reason="No such file or directory"))
 
 
 def test_not_a_gguf(tiny_bundle: Path, tmp_path: Path) -> None:
     fake = tmp_path / "fake.gguf"
     fake.write_text("definitely not weights")
     assert one_error_line(complete(tiny_bundle, *GREEDY, "-p", "x", "-m", str(fake))) == \
-        messages.NOT_A_GGUF.format(path=fake)
+        error_line(messages.NOT_A_GGUF.format(path=fake))
 
 
 def test_damaged_gguf_that_llama_cpp_rejects(tiny_bundle: Path, tiny_gguf: Path, tmp_path: Path) -> None:
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(tiny_gguf.read_bytes()[:5000])
     assert one_error_line(complete(tiny_bundle, *GREEDY, "-p", "x", "-m", str(cut))) == \
-        messages.MODEL_LOAD_FAILED.format(path=cut)
+        error_line(messages.MODEL_LOAD_FAILED.format(path=cut))
 
 
 @pytest.mark.parametrize("args, expected", [
     (["-c", "big"], "error: -c/--ctx-size: expected an integer, got 'big'"),
     (["--temp", "-1"], "error: --temp/--temperature: must be at least 0.0, got -1"),
-    (["--bogus"], messages.UNKNOWN_FLAG.format(arg="--bogus")),
+    (["--bogus"], error_line(messages.UNKNOWN_FLAG.format(arg="--bogus"))),
 ])
 def test_bad_flag_values(tiny_bundle: Path, args: list[str], expected: str) -> None:
     result = complete(tiny_bundle, "--cli", "-p", "x", *args)
@@ -139,7 +139,7 @@ def test_bad_flag_values(tiny_bundle: Path, args: list[str], expected: str) -> N
 
 
 def test_missing_prompt(tiny_bundle: Path) -> None:
-    assert one_error_line(complete(tiny_bundle, "--cli")) == messages.NO_PROMPT
+    assert one_error_line(complete(tiny_bundle, "--cli")) == error_line(messages.NO_PROMPT)
 
 
 def test_prompt_file_missing(tiny_bundle: Path, tmp_path: Path) -> None:

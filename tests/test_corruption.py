@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from llmpack.runtime import messages
-from support.commands import llmpack, one_error_line, run
+from support.commands import error_line, llmpack, one_error_line, run
 
 pytestmark = pytest.mark.slow
 ARGS = ["--cli", "-n", "4", "--temp", "0", "--log-disable", "-p", "hi"]
@@ -41,8 +41,8 @@ def test_truncated_inside_the_trailer(bundle_copy: Path) -> None:
     data = bundle_copy.read_bytes()
     bundle_copy.write_bytes(data[:-10])
     line = one_error_line(run([str(bundle_copy), *ARGS]))
-    assert line == messages.CORRUPT_BUNDLE.format(
-        path=bundle_copy, reason="no payload footer at the end of the file (truncated?)")
+    assert line == error_line(messages.CORRUPT_BUNDLE.format(
+        path=bundle_copy, reason="no payload footer at the end of the file (truncated?)"))
 
 
 def test_truncated_deep_into_the_file(bundle_copy: Path) -> None:
@@ -64,7 +64,7 @@ def test_flipped_weight_byte_is_caught_by_verify(bundle_copy: Path, tiny_gguf: P
     flip(bundle_copy, info["gguf_offset"] + info["gguf_length"] // 2)
     assert run([str(bundle_copy), *ARGS]).returncode == 0
     line = one_error_line(run([str(bundle_copy), "--verify", *ARGS]))
-    assert line == messages.WEIGHTS_MISMATCH.format(path=bundle_copy)
+    assert line == error_line(messages.WEIGHTS_MISMATCH.format(path=bundle_copy))
     inspected = llmpack("inspect", str(bundle_copy), "--verify")
     assert inspected.returncode == 1 and "do not match their sha256" in inspected.stderr
     assert llmpack("unpack", str(bundle_copy), "-o", str(bundle_copy.with_suffix(".gguf"))).returncode == 1

@@ -11,7 +11,7 @@ import gguf
 import httpx
 import pytest
 from llmpack.runtime import messages
-from support.commands import build_bundle
+from support.commands import build_bundle, error_line
 from support.tiny_model import write_tiny_gguf
 from test_chat_terminal import PROMPT, Terminal, free_port, prompts
 
@@ -107,6 +107,6 @@ def test_the_chat_replies_while_an_api_stream_runs(endless_bundle: Path, termina
 def test_a_chat_template_that_does_not_compile_stops_the_default_mode_at_start(tiny_bundle: Path, terminal) -> None:
     chat = terminal(str(tiny_bundle), "--port", str(free_port()), "--chat-template", "{% for %}", "-t", "1")
     screen = chat.wait_for(lambda s: "EXIT=" in s, what="the exit status")
-    prefix = messages.CHAT_TEMPLATE_INVALID.split("{reason}")[0].format(source="--chat-template")
+    prefix = error_line(messages.CHAT_TEMPLATE_INVALID.split("{reason}")[0].format(source="--chat-template"))
     lines = [line for line in screen.splitlines() if line.strip()]
     assert lines[0].startswith(prefix) and lines[1] == "EXIT=1", screen

@@ -422,7 +422,7 @@ def test_a_refused_grammar_flag_is_a_usage_error(tmp_path: Path) -> None:
     path.write_text('root ::= "x"\nnext ::= [z-a]\n')
     with pytest.raises(GrammarFlagInvalid) as refused:
         grammar_text(Settings(grammar_file=str(path)))
-    assert str(refused.value).startswith(f"error: --grammar-file {path}: the character range z-a is reversed")
+    assert str(refused.value).startswith(f"--grammar-file {path}: the character range z-a is reversed")
     assert "(line 2)" in str(refused.value)
     path.write_bytes(b'root ::= "\xff"\n')
     with pytest.raises(GrammarFlagInvalid, match="not UTF-8"):
@@ -440,4 +440,4 @@ def test_a_json_schema_flag_whose_grammar_is_refused_names_that_flag() -> None:
         from llmpack.runtime.sampling import grammar_text
 
         grammar_text(parse_args(["-j", schema]).settings)
-    assert str(refused.value).startswith("error: -j/--json-schema: the grammar is ")
+    assert str(refused.value).startswith("-j/--json-schema: the grammar is ")

@@ -15,7 +15,7 @@ from llmpack.runtime import messages
 from llmpack.runtime.errors import UsageError
 from llmpack.runtime.flags.settings import option_fields, parse_args
 from llmpack.runtime.flags.values import process_escapes
-from support.commands import build_bundle, one_error_line, run
+from support.commands import build_bundle, error_line, one_error_line, run
 from support.server_fixtures import running_server
 from support.tiny_model import _vocabulary, write_tiny_gguf
 
@@ -28,7 +28,7 @@ def refusal(*argv: str) -> str:
     with pytest.raises(UsageError) as caught:
         parse_args(list(argv))
     message = str(caught.value)
-    assert "\n" not in message and message.startswith("error:") and caught.value.exit_code == 2
+    assert "\n" not in message and caught.value.exit_code == 2
     return message
 
 
@@ -301,11 +301,11 @@ def test_cache_type_errors_are_one_line(tiny_bundle: Path) -> None:
     assert one_error_line(bad_name).startswith("error: -ctk/--cache-type-k: expected one of f32, f16, bf16, q8_0")
     assert bad_name.returncode == 2
     no_flash = complete(tiny_bundle, *GREEDY, "-p", "hi", "-ctv", "q8_0", "-fa", "off")
-    assert one_error_line(no_flash) == messages.QUANTIZED_V_NEEDS_FLASH_ATTN.format(type="q8_0")
+    assert one_error_line(no_flash) == error_line(messages.QUANTIZED_V_NEEDS_FLASH_ATTN.format(type="q8_0"))
     assert no_flash.returncode == 2 and no_flash.stdout == ""
     # The tiny model's 16-wide heads cannot hold q8_0's 32-value blocks: llama.cpp refuses the context.
     refused = complete(tiny_bundle, *GREEDY, "-p", "hi", "-ctk", "q8_0", "--log-disable")
-    assert one_error_line(refused) == messages.CONTEXT_FAILED_CACHE_TYPES.format(type_k="q8_0", type_v="f16")
+    assert one_error_line(refused) == error_line(messages.CONTEXT_FAILED_CACHE_TYPES.format(type_k="q8_0", type_v="f16"))
     assert refused.stdout == ""
 
 
@@ -471,7 +471,7 @@ def test_system_prompt_and_verbose_prompt_in_the_chat(tiny_bundle: Path) -> None
 @pytest.mark.slow
 def test_system_prompt_is_refused_in_the_cli(tiny_bundle: Path) -> None:
     result = complete(tiny_bundle, *GREEDY, "-p", "hi", "-sys", "be brief")
-    assert one_error_line(result) == messages.SYSTEM_PROMPT_IN_CLI and result.stdout == ""
+    assert one_error_line(result) == error_line(messages.SYSTEM_PROMPT_IN_CLI) and result.stdout == ""
 
 
 @pytest.mark.slow
@@ -484,8 +484,8 @@ def test_log_file_is_appended_to(tiny_bundle: Path, tmp_path: Path) -> None:
     assert first.stdout == second.stdout
     assert log_file.read_text().count("tokens in") == 2
     unwritable = complete(tiny_bundle, *GREEDY, "-p", "hello", "--log-file", str(tmp_path / "no" / "x.log"))
-    assert one_error_line(unwritable) == messages.LOG_FILE_UNWRITABLE.format(
-        path=tmp_path / "no" / "x.log", reason="No such file or directory")
+    assert one_error_line(unwritable) == error_line(messages.LOG_FILE_UNWRITABLE.format(
+        path=tmp_path / "no" / "x.log", reason="No such file or directory"))
     assert unwritable.returncode == 2
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from llmpack.bundler import messages
-from support.commands import llmpack, run
+from support.commands import error_line, llmpack, run
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +34,7 @@ def test_refuses_to_requantize_without_force(tiny_gguf: Path, tmp_path: Path) ->
     assert llmpack("unpack", str(first), "-o", str(q8)).returncode == 0
     refused = llmpack("build", str(q8), "-o", str(tmp_path / "again.llmpack"), "--quantize", "Q4_K_M")
     assert refused.returncode == 1
-    assert refused.stderr.strip() == messages.QUANT_ALREADY.format(path=q8, current="Q8_0")
+    assert refused.stderr.strip() == error_line(messages.QUANT_ALREADY.format(path=q8, current="Q8_0"))
     forced = llmpack("build", str(q8), "-o", str(tmp_path / "again.llmpack"), "--quantize", "Q4_K_M",
                      "--force-quantize", "-q")
     assert forced.returncode == 0, forced.stderr

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from llmpack.runtime import messages
-from support.commands import one_error_line, run
+from support.commands import error_line, one_error_line, run
 from support.server_fixtures import ServerProcess, running_server, start_server
 from support.tiny_model import write_tiny_gguf
 
@@ -159,13 +159,13 @@ def test_a_model_that_fails_to_load_stops_the_server_with_one_line(tiny_bundle: 
     result = run([str(tiny_bundle), "--server", "--nobrowser", "--port", "0", "-m", str(missing), "--log-disable"],
                  timeout=60)
     assert result.returncode == 1
-    assert result.stderr.strip() == messages.MODEL_UNREADABLE.format(path=missing, reason="No such file or directory")
+    assert result.stderr.strip() == error_line(messages.MODEL_UNREADABLE.format(path=missing, reason="No such file or directory"))
 
 
 def test_a_bad_grammar_flag_stops_the_server_with_one_line(tiny_bundle: Path) -> None:
     result = run([str(tiny_bundle), "--server", "--nobrowser", "--port", "0", "--grammar", "root ::= nowhere",
                   "--log-disable"], timeout=60)
     # Refused by runtime/grammar_check.py before the model loads, as a bad flag value: llama.cpp never sees it.
-    assert one_error_line(result) == messages.GRAMMAR_FLAG_REFUSED.format(
-        flag="--grammar", reason="rule 'nowhere' is used but never defined (line 1)")
+    assert one_error_line(result) == error_line(messages.GRAMMAR_FLAG_REFUSED.format(
+        flag="--grammar", reason="rule 'nowhere' is used but never defined (line 1)"))
     assert result.returncode == 2

@@ -23,7 +23,7 @@ from support.server_fixtures import ServerProcess, start_server
 from support.tiny_model import write_tiny_gguf
 from test_server_unit import FakeEngine
 
-SHUTTING_DOWN = messages.SERVER_SHUTTING_DOWN.removeprefix("error: ")
+SHUTTING_DOWN = messages.SERVER_SHUTTING_DOWN
 CTX = 16384
 # No end: llama.cpp's grammar sampler bans end-of-generation until the grammar is complete.
 ENDLESS = {"grammar": "root ::= [a-z ] root", "temperature": 1.0}

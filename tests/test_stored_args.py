@@ -9,7 +9,7 @@ from llmpack.runtime import messages
 from llmpack.runtime.errors import UsageError
 from llmpack.runtime.flags.settings import parse_args
 from llmpack.runtime.flags.stored_args import merge_arguments
-from support.commands import build_bundle, one_error_line, run
+from support.commands import build_bundle, error_line, one_error_line, run
 
 
 @pytest.mark.parametrize("stored, user, merged", [
@@ -35,4 +35,4 @@ def test_cli_on_an_executable_built_to_serve(tiny_gguf: Path, tmp_path: Path) ->
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("hi") and result.stderr == ""
     both = run([str(bundle), "--cli", "--chat", "-p", "hi"])
-    assert one_error_line(both) == messages.CONFLICTING_MODES and both.returncode == 2
+    assert one_error_line(both) == error_line(messages.CONFLICTING_MODES) and both.returncode == 2

@@ -292,7 +292,7 @@ class Engine:
 
     def _check_request(self, request: GenerationRequest) -> None:
         if not request.prompt_tokens:
-            raise EngineFailure("error: the prompt is empty")
+            raise EngineFailure(messages.PROMPT_EMPTY)
         self.check_fits(len(request.prompt_tokens))
 
     def generate(self, request: GenerationRequest, cancel: threading.Event | None = None) -> Iterator[Piece]:
@@ -368,9 +368,9 @@ class Engine:
 
     def _embedding_rows(self, tokens: Sequence[int]) -> list[list[float]]:
         if not self.config.embeddings:
-            raise EngineFailure("error: embeddings are off: start with --embedding")
+            raise EngineFailure(messages.EMBEDDINGS_OFF)
         if not tokens:
-            raise EngineFailure("error: the input to embed is empty")
+            raise EngineFailure(messages.EMBED_INPUT_EMPTY)
         self.check_fits(len(tokens))
         return self._scheduler.run_exclusive(lambda: self._embed_now(list(tokens)))
 
@@ -395,17 +395,17 @@ class Engine:
             chunk = tokens[offset:offset + step]
             status = self.decode(chunk, range(offset, offset + len(chunk)), [seq] * len(chunk), [True] * len(chunk))
             if status != 0:
-                raise EngineFailure(f"error: llama.cpp failed to embed the input (llama_decode returned {status})")
+                raise EngineFailure(messages.EMBED_FAILED.format(status=status))
             if pooling == "none":
                 for i in range(len(chunk)):
                     row = llama.llama_get_embeddings_ith(self.context, i)
                     if not row:
-                        raise EngineFailure("error: llama.cpp returned no embeddings for this model")
+                        raise EngineFailure(messages.NO_EMBEDDINGS)
                     rows.append(row[:n_embd])
         if pooling != "none":
             row = llama.llama_get_embeddings_seq(self.context, seq)
             if not row:
-                raise EngineFailure("error: llama.cpp returned no embeddings for this model")
+                raise EngineFailure(messages.NO_EMBEDDINGS)
             # Rank pooling gives the classifier's outputs, not an embedding.
             width = max(1, llama.llama_model_n_cls_out(self.model)) if pooling == "rank" else n_embd
             return [row[:width]]

@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from .. import messages
 from ..errors import EngineFailure, ModelLoadFailed
 from .backend_cache import unpacked_backends
 
@@ -21,7 +22,7 @@ def _import_bindings():
     if "llama_cpp.llama_cpp" not in sys.modules and "llama_cpp" not in sys.modules:
         spec = importlib.util.find_spec("llama_cpp")
         if spec is None:
-            raise EngineFailure("error: llama-cpp-python is not installed (run the README's set-up)")
+            raise EngineFailure(messages.ENGINE_NOT_INSTALLED)
         sys.modules["llama_cpp"] = importlib.util.module_from_spec(spec)
     return importlib.import_module("llama_cpp.llama_cpp")
 

@@ -22,6 +22,7 @@ from collections import deque
 from concurrent.futures import Future
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
+from .. import messages
 from ..errors import EngineFailure, UserError
 from .stop_strings import StopMatcher
 from .types import GenerationRequest, Piece, SamplingParams, Timings, TokenLogprob
@@ -132,7 +133,7 @@ class Scheduler:
     def _enqueue(self, slot: _Slot) -> None:
         with self._wake:
             if self._closed:
-                raise EngineFailure("error: the engine is shut down")
+                raise EngineFailure(messages.ENGINE_SHUT_DOWN)
             self._waiting.append(slot)
             self._ensure_thread()
             self._wake.notify()
@@ -156,7 +157,7 @@ class Scheduler:
         future: Future = Future()
         with self._wake:
             if self._closed:
-                raise EngineFailure("error: the engine is shut down")
+                raise EngineFailure(messages.ENGINE_SHUT_DOWN)
             self._jobs.append((job, future))
             self._ensure_thread()
             self._wake.notify()
@@ -198,7 +199,7 @@ class Scheduler:
                     self._admit()
                 except Exception as exc:  # as below: fail what was being admitted, keep serving
                     log.debug("admission failed", exc_info=True)
-                    self._fail_active(EngineFailure(f"error: internal error in the engine: {type(exc).__name__}: {exc}"))
+                    self._fail_active(EngineFailure(messages.ENGINE_INTERNAL_ERROR.format(kind=type(exc).__name__, detail=exc)))
             for job, future in jobs:
                 try:
                     future.set_result(job())
@@ -211,8 +212,8 @@ class Scheduler:
                     self._step()
             except Exception as exc:  # a bug must fail the requests at hand, never hang every later one
                 log.debug("decoding step failed", exc_info=True)
-                self._fail_active(EngineFailure(f"error: internal error in the engine: {type(exc).__name__}: {exc}"))
-        shutdown = EngineFailure("error: the engine is shut down")
+                self._fail_active(EngineFailure(messages.ENGINE_INTERNAL_ERROR.format(kind=type(exc).__name__, detail=exc)))
+        shutdown = EngineFailure(messages.ENGINE_SHUT_DOWN)
         for slot in [*self._active, *self._waiting]:
             slot.out.put(shutdown)
         for _, future in self._jobs:
@@ -233,7 +234,7 @@ class Scheduler:
                 slot.sampler = self._backend.sampler(slot.request.sampling)
             except Exception as exc:  # this request fails with one line; the others go on
                 slot.out.put(exc if isinstance(exc, UserError) else
-                             EngineFailure(f"error: internal error in the engine: {type(exc).__name__}: {exc}"))
+                             EngineFailure(messages.ENGINE_INTERNAL_ERROR.format(kind=type(exc).__name__, detail=exc)))
                 continue
             self._free.remove(seq)
             self._backend.forget(seq.id, keep)
@@ -275,7 +276,7 @@ class Scheduler:
             self._finish(max(self._active, key=lambda s: len(s.seq.tokens)), "length")  # the context is full
             return
         if status != 0:
-            failure = EngineFailure(f"error: llama.cpp failed to decode (llama_decode returned {status})")
+            failure = EngineFailure(messages.DECODE_FAILED.format(status=status))
             for slot, _, _ in members:
                 self._finish(slot, None, failure)
             return

@@ -66,7 +66,7 @@ def schema_grammar(text: str) -> str:
     except RecursionError:
         raise UsageError(messages.BAD_VALUE.format(flag=label, reason="the schema is nested too deeply")) from None
     except ValueError as exc:  # SchemaUnsupported, a ValueError: says which keyword or bound
-        raise UsageError(messages.BAD_VALUE.format(flag=label, reason=str(exc).removeprefix("error: "))) from None
+        raise UsageError(messages.BAD_VALUE.format(flag=label, reason=str(exc))) from None
 
 
 def resolve(settings: Settings) -> Settings:

@@ -80,27 +80,22 @@ def error_payload(exc: BaseException) -> tuple[int, dict[str, Any]]:
         return exc.status, error_body(exc.message, exc.type, exc.param, exc.code)
     if isinstance(exc, ContextOverflow):
         # llama.cpp's server type and fields, OpenAI's code: clients of either recognise it.
-        return 400, error_body(_strip_prefix(str(exc)), "exceed_context_size_error", "messages",
+        return 400, error_body(str(exc), "exceed_context_size_error", "messages",
                                "context_length_exceeded", n_prompt_tokens=exc.n_prompt_tokens, n_ctx=exc.n_ctx)
     if isinstance(exc, TemplateError):
-        return 400, error_body(_strip_prefix(str(exc)), INVALID_REQUEST, "messages", "invalid_messages")
+        return 400, error_body(str(exc), INVALID_REQUEST, "messages", "invalid_messages")
     if isinstance(exc, GrammarInvalid):
-        return 400, error_body(_strip_prefix(str(exc)), INVALID_REQUEST, "grammar", "invalid_grammar")
+        return 400, error_body(str(exc), INVALID_REQUEST, "grammar", "invalid_grammar")
     if isinstance(exc, EngineFailure):
-        return 500, error_body(_strip_prefix(str(exc)), "server_error")
+        return 500, error_body(str(exc), "server_error")
     if isinstance(exc, UserError):
-        return 400, error_body(_strip_prefix(str(exc)), INVALID_REQUEST)
+        return 400, error_body(str(exc), INVALID_REQUEST)
     if isinstance(exc, UnicodeEncodeError):
         # JSON may carry a lone surrogate ("\ud800"), which is no character and has no UTF-8 form.
         return 400, error_body(f"the text holds an unpaired surrogate ({exc.object[exc.start:exc.end]!a}), "
                                "which is not valid Unicode", INVALID_REQUEST, None, "invalid_text")
     log.error("internal error: %s: %s", type(exc).__name__, exc, exc_info=exc)
     return 500, error_body(f"internal error: {type(exc).__name__}: {exc}", "server_error")
-
-
-def _strip_prefix(message: str) -> str:
-    """Our user-facing messages start with 'error: ' for the terminal; JSON already says it is one."""
-    return message.removeprefix("error: ")
 
 
 def _location(loc: tuple[Any, ...]) -> str:
@@ -121,7 +116,7 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
                 else "the request body must be a JSON object"), None
     message = first.get("msg", "invalid value")
     more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
-    return (f"{param}: {message}{more}" if param else f"{message}{more}"), param
+    return f"{param}: {message}{more}", param
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -33,7 +33,7 @@ _END = object()
 
 class ServerShuttingDown(ApiError):
     def __init__(self) -> None:
-        super().__init__(503, messages.SERVER_SHUTTING_DOWN.removeprefix("error: "), "unavailable_error",
+        super().__init__(503, messages.SERVER_SHUTTING_DOWN, "unavailable_error",
                          code="server_shutting_down")
 
 

@@ -33,6 +33,16 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+def error_line(message: str) -> str:
+    """A messages constant as a user sees it on stderr or in the chat: messages are stored without the
+    prefix that the edge (main(), the chat's console) adds."""
+    return "error: " + message
+
+
+def warning_line(message: str) -> str:
+    return "warning: " + message
+
+
 def llmpack(*args: str, **kwargs) -> subprocess.CompletedProcess:
     return run([LLMPACK, *args], **kwargs)
 
