@@ -40,6 +40,9 @@ CHAT_COMMANDS: tuple[tuple[str, str, str], ...] = (
 HTTP_ROUTES: tuple[tuple[str, str, str], ...] = (
     ("POST", "/v1/chat/completions", "OpenAI chat completions (stream: server-sent events)"),
     ("POST", "/v1/completions", "OpenAI text completions"),
+    ("POST", "/v1/responses", "OpenAI Responses API (stream: server-sent events; previous_response_id)"),
+    ("GET", "/v1/responses/{response_id}", "a stored response (the last 100 are kept in memory)"),
+    ("DELETE", "/v1/responses/{response_id}", "forget a stored response"),
     ("POST", "/v1/messages", "Anthropic Messages (stream: Anthropic's events; x-api-key accepted for --api-key)"),
     ("POST", "/v1/messages/count_tokens", "Anthropic token counting: the prompt's tokens"),
     ("GET", "/v1/models", "the model served, with its context size per sequence (meta.n_ctx)"),

@@ -86,7 +86,7 @@ class MessagesRequest(CountTokensRequest):
 
 
 def _refuse(message: str, param: str, **values: Any) -> ApiError:
-    return ApiError(400, message.format(param=param, **values).removeprefix("error: "), param=param)
+    return ApiError(400, message.format(param=param, **values), param=param)
 
 
 # -- requests ------------------------------------------------------------------------------------

@@ -14,12 +14,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import messages
 from ..flags.settings import Settings
 from ..sampling import sampling_from_settings
-from . import routes_misc, routes_openai
+from . import routes_misc, routes_openai, routes_responses
 from . import routes_ollama
 from . import routes_anthropic
 from . import routes_llamacpp
 from .errors import error_body, install_error_handlers, shaped_for_path
 from .host_check import HostPolicy, split_host
+from .response_store import ResponseStore
 from .state import EngineHolder, Metrics
 
 # Large enough for a full 128k-token context as text with JSON's overhead; small enough that a runaway
@@ -41,8 +42,10 @@ def create_app(settings: Settings, holder: EngineHolder, max_body_bytes: int = M
     app.state.base_sampling = sampling_from_settings(settings, "server")
     # Generations whose threads run now: cancelled at shutdown, and waited for.
     app.state.active_generations = set()
+    app.state.response_store = ResponseStore()  # for previous_response_id (Responses API)
     install_error_handlers(app)
     app.include_router(routes_openai.router)
+    app.include_router(routes_responses.router)
     app.include_router(routes_misc.router)
     app.include_router(routes_ollama.router)
     app.include_router(routes_anthropic.router)
@@ -140,6 +143,7 @@ ROUTE_LABELS = {"/v1/chat/completions": "chat", "/v1/completions": "completions"
                 "/api/embeddings": "ollama_embed", "/api/tags": "ollama_models", "/api/show": "ollama_models",
                 "/api/ps": "ollama_models", "/api/version": "ollama_version",
                 "/detokenize": "detokenize", "/health": "health", "/metrics": "metrics", "/": "page",
+                "/v1/responses": "responses",
                 "/v1/messages": "messages", "/v1/messages/count_tokens": "count_tokens"}
 
 

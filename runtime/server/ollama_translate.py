@@ -133,21 +133,17 @@ def check_model(requested: str | None, served: str) -> None:
     """A request for the served model, with or without its `:latest` tag (names compare without case,
     as Ollama's do); 400 without a model, 404 for another one."""
     if not requested:
-        raise ApiError(400, _text(messages.OLLAMA_MODEL_REQUIRED), param="model")
+        raise ApiError(400, messages.OLLAMA_MODEL_REQUIRED, param="model")
     if listed_name(requested).casefold() != listed_name(served).casefold():
-        raise ApiError(404, _text(messages.OLLAMA_MODEL_NOT_FOUND.format(model=requested, served=listed_name(served))),
+        raise ApiError(404, messages.OLLAMA_MODEL_NOT_FOUND.format(model=requested, served=listed_name(served)),
                        param="model", code="model_not_found")
-
-
-def _text(message: str) -> str:
-    return message.removeprefix("error: ")
 
 
 # -- requests ------------------------------------------------------------------------------------
 
 def refuse_thinking(body: _Generating, served: str) -> None:
     if body.think not in (None, False, "", "false"):
-        raise ApiError(400, _text(messages.OLLAMA_NO_THINKING.format(model=listed_name(served))), param="think")
+        raise ApiError(400, messages.OLLAMA_NO_THINKING.format(model=listed_name(served)), param="think")
 
 
 def sampling_fields(body: _Generating) -> dict[str, Any]:
@@ -175,7 +171,7 @@ def response_format(fmt: str | dict[str, Any] | None) -> dict[str, Any] | None:
         return {"type": "json_object"}
     if isinstance(fmt, dict):
         return {"type": "json_schema", "json_schema": {"name": "format", "schema": fmt}}
-    raise ApiError(400, _text(messages.OLLAMA_BAD_FORMAT.format(format=fmt)), param="format")
+    raise ApiError(400, messages.OLLAMA_BAD_FORMAT.format(format=fmt), param="format")
 
 
 def _arguments_text(arguments: dict[str, Any] | str) -> str:
@@ -189,7 +185,7 @@ def chat_messages(body: ChatBody) -> list[dict[str, Any]]:
     pending: list[tuple[str, str]] = []  # (id, name) of calls without a result yet
     for i, message in enumerate(body.messages):
         if message.images:
-            raise ApiError(400, _text(messages.OLLAMA_NO_IMAGES), param=f"messages.{i}.images")
+            raise ApiError(400, messages.OLLAMA_NO_IMAGES, param=f"messages.{i}.images")
         entry: dict[str, Any] = {"role": message.role, "content": message.content or ""}
         if message.role == "assistant" and message.tool_calls:
             calls = []
@@ -243,13 +239,13 @@ def generate_request(body: GenerateBody, stream: bool) -> ChatCompletionRequest:
 
 def refuse_generate_extras(body: GenerateBody) -> None:
     if body.images:
-        raise ApiError(400, _text(messages.OLLAMA_NO_IMAGES), param="images")
+        raise ApiError(400, messages.OLLAMA_NO_IMAGES, param="images")
     if body.suffix:
-        raise ApiError(400, _text(messages.OLLAMA_NO_SUFFIX), param="suffix")
+        raise ApiError(400, messages.OLLAMA_NO_SUFFIX, param="suffix")
     if body.template:
-        raise ApiError(400, _text(messages.OLLAMA_NO_TEMPLATE), param="template")
+        raise ApiError(400, messages.OLLAMA_NO_TEMPLATE, param="template")
     if body.context:
-        raise ApiError(400, _text(messages.OLLAMA_NO_CONTEXT), param="context")
+        raise ApiError(400, messages.OLLAMA_NO_CONTEXT, param="context")
 
 
 def internal_request(data: dict[str, Any], kind: type[BaseModel] = ChatCompletionRequest) -> Any:

@@ -113,7 +113,7 @@ async def infill(request: Request):
     body = lt.parse(lt.InfillBody, await request.body())
     engine, _holder = ready_engine(request)
     if not engine.fim_tokens.complete:
-        raise ApiError(400, messages.LLAMA_NO_FIM.removeprefix("error: "))
+        raise ApiError(400, messages.LLAMA_NO_FIM)
     state = request.app.state
 
     def make() -> tuple[list[int], GenerationRequest]:
@@ -189,7 +189,7 @@ async def embeddings(request: Request):
     body = lt.parse(lt.EmbeddingsBody, await request.body())
     engine, _holder = ready_engine(request)
     if not engine.config.embeddings:
-        raise ApiError(400, messages.LLAMA_EMBEDDINGS_OFF.removeprefix("error: "))
+        raise ApiError(400, messages.LLAMA_EMBEDDINGS_OFF)
     inputs = _inputs(body)
 
     def embed_all() -> tuple[list[dict[str, Any]], int]:
@@ -226,7 +226,7 @@ async def rerank(request: Request):
     engine, holder = ready_engine(request)
     if engine.pooling != "rank":
         # llama-server answers 501 here; a server started without --reranking is the client's to fix.
-        raise ApiError(400, messages.LLAMA_NO_RERANKING.removeprefix("error: "))
+        raise ApiError(400, messages.LLAMA_NO_RERANKING)
 
     def score_all() -> tuple[list[float], int]:
         query = engine.tokenize(body.query, False, False)

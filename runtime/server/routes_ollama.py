@@ -121,7 +121,7 @@ async def show(body: ot.ShowBody, request: Request):
 @router.api_route("/api/blobs/{digest}", methods=["HEAD", "POST"])
 async def manage_models(request: Request):
     name = ot.listed_name(request.app.state.holder.model_name) or "its embedded model"
-    raise ApiError(403, messages.OLLAMA_ONE_MODEL.format(model=name).removeprefix("error: "))
+    raise ApiError(403, messages.OLLAMA_ONE_MODEL.format(model=name))
 
 
 # -- generation ----------------------------------------------------------------------------------
@@ -331,7 +331,7 @@ async def _lines(events: AsyncIterator, prompt_tokens: int, model: str, clock: C
 def _embedding_engine(request: Request, model: str | None) -> ServingEngine:
     engine, _holder = _served(request, model)
     if not engine.config.embeddings:
-        raise ApiError(400, messages.OLLAMA_EMBEDDINGS_OFF.removeprefix("error: "), code="embeddings_disabled")
+        raise ApiError(400, messages.OLLAMA_EMBEDDINGS_OFF, code="embeddings_disabled")
     return engine
 
 
