@@ -65,6 +65,20 @@ HTTP_ROUTES: tuple[tuple[str, str, str], ...] = (
     ("GET", "/metrics", "Prometheus metrics"),
     ("GET", "/", "the web chat"),
     ("GET", "/favicon.ico", "the web chat's icon"),
+    ("GET", "/api/version", "Ollama's API: the Ollama version whose API this follows"),
+    ("GET", "/api/tags", "Ollama's API: the model, as NAME:latest (or -a NAME)"),
+    ("GET", "/api/ps", "Ollama's API: the loaded model, with its context size"),
+    ("POST", "/api/show", "Ollama's API: the model's details, template, parameters and GGUF metadata"),
+    ("POST", "/api/chat", "Ollama's API: chat (stream: NDJSON, the default; tools, format, options)"),
+    ("POST", "/api/generate", "Ollama's API: a prompt as the user's turn, or as it is with raw: true"),
+    ("POST", "/api/embed", "Ollama's API: embeddings (with --embedding)"),
+    ("POST", "/api/embeddings", "Ollama's older embeddings route (one prompt, not normalized)"),
+    ("POST", "/api/pull", "Ollama's API: refused (403): this server serves its one built-in model"),
+    ("POST", "/api/push", "refused, as /api/pull"),
+    ("POST", "/api/create", "refused, as /api/pull"),
+    ("POST", "/api/copy", "refused, as /api/pull"),
+    ("DELETE", "/api/delete", "refused, as /api/pull"),
+    ("POST", "/api/blobs/{digest}", "refused, as /api/pull"),
 )
 
 # (variable, what): every environment variable the runtime reads (a test greps runtime/ for them).
