@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import __version__, messages
-from .errors import BuildError
+from .errors import BuildError, debug_requested, error_line
 from .signals import Terminated, terminate_as_exception
 
 log = logging.getLogger("llmpack")
@@ -78,7 +78,7 @@ def join_args_value(argv: list[str]) -> list[str]:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise BuildError(f"error: {message} (see llmpack {self.prog.split()[-1]} --help)")
+        raise BuildError(messages.USAGE.format(message=message, command=self.prog.split()[-1]))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,17 +161,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(messages.TERMINATED.format(signal=exc.name), file=sys.stderr)
         return exc.exit_code
     except BuildError as exc:
-        if os.environ.get("LLMPACK_DEBUG"):
+        if debug_requested():
             traceback.print_exc()
-        print(str(exc), file=sys.stderr)
+        print(error_line(str(exc)), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(messages.INTERRUPTED, file=sys.stderr)
         return 130
     except Exception as exc:  # a bug: one line for users, the traceback with LLMPACK_DEBUG=1
-        if os.environ.get("LLMPACK_DEBUG"):
+        if debug_requested():
             traceback.print_exc()
-        print(f"error: internal error: {type(exc).__name__}: {exc} (LLMPACK_DEBUG=1 shows the traceback)", file=sys.stderr)
+        print(error_line(messages.INTERNAL_ERROR.format(kind=type(exc).__name__, detail=exc)), file=sys.stderr)
         return 70
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import messages
 from .bundle import atomic_output
-from .errors import BuildError
+from .errors import BuildError, error_line
 from .payload_format import FLAG_SIDECAR, BundleInfo, read_bundle, weights_path
 from .progress import ByteProgress
 
@@ -78,7 +78,7 @@ def inspect(path: str, as_json: bool, verify: bool) -> int:
     else:
         sys.stdout.write(describe(info))
     if verified is False:
-        print(messages.WEIGHTS_MISMATCH.format(path=path), file=sys.stderr)
+        print(error_line(messages.WEIGHTS_MISMATCH.format(path=path)), file=sys.stderr)
         return 1
     if verified:
         log.info(messages.VERIFIED.format(sha256=info.gguf_sha256))

@@ -51,7 +51,7 @@ def encode_trailer(manifest: dict[str, Any], gguf_offset: int, gguf_length: int,
     """The bytes that end the executable: manifest JSON, then the footer."""
     manifest_bytes = encode_manifest(manifest)
     if len(manifest_bytes) > MAX_MANIFEST_BYTES:
-        raise BuildError("error: the manifest is larger than 1 MiB (are the default arguments that long?)")
+        raise BuildError(messages.MANIFEST_TOO_LARGE)
     body = FOOTER.pack(MAGIC, FORMAT_VERSION, flags, gguf_offset, gguf_length, bytes.fromhex(gguf_sha256),
                        len(manifest_bytes), hashlib.sha256(manifest_bytes).digest(), 0)[:-4]
     return manifest_bytes + body + struct.pack("<I", zlib.crc32(body))

@@ -72,7 +72,7 @@ def host_target() -> str:
 def _package_dir(name: str) -> Path:
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
-        raise BuildError(messages.ENGINE_MISSING if name == "llama_cpp" else f"error: package {name} not found")
+        raise BuildError(messages.ENGINE_MISSING if name == "llama_cpp" else messages.PACKAGE_MISSING.format(name=name))
     return Path(list(spec.submodule_search_locations)[0])
 
 

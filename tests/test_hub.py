@@ -18,7 +18,7 @@ from llmpack.bundler import messages
 from llmpack.bundler.build_command import resolve_weights
 from llmpack.bundler.gguf_info import read_gguf_info
 from llmpack.bundler.gguf_split import split_parts
-from support.commands import LLMPACK, build_bundle, llmpack, one_error_line, run
+from support.commands import LLMPACK, build_bundle, error_line, llmpack, one_error_line, run
 from support.hf_standin import HubStandin
 from support.tiny_model import write_tiny_gguf
 
@@ -123,8 +123,8 @@ def test_offline_and_not_cached(hub: HubStandin, hub_env: dict[str, str], tmp_pa
     before = len(hub.requests)
     result = hub_build(hub_env, "--hf-repo", REPO, "--hf-file", "tiny-00001-of-00003.gguf",
                        "-o", str(tmp_path / "x.llmpack"), HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "empty-hf"))
-    assert one_error_line(result) == messages.HF_OFFLINE_NOT_CACHED.format(
-        file="tiny-00001-of-00003.gguf", repo=REPO, cache=tmp_path / "empty-hf" / "hub")
+    assert one_error_line(result) == error_line(messages.HF_OFFLINE_NOT_CACHED.format(
+        file="tiny-00001-of-00003.gguf", repo=REPO, cache=tmp_path / "empty-hf" / "hub"))
     assert hub.requests[before:] == []
     assert list(tmp_path.iterdir()) == []
 
@@ -158,7 +158,7 @@ FAILURES = {
 def test_hub_failures_are_one_line(case: str, hub: HubStandin, hub_env: dict[str, str], tmp_path: Path) -> None:
     (args, env), expected = FAILURES[case]
     result = hub_build(hub_env, *args, "-o", str(tmp_path / "x.llmpack"), **env)
-    assert one_error_line(result) == expected(hub)
+    assert one_error_line(result) == error_line(expected(hub))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -181,8 +181,8 @@ def test_unreachable_hub(hub_env: dict[str, str], tmp_path: Path) -> None:
         closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
     result = hub_build(hub_env, "--hf-repo", REPO, "--hf-file", "tiny.gguf", "-o", str(tmp_path / "x.llmpack"),
                        HF_ENDPOINT=closed, HF_HOME=str(tmp_path / "hf"))
-    assert one_error_line(result) == messages.HF_UNREACHABLE.format(
-        endpoint=closed, reason="no connection", file="tiny.gguf", repo=REPO)
+    assert one_error_line(result) == error_line(messages.HF_UNREACHABLE.format(
+        endpoint=closed, reason="no connection", file="tiny.gguf", repo=REPO))
     assert not (tmp_path / "x.llmpack").exists()
 
 

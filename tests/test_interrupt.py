@@ -40,7 +40,7 @@ def test_disk_full_is_one_line_and_removes_the_temporary_file(tmp_path: Path) ->
         with atomic_output(target) as out:
             out.write(b"partial bytes")
             raise OSError(errno.ENOSPC, "No space left on device")
-    assert str(caught.value) == f"error: cannot write {target}: no space left on the device"
+    assert str(caught.value) == f"cannot write {target}: no space left on the device"
     assert list(tmp_path.iterdir()) == []
 
 
