@@ -4,12 +4,15 @@ called with the official `openai` client (strict response validation) and the Op
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
-from llmpack.runtime.server.response_store import MAX_STORED_RESPONSES, ResponseStore, StoredResponse
+from llmpack.runtime.server.response_store import (
+    MAX_STORED_RESPONSES,
+    ResponseStore,
+    StoredResponse,
+)
 from support.commands import build_bundle
 from support.server_fixtures import ServerProcess, running_server
 from support.tiny_model import write_tiny_gguf
@@ -228,7 +231,14 @@ def test_streamed_function_call(client: openai.OpenAI) -> None:
 
 
 def test_openai_agents_sdk_runs_a_tool_agent(server: ServerProcess) -> None:
-    from agents import Agent, ModelSettings, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
+    from agents import (
+        Agent,
+        ModelSettings,
+        OpenAIResponsesModel,
+        Runner,
+        function_tool,
+        set_tracing_disabled,
+    )
 
     set_tracing_disabled(True)
     calls: list[str] = []

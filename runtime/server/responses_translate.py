@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .. import messages
 from .chat_core import ChatResult
 from .errors import ApiError
 from .schemas import ChatCompletionRequest
@@ -53,23 +54,16 @@ class ResponsesRequest(BaseModel):
 
 
 def refuse_unsupported(body: ResponsesRequest) -> None:
-    refused = {
-        "background": "background responses are not supported: leave background unset or false",
-        "conversation": "conversations are not stored on this server: use previous_response_id",
-        "prompt": "stored prompts are not supported: send instructions and input",
-        "include": "include is not supported: this server has no extra output data to add",
-        "max_tool_calls": "max_tool_calls is not supported",
-        "top_logprobs": "top_logprobs is not supported on /v1/responses (use /v1/chat/completions)",
-    }
+    refused = {"background": messages.RESPONSES_BACKGROUND, "conversation": messages.RESPONSES_CONVERSATION,
+               "prompt": messages.RESPONSES_PROMPT, "include": messages.RESPONSES_INCLUDE,
+               "max_tool_calls": messages.RESPONSES_MAX_TOOL_CALLS, "top_logprobs": messages.RESPONSES_TOP_LOGPROBS}
     for name, message in refused.items():
         if getattr(body, name) not in (None, False, [], 0):
             raise ApiError(400, message, param=name, code="unsupported_parameter")
     if body.truncation == "auto":
-        raise ApiError(400, "truncation 'auto' is not supported: this server does not drop input to fit the "
-                            "context (a prompt too long is refused)", param="truncation", code="unsupported_value")
+        raise ApiError(400, messages.RESPONSES_TRUNCATION, param="truncation", code="unsupported_value")
     if body.reasoning and any(v is not None for v in body.reasoning.values()):
-        raise ApiError(400, "reasoning settings are not supported by this server", param="reasoning",
-                       code="unsupported_parameter")
+        raise ApiError(400, messages.RESPONSES_REASONING, param="reasoning", code="unsupported_parameter")
 
 
 # -- request -------------------------------------------------------------------------------------
@@ -79,8 +73,8 @@ def _text_of_parts(parts: list[Any], param: str, allowed: tuple[str, ...]) -> st
     for j, part in enumerate(parts):
         kind = part.get("type") if isinstance(part, dict) else None
         if kind not in allowed or not isinstance(part.get("text"), str):
-            raise ApiError(400, f"content parts of type {kind!r} are not supported here: only "
-                                f"{', '.join(allowed)}", param=f"{param}.{j}.type", code="unsupported_value")
+            raise ApiError(400, messages.RESPONSES_PART_TYPE.format(kind=kind, allowed=", ".join(allowed)),
+                           param=f"{param}.{j}.type", code="unsupported_value")
         texts.append(part["text"])
     return "\n".join(texts)
 
@@ -90,13 +84,13 @@ def _content(value: Any, param: str, allowed: tuple[str, ...]) -> str:
         return value
     if isinstance(value, list):
         return _text_of_parts(value, param, allowed)
-    raise ApiError(400, "content must be a string or a list of content parts", param=param)
+    raise ApiError(400, messages.RESPONSES_CONTENT, param=param)
 
 
 def _required_str(item: dict[str, Any], key: str, param: str) -> str:
     value = item.get(key)
     if not isinstance(value, str):
-        raise ApiError(400, f"{param}.{key} must be a string", param=f"{param}.{key}")
+        raise ApiError(400, messages.RESPONSES_NOT_A_STRING.format(param=f"{param}.{key}"), param=f"{param}.{key}")
     return value
 
 
@@ -112,8 +106,7 @@ def input_messages(items: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
         if kind == "message":
             role = item.get("role")
             if role not in ("user", "assistant", "system", "developer"):
-                raise ApiError(400, f"a message's role must be user, assistant, system or developer, "
-                                    f"not {role!r}", param=f"{param}.role")
+                raise ApiError(400, messages.RESPONSES_ROLE.format(role=role), param=f"{param}.role")
             allowed = ("output_text", "input_text") if role == "assistant" else ("input_text",)
             messages.append({"role": role, "content": _content(item.get("content"), f"{param}.content", allowed)})
         elif kind == "function_call":
@@ -129,8 +122,8 @@ def input_messages(items: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
             messages.append({"role": "tool", "tool_call_id": _required_str(item, "call_id", param),
                              "content": _content(item.get("output"), f"{param}.output", ("input_text",))})
         else:
-            raise ApiError(400, f"input items of type {kind!r} are not supported: only message, function_call "
-                                "and function_call_output", param=f"{param}.type", code="unsupported_value")
+            raise ApiError(400, messages.RESPONSES_ITEM_TYPE.format(kind=kind), param=f"{param}.type",
+                           code="unsupported_value")
     return messages
 
 
@@ -140,9 +133,8 @@ def chat_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for i, tool in enumerate(tools):
         kind = tool.get("type")
         if kind != "function":
-            raise ApiError(400, f"tools of type {kind!r} are not supported: this server runs only function tools "
-                                "(no built-in tools such as web_search or file_search)",
-                           param=f"tools.{i}.type", code="unsupported_value")
+            raise ApiError(400, messages.RESPONSES_TOOL_TYPE.format(kind=kind), param=f"tools.{i}.type",
+                           code="unsupported_value")
         function = {"name": _required_str(tool, "name", f"tools.{i}")}
         for key in ("description", "parameters", "strict"):
             if tool.get(key) is not None:
@@ -154,13 +146,13 @@ def chat_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def chat_tool_choice(choice: str | dict[str, Any]) -> str | dict[str, Any]:
     if isinstance(choice, str):
         if choice not in ("auto", "none", "required"):
-            raise ApiError(400, f"tool_choice {choice!r} is not one of auto, none, required", param="tool_choice",
+            raise ApiError(400, messages.RESPONSES_TOOL_CHOICE.format(choice=choice), param="tool_choice",
                            code="unsupported_value")
         return choice
     if choice.get("type") == "function" and isinstance(choice.get("name"), str):
         return {"type": "function", "function": {"name": choice["name"]}}
-    raise ApiError(400, f"tool_choice of type {choice.get('type')!r} is not supported: give auto, none, required "
-                        "or {\"type\": \"function\", \"name\": ...}", param="tool_choice", code="unsupported_value")
+    raise ApiError(400, messages.RESPONSES_TOOL_CHOICE.format(choice=choice.get("type")), param="tool_choice",
+                   code="unsupported_value")
 
 
 def text_format(text: dict[str, Any] | None) -> dict[str, Any]:
@@ -171,14 +163,14 @@ def text_format(text: dict[str, Any] | None) -> dict[str, Any]:
         return {"type": kind}
     if kind == "json_schema":
         if not isinstance(fmt.get("schema"), dict):
-            raise ApiError(400, "text.format.schema must be a JSON Schema object", param="text.format.schema")
+            raise ApiError(400, messages.RESPONSES_SCHEMA, param="text.format.schema")
         echoed = {"type": "json_schema", "name": fmt.get("name") or "response", "schema": fmt["schema"]}
         for key in ("description", "strict"):
             if fmt.get(key) is not None:
                 echoed[key] = fmt[key]
         return echoed
-    raise ApiError(400, f"text.format of type {kind!r} is not supported: text, json_object or json_schema",
-                   param="text.format.type", code="unsupported_value")
+    raise ApiError(400, messages.RESPONSES_FORMAT_TYPE.format(kind=kind), param="text.format.type",
+                   code="unsupported_value")
 
 
 def _response_format(fmt: dict[str, Any]) -> dict[str, Any] | None:

@@ -16,8 +16,16 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from .. import messages
 from . import responses_translate as rt
-from .chat_core import ChatRun, ChoiceEnd, TextDelta, ToolCallArgs, ToolCallStart, prepare_chat
+from .chat_core import (
+    ChatRun,
+    ChoiceEnd,
+    TextDelta,
+    ToolCallArgs,
+    ToolCallStart,
+    prepare_chat,
+)
 from .errors import ApiError, error_payload
 from .response_store import MAX_STORED_RESPONSES, ResponseStore, StoredResponse
 
@@ -32,9 +40,8 @@ def _store(request: Request) -> ResponseStore:
 
 
 def _not_found(response_id: str, param: str | None) -> ApiError:
-    return ApiError(404, f"no response with id {response_id!r} is stored on this server (it keeps the last "
-                         f"{MAX_STORED_RESPONSES} responses in memory, until it stops)", param=param,
-                    code="response_not_found")
+    return ApiError(404, messages.RESPONSES_NOT_FOUND.format(id=response_id, limit=MAX_STORED_RESPONSES),
+                    param=param, code="response_not_found")
 
 
 @router.post("/v1/responses")
@@ -47,7 +54,7 @@ async def create_response(body: rt.ResponsesRequest, request: Request):
             raise _not_found(body.previous_response_id, "previous_response_id")
         history = list(previous.history)
     if not body.input:
-        raise ApiError(400, "input is required: a string, or a list of input items", param="input")
+        raise ApiError(400, messages.RESPONSES_INPUT_REQUIRED, param="input")
     new_messages = rt.input_messages(body.input)
     run = await prepare_chat(request, rt.chat_request(body, history, new_messages))
     response_id = rt.new_id("resp")
