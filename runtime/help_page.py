@@ -88,6 +88,7 @@ ENVIRONMENT: tuple[tuple[str, str], ...] = (
     ("LLMPACK_HISTORY", "the chat's history file (default ~/.llmpack_history)"),
     ("LLMPACK_BUNDLE", "read the embedded weights and arguments from this executable instead of the running one"),
     ("LLMPACK_BACKEND_DIR", "load llama.cpp's compute backends (libggml-*) from this folder"),
+    ("LLMPACK_DEBUG", "1: a Python traceback with every error, even one in the flags (as --verbose, which needs them parsed)"),
     ("NO_COLOR", "set: no colour in the chat"),
     ("DISPLAY", "with WAYLAND_DISPLAY: a display, so --server opens a browser (unless --nobrowser)"),
     ("WAYLAND_DISPLAY", "see DISPLAY"),
