@@ -10,7 +10,14 @@ from pathlib import Path
 import httpx
 import ollama
 import pytest
+from fastapi.testclient import TestClient
+from llmpack.runtime import messages
+from llmpack.runtime.flags.settings import Settings
+from llmpack.runtime.server.app import cancel_generations
+from llmpack.runtime.server.state import EngineHolder
+from support.apps import app_for
 from support.server_fixtures import ServerProcess, running_server
+from test_server_shutdown_stream import EndlessEngine
 
 pytestmark = pytest.mark.slow
 
@@ -104,6 +111,16 @@ def test_options_reach_the_sampler(client: ollama.Client) -> None:
     assert status == 400 and "options.temperature" in error
 
 
+def test_logprobs(client: ollama.Client) -> None:
+    answer = client.chat(model=MODEL, messages=MESSAGES, options=GREEDY, logprobs=True, top_logprobs=2)
+    assert len(answer.logprobs) == answer.eval_count
+    assert all(len(entry.top_logprobs) == 2 and entry.logprob <= 0 for entry in answer.logprobs)
+    # Greedy: each token is the most likely one.
+    assert all(entry.logprob == pytest.approx(entry.top_logprobs[0].logprob) for entry in answer.logprobs)
+    streamed = list(client.chat(model=MODEL, messages=MESSAGES, options=GREEDY, logprobs=True, stream=True))
+    assert [e.token for p in streamed for e in p.logprobs or []] == [e.token for e in answer.logprobs]
+
+
 def test_format_json_and_a_schema(client: ollama.Client) -> None:
     for seed in (1, 2):
         answer = client.chat(model=MODEL, messages=[{"role": "user", "content": "a person"}], format=PERSON,
@@ -173,6 +190,26 @@ def test_alias_and_embeddings_off(tiny_bundle: Path, tmp_path: Path) -> None:
         status, error = _status(lambda: client.embed(model="mine", input="hi"))
         assert status == 400 and "--embedding" in error
         assert server.interrupt() == 0
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/api/chat", {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}),
+    ("/api/generate", {"model": "fake-model", "prompt": "hi", "raw": True}),
+])
+def test_a_stream_cut_by_shutdown_ends_with_an_error_line(path: str, body: dict) -> None:
+    """In-process, an engine that never ends: the server's shutdown ends the NDJSON stream with Ollama's
+    error line, never with a line saying done."""
+    settings = Settings()
+    app = app_for(settings, EngineHolder.loaded(settings, EndlessEngine()))
+    client = TestClient(app, base_url="http://localhost")
+    with client.stream("POST", path, json=body) as response:
+        assert response.status_code == 200 and response.headers["content-type"] == "application/x-ndjson"
+        lines = response.iter_lines()
+        head = [next(lines) for _ in range(3)]
+        cancel_generations(app)
+        chunks = [json.loads(line) for line in [*head, *lines] if line]
+    assert chunks[-1] == {"error": messages.SERVER_SHUTTING_DOWN}
+    assert len(chunks) > 3 and not any(c.get("done") for c in chunks[:-1])
 
 
 def test_no_bad_request_left_a_traceback_or_a_500(server: ServerProcess) -> None:
