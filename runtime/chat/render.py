@@ -78,7 +78,7 @@ class Console:
         self.note(text + "\n", style)
 
     def error(self, message: str) -> None:
-        """An error the chat survives (a file it cannot read): its one line, with the "error: " prefix."""
+        """An error the chat survives (a file it cannot read): one line, prefixed by errors.error_line."""
         self.line(error_line(message), "class:error")
 
     def note(self, text: str, style: str = "class:info") -> None:
