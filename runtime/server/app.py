@@ -196,7 +196,7 @@ class JsonOnly:
         if body:
             got = f"{content_type!r}" if content_type else "no Content-Type"
             await _respond(scope, receive, send, 415,
-                           error_body(messages.SERVER_NOT_JSON.format(got=got).removeprefix("error: "),
+                           error_body(messages.SERVER_NOT_JSON.format(got=got),
                                       "invalid_request_error", None, "unsupported_media_type"))
             return
         replayed = False
@@ -225,7 +225,7 @@ class HostCheck:
             if not self.policy.allows(host):
                 name = split_host(host or "")
                 await _respond(scope, receive, send, 403,
-                               error_body(messages.SERVER_HOST_REFUSED.format(host=name).removeprefix("error: "),
+                               error_body(messages.SERVER_HOST_REFUSED.format(host=name),
                                           "invalid_request_error", None, "host_not_allowed"))
                 return
         await self.app(scope, receive, send)
@@ -249,7 +249,7 @@ class ApiKey:
                 if given or given_x:
                     message = "invalid API key"
                 elif scope["path"].startswith("/v1/messages"):
-                    message = messages.ANTHROPIC_MISSING_KEY.removeprefix("error: ")
+                    message = messages.ANTHROPIC_MISSING_KEY
                 else:
                     message = "missing API key: send 'Authorization: Bearer KEY'"
                 await _respond(scope, receive, send, 401,
