@@ -128,23 +128,26 @@ class ChatFormatter:
             return texts.TEMPLATE_FALLBACK
         return {"gguf": "the model's own", "custom": "--chat-template (Jinja)"}.get(self.name, self.name)
 
-    def render(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True) -> str:
-        """The prompt text for `messages` (dicts with role and content)."""
+    def render(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True,
+               tools: Sequence[Mapping[str, Any]] | None = None) -> str:
+        """The prompt text for `messages` (dicts with role and content); `tools` (OpenAI function
+        tools) reach the template as transformers' apply_chat_template passes them."""
         messages = [dict(m) for m in messages]
+        extra = {"tools": [dict(t) for t in tools]} if tools else {}
         try:
-            return self._render(messages, add_generation_prompt)
+            return self._render(messages, add_generation_prompt, **extra)
         except TemplateRejected as rejected:
             if not messages or messages[0].get("role") != "system":
                 raise TemplateError(texts.TEMPLATE_REJECTED.format(reason=rejected)) from None
         try:
-            return self._render(fold_system_prompt(messages), add_generation_prompt)
+            return self._render(fold_system_prompt(messages), add_generation_prompt, **extra)
         except TemplateRejected as rejected:
             raise TemplateError(texts.TEMPLATE_REJECTED.format(reason=rejected)) from None
 
-    def _render(self, messages: list[dict[str, Any]], add_generation_prompt: bool) -> str:
+    def _render(self, messages: list[dict[str, Any]], add_generation_prompt: bool, **extra: Any) -> str:
         try:
             return self._compiled.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                         bos_token=self.bos_token, eos_token=self.eos_token)
+                                         bos_token=self.bos_token, eos_token=self.eos_token, **extra)
         except TemplateRejected:
             raise
         except jinja2.TemplateError as exc:

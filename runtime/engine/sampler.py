@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 from typing import TYPE_CHECKING
@@ -22,6 +23,14 @@ def check_grammar_text(grammar: str) -> None:
         raise GrammarInvalid(exc.reason) from None
 
 
+def _grammar_sampler(engine: Engine, params: SamplingParams):
+    if not params.grammar_triggers:
+        return llama.llama_sampler_init_grammar(engine.vocab, params.grammar.encode(), b"root")
+    patterns = (ctypes.c_char_p * len(params.grammar_triggers))(*(p.encode() for p in params.grammar_triggers))
+    return llama.llama_sampler_init_grammar_lazy_patterns(engine.vocab, params.grammar.encode(), b"root",
+                                                          patterns, len(params.grammar_triggers), None, 0)
+
+
 class SamplerChain:
     """One request's llama.cpp sampler chain (penalties, grammar, top-k/p, min-p, temperature)."""
 
@@ -29,17 +38,19 @@ class SamplerChain:
         self._engine = engine
         self._chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
         add = lambda sampler: llama.llama_sampler_chain_add(self._chain, sampler)  # noqa: E731
+        bias = list(params.logit_bias)
         if params.ignore_eos:  # as llama.cpp's --ignore-eos: a logit bias of -inf on every EOG token
-            eog = engine.end_of_generation_tokens
-            biases = (llama.llama_logit_bias * len(eog))(*(llama.llama_logit_bias(t, -math.inf) for t in eog))
-            add(llama.llama_sampler_init_logit_bias(engine.n_vocab, len(eog), biases))
+            bias += [(t, -math.inf) for t in engine.end_of_generation_tokens]
+        if bias:  # first in the chain, as in llama.cpp's common sampler
+            biases = (llama.llama_logit_bias * len(bias))(*(llama.llama_logit_bias(t, b) for t, b in bias))
+            add(llama.llama_sampler_init_logit_bias(engine.n_vocab, len(bias), biases))
         if params.grammar:
             try:
                 check_grammar_text(params.grammar)
             except GrammarInvalid:
                 self.free()
                 raise
-            grammar = llama.llama_sampler_init_grammar(engine.vocab, params.grammar.encode(), b"root")
+            grammar = _grammar_sampler(engine, params)
             if not grammar:
                 self.free()
                 raise GrammarInvalid()

@@ -68,6 +68,11 @@ class SamplingParams:
     seed: int = -1
     grammar: str | None = None
     ignore_eos: bool = False  # end-of-generation tokens get a logit bias of -inf
+    # Lazy grammar (tool calls in `auto`): regular expressions over the text generated so far; the
+    # grammar applies once one matches, from its first group on. Empty: the grammar applies throughout.
+    grammar_triggers: tuple[str, ...] = ()
+    # (token id, bias) added to the logits, as OpenAI's logit_bias; -inf bans the token.
+    logit_bias: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ A client that disconnects cancels the run; a server shutdown raises ServerShutti
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -23,9 +24,14 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from ..chat_template import tokenize_prompt_text
 from ..engine.interface import ServingEngine
 from ..engine.types import GenerationRequest, Piece
 from ..flags.values import verbose_prompt_line
+from ..tools.families import Family, detect
+from ..tools.prompt import template_messages
+from ..tools.spec import ToolRequestError, parse_tools, tool_choice
+from ..tools.stream import CallSplitter
 from . import translate as tr
 from .errors import ApiError
 from .generation import Generation
@@ -114,7 +120,7 @@ class ChatRun:
     """One prepared chat request: its n choices run as concurrent generations in the engine."""
 
     def __init__(self, request: Request, engine: ServingEngine, model: str,
-                 generation_requests: list[GenerationRequest]) -> None:
+                 generation_requests: list[GenerationRequest], tools: Family | None = None) -> None:
         state = request.app.state
         self._receive = request.receive
         self.engine = engine
@@ -123,6 +129,7 @@ class ChatRun:
         self.prompt_tokens = len(generation_requests[0].prompt_tokens)
         self.cached_tokens = 0
         self.want_logprobs = generation_requests[0].logprobs is not None
+        self._tools = tools  # the family whose calls to read from the output; None: text only
         self._generations = [Generation(engine, g, state.metrics, state.active_generations)
                              for g in generation_requests]
 
@@ -133,13 +140,25 @@ class ChatRun:
 
     async def _choice_events(self, choice: int) -> AsyncIterator[ChatEvent]:
         generation = self._generations[choice]
+        splitter = CallSplitter(self._tools) if self._tools is not None else None
         async for piece in generation.pieces():
-            if piece.text or piece.logprobs:
-                yield TextDelta(choice, piece.text, self._logprob_entries(piece))
+            text = splitter.feed(piece.text) if splitter is not None else piece.text
+            if text or (piece.logprobs and splitter is None):
+                yield TextDelta(choice, text, self._logprob_entries(piece))
             if piece.timings is not None:
                 self.cached_tokens = max(self.cached_tokens, piece.timings.cached_tokens)
-            if piece.finish_reason:
-                yield ChoiceEnd(choice, tr.FINISH_REASONS[piece.finish_reason], generation.completion_tokens)
+            if not piece.finish_reason:
+                continue
+            finish = tr.FINISH_REASONS[piece.finish_reason]
+            if splitter is not None:
+                rest, calls = splitter.finish()
+                if rest:
+                    yield TextDelta(choice, rest)
+                for index, call in enumerate(calls):
+                    yield ToolCallStart(choice, index, call.id, call.name)
+                    yield ToolCallArgs(choice, index, call.arguments)
+                finish = "tool_calls" if calls else finish
+            yield ChoiceEnd(choice, finish, generation.completion_tokens)
 
     async def events(self) -> AsyncIterator[ChatEvent]:
         """The choices' events as they come, interleaved; raises what a generation raises."""
@@ -210,7 +229,7 @@ class ChatRun:
         for i in range(self.n):
             end = ends.get(i) or ChoiceEnd(i, "stop", self._generations[i].completion_tokens)
             text = "".join(texts[i])
-            choices.append(ChoiceResult(None if calls[i] and not text else text, calls[i], end.finish_reason,
+            choices.append(ChoiceResult(None if calls[i] and not text.strip() else text, calls[i], end.finish_reason,
                                         end.completion_tokens,
                                         tuple(logprobs[i]) if self.want_logprobs else None))
         return ChatResult(choices, self.prompt_tokens, self.cached_tokens,
@@ -222,18 +241,48 @@ async def prepare_chat(request: Request, body: ChatCompletionRequest) -> ChatRun
     refused, before the caller has sent anything."""
     state = request.app.state
     engine, holder = ready_engine(request)
+    n = body.n or 1
+    if n > engine.config.n_seq_max:
+        raise ApiError(400, f"n={n} is more than the {engine.config.n_seq_max} sequences this server decodes "
+                       "at once (its -np)", param="n")
 
-    def prepare() -> GenerationRequest:
-        tokens = tr.chat_prompt_tokens(engine, holder.formatter, body)
+    def prepare() -> tuple[GenerationRequest, Family | None]:
+        try:
+            tools = parse_tools(body.tools)
+            choice = tool_choice(tools, body.tool_choice, body.parallel_tool_calls)
+            family = detect(holder.formatter.template)
+            messages, template_tools = template_messages(tr.chat_messages(body), family, choice, tools)
+            tool_grammar = family.grammar(choice) if choice.mode != "none" else None
+        except ToolRequestError as exc:
+            raise ApiError(400, str(exc), param=exc.param) from None
+        text = tr.chat_prompt_text(holder.formatter, body, messages, template_tools)
+        tokens = engine.tokenize(text, *tokenize_prompt_text(text, engine.bos_token))
         engine.check_fits(len(tokens))
+        tr.check_logit_bias(engine, body)
         log_prompt(state.settings, engine, tokens)
         generation_request = tr.chat_generation_request(state.settings, state.base_sampling, holder.formatter,
-                                                        body, tokens)
+                                                        body.model_copy(update={"n": None}), tokens)
         if generation_request.sampling.grammar != state.base_sampling.grammar:
             # The client's GBNF or its response_format's (--grammar's was checked at start): refused
             # before the stream starts.
             engine.check_grammar(generation_request.sampling.grammar)
-        return generation_request
+        if tool_grammar is None:
+            return generation_request, None
+        if body.grammar or (body.response_format and body.response_format.type != "text"):
+            raise ApiError(400, "response_format and grammar cannot be combined with tools: the tool calls "
+                           "have their own grammar", param="response_format" if body.response_format else "grammar")
+        engine.check_grammar(tool_grammar.grammar)
+        # End-of-generation stays possible: a complete call grammar admits nothing else (and llama.cpp
+        # aborts when generation goes on past it).
+        sampling = dataclasses.replace(generation_request.sampling, grammar=tool_grammar.grammar,
+                                       grammar_triggers=tool_grammar.triggers, ignore_eos=False)
+        return dataclasses.replace(generation_request, sampling=sampling), family
 
-    generation_request = await run_in_threadpool(prepare)
-    return ChatRun(request, engine, holder.model_name, [generation_request])
+    generation_request, family = await run_in_threadpool(prepare)
+    requests = [generation_request]
+    for i in range(1, n):
+        # A fixed seed gives each choice its own, else the n choices would be one answer n times.
+        seed = generation_request.sampling.seed
+        requests.append(dataclasses.replace(generation_request, sampling=dataclasses.replace(
+            generation_request.sampling, seed=seed + i if seed >= 0 else seed)))
+    return ChatRun(request, engine, holder.model_name, requests, family)

@@ -23,6 +23,8 @@ class ChatMessage(_Body):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # an assistant's earlier calls (OpenAI's shape)
+    tool_call_id: str | None = None  # a tool message: the call it answers
 
 
 class StreamOptions(_Body):
@@ -60,6 +62,8 @@ class SamplingFields(_Body):
     stream_options: StreamOptions | None = None
     grammar: str | None = None  # llama.cpp's extension: a GBNF grammar
     user: str | None = None
+    # Token id (as a string, OpenAI's shape; llama.cpp also takes ints) -> bias added to its logit.
+    logit_bias: dict[str, float] | None = None
 
 
 class ChatCompletionRequest(SamplingFields):
@@ -70,6 +74,20 @@ class ChatCompletionRequest(SamplingFields):
     response_format: ResponseFormat | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    # Prefill: continue the last assistant message instead of starting a new one (vLLM's and llama.cpp's
+    # names for it).
+    continue_final_message: bool = False
+    add_generation_prompt: bool = True
+    # OpenAI fields that change the output and that this server cannot honour: refused by name when
+    # set (translate.refuse_unsupported), never ignored.
+    audio: Any = None
+    modalities: list[str] | None = None
+    functions: Any = None
+    function_call: Any = None
+    web_search_options: Any = None
+    reasoning_effort: Any = None
+    verbosity: Any = None
 
 
 class CompletionRequest(SamplingFields):

@@ -21,6 +21,7 @@ from ..grammar.json_schema import (
     json_schema_grammar,
 )
 from .errors import ApiError
+from .fingerprint import system_fingerprint
 from .schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
 
 FINISH_REASONS = {"stop": "stop", "length": "length", "cancelled": "stop"}
@@ -36,13 +37,10 @@ def now() -> int:
 
 # -- requests ------------------------------------------------------------------------------------
 
-def chat_messages(body: ChatCompletionRequest) -> list[dict[str, str]]:
+def chat_messages(body: ChatCompletionRequest) -> list[dict[str, Any]]:
     """Messages as the chat template wants them: role and plain-text content."""
     messages = []
     for i, message in enumerate(body.messages):
-        if message.role == "tool":
-            raise ApiError(400, "tool messages are not supported (this server does no tool calling)",
-                           param=f"messages.{i}.role")
         content = message.content
         if isinstance(content, list):
             texts = []
@@ -53,12 +51,44 @@ def chat_messages(body: ChatCompletionRequest) -> list[dict[str, str]]:
                 texts.append(part.text)
             content = "\n".join(texts)
         role = "system" if message.role == "developer" else message.role
-        messages.append({"role": role, "content": content or ""})
+        entry: dict[str, Any] = {"role": role, "content": content or ""}
+        if message.tool_calls:  # read by the tool-call prompt (runtime/tools/prompt.py)
+            entry["tool_calls"] = message.tool_calls
+        if message.tool_call_id is not None:
+            entry["tool_call_id"] = message.tool_call_id
+        messages.append(entry)
     return messages
 
 
+def chat_prompt_text(formatter: ChatFormatter, body: ChatCompletionRequest,
+                     messages: list[dict[str, Any]] | None = None, tools: list[dict[str, Any]] | None = None) -> str:
+    """The rendered conversation. With `continue_final_message` (or `add_generation_prompt: false`) and
+    an assistant message last, that message is continued, not closed: rendered without a generation
+    prompt, then cut where its content ends, so the template's end-of-turn is gone (vLLM's approach)."""
+    messages = chat_messages(body) if messages is None else messages
+    prefill = body.continue_final_message or not body.add_generation_prompt
+    if not prefill:
+        return formatter.render(messages, tools=tools)
+    if body.continue_final_message and body.add_generation_prompt and "add_generation_prompt" in body.model_fields_set:
+        raise ApiError(400, "continue_final_message and add_generation_prompt cannot both be true",
+                       param="continue_final_message")
+    last = messages[-1]
+    if last["role"] != "assistant" or not isinstance(last.get("content"), str) or not last["content"].strip():
+        if body.continue_final_message:
+            raise ApiError(400, "continue_final_message needs an assistant message with text last in messages",
+                           param="continue_final_message")
+        return formatter.render(messages, add_generation_prompt=False, tools=tools)
+    text = formatter.render(messages, add_generation_prompt=False, tools=tools)
+    content = last["content"].strip()  # templates often trim it (Gemma's does)
+    end = text.rfind(content)
+    if end < 0:
+        raise ApiError(400, "the chat template rewrites the last assistant message, so it cannot be continued",
+                       param="continue_final_message")
+    return text[:end + len(content)]
+
+
 def chat_prompt_tokens(engine: ServingEngine, formatter: ChatFormatter, body: ChatCompletionRequest) -> list[int]:
-    text = formatter.render(chat_messages(body))
+    text = chat_prompt_text(formatter, body)
     add_special, parse_special = tokenize_prompt_text(text, engine.bos_token)
     return engine.tokenize(text, add_special, parse_special)
 
@@ -90,6 +120,51 @@ def check_token_ids(engine: ServingEngine, tokens: Sequence[int], param: str) ->
 def _check_common(body: SamplingFields) -> None:
     if body.n not in (None, 1):
         raise ApiError(400, "only n=1 is supported", param="n")
+
+
+def logit_bias_pairs(body: SamplingFields) -> tuple[tuple[int, float], ...]:
+    """OpenAI's logit_bias ({"token id": bias}, bias in -100..100) as (token, bias) pairs; the ids
+    are checked against the vocabulary by check_logit_bias."""
+    pairs = []
+    for key, bias in (body.logit_bias or {}).items():
+        try:
+            token = int(key)
+        except ValueError:
+            raise ApiError(400, f"logit_bias keys are token ids, got {key!r}", param="logit_bias") from None
+        if not -100 <= bias <= 100:
+            raise ApiError(400, f"logit_bias values go from -100 to 100, got {bias} for token {token}",
+                           param=f"logit_bias.{key}")
+        pairs.append((token, float(bias)))
+    return tuple(pairs)
+
+
+def check_logit_bias(engine: ServingEngine, body: SamplingFields) -> None:
+    for token, _bias in logit_bias_pairs(body):
+        if not 0 <= token < engine.n_vocab:
+            raise ApiError(400, f"logit_bias names token id {token}, out of range: this model's vocabulary has "
+                           f"{engine.n_vocab} tokens", param=f"logit_bias.{token}")
+
+
+# Fields OpenAI documents for chat completions that change the output and that this server cannot
+# honour: refused by name, never ignored. (Metadata such as user, metadata, store, service_tier,
+# prompt_cache_key is ignored; `prediction` only speeds OpenAI up and changes nothing.)
+def refuse_unsupported(body: ChatCompletionRequest) -> None:
+    if body.audio is not None:
+        raise ApiError(400, "audio output is not supported: this server generates text only", param="audio")
+    if body.modalities is not None and any(m != "text" for m in body.modalities):
+        raise ApiError(400, "only the text modality is supported", param="modalities")
+    for name in ("functions", "function_call"):
+        if getattr(body, name) is not None:
+            raise ApiError(400, f"{name} (deprecated by OpenAI) is not supported: send tools and tool_choice",
+                           param=name)
+    if body.web_search_options is not None:
+        raise ApiError(400, "web search is not supported: this server has no internet access",
+                       param="web_search_options")
+    if body.reasoning_effort is not None:
+        raise ApiError(400, "reasoning_effort is not supported by this server", param="reasoning_effort")
+    if body.verbosity not in (None, "medium"):
+        raise ApiError(400, "verbosity is not supported by this server (only \"medium\", the default)",
+                       param="verbosity")
 
 
 def response_grammar(body: ChatCompletionRequest) -> str | None:
@@ -124,6 +199,10 @@ def generation_request(settings: Settings, base: SamplingParams, body: SamplingF
             overrides[name] = value
     if grammar is not None:
         overrides["grammar"] = grammar
+    if body.logit_bias:
+        # -100 is a ban in practice, yet finite: a grammar whose only way on is a banned token still
+        # has one (an all -inf choice would abort llama.cpp's grammar sampler).
+        overrides["logit_bias"] = logit_bias_pairs(body)
     sampling = dataclasses.replace(base, **overrides)
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     return GenerationRequest(tuple(tokens), settings.n_predict if max_tokens is None else max_tokens,
@@ -132,8 +211,7 @@ def generation_request(settings: Settings, base: SamplingParams, body: SamplingF
 
 def chat_generation_request(settings: Settings, base: SamplingParams, formatter: ChatFormatter,
                             body: ChatCompletionRequest, tokens: list[int]) -> GenerationRequest:
-    if body.tools and body.tool_choice != "none":
-        raise ApiError(400, "tools are not supported (this server does no tool calling)", param="tools")
+    refuse_unsupported(body)
     max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
     if body.top_logprobs and not body.logprobs:
@@ -153,9 +231,17 @@ def completion_generation_request(settings: Settings, base: SamplingParams, body
 
 # -- responses -----------------------------------------------------------------------------------
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int | None = None) -> dict[str, Any]:
+    """OpenAI's usage; with `cached_tokens`, the prompt tokens the KV cache already held (not decoded)."""
+    out: dict[str, Any] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                           "total_tokens": prompt_tokens + completion_tokens}
+    if cached_tokens is not None:
+        out["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
+    return out
+
+
+def cached_tokens(pieces: Sequence[Piece]) -> int:
+    return next((p.timings.cached_tokens for p in reversed(pieces) if p.timings is not None), 0)
 
 
 def _token_entry(engine: ServingEngine, token: int, logprob: float) -> dict[str, Any]:
@@ -190,11 +276,11 @@ def chat_completion(engine: ServingEngine, model: str, text: str, finish: str, p
     logprobs = [lp for p in pieces for lp in p.logprobs]
     return {
         "id": new_id("chatcmpl"), "object": "chat.completion", "created": now(), "model": model,
-        "system_fingerprint": None,
+        "system_fingerprint": system_fingerprint(),
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
                      "finish_reason": FINISH_REASONS[finish],
                      "logprobs": chat_logprobs(engine, logprobs) if want_logprobs else None}],
-        "usage": usage(prompt_tokens, completion_tokens),
+        "usage": usage(prompt_tokens, completion_tokens, cached_tokens(pieces)),
     }
 
 
@@ -208,10 +294,10 @@ def text_completion(engine: ServingEngine, model: str, prompt_text: str, text: s
                                        [p.text for p in with_lp])
     return {
         "id": new_id("cmpl"), "object": "text_completion", "created": now(), "model": model,
-        "system_fingerprint": None,
+        "system_fingerprint": system_fingerprint(),
         "choices": [{"index": 0, "text": prompt_text + text, "finish_reason": FINISH_REASONS[finish],
                      "logprobs": logprobs}],
-        "usage": usage(prompt_tokens, completion_tokens),
+        "usage": usage(prompt_tokens, completion_tokens, cached_tokens(pieces)),
     }
 
 
