@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from . import messages
 from .errors import EdgeFormatter, UserError, debug_requested, error_line, user_line
@@ -14,35 +14,38 @@ from .flags.stored_args import PLACEHOLDER, merge_arguments, stored_arguments
 from .help_page import render_help
 from .payload_format import Payload, embedded_payload
 
+if TYPE_CHECKING:
+    from .plan import Plan
+
 log = logging.getLogger("llmpack")
 
-# A mode gets the settings and the embedded payload (None when unbundled) and loads the engine
-# itself: the server, for one, must answer /health while the weights load.
-ModeRunner = Callable[[Settings, "Payload | None"], int]
+# A mode gets the resolved plan (runtime/plan.py) and the embedded payload (None when unbundled) and
+# loads the engine itself: the server, for one, must answer /health while the weights load.
+ModeRunner = Callable[["Plan", "Payload | None"], int]
 
 
-def _cli(settings: Settings, payload: Payload | None) -> int:
+def _cli(plan: Plan, payload: Payload | None) -> int:
     from . import cli_mode
 
-    return cli_mode.run(settings, payload)
+    return cli_mode.run(plan, payload)
 
 
-def _chat(settings: Settings, payload: Payload | None) -> int:
+def _chat(plan: Plan, payload: Payload | None) -> int:
     from .chat import mode as chat_mode
 
-    return chat_mode.run(settings, payload)
+    return chat_mode.run(plan, payload)
 
 
-def _server(settings: Settings, payload: Payload | None) -> int:
+def _server(plan: Plan, payload: Payload | None) -> int:
     from .server import mode as server_mode
 
-    return server_mode.run(settings, payload)
+    return server_mode.run(plan, payload)
 
 
-def _default(settings: Settings, payload: Payload | None) -> int:
+def _default(plan: Plan, payload: Payload | None) -> int:
     from .chat import mode as chat_mode
 
-    return chat_mode.run_default(settings, payload)
+    return chat_mode.run_default(plan, payload)
 
 
 # Explicit dispatch (no string imports: PyInstaller must see every module). Modes are imported when
@@ -138,12 +141,12 @@ def _main(argv: list[str], edge: _Edge) -> int:
     configure_logging(settings)
     mode = pick_mode(settings)
     from .engine.native import route_native_logs
-    from .sampling import grammar_text
+    from .plan import resolve
 
-    grammar_text(settings)  # a refused --grammar exits 2 now, in every mode, before the model loads
+    plan = resolve(settings, mode)  # every flag checked (a refused --grammar exits 2) before weights load
     # llama.cpp is chatty: its errors only, unless --verbose asks for everything.
     route_native_logs(2 if settings.verbose else 4)
-    return MODES[mode](settings, payload)
+    return MODES[mode](plan, payload)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 from . import messages
 from .engine.types import GenerationRequest, SamplingParams
 from .errors import PromptFileUnreadable, UsageError
-from .flags.effects import mode_sampling
 from .flags.settings import Settings
 from .flags.values import verbose_prompt_line
 from .model_loader import load_engine
@@ -19,6 +18,7 @@ from .payload_format import Payload
 
 if TYPE_CHECKING:  # the type only: importing the engine loads llama.cpp
     from .engine.engine import Engine
+    from .plan import Plan
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +37,12 @@ def read_prompt(settings: Settings) -> str:
         raise PromptFileUnreadable(settings.file, exc.strerror or str(exc)) from None
 
 
-def run(settings: Settings, payload: Payload | None) -> int:
-    if settings.system_prompt is not None:
-        raise UsageError(messages.SYSTEM_PROMPT_IN_CLI)
-    # Before loading: a missing prompt or an unreadable grammar file should not cost seconds.
-    prompt = read_prompt(settings)
-    sampling = mode_sampling(settings, "cli")
-    engine = load_engine(settings, payload)
+def run(plan: Plan, payload: Payload | None) -> int:
+    settings = plan.settings
+    prompt = read_prompt(settings)  # before loading: a missing prompt should not cost seconds
+    engine = load_engine(settings, payload, plan.engine)
     try:
-        return complete(settings, engine, prompt, sampling)
+        return complete(settings, engine, prompt, plan.sampling)
     finally:
         engine.close()
 

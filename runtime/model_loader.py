@@ -78,32 +78,13 @@ def _extract_once(payload: Payload) -> Path:
     return target
 
 
-def engine_config(settings: Settings, n_seq_max: int = 1) -> EngineConfig:
-    return EngineConfig(
-        n_ctx=settings.ctx_size,
-        n_batch=settings.batch_size,
-        n_threads=settings.thread_count(),
-        n_gpu_layers=settings.n_gpu_layers,
-        use_mmap=not settings.no_mmap,
-        use_mlock=settings.mlock,
-        n_seq_max=n_seq_max,
-        embeddings=settings.embedding,
-        n_ubatch=settings.ubatch_size,
-        n_threads_batch=settings.threads_batch or settings.thread_count(),
-        flash_attn=settings.flash_attn,
-        type_k=settings.cache_type_k,
-        type_v=settings.cache_type_v,
-        warmup=not settings.no_warmup,
-    )
-
-
-def load_engine(settings: Settings, payload: Payload | None, n_seq_max: int = 1) -> Engine:
+def load_engine(settings: Settings, payload: Payload | None, config: EngineConfig) -> Engine:
     source = resolve_source(settings, payload)
     devices = load_backends()
     if settings.n_gpu_layers > 0 and not gpu_offload_supported():
         log.warning(messages.GPU_UNAVAILABLE.format(n=settings.n_gpu_layers, backends=", ".join(devices) or "none"))
     progress = Progress("loading model", not settings.log_disable)
-    engine = Engine(source, engine_config(settings, n_seq_max), progress.update)
+    engine = Engine(source, config, progress.update)
     context = describe_context(engine.n_ctx, engine.context_size)
     progress.done(f"{engine.model_name}, context {context}, {settings.thread_count()} threads")
     return engine

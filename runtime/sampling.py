@@ -34,7 +34,8 @@ def grammar_text(settings: Settings) -> str | None:
     return text
 
 
-def sampling_from_settings(settings: Settings, mode: str) -> SamplingParams:
+def sampling_from_settings(settings: Settings, mode: str, grammar: str | None) -> SamplingParams:
+    """The sampling flags as SamplingParams; `grammar` is grammar_text's, read once by the caller."""
     return SamplingParams(
         temperature=settings.temperature(mode),
         top_k=settings.top_k,
@@ -45,5 +46,5 @@ def sampling_from_settings(settings: Settings, mode: str) -> SamplingParams:
         presence_penalty=settings.presence_penalty,
         frequency_penalty=settings.frequency_penalty,
         seed=settings.seed,
-        grammar=grammar_text(settings),
+        grammar=grammar,
     )

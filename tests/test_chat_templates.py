@@ -15,8 +15,8 @@ import pytest
 from llmpack.runtime import chat_template, messages
 from llmpack.runtime.chat_template import ChatFormatter, TemplateError, formatter_for
 from llmpack.runtime.flags.settings import Settings
-from llmpack.runtime.server.app import create_app
 from llmpack.runtime.server.state import EngineHolder
+from support.apps import app_for
 from support.commands import build_bundle, error_line, one_error_line, run
 from support.server_fixtures import running_server
 from support.tiny_model import write_tiny_gguf
@@ -154,7 +154,7 @@ def test_the_server_uses_the_formatter_given_at_start_and_names_it_in_the_model_
     formatter = formatter_for(engine.chat_template, engine.bos_token, engine.eos_token, None)
     holder = EngineHolder.loaded(Settings(), engine, formatter)
     assert holder.formatter is formatter
-    models = TestClient(create_app(Settings(), holder), base_url="http://localhost").get("/v1/models").json()
+    models = TestClient(app_for(Settings(), holder), base_url="http://localhost").get("/v1/models").json()
     assert models["data"][0]["chat_template"] == messages.TEMPLATE_FALLBACK
     with pytest.raises(TemplateError):
         EngineHolder.loaded(Settings(), TemplatedEngine(BROKEN))

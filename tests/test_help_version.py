@@ -40,11 +40,11 @@ def test_every_chat_command_is_in_the_help_table() -> None:
 
 def test_every_server_route_is_in_the_help_table() -> None:
     from llmpack.runtime.flags.settings import parse_args
-    from llmpack.runtime.server.app import create_app
     from llmpack.runtime.server.state import EngineHolder
+    from support.apps import app_for
 
     settings = parse_args([]).settings
-    app = create_app(settings, EngineHolder(settings))
+    app = app_for(settings, EngineHolder(settings))
     served = {(method, re.sub(r":\w+}", "}", route.path))
               for route in _leaf_routes(app.routes) for method in route.methods if method != "HEAD"}
     assert served == {(method, path) for method, path, _ in help_page.HTTP_ROUTES}

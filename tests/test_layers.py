@@ -9,7 +9,6 @@ import sys
 import typing
 
 import pytest
-
 from llmpack.runtime.engine.interface import ChatEngine, ServingEngine
 
 FRONT_ENDS = ["llmpack.runtime.__main__", "llmpack.runtime.chat.session", "llmpack.runtime.chat.repl",

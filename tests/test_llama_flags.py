@@ -329,7 +329,7 @@ def test_threads_batch_reaches_the_context(tiny_gguf: Path) -> None:
     from llmpack.runtime.engine.engine import Engine
     from llmpack.runtime.engine.native import llama
     from llmpack.runtime.engine.types import ModelSource
-    from llmpack.runtime.model_loader import engine_config
+    from llmpack.runtime.plan import engine_config
 
     config = engine_config(settings("-t", "1", "-tb", "3", "--no-warmup"))
     assert (config.n_threads, config.n_threads_batch) == (1, 3)

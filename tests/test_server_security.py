@@ -15,9 +15,10 @@ import pytest
 from fastapi.testclient import TestClient
 from llmpack.runtime import messages
 from llmpack.runtime.flags.settings import Settings
-from llmpack.runtime.server.app import create_app, is_json_media_type
+from llmpack.runtime.server.app import is_json_media_type
 from llmpack.runtime.server.host_check import HostPolicy, split_host
 from llmpack.runtime.server.state import EngineHolder
+from support.apps import app_for
 from support.server_fixtures import ServerProcess, running_server
 from test_server_unit import FakeEngine
 
@@ -78,7 +79,7 @@ def test_json_media_types(content_type: str, ok: bool) -> None:
 
 def _client(engine: FakeEngine, **settings) -> TestClient:
     app_settings = Settings(**settings)
-    return TestClient(create_app(app_settings, EngineHolder.loaded(app_settings, engine)),
+    return TestClient(app_for(app_settings, EngineHolder.loaded(app_settings, engine)),
                       base_url="http://localhost", raise_server_exceptions=False)
 
 

@@ -17,8 +17,9 @@ from fastapi.testclient import TestClient
 from llmpack.runtime import messages
 from llmpack.runtime.engine.types import GenerationRequest, Piece, Timings
 from llmpack.runtime.flags.settings import Settings
-from llmpack.runtime.server.app import cancel_generations, create_app
+from llmpack.runtime.server.app import cancel_generations
 from llmpack.runtime.server.state import EngineHolder
+from support.apps import app_for
 from support.server_fixtures import ServerProcess, start_server
 from support.tiny_model import write_tiny_gguf
 from test_server_unit import FakeEngine
@@ -70,7 +71,7 @@ def _wait_until(condition, timeout: float = 10) -> None:
 ])
 def test_a_stream_cut_by_shutdown_ends_with_an_error_event(path: str, body: dict) -> None:
     settings = Settings()
-    app = create_app(settings, EngineHolder.loaded(settings, EndlessEngine()))
+    app = app_for(settings, EngineHolder.loaded(settings, EndlessEngine()))
     client = TestClient(app, base_url="http://localhost")
     with client.stream("POST", path, json=body) as response:
         assert response.status_code == 200
@@ -84,7 +85,7 @@ def test_a_stream_cut_by_shutdown_ends_with_an_error_event(path: str, body: dict
 
 def test_a_plain_request_cut_by_shutdown_is_a_503() -> None:
     settings = Settings()
-    app = create_app(settings, EngineHolder.loaded(settings, EndlessEngine()))
+    app = app_for(settings, EngineHolder.loaded(settings, EndlessEngine()))
     client = TestClient(app, base_url="http://localhost")
     answers: list[httpx.Response] = []
     thread = threading.Thread(target=lambda: answers.append(client.post("/v1/completions", json={"prompt": "x"})))

@@ -21,8 +21,8 @@ from llmpack.runtime.engine.types import (
 from llmpack.runtime.errors import ContextOverflow, EngineFailure, GrammarInvalid
 from llmpack.runtime.flags.settings import Settings
 from llmpack.runtime.server import mode as server_mode
-from llmpack.runtime.server.app import create_app
 from llmpack.runtime.server.state import EngineHolder
+from support.apps import app_for
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -74,7 +74,7 @@ class FakeEngine:
         limit = len(self.answer) if request.max_tokens < 0 else min(request.max_tokens, len(self.answer))
         for i, ch in enumerate(self.answer[:limit]):
             if self.fail_after is not None and i == self.fail_after:
-                raise EngineFailure("error: llama.cpp failed to evaluate the prompt (llama_decode returned 1)")
+                raise EngineFailure("llama.cpp failed to evaluate the prompt (llama_decode returned 1)")
             logprobs = (TokenLogprob(ord(ch), -0.5, ((ord(ch), -0.5), (0, -2.0))),) if request.logprobs is not None else ()
             yield Piece(ch, (ord(ch),), logprobs=logprobs)
         finish = "length" if limit < len(self.answer) else "stop"
@@ -114,7 +114,7 @@ def make_client(engine=None, api_key: str | None = None, loaded: bool = True, **
     if loaded:
         holder.set_engine(engine or FakeEngine())
     # localhost: TestClient's default Host, "testserver", is a name the server refuses (DNS rebinding).
-    return TestClient(create_app(settings, holder, **kwargs), raise_server_exceptions=False, base_url=LOCAL)
+    return TestClient(app_for(settings, holder, **kwargs), raise_server_exceptions=False, base_url=LOCAL)
 
 
 def error_of(response, status: int) -> dict:
@@ -130,7 +130,7 @@ CHAT = {"messages": [{"role": "user", "content": "hi"}]}
 def test_health_and_models_while_loading_then_ready() -> None:
     settings = Settings()
     holder = EngineHolder(settings)
-    client = TestClient(create_app(settings, holder), base_url=LOCAL)
+    client = TestClient(app_for(settings, holder), base_url=LOCAL)
     assert client.get("/health").status_code == 503
     loading = client.post("/v1/chat/completions", json=CHAT)
     assert error_of(loading, 503)["code"] == "model_loading" and loading.headers["retry-after"] == "1"
@@ -143,7 +143,7 @@ def test_health_and_models_while_loading_then_ready() -> None:
 def test_health_reports_a_failed_load() -> None:
     holder = EngineHolder(Settings())
     holder.set_error(RuntimeError("no such file"))
-    client = TestClient(create_app(Settings(), holder))
+    client = TestClient(app_for(Settings(), holder))
     assert "no such file" in error_of(client.get("/health"), 503)["message"]
 
 
@@ -332,7 +332,7 @@ def _rendered_prompt(engine: FakeEngine, settings: Settings, messages: list[dict
     engine.n_ctx = 512
     holder = EngineHolder(settings)
     holder.set_engine(engine)
-    client = TestClient(create_app(settings, holder), raise_server_exceptions=False, base_url=LOCAL)
+    client = TestClient(app_for(settings, holder), raise_server_exceptions=False, base_url=LOCAL)
     assert client.post("/v1/chat/completions", json={"messages": messages, "max_tokens": 1}).status_code == 200
     return engine.detokenize(engine.requests[-1].prompt_tokens)
 

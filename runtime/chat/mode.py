@@ -8,11 +8,10 @@ import sys
 from typing import TYPE_CHECKING
 
 from .. import __version__, messages
-from ..chat_template import ChatFormatter, check_override, formatter_for
+from ..chat_template import ChatFormatter, formatter_for
 from ..engine.context_size import describe_context
 from ..engine.native import gpu_offload_supported, load_backends
 from ..errors import UserError
-from ..flags.effects import chat_system_prompt, mode_sampling
 from ..flags.settings import Settings
 from ..model_loader import load_engine
 from ..payload_format import Payload
@@ -22,35 +21,36 @@ from .session import ChatSession
 
 if TYPE_CHECKING:  # the type only: importing the engine loads llama.cpp
     from ..engine.engine import Engine
+    from ..plan import Plan
 
 log = logging.getLogger(__name__)
 
 
-def run(settings: Settings, payload: Payload | None) -> int:
-    check_override(settings.chat_template)  # a bad --chat-template fails before the weights load
-    engine = load_engine(settings, payload)
+def run(plan: Plan, payload: Payload | None) -> int:
+    settings = plan.settings
+    engine = load_engine(settings, payload, plan.engine)
     try:
-        return chat(settings, engine, chat_formatter(settings, engine), server_url=None)
+        return chat(plan, engine, chat_formatter(settings, engine), server_url=None)
     finally:
         engine.close()
 
 
-def run_default(settings: Settings, payload: Payload | None) -> int:
+def run_default(plan: Plan, payload: Payload | None) -> int:
     from ..server.mode import start_background_server
 
-    check_override(settings.chat_template)
-    # The chat is one more sequence of the engine the server batches (-np counts it): a chat reply and
-    # API requests decode together, and neither waits for the other to finish.
-    engine = load_engine(settings, payload, n_seq_max=settings.parallel)
+    settings = plan.settings
+    # The chat is one more sequence of the engine the server batches (-np counts it, see plan.py): a chat
+    # reply and API requests decode together, and neither waits for the other to finish.
+    engine = load_engine(settings, payload, plan.engine)
     server = None
     try:
         formatter = chat_formatter(settings, engine)  # compiled once, for the chat and the server
         try:
-            server = start_background_server(settings, engine, formatter)
+            server = start_background_server(plan, engine, formatter)
         except Exception as exc:  # noqa: BLE001 - e.g. the port is taken: the chat is still worth having
             reason = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
             log.warning(messages.CHAT_SERVER_FAILED.format(reason=reason))
-        return chat(settings, engine, formatter, server_url=server.url if server else None)
+        return chat(plan, engine, formatter, server_url=server.url if server else None)
     finally:
         if server is not None:
             server.stop()  # before the engine it uses goes away
@@ -66,9 +66,10 @@ def chat_formatter(settings: Settings, engine: Engine) -> ChatFormatter:
     return formatter
 
 
-def chat(settings: Settings, engine: Engine, formatter: ChatFormatter, server_url: str | None) -> int:
-    session = ChatSession(engine, formatter, mode_sampling(settings, "chat"), settings.n_predict,
-                          system=chat_system_prompt(settings), stop=settings.reverse_prompt or (),
+def chat(plan: Plan, engine: Engine, formatter: ChatFormatter, server_url: str | None) -> int:
+    settings = plan.settings
+    session = ChatSession(engine, formatter, plan.sampling, settings.n_predict,
+                          system=plan.system_prompt, stop=settings.reverse_prompt or (),
                           verbose_prompt=settings.verbose_prompt)
     if sys.stdin.isatty():
         console = Console()

@@ -1,17 +1,9 @@
-"""What llama.cpp's generation flags change in the CLI and the chat, resolved once before a mode
-starts: the sampling (with --ignore-eos) and the chat's system prompt (-sys, else -p)."""
+"""What llama.cpp's generation flags change in the chat: its system prompt (-sys, else -p). Used by
+runtime/plan.py, which resolves every flag once before a mode starts."""
 
 from __future__ import annotations
 
-import dataclasses
-
-from ..engine.types import SamplingParams
-from ..sampling import sampling_from_settings
 from .settings import Settings
-
-
-def mode_sampling(settings: Settings, mode: str) -> SamplingParams:
-    return dataclasses.replace(sampling_from_settings(settings, mode), ignore_eos=settings.ignore_eos)
 
 
 def chat_system_prompt(settings: Settings) -> str | None:

@@ -12,8 +12,8 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import messages
+from ..engine.types import SamplingParams
 from ..flags.settings import Settings
-from ..sampling import sampling_from_settings
 from . import routes_misc, routes_openai, routes_responses
 from . import routes_ollama
 from . import routes_anthropic
@@ -34,12 +34,14 @@ OPEN_PATHS = ("/", "/health", "/favicon.ico")
 ANY_HOST_PATHS = ("/health",)
 
 
-def create_app(settings: Settings, holder: EngineHolder, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+def create_app(settings: Settings, holder: EngineHolder, base_sampling: SamplingParams,
+               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+    """`base_sampling`: a request's defaults, resolved from the flags before the server starts (plan.py)."""
     app = FastAPI(title="llmpack", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
     app.state.holder = holder
     app.state.metrics = Metrics()
-    app.state.base_sampling = sampling_from_settings(settings, "server")
+    app.state.base_sampling = base_sampling
     # Generations whose threads run now: cancelled at shutdown, and waited for.
     app.state.active_generations = set()
     app.state.response_store = ResponseStore()  # for previous_response_id (Responses API)

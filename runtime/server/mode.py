@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .. import messages
-from ..chat_template import ChatFormatter, check_override
+from ..chat_template import ChatFormatter
 from ..errors import UserError
 from ..flags.settings import Settings
 from ..payload_format import Payload
 
 if TYPE_CHECKING:  # the type only: importing the engine loads llama.cpp
     from ..engine.engine import Engine
+    from ..plan import Plan
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +97,16 @@ class BackgroundServer:
         self._thread.join(timeout)
 
 
-def start_background_server(settings: Settings, engine: Engine, formatter: ChatFormatter | None = None) -> BackgroundServer:
+def start_background_server(plan: Plan, engine: Engine, formatter: ChatFormatter | None = None) -> BackgroundServer:
     """Serves `engine` (already loaded) at settings.host:settings.port on a daemon thread, and returns
     once it accepts connections. Raises UserError (one line) when the address cannot be used.
     `formatter`: the chat template compiled at start, shared with the terminal chat."""
     from .app import create_app
     from .state import EngineHolder
 
+    settings = plan.settings
     sock = bind_socket(settings.host, settings.port)
-    app = create_app(settings, EngineHolder.loaded(settings, engine, formatter))
+    app = create_app(settings, EngineHolder.loaded(settings, engine, formatter), plan.server_sampling)
     server = _uvicorn_server(app, settings)
     failure: list[BaseException] = []
 
@@ -126,23 +128,23 @@ def start_background_server(settings: Settings, engine: Engine, formatter: ChatF
     return BackgroundServer(server_url(settings.host, sock), server, thread, app)
 
 
-def run(settings: Settings, payload: Payload | None) -> int:
+def run(plan: Plan, payload: Payload | None) -> int:
     from ..model_loader import load_engine
     from .app import cancel_all, create_app
     from .state import EngineHolder
 
-    check_override(settings.chat_template)  # a bad --chat-template fails now, not per request
+    settings = plan.settings
     sock = bind_socket(settings.host, settings.port)
     holder = EngineHolder(settings)
-    app = create_app(settings, holder)
+    app = create_app(settings, holder, plan.server_sampling)
     server = _uvicorn_server(app, settings)
     url = server_url(settings.host, sock)
 
     def load() -> None:
         try:
-            engine = load_engine(settings, payload, n_seq_max=settings.parallel)
-            if app.state.base_sampling.grammar:  # --grammar: refused at start, not on every request
-                engine.check_grammar(app.state.base_sampling.grammar)
+            engine = load_engine(settings, payload, plan.engine)
+            if plan.server_sampling.grammar:  # --grammar: refused at start, not on every request
+                engine.check_grammar(plan.server_sampling.grammar)
             holder.set_engine(engine)  # compiles the chat template once: a broken one stops here
             if holder.formatter.fallback:
                 log.warning(messages.TEMPLATE_FALLBACK_WARNING)

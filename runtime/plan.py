@@ -1,0 +1,72 @@
+"""Settings resolved once, before any mode starts: the engine's configuration, the sampling each part
+generates with, the grammar (read and checked once), the chat's system prompt and a --chat-template
+compiled once. Modes receive a `Plan` and never turn flags into decisions themselves, so the three modes
+cannot disagree about what a flag means, and a bad flag fails before the weights load."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from . import messages
+from .chat_template import check_override
+from .engine.types import EngineConfig, SamplingParams
+from .errors import UsageError
+from .flags.effects import chat_system_prompt
+from .flags.settings import Settings
+from .sampling import grammar_text, sampling_from_settings
+
+# Modes whose engine serves HTTP requests, -np sequences decoded together (the default mode's chat is one).
+SERVING_MODES = ("server", "default")
+
+
+@dataclass(frozen=True)
+class Plan:
+    settings: Settings
+    mode: str  # "cli" | "chat" | "server" | "default"
+    engine: EngineConfig
+    # What the terminal generates with (--cli, the chat): the mode's temperature, --ignore-eos, --grammar.
+    sampling: SamplingParams
+    # The defaults of an HTTP request (--server, and the default mode's background server).
+    server_sampling: SamplingParams
+    system_prompt: str | None
+
+
+def resolve(settings: Settings, mode: str) -> Plan:
+    """Raises UserError (one line for the user) for any flag that cannot work in this mode."""
+    if mode == "cli" and settings.system_prompt is not None:
+        raise UsageError(messages.SYSTEM_PROMPT_IN_CLI)
+    check_override(settings.chat_template)
+    grammar = grammar_text(settings)
+    terminal_mode = "chat" if mode == "default" else mode
+    sampling = dataclasses.replace(sampling_from_settings(settings, terminal_mode, grammar),
+                                   ignore_eos=settings.ignore_eos)
+    return Plan(settings=settings, mode=mode,
+                engine=engine_config(settings, settings.parallel if mode in SERVING_MODES else 1),
+                sampling=sampling, server_sampling=server_sampling(settings, grammar),
+                system_prompt=chat_system_prompt(settings))
+
+
+def server_sampling(settings: Settings, grammar: str | None) -> SamplingParams:
+    """The server's request defaults: -r, --ignore-eos and --special are the terminal's, not the API's."""
+    return sampling_from_settings(settings, "server", grammar)
+
+
+def engine_config(settings: Settings, n_seq_max: int = 1) -> EngineConfig:
+    return EngineConfig(
+        n_ctx=settings.ctx_size,
+        n_batch=settings.batch_size,
+        n_threads=settings.thread_count(),
+        n_gpu_layers=settings.n_gpu_layers,
+        use_mmap=not settings.no_mmap,
+        use_mlock=settings.mlock,
+        n_seq_max=n_seq_max,
+        embeddings=settings.embedding or settings.reranking,  # llama-server: --reranking turns embeddings on
+        pooling="rank" if settings.reranking else settings.pooling,
+        n_ubatch=settings.ubatch_size,
+        n_threads_batch=settings.threads_batch or settings.thread_count(),
+        flash_attn=settings.flash_attn,
+        type_k=settings.cache_type_k,
+        type_v=settings.cache_type_v,
+        warmup=not settings.no_warmup,
+    )
