@@ -4,6 +4,7 @@ called with the official `openai` client (strict response validation) and the Op
 from __future__ import annotations
 
 import json
+from typing import Literal
 
 import httpx
 import openai
@@ -33,7 +34,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     # A longer training context than the shared tiny model's 512: tool definitions take room in the prompt.
     folder = tmp_path_factory.mktemp("responses")
     bundle = build_bundle(write_tiny_gguf(folder / "tiny.gguf", n_ctx=2048), folder / "tiny.llmpack")
-    with running_server(bundle, "-c", "2048", "--verbose-prompt", log_path=folder / "server.log") as running:
+    with running_server(bundle, "-c", "8192", "--verbose-prompt", log_path=folder / "server.log") as running:
         yield running
 
 
@@ -190,10 +191,17 @@ def test_a_prompt_over_the_context_is_refused_before_the_stream(server: ServerPr
     assert response.status_code == 400 and response.json()["error"]["code"] == "context_length_exceeded"
 
 
+def summary(response) -> list[tuple]:
+    """The output items without their ids (new in every response)."""
+    return [(item.type, getattr(item, "name", None), getattr(item, "arguments", None),
+             "".join(part.text for part in getattr(item, "content", None) or [])) for item in response.output]
+
+
 def test_function_tool_round_trip(client: openai.OpenAI) -> None:
     question = {"role": "user", "content": "weather in Paris?"}
+    # The tiny model writes about a token per character: room for the call's JSON.
     first = client.responses.create(model="tiny", input=[question], tools=[WEATHER_TOOL], tool_choice="required",
-                                    max_output_tokens=60, temperature=0)
+                                    parallel_tool_calls=False, max_output_tokens=400, temperature=0)
     calls = [item for item in first.output if item.type == "function_call"]
     assert calls and calls[0].name == "get_weather" and first.status == "completed"
     assert isinstance(json.loads(calls[0].arguments)["city"], str)
@@ -202,18 +210,18 @@ def test_function_tool_round_trip(client: openai.OpenAI) -> None:
     # The whole conversation resent, as the Agents SDK does...
     second = client.responses.create(model="tiny", input=[question, calls[0].model_dump(exclude_none=True), result],
                                      tools=[WEATHER_TOOL], max_output_tokens=5, temperature=0)
-    assert second.output[0].type == "message" and second.status in ("completed", "incomplete")
+    assert second.output and second.status in ("completed", "incomplete")
     # ... or only the tool's output after the stored response: the same prompt, so the same answer.
     chained = client.responses.create(model="tiny", input=[result], previous_response_id=first.id,
                                       tools=[WEATHER_TOOL], max_output_tokens=5, temperature=0)
-    assert chained.output_text == second.output_text
+    assert summary(chained) == summary(second)
     assert chained.usage.input_tokens == second.usage.input_tokens
 
 
 def test_streamed_function_call(client: openai.OpenAI) -> None:
     with client.responses.stream(model="tiny", input="weather in Oslo?", tools=[WEATHER_TOOL],
-                                 tool_choice={"type": "function", "name": "get_weather"}, max_output_tokens=60,
-                                 temperature=0) as stream:
+                                 tool_choice={"type": "function", "name": "get_weather"}, max_output_tokens=400,
+                                 parallel_tool_calls=False, temperature=0) as stream:
         events = list(stream)
         final = stream.get_final_response()
     kinds = [e.type for e in events]
@@ -244,20 +252,19 @@ def test_openai_agents_sdk_runs_a_tool_agent(server: ServerProcess) -> None:
     calls: list[str] = []
 
     @function_tool
-    def get_weather(city: str) -> str:
+    def get_weather(city: Literal["Rome", "Oslo"]) -> str:
         """The weather in a city."""
         calls.append(city)
         return f"sunny in {city}"
 
     client = openai.AsyncOpenAI(base_url=server.base_url, api_key="x", max_retries=0)
+    # The tiny model cannot end a free answer within bounds (the SDK refuses an incomplete one): the run
+    # stops on the tool's result, after the SDK has sent the request, read the call and run the tool.
     agent = Agent(name="weather", instructions="Answer with the tool.", tools=[get_weather],
-                  model=OpenAIResponsesModel(model="tiny", openai_client=client),
-                  model_settings=ModelSettings(tool_choice="required", max_tokens=40, temperature=0))
-    # The SDK resets tool_choice after the first call, so the second turn answers in text and the run ends.
+                  model=OpenAIResponsesModel(model="tiny", openai_client=client), tool_use_behavior="stop_on_first_tool",
+                  model_settings=ModelSettings(tool_choice="required", parallel_tool_calls=False, max_tokens=400,
+                                               temperature=0))
     result = Runner.run_sync(agent, "weather in Rome?")
-    assert len(calls) == 1
-    kinds = [item.type for item in result.new_items]
-    assert kinds[:2] == ["tool_call_item", "tool_call_output_item"] and kinds[-1] == "message_output_item"
-    assert isinstance(result.final_output, str)
-    stopping = agent.clone(tool_use_behavior="stop_on_first_tool")
-    assert Runner.run_sync(stopping, "weather in Rome?").final_output == f"sunny in {calls[-1]}"
+    assert len(calls) == 1 and calls[0] in ("Rome", "Oslo")
+    assert [item.type for item in result.new_items] == ["tool_call_item", "tool_call_output_item"]
+    assert result.final_output == f"sunny in {calls[0]}"

@@ -99,7 +99,7 @@ def input_messages(items: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
     before them, their outputs become tool messages."""
     if isinstance(items, str):
         return [{"role": "user", "content": items}]
-    messages: list[dict[str, Any]] = []
+    converted: list[dict[str, Any]] = []
     for i, item in enumerate(items):
         param = f"input.{i}"
         kind = item.get("type", "message")
@@ -108,23 +108,23 @@ def input_messages(items: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
             if role not in ("user", "assistant", "system", "developer"):
                 raise ApiError(400, messages.RESPONSES_ROLE.format(role=role), param=f"{param}.role")
             allowed = ("output_text", "input_text") if role == "assistant" else ("input_text",)
-            messages.append({"role": role, "content": _content(item.get("content"), f"{param}.content", allowed)})
+            converted.append({"role": role, "content": _content(item.get("content"), f"{param}.content", allowed)})
         elif kind == "function_call":
             call = {"id": _required_str(item, "call_id", param), "type": "function",
                     "function": {"name": _required_str(item, "name", param),
                                  "arguments": _required_str(item, "arguments", param)}}
-            last = messages[-1] if messages else None
+            last = converted[-1] if converted else None
             if last is not None and last["role"] == "assistant":
                 last.setdefault("tool_calls", []).append(call)
             else:
-                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+                converted.append({"role": "assistant", "content": None, "tool_calls": [call]})
         elif kind == "function_call_output":
-            messages.append({"role": "tool", "tool_call_id": _required_str(item, "call_id", param),
+            converted.append({"role": "tool", "tool_call_id": _required_str(item, "call_id", param),
                              "content": _content(item.get("output"), f"{param}.output", ("input_text",))})
         else:
             raise ApiError(400, messages.RESPONSES_ITEM_TYPE.format(kind=kind), param=f"{param}.type",
                            code="unsupported_value")
-    return messages
+    return converted
 
 
 def chat_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -109,6 +109,8 @@ class _StreamRenderer:
         self.text: list[str] | None = None  # the open message's text so far
         self.arguments: list[str] | None = None  # the open function call's arguments so far
         self.final: dict[str, Any] | None = None
+        # Blank text before any item: held back, as the plain answer drops it before tool calls.
+        self.pending = ""
 
     def event(self, kind: str, **fields: Any) -> bytes:
         data = {"type": kind, "sequence_number": self.sequence, **fields}
@@ -129,9 +131,14 @@ class _StreamRenderer:
         return {"item_id": self.output[-1]["id"], "output_index": len(self.output) - 1}
 
     def text_delta(self, text: str) -> list[bytes]:
-        events = self.close_call("completed")
-        if self.text is None:
-            events += self.open_message()
+        if self.text is None and self.arguments is None and not (self.pending + text).strip():
+            self.pending += text
+            return []
+        text, self.pending = self.pending + text, ""
+        return self.close_call("completed") + self._append(text)
+
+    def _append(self, text: str) -> list[bytes]:
+        events = self.open_message() if self.text is None else []
         self.text.append(text)
         events.append(self.event("response.output_text.delta", **self._position(), content_index=0, delta=text,
                                  logprobs=[]))
@@ -157,6 +164,7 @@ class _StreamRenderer:
                            item=self.output[-1])]
 
     def call_start(self, call_id: str, name: str) -> list[bytes]:
+        self.pending = ""
         events = self.close_text("completed") + self.close_call("completed")
         self.arguments = []
         self.output.append(rt.function_call_item(rt.new_id("fc"), call_id, name, "", "in_progress"))
@@ -184,6 +192,8 @@ class _StreamRenderer:
     def finish(self, end: ChoiceEnd, run: ChatRun) -> list[bytes]:
         status, incomplete = rt.status_of(end.finish_reason)
         events = []
+        if self.pending:
+            events += self._append(self.pending)
         if not self.output:
             # Nothing generated: still one (empty) message, as the plain answer has.
             events += self.open_message()
