@@ -17,7 +17,7 @@ from llmpack.runtime import messages as runtime_messages
 from llmpack.runtime.chat.render import Console
 from llmpack.runtime.chat.session import DoesNotFit
 from llmpack.runtime.errors import EdgeFormatter, UserError, user_line
-from support.commands import REPO, build_bundle, error_line, llmpack, one_error_line, run, warning_line
+from support.commands import REPO, error_line, llmpack, one_error_line, run, warning_line
 
 PACKAGES = {"runtime": runtime_messages, "bundler": bundler_messages}
 # The one module per package that holds the prefix the printers add.
@@ -98,7 +98,7 @@ def runtime(*args: str, env: dict[str, str] | None = None):
     return run([sys.executable, "-m", "llmpack.runtime", *args], env={"LLMPACK_DEBUG": "", **(env or {})}, timeout=60)
 
 
-def test_a_bad_flag_is_one_line_and_llmpack_debug_adds_the_traceback(tmp_path: Path) -> None:
+def test_a_bad_flag_is_one_line_and_llmpack_debug_adds_the_traceback() -> None:
     expected = error_line(runtime_messages.UNKNOWN_FLAG.format(arg="--bogus"))
     plain = runtime("--bogus")
     assert one_error_line(plain) == expected and plain.returncode == 2
