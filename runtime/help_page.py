@@ -39,14 +39,16 @@ CHAT_COMMANDS: tuple[tuple[str, str, str], ...] = (
 # (method, path, what): every route the server answers (runtime/server/routes_*.py).
 HTTP_ROUTES: tuple[tuple[str, str, str], ...] = (
     ("POST", "/v1/chat/completions", "OpenAI chat completions (stream: server-sent events)"),
+    ("POST", "/chat/completions", "the same as /v1/chat/completions (for clients given a base URL without /v1)"),
     ("POST", "/v1/completions", "OpenAI text completions"),
+    ("POST", "/v1/messages", "Anthropic Messages (stream: Anthropic's events; x-api-key accepted for --api-key)"),
+    ("POST", "/v1/messages/count_tokens", "Anthropic token counting: the prompt's tokens"),
     ("POST", "/v1/responses", "OpenAI Responses API (stream: server-sent events; previous_response_id)"),
     ("GET", "/v1/responses/{response_id}", "a stored response (the last 100 are kept in memory)"),
     ("DELETE", "/v1/responses/{response_id}", "forget a stored response"),
-    ("POST", "/v1/messages", "Anthropic Messages (stream: Anthropic's events; x-api-key accepted for --api-key)"),
-    ("POST", "/v1/messages/count_tokens", "Anthropic token counting: the prompt's tokens"),
     ("GET", "/v1/models", "the model served, with its context size per sequence (meta.n_ctx)"),
     ("GET", "/v1/models/{model_id}", "one model"),
+    ("GET", "/models", "the same as /v1/models"),
     ("POST", "/v1/embeddings", "embeddings (with --embedding)"),
     ("POST", "/embeddings", "llama.cpp's embeddings: one vector per token with --pooling none, else the pooled one"),
     ("POST", "/completion", "llama.cpp's completion (n_predict, n_probs, samplers, ...; stream: data: events)"),

@@ -121,6 +121,8 @@ OLLAMA_NO_TEMPLATE = "template: a request's own prompt template is not supported
 OLLAMA_NO_CONTEXT = "context: the token context of an earlier /api/generate is not supported (this server returns none); use /api/chat for a conversation"
 OLLAMA_BAD_FORMAT = "format {format!r} is not supported: give \"json\" or a JSON schema"
 OLLAMA_EMBEDDINGS_OFF = "embeddings are off: restart the server with --embedding to use /api/embed"
+CORS_ORIGIN_INVALID = "--cors-origins: {origin!r} is not an origin: give scheme://host[:port] (e.g. http://localhost:5173), comma-separated, or *"
+CORS_ANY_ORIGIN = "--cors-origins *: any web site open in a browser here can use this server (add --api-key to keep them out)"
 
 # OpenAI's Responses API (/v1/responses)
 RESPONSES_NOT_FOUND = "no response with id {id!r} is stored on this server (it keeps the last {limit} responses in memory, until it stops)"

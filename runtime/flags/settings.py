@@ -99,6 +99,7 @@ class Settings:
     api_key: str | None = _flag("--api-key", help="require 'Authorization: Bearer KEY' on API routes", metavar="KEY", group="server")
     alias: str | None = _flag("-a", "--alias", help="the model name the server reports (/v1/models, responses' model field) instead of the GGUF's", metavar="NAME", group="server")
     allowed_hosts: str | None = _flag("--allowed-hosts", help="host names the server answers to besides localhost, its IP addresses and --host (a guard against DNS rebinding): comma-separated; *.example.com for subdomains, * for any", metavar="NAME[,NAME...]", group="server")
+    cors_origins: str | None = _flag("--cors-origins", help="web pages from these origins may call the API from a browser (CORS; off by default): comma-separated scheme://host[:port], or * for any", metavar="ORIGIN[,ORIGIN...]", group="server")
 
     # Logging
     log_disable: bool = _flag("--log-disable", help="no logs or progress on stderr", default=False, group="logging")

@@ -25,7 +25,9 @@ from .schema_strings import FORMAT_DEPENDS, FORMAT_RULES, FORMATS, PatternUnsupp
 
 PRIMITIVES = {
     "ws": '| " " | "\\n" [ \\t]{0,20}',
-    "char": '[^"\\\\\\x7F\\x00-\\x1F] | "\\\\" (["\\\\/bfnrt] | "u" [0-9a-fA-F]{4})',
+    # Code points, not bytes: llama.cpp's grammar decodes UTF-8 leniently, so a class that only excludes
+    # would also pass UTF-16 surrogates and values past U+10FFFF, which are not text (invalid UTF-8).
+    "char": '[ !#-[\\]-~\\x80-\\uD7FF\\uE000-\\U0010FFFF] | "\\\\" (["\\\\/bfnrt] | "u" [0-9a-fA-F]{4})',
     "string": '"\\"" char* "\\""',
     "integer": '"-"? ("0" | [1-9] [0-9]{0,15})',
     "number": '"-"? ("0" | [1-9] [0-9]{0,15}) ("." [0-9]{1,16})? ([eE] [-+]? [0-9]{1,3})?',

@@ -89,15 +89,11 @@ def char_set(ranges: list[tuple[int, int]], negated: bool) -> str:
     specials = [_ESCAPED_IN_JSON[c] for c in sorted(_ESCAPED_IN_JSON) if _contains(admitted, c)]
     # Characters JSON writes as themselves: not control characters, quote, backslash, DEL, surrogates.
     plain = [(0x00, 0x1F), (0x22, 0x22), (0x5C, 0x5C), (0x7F, 0x7F), (0xD800, 0xDFFF)]
-    if negated:
-        excluded = _merge(ranges + plain)
-        body = "".join(_class_char(a) if a == b else f"{_class_char(a)}-{_class_char(b)}" for a, b in excluded)
-        options = [f"[^{body}]"]
-    else:
-        safe = _complement(_complement(admitted) + plain)
-        safe = [(a, b) for a, b in safe if _contains(admitted, a)]
-        options = ["[" + "".join(_class_char(a) if a == b else f"{_class_char(a)}-{_class_char(b)}"
-                                 for a, b in safe) + "]"] if safe else []
+    # Written as the code points admitted, never as a negated class: llama.cpp's grammar decodes UTF-8
+    # leniently, and a negated class would pass surrogates and values past U+10FFFF.
+    safe = _complement(_complement(admitted) + plain)
+    options = ["[" + "".join(_class_char(a) if a == b else f"{_class_char(a)}-{_class_char(b)}"
+                             for a, b in safe) + "]"] if safe else []
     options += specials
     if not options:
         raise PatternUnsupported("a character class admits no character a JSON string can hold")

@@ -18,6 +18,7 @@ from . import routes_misc, routes_openai, routes_responses
 from . import routes_ollama
 from . import routes_anthropic
 from . import routes_llamacpp
+from .cors import add_cors
 from .errors import error_body, install_error_handlers, shaped_for_path
 from .host_check import HostPolicy, split_host
 from .response_store import ResponseStore
@@ -56,6 +57,9 @@ def create_app(settings: Settings, holder: EngineHolder, base_sampling: Sampling
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     if settings.api_key:
         app.add_middleware(ApiKey, key=settings.api_key)
+    # Inside the host check (a rebinding page gets no CORS answer), outside the key: a preflight carries
+    # no key, and a 401 must reach the page's script readable.
+    add_cors(app, settings.cors_origins)
     app.add_middleware(HostCheck, policy=HostPolicy.from_settings(settings))  # before the key is looked at
     app.add_middleware(CountRequests)  # outermost: refused requests count too
     return app
@@ -136,7 +140,8 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-ROUTE_LABELS = {"/v1/chat/completions": "chat", "/v1/completions": "completions", "/v1/embeddings": "embeddings",
+ROUTE_LABELS = {"/v1/chat/completions": "chat", "/chat/completions": "chat", "/models": "models",
+                "/v1/completions": "completions", "/v1/embeddings": "embeddings",
                 "/embeddings": "embeddings", "/v1/models": "models", "/tokenize": "tokenize",
                 "/completion": "llama_completion", "/completions": "llama_completion", "/infill": "llama_infill",
                 "/apply-template": "llama_apply_template", "/props": "llama_props", "/slots": "llama_slots",

@@ -42,6 +42,7 @@ async def metrics(request: Request):
 
 
 @router.get("/v1/models")
+@router.get("/models")  # as llama-server: clients given a base URL without /v1 work too
 async def models(request: Request):
     engine, holder = ready_engine(request)
     return {"object": "list", "data": [{

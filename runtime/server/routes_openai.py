@@ -30,6 +30,7 @@ from .chat_core import (
     ready_engine,
 )
 from .errors import error_payload
+from .fingerprint import system_fingerprint
 from .generation import Generation, run_to_completion
 from .schemas import ChatCompletionRequest, CompletionRequest
 
@@ -40,6 +41,7 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 @router.post("/v1/chat/completions")
+@router.post("/chat/completions")  # as llama-server: clients given a base URL without /v1 work too
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     run = await prepare_chat(request, body)
     if not body.stream:
@@ -60,13 +62,13 @@ def chat_completion(model: str, result: ChatResult, want_logprobs: bool) -> dict
                         "logprobs": {"content": list(choice.logprobs or ()), "refusal": None}
                         if want_logprobs else None})
     return {"id": tr.new_id("chatcmpl"), "object": "chat.completion", "created": tr.now(), "model": model,
-            "system_fingerprint": None, "choices": choices,
-            "usage": tr.usage(result.prompt_tokens, result.completion_tokens)}
+            "system_fingerprint": system_fingerprint(), "choices": choices,
+            "usage": tr.usage(result.prompt_tokens, result.completion_tokens, result.cached_tokens)}
 
 
 async def _chat_stream(run: ChatRun, include_usage: bool) -> AsyncIterator[bytes]:
     base = {"id": tr.new_id("chatcmpl"), "object": "chat.completion.chunk", "created": tr.now(), "model": run.model,
-            "system_fingerprint": None}
+            "system_fingerprint": system_fingerprint()}
     if include_usage:
         base["usage"] = None
 
@@ -96,7 +98,8 @@ async def _chat_stream(run: ChatRun, include_usage: bool) -> AsyncIterator[bytes
         yield tr.sse(payload)
     else:
         if include_usage:
-            yield tr.sse({**base, "choices": [], "usage": tr.usage(run.prompt_tokens, completion_tokens)})
+            yield tr.sse({**base, "choices": [], "usage": tr.usage(run.prompt_tokens, completion_tokens,
+                                                                   run.cached_tokens)})
     yield tr.SSE_DONE
 
 
@@ -128,6 +131,7 @@ async def completions(body: CompletionRequest, request: Request):
         log_prompt(state.settings, engine, tokens)
         if body.grammar is not None:
             engine.check_grammar(body.grammar)
+        tr.check_logit_bias(engine, body)
         return tokens, tr.completion_generation_request(state.settings, state.base_sampling, body, tokens)
 
     tokens, generation_request = await run_in_threadpool(prepare)
@@ -148,7 +152,7 @@ async def completions(body: CompletionRequest, request: Request):
 async def _completion_stream(engine: ServingEngine, model: str, prompt_text: str, generation: Generation,
                              include_usage: bool, want_logprobs: bool) -> AsyncIterator[bytes]:
     base = {"id": tr.new_id("cmpl"), "object": "text_completion", "created": tr.now(), "model": model,
-            "system_fingerprint": None}
+            "system_fingerprint": system_fingerprint()}
     if include_usage:
         base["usage"] = None
     offset = len(prompt_text)
@@ -159,8 +163,12 @@ async def _completion_stream(engine: ServingEngine, model: str, prompt_text: str
     if prompt_text:
         yield chunk(prompt_text)
 
+    cached = 0
+
     def piece_chunk(piece: Piece) -> bytes | None:
-        nonlocal offset
+        nonlocal offset, cached
+        if piece.timings is not None:
+            cached = piece.timings.cached_tokens
         if not (piece.text or piece.logprobs):
             return None
         logprobs = None
@@ -173,5 +181,6 @@ async def _completion_stream(engine: ServingEngine, model: str, prompt_text: str
         yield data
     if include_usage and generation.finished_ok:
         yield tr.sse({**base, "choices": [],
-                      "usage": tr.usage(len(generation.request.prompt_tokens), generation.completion_tokens)})
+                      "usage": tr.usage(len(generation.request.prompt_tokens), generation.completion_tokens,
+                                        cached)})
     yield tr.SSE_DONE

@@ -1,0 +1,53 @@
+"""Opt-in CORS (`--cors-origins`): which web sites' pages may read this server's answers.
+
+Off by default: a page on any other site must not be able to use the model on the user's machine
+(see app.py's JsonOnly: without CORS, a cross-site page cannot even send a JSON body). With
+`--cors-origins https://app.example,http://localhost:5173` those origins get Starlette's
+CORSMiddleware: preflight OPTIONS answered (no API key needed: browsers never send one there) and
+`Access-Control-Allow-*` on the answers; `*` allows every origin, with a warning at start.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+
+from .. import messages
+from ..errors import UsageError
+
+log = logging.getLogger(__name__)
+
+# scheme://host[:port], as a browser sends it in Origin (no path, no trailing slash).
+_ORIGIN = re.compile(r"^[a-z][a-z0-9+.-]*://[^/\s?#]+$", re.IGNORECASE)
+METHODS = ["GET", "POST", "DELETE", "OPTIONS"]
+
+
+class CorsOriginInvalid(UsageError):
+    pass
+
+
+def parse_origins(value: str | None) -> list[str]:
+    """The origins of --cors-origins; [] when CORS is off. Raises CorsOriginInvalid (exit 2)."""
+    if value is None:
+        return []
+    origins = [o.strip() for o in value.split(",") if o.strip()]
+    if not origins:
+        raise CorsOriginInvalid(messages.CORS_ORIGIN_INVALID.format(origin=value))
+    for origin in origins:
+        if origin != "*" and not _ORIGIN.match(origin):
+            raise CorsOriginInvalid(messages.CORS_ORIGIN_INVALID.format(origin=origin))
+    return ["*"] if "*" in origins else [o.rstrip("/").lower() for o in origins]
+
+
+def add_cors(app: FastAPI, value: str | None) -> None:
+    origins = parse_origins(value)
+    if not origins:
+        return
+    if origins == ["*"]:
+        log.warning("%s", messages.CORS_ANY_ORIGIN)
+    # Headers: whatever the page asks for in its preflight (Authorization, x-api-key, the SDKs' own).
+    app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=METHODS, allow_headers=["*"],
+                       allow_credentials=False, max_age=600)
