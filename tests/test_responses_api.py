@@ -4,19 +4,27 @@ called with the official `openai` client (strict response validation) and the Op
 from __future__ import annotations
 
 import json
+import threading
 from typing import Literal
 
 import httpx
 import openai
 import pytest
+from fastapi.testclient import TestClient
+from llmpack.runtime import messages
+from llmpack.runtime.flags.settings import Settings
+from llmpack.runtime.server.app import cancel_generations
 from llmpack.runtime.server.response_store import (
     MAX_STORED_RESPONSES,
     ResponseStore,
     StoredResponse,
 )
+from llmpack.runtime.server.state import EngineHolder
+from support.apps import app_for
 from support.commands import build_bundle
 from support.server_fixtures import ServerProcess, running_server
 from support.tiny_model import write_tiny_gguf
+from test_server_shutdown_stream import EndlessEngine, _wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -268,3 +276,38 @@ def test_openai_agents_sdk_runs_a_tool_agent(server: ServerProcess) -> None:
     assert len(calls) == 1 and calls[0] in ("Rome", "Oslo")
     assert [item.type for item in result.new_items] == ["tool_call_item", "tool_call_output_item"]
     assert result.final_output == f"sunny in {calls[0]}"
+
+
+def test_a_stream_cut_by_shutdown_ends_with_response_failed() -> None:
+    """In-process (an engine that never ends): the stream's status line has gone out, so the cut is a
+    `response.failed` event saying why, never a `response.completed`; a plain request gets a 503."""
+
+    settings = Settings()
+    app = app_for(settings, EngineHolder.loaded(settings, EndlessEngine()))
+    client = TestClient(app, base_url="http://localhost")
+    with client.stream("POST", "/v1/responses", json={"input": "hi", "stream": True}) as response:
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        head = [next(lines) for _ in range(12)]
+        cancel_generations(app)
+        events = [json.loads(line.removeprefix("data: ")) for line in [*head, *lines] if line.startswith("data: ")]
+    kinds = [e["type"] for e in events]
+    assert kinds[:4] == ["response.created", "response.in_progress", "response.output_item.added",
+                         "response.content_part.added"]
+    assert kinds[-1] == "response.failed" and "response.completed" not in kinds
+    assert kinds[-4:-1] == ["response.output_text.done", "response.content_part.done", "response.output_item.done"]
+    failed = events[-1]["response"]
+    assert failed["status"] == "failed" and failed["error"] == {"code": "server_error",
+                                                                 "message": messages.SERVER_SHUTTING_DOWN}
+    assert failed["output"][0]["status"] == "incomplete" and failed["output"][0]["content"][0]["text"]
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    # A failed response is not stored.
+    assert client.get(f"/v1/responses/{failed['id']}").status_code == 404
+
+    answers: list = []
+    thread = threading.Thread(target=lambda: answers.append(client.post("/v1/responses", json={"input": "x"})))
+    thread.start()
+    _wait_until(lambda: app.state.active_generations)
+    cancel_generations(app)
+    thread.join(10)
+    assert answers[0].status_code == 503 and answers[0].json()["error"]["code"] == "server_shutting_down"
