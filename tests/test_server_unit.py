@@ -160,6 +160,7 @@ def test_sampling_fields_reach_the_engine() -> None:
     assert request.stop == ("XY", "<|im_end|>")  # the template's end-of-turn marker is added
     assert answer["choices"][0]["message"]["content"] == "hello"
     assert answer["choices"][0]["finish_reason"] == "length"
+    assert isinstance(answer["usage"].pop("prompt_tokens_details")["cached_tokens"], int)
     assert answer["usage"] == {"prompt_tokens": len(request.prompt_tokens), "completion_tokens": 5,
                                "total_tokens": len(request.prompt_tokens) + 5}
     # Defaults are the server's flags (llamafile's 0.8 for the server) when a field is absent.
