@@ -83,6 +83,7 @@ class MessagesRequest(CountTokensRequest):
     temperature: float | None = Field(default=None, ge=0, le=1)
     top_p: float | None = Field(default=None, ge=0, le=1)
     top_k: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    seed: int | None = None  # llama.cpp's extension, as on its other routes: a reproducible answer
 
 
 def _refuse(message: str, param: str, **values: Any) -> ApiError:
@@ -207,7 +208,7 @@ def chat_fields(body: CountTokensRequest) -> dict[str, Any]:
     if isinstance(body, MessagesRequest):
         fields["max_tokens"] = body.max_tokens
         fields["stream"] = body.stream
-        for name in ("temperature", "top_p", "top_k"):
+        for name in ("temperature", "top_p", "top_k", "seed"):
             if getattr(body, name) is not None:
                 fields[name] = getattr(body, name)
         if body.stop_sequences:
