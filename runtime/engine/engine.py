@@ -122,6 +122,13 @@ class Engine:
         params.n_batch = config.n_batch
         params.n_ubatch = min(config.n_batch, config.n_ubatch)
         params.n_seq_max = config.n_seq_max + (1 if config.embeddings else 0)
+        arch = self.metadata.get("general.architecture", "")
+        model_pooling = self.metadata.get(f"{arch}.pooling_type")
+        if config.embeddings and (config.pooling or model_pooling) in ("mean", str(POOLING_TYPES["mean"])):
+            # llama.cpp sizes mean pooling's worst case as n_ubatch split evenly among the sequences, and
+            # aborts the process (GGML_ASSERT) when n_ubatch is not a multiple of their number.
+            params.n_ubatch = max(params.n_seq_max, params.n_ubatch - params.n_ubatch % params.n_seq_max)
+        self.n_ubatch = params.n_ubatch
         # A cache per sequence (-c split among them, as llama-server does): a request then attends over
         # exactly the cells it would alone, so greedy output is the same alone or batched. (One unified
         # cache changes the order of the attention sums with the other requests' cells.)
@@ -387,9 +394,9 @@ class Engine:
         n_embd = self.n_embd
         pooling = self.pooling
         step = self.config.n_batch
-        if pooling != "none" and len(tokens) > min(self.config.n_batch, self.config.n_ubatch):
+        if pooling != "none" and len(tokens) > self.n_ubatch:
             # A pooled (encoder) model must see the whole input in one micro-batch.
-            raise ContextOverflow(len(tokens), min(self.config.n_batch, self.config.n_ubatch))
+            raise ContextOverflow(len(tokens), self.n_ubatch)
         rows: list[list[float]] = []
         for offset in range(0, len(tokens), step):
             chunk = tokens[offset:offset + step]

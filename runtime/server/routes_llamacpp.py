@@ -62,7 +62,9 @@ async def _complete(request: Request, engine: ServingEngine, body: lt.Completion
         return tokens, generation_request
 
     tokens, generation_request = await run_in_threadpool(prepare)
-    prompt_text = body.prompt if isinstance(body.prompt, str) else engine.detokenize(tokens)
+    # The prompt as the model read it: a built prompt (token ids, /infill's) shows its special tokens.
+    prompt_text = body.prompt if isinstance(body.prompt, str) and not isinstance(body, lt.InfillBody) else (
+        engine.detokenize(tokens, special=True))
     generation = Generation(engine, generation_request, state.metrics, state.active_generations)
     model = state.holder.model_name
     if not body.stream:
@@ -82,7 +84,7 @@ async def _stream(engine: ServingEngine, model: str, generation: Generation, pro
             pieces.append(piece)
             text.append(piece.text)
             n_predicted += len(piece.token_ids)
-            if piece.text or piece.logprobs:
+            if piece.text or piece.token_ids or piece.logprobs:  # an event per token, as llama-server's
                 yield _sse(lt.partial_result(engine, request, piece, n_predicted))
             if piece.finish_reason:
                 yield _sse(lt.final_result(engine, model, request, prompt_text, pieces, "".join(text), True,

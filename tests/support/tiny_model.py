@@ -25,7 +25,11 @@ WORDS = ["the", "and", "of", "to", "a", "in", "is", "that", "for", "it", "four",
          "years", "ago", "hello", "world", "model", "user", "cat", "dog", "yes", "no"]
 
 
-def _vocabulary() -> tuple[list[str], list[float], list[int]]:
+# Fill-in-the-middle tokens of the `fim=True` variant, appended after the usual vocabulary (whose ids stay).
+FIM_TOKENS = ("<fim_prefix>", "<fim_suffix>", "<fim_middle>")
+
+
+def _vocabulary(fim: bool = False) -> tuple[list[str], list[float], list[int]]:
     tokens = ["<unk>", "<s>", "</s>", "<start_of_turn>", "<end_of_turn>"]
     types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL,
              gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
@@ -35,15 +39,20 @@ def _vocabulary() -> tuple[list[str], list[float], list[int]]:
     tokens += pieces
     types += [gguf.TokenType.NORMAL] * len(pieces)
     scores = [0.0] * 261 + [-float(i) for i in range(len(pieces))]
+    if fim:
+        tokens += FIM_TOKENS
+        types += [gguf.TokenType.CONTROL] * len(FIM_TOKENS)
+        scores += [0.0] * len(FIM_TOKENS)
     return tokens, scores, [int(t) for t in types]
 
 
 def write_tiny_gguf(path: Path, *, n_embd: int = 64, n_layer: int = 2, n_head: int = 4, n_ff: int = 128,
                     n_ctx: int = 512, seed: int = 0, chat_template: str | None = GEMMA_TEMPLATE,
-                    name: str = "tiny-test-model", split_max_tensors: int = 0) -> Path:
+                    name: str = "tiny-test-model", split_max_tensors: int = 0, fim: bool = False) -> Path:
     """With `split_max_tensors`, a split GGUF as llama.cpp's gguf-split writes it (`tiny-00001-of-00003.gguf`,
-    ...; the same model as without): the path of its first part is returned."""
-    tokens, scores, types = _vocabulary()
+    ...; the same model as without): the path of its first part is returned. `fim`: with fill-in-the-middle
+    tokens (FIM_TOKENS, declared as the model's FIM prefix, suffix and middle)."""
+    tokens, scores, types = _vocabulary(fim)
     n_vocab = len(tokens)
     rng = np.random.default_rng(seed)
     writer = gguf.GGUFWriter(str(path), "llama", split_max_tensors=split_max_tensors)
@@ -65,6 +74,10 @@ def write_tiny_gguf(path: Path, *, n_embd: int = 64, n_layer: int = 2, n_head: i
     writer.add_bos_token_id(1)
     writer.add_eos_token_id(2)
     writer.add_add_bos_token(True)
+    if fim:
+        for key, token in zip((gguf.Keys.Tokenizer.FIM_PRE_ID, gguf.Keys.Tokenizer.FIM_SUF_ID,
+                               gguf.Keys.Tokenizer.FIM_MID_ID), FIM_TOKENS):
+            writer.add_uint32(key, tokens.index(token))
     if chat_template:
         writer.add_chat_template(chat_template)
 

@@ -1,0 +1,247 @@
+"""llama.cpp's native HTTP API on the real executable, called with plain HTTP as llama-server's clients do
+(its web UI, llama.vim, llama.vscode): /completion plain and streamed, token-id and mixed prompts,
+n_probs, samplers, grammar and json_schema, /infill with FIM tokens and without, /apply-template,
+/props, /slots, /embeddings per token and pooled, /rerank refused, errors in llama-server's shape."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import httpx
+import pytest
+from llmpack.runtime import messages
+from support.commands import build_bundle, one_error_line, run
+from support.server_fixtures import ServerProcess, running_server
+from support.tiny_model import FIM_TOKENS, GEMMA_TEMPLATE, write_tiny_gguf
+
+
+@pytest.fixture(scope="module")
+def fim_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("fim")
+    return build_bundle(write_tiny_gguf(folder / "fim.gguf", fim=True), folder / "fim.llmpack")
+
+
+@pytest.fixture(scope="module")
+def server(fim_bundle: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The FIM model with per-token embeddings (its pooling is none) and two sequences; -b 256 leaves
+    /infill room for extra context (llama-server keeps n_ctx - n_batch - 2 * n_predict tokens for it)."""
+    log = tmp_path_factory.mktemp("logs") / "fim-server.log"
+    with running_server(fim_bundle, "--embedding", "-np", "2", "-c", "1024", "-b", "256", log_path=log) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def plain_server(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The tiny model without FIM tokens, embeddings mean-pooled (with 4 sequences and the embeddings' own,
+    5: mean pooling's n_ubatch must then be a multiple of 5, or llama.cpp aborts)."""
+    log = tmp_path_factory.mktemp("logs") / "plain-server.log"
+    with running_server(tiny_bundle, "--embedding", "--pooling", "mean", log_path=log) as process:
+        yield process
+
+
+def post(server: ServerProcess, path: str, body: dict, status: int = 200) -> dict | list:
+    response = httpx.post(server.url + path, json=body, timeout=60)
+    assert response.status_code == status, response.text
+    return response.json()
+
+
+def llama_error(response: httpx.Response, status: int) -> dict:
+    """llama-server's error shape: {"error": {"code": STATUS, "message", "type"}}."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert list(body) == ["error"]
+    assert body["error"]["code"] == status and isinstance(body["error"]["message"], str)
+    assert body["error"]["type"]
+    return body["error"]
+
+
+def tokenize(server: ServerProcess, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
+    return post(server, "tokenize", {"content": text, "add_special": add_special, "parse_special": parse_special})["tokens"]
+
+
+GREEDY = {"temperature": 0, "n_predict": 12}
+
+
+def test_completion_matches_openai_completions_and_reports_llama_fields(server: ServerProcess) -> None:
+    result = post(server, "completion", {"prompt": "the cat and", **GREEDY, "return_tokens": True})
+    openai_text = post(server, "v1/completions", {"prompt": "the cat and", "max_tokens": 12, "temperature": 0})
+    assert result["content"] == openai_text["choices"][0]["text"]
+    assert result["stop"] is True
+    assert result["tokens_evaluated"] == len(tokenize(server, "the cat and"))
+    assert len(result["tokens"]) == result["tokens_predicted"] == result["timings"]["predicted_n"]
+    assert post(server, "detokenize", {"tokens": result["tokens"]})["content"] == result["content"]
+    assert result["stop_type"] == ("limit" if result["tokens_predicted"] == 12 else "eos")
+    timings = result["timings"]
+    assert timings["prompt_n"] + timings["cache_n"] == result["tokens_evaluated"]
+    assert set(timings) >= {"prompt_ms", "prompt_per_token_ms", "prompt_per_second", "predicted_ms",
+                            "predicted_per_token_ms", "predicted_per_second"}
+    assert result["generation_settings"]["n_predict"] == 12
+    assert "completion_probabilities" not in result  # only with n_probs
+    # /completions is llama-server's alias of /completion (not OpenAI's, which is /v1/completions).
+    assert post(server, "completions", {"prompt": "the cat and", **GREEDY})["content"] == result["content"]
+
+
+def test_streamed_completion_is_data_events_without_done(server: ServerProcess) -> None:
+    whole = post(server, "completion", {"prompt": "hello world", **GREEDY})
+    with httpx.stream("POST", server.url + "completion", json={"prompt": "hello world", **GREEDY, "stream": True},
+                      timeout=60) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in response.iter_lines() if line]
+    assert all(line.startswith("data: ") for line in lines)
+    assert "data: [DONE]" not in lines  # llama-server's streams end with the stop event
+    events = [json.loads(line[len("data: "):]) for line in lines]
+    assert [e["stop"] for e in events] == [False] * (len(events) - 1) + [True]
+    assert "".join(e["content"] for e in events) == whole["content"]
+    assert sum(len(e["tokens"]) for e in events[:-1]) == whole["tokens_predicted"]
+    assert events[-1]["timings"]["predicted_n"] == whole["tokens_predicted"]
+    assert events[-1]["stop_type"] == whole["stop_type"]
+
+
+def test_token_id_and_mixed_prompts_read_as_the_text(server: ServerProcess) -> None:
+    text = post(server, "completion", {"prompt": "the dog is", **GREEDY})
+    ids = tokenize(server, "the dog is")
+    by_ids = post(server, "completion", {"prompt": ids, **GREEDY})
+    assert by_ids["content"] == text["content"] and by_ids["tokens_evaluated"] == len(ids)
+    # Mixed: token ids and text; only a first string gets BOS, so the BOS id comes first here.
+    assert ids[0] == tokenize(server, "")[0]
+    mixed = post(server, "completion", {"prompt": [ids[0], "the dog is"], **GREEDY})
+    assert mixed["content"] == text["content"] and mixed["tokens_evaluated"] == len(ids)
+    assert post(server, "completion", {"prompt": [ids], **GREEDY})["content"] == text["content"]
+
+
+def test_n_probs_gives_completion_probabilities(server: ServerProcess) -> None:
+    result = post(server, "completion", {"prompt": "four score", "temperature": 0, "n_predict": 4, "n_probs": 3})
+    probabilities = result["completion_probabilities"]
+    assert len(probabilities) == result["tokens_predicted"]
+    for entry in probabilities:
+        assert set(entry) >= {"id", "token", "bytes", "logprob", "top_logprobs"}
+        assert entry["logprob"] <= 0
+        top = entry["top_logprobs"]
+        assert len(top) == 3 and [t["logprob"] for t in top] == sorted((t["logprob"] for t in top), reverse=True)
+        assert top[0]["id"] == entry["id"]  # greedy picks the likeliest
+
+
+def test_stop_word_is_reported(server: ServerProcess) -> None:
+    full = post(server, "completion", {"prompt": "years ago", "temperature": 0, "n_predict": 16})["content"]
+    stop = full[4:6]
+    assert len(stop) == 2, full
+    result = post(server, "completion", {"prompt": "years ago", "temperature": 0, "n_predict": 16, "stop": [stop]})
+    assert result["content"] == full[:full.index(stop)]
+    assert (result["stop_type"], result["stopping_word"]) == ("word", stop)
+
+
+def test_samplers_left_out_are_off_and_a_foreign_order_is_refused(server: ServerProcess) -> None:
+    result = post(server, "completion", {"prompt": "a", "n_predict": 2, "seed": 3,
+                                         "samplers": ["top_k", "temperature"]})
+    settings = result["generation_settings"]
+    assert (settings["top_p"], settings["min_p"]) == (1.0, 0.0)
+    assert settings["samplers"] == ["penalties", "top_k", "temperature"]
+    message = llama_error(httpx.post(server.url + "completion", json={"prompt": "a", "samplers": ["temperature", "top_k"]}),
+                          400)["message"]
+    assert "order" in message
+
+
+def test_grammar_and_json_schema_constrain_the_output(server: ServerProcess) -> None:
+    result = post(server, "completion", {"prompt": "yes or no?", "grammar": 'root ::= "yes" | "no"',
+                                         "n_predict": 20, "temperature": 1.0, "seed": 1})
+    assert result["content"] in ("yes", "no") and result["stop_type"] == "eos"
+    schema = {"type": "object", "properties": {"pet": {"enum": ["cat", "dog"]}}, "required": ["pet"]}
+    for seed in (1, 2):
+        result = post(server, "completion", {"prompt": "a pet", "json_schema": schema, "n_predict": 200,
+                                             "temperature": 1.0, "seed": seed})
+        assert json.loads(result["content"])["pet"] in ("cat", "dog")
+
+
+def test_infill_builds_the_fim_prompt(server: ServerProcess) -> None:
+    body = {"input_prefix": "the cat", "input_suffix": "the dog", "temperature": 0, "n_predict": 6}
+    result = post(server, "infill", body)
+    pre, suf, mid = FIM_TOKENS
+    n_prefix = len(tokenize(server, "the cat", add_special=False, parse_special=False))
+    n_suffix = len(tokenize(server, "the dog", add_special=False, parse_special=False))
+    assert result["tokens_evaluated"] == 1 + 1 + n_prefix + 1 + n_suffix + 1  # BOS, FIM pre / suf / mid
+    assert result["prompt"].startswith(f"<s>{pre}") and result["prompt"].endswith(mid)
+    assert result["prompt"].index(pre) < result["prompt"].index(suf)
+    # Extra context goes before the FIM prefix (this vocabulary has no FIM_SEP: llama-server's snippet marker).
+    extra = post(server, "infill", {**body, "input_extra": [{"filename": "a.py", "text": "hello world"}]})
+    assert extra["prompt"].index("--- snippet ---") < extra["prompt"].index("hello world") < extra["prompt"].index(pre)
+
+
+def test_infill_without_fim_tokens_is_a_400(plain_server: ServerProcess) -> None:
+    error = llama_error(httpx.post(plain_server.url + "infill", json={"input_prefix": "a", "input_suffix": "b"}), 400)
+    assert error["message"] == messages.LLAMA_NO_FIM.removeprefix("error: ")
+
+
+def test_apply_template_renders_the_models_template(server: ServerProcess) -> None:
+    result = post(server, "apply-template", {"messages": [{"role": "user", "content": "hi"}]})
+    assert result == {"prompt": "<s><start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model\n"}
+
+
+def test_props_and_slots(server: ServerProcess) -> None:
+    props = httpx.get(server.url + "props", timeout=10).json()
+    n_ctx = httpx.get(server.base_url + "/models", timeout=10).json()["data"][0]["meta"]["n_ctx"]
+    assert props["total_slots"] == 2
+    assert props["n_ctx"] == props["default_generation_settings"]["n_ctx"] == n_ctx
+    assert props["chat_template"] == GEMMA_TEMPLATE
+    assert props["modalities"] == {"vision": False, "audio": False}
+    assert props["build_info"].startswith("llmpack ")
+    assert props["default_generation_settings"]["params"]["temperature"] == 0.8  # the server's default
+    slots = httpx.get(server.url + "slots", timeout=10).json()
+    assert [(s["id"], s["n_ctx"], s["is_processing"]) for s in slots] == [(0, n_ctx, False), (1, n_ctx, False)]
+
+
+def test_embeddings_per_token_without_pooling(server: ServerProcess) -> None:
+    result = post(server, "embeddings", {"content": "hello world"})
+    assert [r["index"] for r in result] == [0]
+    rows = result[0]["embedding"]
+    assert len(rows) == len(tokenize(server, "hello world", parse_special=False))
+    assert all(len(row) == 64 for row in rows)  # the tiny model's n_embd
+    both = post(server, "embeddings", {"content": ["the cat", "the dog"]})
+    assert [r["index"] for r in both] == [0, 1]
+
+
+def test_embeddings_pooled_are_one_normalized_vector(plain_server: ServerProcess) -> None:
+    result = post(plain_server, "embeddings", {"content": "hello world"})
+    assert len(result) == 1 and len(result[0]["embedding"]) == 1
+    vector = result[0]["embedding"][0]
+    assert math.isclose(math.sqrt(sum(x * x for x in vector)), 1.0, rel_tol=1e-4)
+    openai_vector = post(plain_server, "v1/embeddings", {"input": "hello world"})["data"][0]["embedding"]
+    assert all(math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6) for a, b in zip(vector, openai_vector))
+
+
+def test_rerank_without_reranking_is_a_400(server: ServerProcess) -> None:
+    for path in ("rerank", "v1/rerank"):
+        error = llama_error(httpx.post(server.url + path, json={"query": "a", "documents": ["b", "c"]}), 400)
+        assert error["message"] == messages.LLAMA_NO_RERANKING.removeprefix("error: ")
+
+
+def test_reranking_needs_a_reranker_model(fim_bundle: Path) -> None:
+    line = one_error_line(run([str(fim_bundle), "--cli", "-p", "hi", "-n", "1", "--reranking", "--log-disable"]))
+    assert line.endswith(messages.RERANK_NEEDS_RERANKER.removeprefix("error: "))
+
+
+@pytest.mark.parametrize("body, words", [
+    (b"{not json", "not valid JSON"),
+    (b'{"prompt": "a", "n_predict": "many"}', "n_predict"),
+    (b'{"prompt": ["a", "b"]}', "one prompt"),
+    (b'{"prompt": [999999]}', "out of range"),
+    (b'{"prompt": ""}', "empty"),
+    (b'{"prompt": "a", "samplers": ["mirostat_v9"]}', "unknown sampler"),
+    (b'{"prompt": "a", "grammar": "root ::= \\"a\\"", "ignore_eos": true}', "ignore_eos"),
+    (b'{"prompt": "a", "grammar": "root ::= \\"a\\"", "json_schema": {}}', "json_schema"),
+    (b'{"prompt": "a", "grammar": "root ::= nothing"}', "grammar"),
+    (b'{"prompt": "a", "post_sampling_probs": true, "n_probs": 2}', "post_sampling_probs"),
+])
+def test_bad_requests_are_400_in_llama_servers_shape(server: ServerProcess, body: bytes, words: str) -> None:
+    response = httpx.post(server.url + "completion", content=body, headers={"Content-Type": "application/json"},
+                          timeout=30)
+    assert words in llama_error(response, 400)["message"]
+
+
+def test_context_overflow_is_a_400_with_its_sizes(server: ServerProcess) -> None:
+    error = llama_error(httpx.post(server.url + "completion", json={"prompt": "the cat " * 400}, timeout=30), 400)
+    assert error["type"] == "exceed_context_size_error"
+    assert error["n_prompt_tokens"] > error["n_ctx"]
+    assert "Traceback" not in server.log
