@@ -180,7 +180,12 @@ def test_refused_fields_are_400s_naming_them(client: openai.OpenAI, server: Serv
              ({"input": [{"type": "reasoning", "summary": []}]}, "input.0.type", "reasoning"),
              ({"text": {"format": {"type": "grammar"}}}, "text.format.type", "grammar"),
              ({"truncation": "auto"}, "truncation", "truncation"),
-             ({"previous_response_id": None, "input": []}, "input", "input")]
+             ({"previous_response_id": None, "input": []}, "input", "input"),
+             # Refused by the chat core, named as the Responses body names them.
+             ({"tools": [WEATHER_TOOL, WEATHER_TOOL]}, "tools.1.name", "get_weather"),
+             ({"tools": [WEATHER_TOOL], "text": PET_FORMAT}, "text.format", "tools"),
+             ({"tool_choice": {"type": "function", "name": "nonesuch"}, "tools": [WEATHER_TOOL]}, "tool_choice",
+              "nonesuch")]
     for fields, param, named in cases:
         body = {"model": "tiny", "input": "hi", **fields}
         for stream in (False, True):

@@ -205,6 +205,18 @@ def chat_request(body: ResponsesRequest, history: list[dict[str, Any]],
         raise ApiError(400, f"{where}: {first.get('msg', 'invalid value')}", param=where or None) from None
 
 
+def responses_param(param: str | None) -> str | None:
+    """A chat-completions field named in a refusal, as the Responses body calls it (`messages.3` has no
+    counterpart index in `input`, whose instructions and stored turns come first)."""
+    if param is None:
+        return None
+    if param.startswith("tools.") and ".function" in param:
+        return param.replace(".function", "", 1)
+    if param.split(".", 1)[0] == "messages":
+        return "input"
+    return {"response_format": "text.format", "max_tokens": "max_output_tokens"}.get(param, param)
+
+
 # -- response ------------------------------------------------------------------------------------
 
 def new_id(prefix: str) -> str:

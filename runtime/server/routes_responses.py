@@ -56,7 +56,11 @@ async def create_response(body: rt.ResponsesRequest, request: Request):
     if not body.input:
         raise ApiError(400, messages.RESPONSES_INPUT_REQUIRED, param="input")
     new_messages = rt.input_messages(body.input)
-    run = await prepare_chat(request, rt.chat_request(body, history, new_messages))
+    try:
+        run = await prepare_chat(request, rt.chat_request(body, history, new_messages))
+    except ApiError as exc:
+        exc.param = rt.responses_param(exc.param)
+        raise
     response_id = rt.new_id("resp")
     created_at = int(time.time())
     conversation = history + new_messages
