@@ -17,11 +17,13 @@ from llmpack.runtime.server.app import cancel_generations
 from llmpack.runtime.server.state import EngineHolder
 from support.apps import app_for
 from support.server_fixtures import ServerProcess, running_server
+from support.tiny_model import write_tiny_gguf
 from test_server_shutdown_stream import EndlessEngine
 
 pytestmark = pytest.mark.slow
 
 MODEL = "tiny-test-model"
+N_CTX = 4096
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "hello there"}]
 GREEDY = {"temperature": 0, "num_predict": 8}
 # Bounded strings, so that even random weights end the document (see test_server_openai.py).
@@ -32,8 +34,11 @@ PERSON = {"type": "object", "properties": {
 
 @pytest.fixture(scope="module")
 def server(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory):
-    log = tmp_path_factory.mktemp("ollama") / "server.log"
-    with running_server(tiny_bundle, "-c", "512", "--embedding", log_path=log) as running:
+    # A longer trained context than the tiny model's 512: a prompt that lists tools takes ~700 tokens.
+    folder = tmp_path_factory.mktemp("ollama")
+    gguf = write_tiny_gguf(folder / "long.gguf", n_ctx=N_CTX)
+    with running_server(tiny_bundle, "-m", str(gguf), "-c", str(2 * N_CTX), "-np", "2", "--embedding",
+                        log_path=folder / "server.log") as running:
         yield running
 
 
@@ -56,7 +61,7 @@ def test_list_show_ps_version(server: ServerProcess, client: ollama.Client) -> N
     shown = client.show(MODEL)
     assert shown.details.family == "llama"
     assert shown.modelinfo["general.architecture"] == "llama"
-    assert shown.modelinfo["llama.context_length"] == 512  # numbers as numbers, as Ollama's model_info
+    assert shown.modelinfo["llama.context_length"] == N_CTX  # numbers as numbers, as Ollama's model_info
     assert "<start_of_turn>" in shown.template
     assert "temperature" in shown.parameters and shown.modelfile.startswith("# Modelfile")
     assert "embedding" in shown.capabilities
@@ -136,6 +141,52 @@ def test_format_json_and_a_schema(client: ollama.Client) -> None:
     assert loose.message.content.startswith("{")
 
 
+ADD_TOOL = {"type": "function", "function": {
+    "name": "add_two_numbers", "description": "Add two numbers",
+    "parameters": {"type": "object", "required": ["a", "b"], "properties": {
+        "a": {"type": "integer", "minimum": 0, "maximum": 99}, "b": {"type": "integer", "minimum": 0, "maximum": 99}}}}}
+
+
+def add_two_numbers(a: int, b: int) -> int:
+    """Add two numbers.
+
+    Args:
+      a: The first number
+      b: The second number
+    """
+    return a + b
+
+
+def test_a_tool_call_has_its_arguments_as_an_object(client: ollama.Client) -> None:
+    """Ollama has no tool_choice: random weights choose between a call and words, so the first seed
+    that calls is kept, and its call is checked, plain and streamed."""
+    question = [{"role": "user", "content": "what is 2 plus 3?"}]
+    options = {"temperature": 1.0, "num_predict": 300}
+    for seed in range(8):
+        answer = client.chat(model=MODEL, messages=question, tools=[ADD_TOOL], options={**options, "seed": seed})
+        if answer.message.tool_calls:
+            break
+    else:
+        pytest.fail("no seed made a tool call")
+    assert answer.done_reason == "stop" and not answer.message.content
+    for call in answer.message.tool_calls:
+        assert call.function.name == "add_two_numbers"
+        assert all(isinstance(call.function.arguments[key], int) for key in ("a", "b"))
+    streamed = list(client.chat(model=MODEL, messages=question, tools=[ADD_TOOL], stream=True,
+                                options={**options, "seed": seed}))
+    assert [c.function for p in streamed for c in p.message.tool_calls or []] == \
+        [c.function for c in answer.message.tool_calls]
+    assert streamed[-1].done and streamed[-1].done_reason == "stop"
+    # The call and its result go back as Ollama's clients send them (arguments as an object, the result
+    # naming its tool), with the tool given as a Python function this time.
+    call = answer.message.tool_calls[0]
+    history = [*question, {"role": "assistant", "content": "", "tool_calls": [
+        {"function": {"name": call.function.name, "arguments": dict(call.function.arguments)}}]},
+        {"role": "tool", "content": str(add_two_numbers(**call.function.arguments)), "tool_name": "add_two_numbers"}]
+    after = client.chat(model=MODEL, messages=history, tools=[add_two_numbers], options={**options, "num_predict": 8})
+    assert after.done and after.prompt_eval_count > answer.prompt_eval_count
+
+
 def test_embed_and_the_older_embeddings(client: ollama.Client) -> None:
     vectors = client.embed(model=MODEL, input=["hello world", "the cat", "hello world"]).embeddings
     assert [len(v) for v in vectors] == [64, 64, 64]
@@ -161,7 +212,7 @@ def test_errors_in_ollamas_shape(server: ServerProcess, client: ollama.Client) -
     assert _status(lambda: client.chat(model=MODEL, messages=[{"role": "user", "content": "hi",
                                                               "images": ["aGk="]}]))[0] == 400
     assert _status(lambda: client.chat(model=MODEL, messages=MESSAGES, think=True))[0] == 400
-    status, error = _status(lambda: client.chat(model=MODEL, messages=[{"role": "user", "content": "cat " * 600}]))
+    status, error = _status(lambda: client.chat(model=MODEL, messages=[{"role": "user", "content": "cat " * (N_CTX + 100)}]))
     assert status == 400 and "context" in error
     # The raw shape: {"error": "..."} and nothing else, for refusals of the route, of validation, and of
     # the middlewares.
