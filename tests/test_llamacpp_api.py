@@ -174,6 +174,14 @@ def test_infill_without_fim_tokens_is_a_400(plain_server: ServerProcess) -> None
     assert error["message"] == messages.LLAMA_NO_FIM.removeprefix("error: ")
 
 
+def test_tokenize_with_pieces_gives_bytes_for_partial_characters(server: ServerProcess) -> None:
+    pieces = post(server, "tokenize", {"content": "cat \u00e9", "with_pieces": True})["tokens"]
+    assert [p["id"] for p in pieces] == tokenize(server, "cat \u00e9", add_special=False)
+    # This vocabulary spells é with two byte tokens: neither is UTF-8 alone, so each piece is its byte.
+    assert [p["piece"] for p in pieces][-2:] == [[0xC3], [0xA9]]
+    assert all(isinstance(p["piece"], str) for p in pieces[:-2])
+
+
 def test_apply_template_renders_the_models_template(server: ServerProcess) -> None:
     result = post(server, "apply-template", {"messages": [{"role": "user", "content": "hi"}]})
     assert result == {"prompt": "<s><start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model\n"}

@@ -108,8 +108,17 @@ async def tokenize(body: TokenizeRequest, request: Request):
     engine, _ = ready_engine(request)
     tokens = await run_in_threadpool(engine.tokenize, body.content, body.add_special, body.parse_special)
     if body.with_pieces:
-        return {"tokens": [{"id": t, "piece": engine.token_text(t)} for t in tokens]}
+        return {"tokens": [{"id": t, "piece": _piece(engine.token_bytes(t, special=True))} for t in tokens]}
     return {"tokens": tokens}
+
+
+def _piece(raw: bytes) -> str | list[int]:
+    """llama-server's with_pieces: the text of a token, or its bytes when they are not UTF-8 alone (a
+    byte-fallback token holding part of a character)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return list(raw)
 
 
 @router.post("/detokenize")
