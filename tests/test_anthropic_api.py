@@ -132,6 +132,19 @@ def test_stop_sequences(client: anthropic.Anthropic) -> None:
     assert stopped.stop_reason == "stop_sequence" and stopped.stop_sequence == stop
 
 
+def test_an_assistant_message_last_is_a_prefill(client: anthropic.Anthropic, server: ServerProcess) -> None:
+    """Anthropic's prefill: the answer continues the assistant's text. The same tokens as a raw
+    completion of the turn left open (the tiny model's template is Gemma 2's, rendered here by hand)."""
+    prefill = [*USER, {"role": "assistant", "content": [{"type": "text", "text": "the cat"}]}]
+    answer = client.messages.create(model="tiny", max_tokens=6, messages=prefill, extra_body=GREEDY)
+    open_turn = "<start_of_turn>user\nhello there<end_of_turn>\n<start_of_turn>model\nthe cat"
+    raw = httpx.post(server.base_url + "/completions", timeout=60,
+                     json={"prompt": open_turn, "max_tokens": 6, "temperature": 0}).json()
+    text = answer.content[0].text
+    assert text and raw["choices"][0]["text"].startswith(text)
+    assert answer.usage.input_tokens + answer.usage.cache_read_input_tokens == raw["usage"]["prompt_tokens"]
+
+
 # -- errors ------------------------------------------------------------------------------------------
 
 def test_bad_requests_are_anthropic_errors(client: anthropic.Anthropic, server: ServerProcess) -> None:

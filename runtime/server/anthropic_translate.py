@@ -4,7 +4,8 @@ to a chat-completions one), and a ChatResult or the core's events become Anthrop
 server-sent events.
 
 What the model cannot honour is refused with a 400 naming it, never dropped: image and document
-blocks, extended thinking, Anthropic's server tools, a final assistant message (a prefill).
+blocks, extended thinking, Anthropic's server tools. A final assistant message is a prefill: the answer
+continues it.
 """
 
 from __future__ import annotations
@@ -194,8 +195,6 @@ def chat_fields(body: CountTokensRequest) -> dict[str, Any]:
     """The chat-completions body (as a dict) that says what `body` says."""
     if body.thinking is not None and body.thinking.type != "disabled":
         raise _refuse(messages.ANTHROPIC_THINKING, "thinking")
-    if body.messages[-1].role == "assistant":
-        raise _refuse(messages.ANTHROPIC_PREFILL, f"messages.{len(body.messages) - 1}")
     chat: list[dict[str, Any]] = []
     if body.system is not None:
         chat.append({"role": "system", "content": _texts(body.system, "system")})
@@ -205,6 +204,9 @@ def chat_fields(body: CountTokensRequest) -> dict[str, Any]:
         else:
             chat.append(_assistant_message(message.content, f"messages.{i}.content"))
     fields: dict[str, Any] = {"messages": chat, **_tools(body)}
+    if body.messages[-1].role == "assistant":
+        # Anthropic's prefill: the answer continues the assistant's text, its turn left open.
+        fields["continue_final_message"] = True
     if isinstance(body, MessagesRequest):
         fields["max_tokens"] = body.max_tokens
         fields["stream"] = body.stream
