@@ -62,7 +62,7 @@ def mistral_grammar(tools: tuple[Tool, ...], parallel: bool) -> str:
 def llama3_grammar(tools: tuple[Tool, ...]) -> str:
     # Llama 3.1's template renders one call per assistant turn: no parallel calls.
     call, rules = _grammar(call_schema(tools, "parameters"))
-    return f"root ::= (\"<|python_tag|>\" {SP})? {call}\n" + rules
+    return f"root ::= {SP} (\"<|python_tag|>\" {SP})? {call}\n" + rules
 
 
 def generic_schema(tools: tuple[Tool, ...], parallel: bool, forced: bool,
