@@ -14,7 +14,7 @@ import pytest
 from llmpack.runtime import messages
 from support.commands import build_bundle, one_error_line, run
 from support.server_fixtures import ServerProcess, running_server
-from support.tiny_model import FIM_TOKENS, GEMMA_TEMPLATE, write_tiny_gguf
+from support.tiny_model import FIM_TOKENS, GEMMA_TEMPLATE, write_tiny_gguf, write_tiny_reranker
 
 
 @pytest.fixture(scope="module")
@@ -223,6 +223,26 @@ def test_rerank_without_reranking_is_a_400(server: ServerProcess) -> None:
     for path in ("rerank", "v1/rerank"):
         error = llama_error(httpx.post(server.url + path, json={"query": "a", "documents": ["b", "c"]}), 400)
         assert error["message"] == messages.LLAMA_NO_RERANKING.removeprefix("error: ")
+
+
+def test_rerank_on_a_reranker_model(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A tiny BERT cross-encoder with a classification head (rank pooling): /rerank scores each
+    (query, document) pair on its own and sorts them, llama-server's shape."""
+    folder = tmp_path_factory.mktemp("reranker")
+    bundle = build_bundle(write_tiny_reranker(folder / "reranker.gguf"), folder / "reranker.llmpack")
+    documents = ["paris", "the cat sat on the mat", "hello world"]
+    with running_server(bundle, "--reranking", log_path=folder / "server.log") as reranker:
+        result = post(reranker, "rerank", {"query": "capital of france", "documents": documents})
+        alone = [post(reranker, "v1/rerank", {"query": "capital of france", "documents": [d]}) for d in documents]
+        top = post(reranker, "reranking", {"query": "capital of france", "documents": documents, "top_n": 2})
+    scores = [r["relevance_score"] for r in result["results"]]
+    assert sorted(r["index"] for r in result["results"]) == [0, 1, 2]
+    assert scores == sorted(scores, reverse=True) and len(set(scores)) == 3
+    assert {r["index"]: r["relevance_score"] for r in result["results"]} == pytest.approx(
+        {i: a["results"][0]["relevance_score"] for i, a in enumerate(alone)})
+    assert top["results"] == result["results"][:2]
+    assert result["usage"]["prompt_tokens"] == sum(a["usage"]["prompt_tokens"] for a in alone) > 0
+    assert result["object"] == "list" and result["model"] == "tiny-reranker"
 
 
 def test_reranking_needs_a_reranker_model(fim_bundle: Path) -> None:

@@ -18,7 +18,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..engine.interface import ServingEngine
-from ..engine.types import GenerationRequest, Piece, SamplingParams, Timings, TokenLogprob
+from ..engine.types import (
+    GenerationRequest,
+    Piece,
+    SamplingParams,
+    Timings,
+    TokenLogprob,
+)
 from ..flags.settings import Settings
 from ..grammar.check import GrammarRefused, check_grammar
 from ..grammar.json_schema import SchemaUnsupported, json_schema_grammar

@@ -102,6 +102,73 @@ def write_tiny_gguf(path: Path, *, n_embd: int = 64, n_layer: int = 2, n_head: i
     return writer.format_shard_names(Path(path))[0]
 
 
+RERANKER_WORDS = ["the", "cat", "dog", "sat", "on", "mat", "is", "hello", "world", "paris", "france", "capital"]
+
+
+def write_tiny_reranker(path: Path, *, n_embd: int = 32, n_layer: int = 1, n_head: int = 2, n_ff: int = 64,
+                        n_ctx: int = 128, seed: int = 0) -> Path:
+    """A tiny random-weight BERT cross-encoder with a classification head and rank pooling, as
+    convert_hf_to_gguf writes bge-reranker: llama.cpp loads it and scores (query, document) pairs."""
+    # A WordPiece vocabulary as convert_hf_to_gguf writes it: word starts marked with U+2581, "##" dropped.
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + ["\u2581" + c for c in letters] + letters
+    tokens += ["\u2581" + w for w in RERANKER_WORDS if len(w) > 1]
+    types = [gguf.TokenType.CONTROL] * 5 + [gguf.TokenType.NORMAL] * (len(tokens) - 5)
+    rng = np.random.default_rng(seed)
+    writer = gguf.GGUFWriter(str(path), "bert")
+    writer.add_name("tiny-reranker")
+    writer.add_context_length(n_ctx)
+    writer.add_embedding_length(n_embd)
+    writer.add_block_count(n_layer)
+    writer.add_feed_forward_length(n_ff)
+    writer.add_head_count(n_head)
+    writer.add_layer_norm_eps(1e-12)
+    writer.add_causal_attention(False)
+    writer.add_pooling_type(gguf.PoolingType.RANK)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_tokenizer_model("bert")
+    writer.add_token_list(tokens)
+    writer.add_token_types([int(t) for t in types])
+    writer.add_token_type_count(2)
+    writer.add_unk_token_id(1)
+    writer.add_pad_token_id(0)
+    writer.add_bos_token_id(2)  # [CLS]
+    writer.add_sep_token_id(3)
+    writer.add_eos_token_id(3)  # bge-reranker's: [SEP] ends a segment
+    writer.add_add_bos_token(True)
+    writer.add_add_eos_token(True)
+
+    def weight(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.3).astype(np.float32)
+
+    def norm(prefix: str, n: int) -> None:
+        writer.add_tensor(f"{prefix}.weight", np.ones(n, dtype=np.float32))
+        writer.add_tensor(f"{prefix}.bias", np.zeros(n, dtype=np.float32))
+
+    def linear(prefix: str, n_out: int, n_in: int) -> None:
+        writer.add_tensor(f"{prefix}.weight", weight(n_out, n_in))
+        writer.add_tensor(f"{prefix}.bias", np.zeros(n_out, dtype=np.float32))
+
+    writer.add_tensor("token_embd.weight", weight(len(tokens), n_embd))
+    writer.add_tensor("token_types.weight", weight(2, n_embd))
+    writer.add_tensor("position_embd.weight", weight(n_ctx, n_embd))
+    norm("token_embd_norm", n_embd)
+    for i in range(n_layer):
+        for name_ in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            linear(f"blk.{i}.{name_}", n_embd, n_embd)
+        norm(f"blk.{i}.attn_output_norm", n_embd)
+        linear(f"blk.{i}.ffn_up", n_ff, n_embd)
+        linear(f"blk.{i}.ffn_down", n_embd, n_ff)
+        norm(f"blk.{i}.layer_output_norm", n_embd)
+    linear("cls", n_embd, n_embd)  # the classification head: a dense layer, then one score
+    linear("cls.output", 1, n_embd)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return Path(path)
+
+
 def write_big_gguf(path: Path, n_bytes: int, random_data: bool = False) -> Path:
     """A valid GGUF header declaring one large F32 tensor: a payload of `n_bytes` for size tests.
     Its data is a sparse (zero) region, or real random bytes when the disk must really hold them.
