@@ -81,6 +81,7 @@ ANTHROPIC_MEDIA_BLOCK = "{param}: {kind} blocks are not supported: this server's
 ANTHROPIC_BLOCK_UNSUPPORTED = "{param}: content blocks of type {kind!r} are not supported here (only {allowed})"
 ANTHROPIC_BLOCK_MISPLACED = "{param}: {kind} blocks belong in {role} messages"
 ANTHROPIC_THINKING = "thinking: extended thinking is not supported by this server (leave thinking out, or send type 'disabled')"
+ANTHROPIC_EFFORT = "output_config.effort: effort levels are not supported by this server (leave effort out)"
 ANTHROPIC_SERVER_TOOL = "{param}: tools of type {kind!r} run on Anthropic's servers and are not supported here; define a custom tool (name, input_schema)"
 ANTHROPIC_TOOL_SCHEMA = "{param}: a tool needs an input_schema (a JSON Schema object)"
 ANTHROPIC_TOOL_CHOICE_NAME = "tool_choice: type 'tool' needs the name of one of the tools (got {name!r})"

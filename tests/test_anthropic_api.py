@@ -145,6 +145,25 @@ def test_an_assistant_message_last_is_a_prefill(client: anthropic.Anthropic, ser
     assert answer.usage.input_tokens + answer.usage.cache_read_input_tokens == raw["usage"]["prompt_tokens"]
 
 
+def test_structured_output_follows_the_schema(client: anthropic.Anthropic) -> None:
+    """output_config.format (and the beta's output_format) constrain the text with the schema's grammar:
+    even random weights can only write a matching document."""
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 6},
+                                               "pet": {"enum": ["cat", "dog"]}}, "required": ["name", "pet"]}
+    ask = [{"role": "user", "content": "describe a person"}]
+    for seed, fields in ((1, {"output_config": {"format": {"type": "json_schema", "schema": schema}}}),
+                         (2, {"extra_body": {"output_format": {"type": "json_schema", "schema": schema},
+                                             "temperature": 1.0, "seed": 2}})):
+        extra = fields.pop("extra_body", {"temperature": 1.0, "seed": seed})
+        answer = client.messages.create(model="tiny", max_tokens=200, messages=ask, extra_body=extra, **fields)
+        assert answer.stop_reason == "end_turn"
+        document = json.loads(answer.content[0].text)
+        assert list(document) == ["name", "pet"] and document["pet"] in ("cat", "dog")
+    with pytest.raises(anthropic.BadRequestError) as raised:
+        client.messages.create(model="tiny", max_tokens=4, messages=USER, output_config={"effort": "high"})
+    assert raised.value.body["error"]["message"] == messages.ANTHROPIC_EFFORT
+
+
 # -- errors ------------------------------------------------------------------------------------------
 
 def test_bad_requests_are_anthropic_errors(client: anthropic.Anthropic, server: ServerProcess) -> None:

@@ -68,6 +68,16 @@ class Thinking(_Body):
     budget_tokens: int | None = None
 
 
+class OutputFormat(_Body):
+    type: Literal["json_schema"]
+    schema_: dict[str, Any] = Field(alias="schema")
+
+
+class OutputConfig(_Body):
+    effort: str | None = None
+    format: OutputFormat | None = None
+
+
 class CountTokensRequest(_Body):
     model: str | None = None
     messages: list[Message] = Field(min_length=1)
@@ -75,6 +85,8 @@ class CountTokensRequest(_Body):
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None
     thinking: Thinking | None = None
+    output_config: OutputConfig | None = None
+    output_format: OutputFormat | None = None  # the structured-outputs beta's spelling of output_config.format
 
 
 class MessagesRequest(CountTokensRequest):
@@ -204,6 +216,14 @@ def chat_fields(body: CountTokensRequest) -> dict[str, Any]:
         else:
             chat.append(_assistant_message(message.content, f"messages.{i}.content"))
     fields: dict[str, Any] = {"messages": chat, **_tools(body)}
+    config = body.output_config or OutputConfig()
+    if config.effort is not None:
+        raise _refuse(messages.ANTHROPIC_EFFORT, "output_config.effort")
+    output_format = body.output_format or config.format
+    if output_format is not None:
+        # Structured outputs: the same JSON-schema grammar as OpenAI's response_format.
+        fields["response_format"] = {"type": "json_schema",
+                                     "json_schema": {"name": "output", "schema": output_format.schema_}}
     if body.messages[-1].role == "assistant":
         # Anthropic's prefill: the answer continues the assistant's text, its turn left open.
         fields["continue_final_message"] = True
