@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime
 import logging
@@ -18,6 +17,7 @@ from .bundle import BundleResult, Weights, read_runtime, write_bundle
 from .errors import BuildError
 from .gguf_info import GgufInfo, read_gguf_info
 from .gguf_split import merge_splits, merged_name, split_parts
+from .options import BuildOptions
 from .progress import ByteProgress
 from .quantize import check_quantizable, quantize
 from .runtime_build import host_target
@@ -78,7 +78,7 @@ def check_writable(output: Path, gguf: Path) -> None:
 
 
 @contextlib.contextmanager
-def resolve_weights(args: argparse.Namespace) -> Iterator[tuple[Path, dict[str, Any], Path]]:
+def resolve_weights(args: BuildOptions) -> Iterator[tuple[Path, dict[str, Any], Path]]:
     """The local GGUF to bundle, where it came from (the manifest's source), and the executable to write.
 
     A split GGUF (`-00001-of-0000N.gguf`, a local first part or from the hub) is merged into one GGUF in
@@ -116,12 +116,12 @@ def resolve_weights(args: argparse.Namespace) -> Iterator[tuple[Path, dict[str, 
         yield merged, source, output
 
 
-def build(args: argparse.Namespace) -> Path:
+def build(args: BuildOptions) -> Path:
     with resolve_weights(args) as (gguf, source, output):
         return bundle_weights(args, gguf, source, output)
 
 
-def bundle_weights(args: argparse.Namespace, gguf: Path, source: dict[str, Any], output: Path) -> Path:
+def bundle_weights(args: BuildOptions, gguf: Path, source: dict[str, Any], output: Path) -> Path:
     info = read_gguf_info(str(gguf))
     default_args = parse_default_args(args.args)
     check_writable(output, gguf)

@@ -177,8 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _build(args: argparse.Namespace) -> int:
     from .build_command import build
+    from .options import BuildOptions, from_namespace
 
-    build(args)
+    build(from_namespace(BuildOptions, args))
     return 0
 
 
@@ -196,9 +197,10 @@ def _unpack(args: argparse.Namespace) -> int:
 
 
 def _repack(args: argparse.Namespace) -> int:
+    from .options import RepackOptions, from_namespace
     from .repack_command import repack
 
-    repack(args)
+    repack(from_namespace(RepackOptions, args))
     return 0
 
 

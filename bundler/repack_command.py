@@ -3,7 +3,6 @@ its manifest and default arguments kept, as llamafile's upgrade tool does."""
 
 from __future__ import annotations
 
-import argparse
 import logging
 import mmap
 import sys
@@ -15,6 +14,7 @@ from .bundle import Weights, read_runtime, write_bundle
 from .errors import BuildError
 from .gguf_info import read_gguf_info
 from .layout import RuntimeImage, runtime_of_bundle
+from .options import RepackOptions
 from .payload_format import FLAG_SIDECAR, BundleInfo, read_bundle, weights_path
 from .progress import ByteProgress
 from .runtime_build import host_target
@@ -24,7 +24,7 @@ from .targets import select_runtime, wants_sidecar
 log = logging.getLogger(__name__)
 
 
-def repack(args: argparse.Namespace) -> Path:
+def repack(args: RepackOptions) -> Path:
     old = read_bundle(args.bundle)
     if args.model is None and args.runtime is None and not args.rebuild_runtime and args.args is None:
         raise BuildError(messages.REPACK_NOTHING)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -18,7 +17,15 @@ from llmpack.bundler import messages
 from llmpack.bundler.build_command import resolve_weights
 from llmpack.bundler.gguf_info import read_gguf_info
 from llmpack.bundler.gguf_split import split_parts
-from support.commands import LLMPACK, build_bundle, error_line, llmpack, one_error_line, run
+from llmpack.bundler.options import BuildOptions
+from support.commands import (
+    LLMPACK,
+    build_bundle,
+    error_line,
+    llmpack,
+    one_error_line,
+    run,
+)
 from support.hf_standin import HubStandin
 from support.tiny_model import write_tiny_gguf
 
@@ -206,8 +213,7 @@ def test_split_gguf_from_a_local_path(split_gguf: list[Path], tiny_gguf: Path, t
 def test_split_gguf_default_output_name(split_gguf: list[Path], tmp_path: Path) -> None:
     """Without -o the executable is named after the model, not after its first part; checked up to the
     point where the output name is decided, through the same context manager the build uses."""
-    args = argparse.Namespace(gguf=str(split_gguf[0]), hf_repo=None, hf_file=None, revision=None, output=None,
-                              quiet=True)
+    args = BuildOptions(gguf=str(split_gguf[0]), quiet=True)
     with resolve_weights(args) as (gguf, source, output):
         assert output == split_gguf[0].with_name("tiny.llmpack")
         assert gguf.name == "tiny.gguf" and gguf.parent.parent == split_gguf[0].parent
