@@ -71,7 +71,11 @@ class Engine:
             # llama.cpp aborts the process when it builds a rank-pooled graph without a classifier.
             self.close()
             raise EngineFailure(messages.RERANK_NEEDS_RERANKER)
-        self.context = self._create_context(config)
+        try:
+            self.context = self._create_context(config)
+        except BaseException:
+            self.close()  # else the model's memory and the weights' FILE* outlive the failed start
+            raise
         if config.embeddings:
             # Embeddings are switched on only while embed() runs, so generation keeps its logits.
             llama.llama_set_embeddings(self.context, False)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import codecs
 import logging
 import queue
-import sys
 import threading
 import time
 from collections import deque
@@ -177,10 +176,6 @@ class Scheduler:
 
     def _ensure_thread(self) -> None:
         if self._thread is None:
-            # The decoding thread takes the GIL back after every llama_decode; with another thread
-            # busy in Python (the server's event loop streaming), the default 5 ms switch interval
-            # stalled each batch step that long: 8 streams went from 0.7x to 1.27x llama-server.
-            sys.setswitchinterval(0.0005)
             self._thread = threading.Thread(target=self._run, name="llmpack-decoder", daemon=True)
             self._thread.start()
 

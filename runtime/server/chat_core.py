@@ -149,7 +149,7 @@ class ChatRun:
                 self.cached_tokens = max(self.cached_tokens, piece.timings.cached_tokens)
             if not piece.finish_reason:
                 continue
-            finish = tr.FINISH_REASONS[piece.finish_reason]
+            finish = tr.finish_reason(piece.finish_reason)
             if splitter is not None:
                 rest, calls = splitter.finish()
                 if rest:

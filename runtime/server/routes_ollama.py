@@ -22,10 +22,22 @@ from starlette.concurrency import run_in_threadpool
 from .. import messages
 from ..engine.interface import ServingEngine
 from ..grammar.check import GrammarRefused, check_grammar
-from ..grammar.json_schema import SchemaUnsupported, json_object_grammar, json_schema_grammar
+from ..grammar.json_schema import (
+    SchemaUnsupported,
+    json_object_grammar,
+    json_schema_grammar,
+)
 from . import ollama_translate as ot
 from . import translate as tr
-from .chat_core import ChoiceEnd, TextDelta, ToolCallArgs, ToolCallStart, log_prompt, prepare_chat, ready_engine
+from .chat_core import (
+    ChoiceEnd,
+    TextDelta,
+    ToolCallArgs,
+    ToolCallStart,
+    log_prompt,
+    prepare_chat,
+    ready_engine,
+)
 from .errors import ApiError, error_payload
 from .generation import Generation
 from .schemas import CompletionRequest
@@ -200,7 +212,7 @@ async def _raw_generation(request: Request, engine: ServingEngine, body: ot.Gene
                            if body.logprobs and piece.logprobs else None)
                 yield TextDelta(0, piece.text, entries)
             if piece.finish_reason:
-                yield ChoiceEnd(0, tr.FINISH_REASONS[piece.finish_reason], generation.completion_tokens)
+                yield ChoiceEnd(0, tr.finish_reason(piece.finish_reason), generation.completion_tokens)
 
     return events(), len(generation_request.prompt_tokens)
 

@@ -113,7 +113,7 @@ async def _stream(generation: Generation, piece_chunk: Callable[[Piece], bytes |
             if data:
                 yield data
             if piece.finish_reason:
-                yield final_chunk(tr.FINISH_REASONS[piece.finish_reason])
+                yield final_chunk(tr.finish_reason(piece.finish_reason))
         generation.finished_ok = True
     except Exception as exc:  # noqa: BLE001 - reported to the client in the stream
         _status, payload = error_payload(exc)

@@ -24,7 +24,11 @@ from .errors import ApiError
 from .fingerprint import system_fingerprint
 from .schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
 
-FINISH_REASONS = {"stop": "stop", "length": "length", "cancelled": "stop"}
+
+def finish_reason(engine_reason: str) -> str:
+    """OpenAI's finish reason for the engine's: a generation cancelled because its client left has no
+    one to tell, and OpenAI has no word for it; the rest ("stop", "length") are OpenAI's own."""
+    return "stop" if engine_reason == "cancelled" else engine_reason
 
 
 def new_id(prefix: str) -> str:
@@ -278,7 +282,7 @@ def chat_completion(engine: ServingEngine, model: str, text: str, finish: str, p
         "id": new_id("chatcmpl"), "object": "chat.completion", "created": now(), "model": model,
         "system_fingerprint": system_fingerprint(),
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
-                     "finish_reason": FINISH_REASONS[finish],
+                     "finish_reason": finish_reason(finish),
                      "logprobs": chat_logprobs(engine, logprobs) if want_logprobs else None}],
         "usage": usage(prompt_tokens, completion_tokens, cached_tokens(pieces)),
     }
@@ -295,7 +299,7 @@ def text_completion(engine: ServingEngine, model: str, prompt_text: str, text: s
     return {
         "id": new_id("cmpl"), "object": "text_completion", "created": now(), "model": model,
         "system_fingerprint": system_fingerprint(),
-        "choices": [{"index": 0, "text": prompt_text + text, "finish_reason": FINISH_REASONS[finish],
+        "choices": [{"index": 0, "text": prompt_text + text, "finish_reason": finish_reason(finish),
                      "logprobs": logprobs}],
         "usage": usage(prompt_tokens, completion_tokens, cached_tokens(pieces)),
     }
