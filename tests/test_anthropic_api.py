@@ -340,6 +340,15 @@ def test_an_empty_answer_is_one_empty_text_block() -> None:
     assert events[-2][1]["delta"] == {"stop_reason": "end_turn", "stop_sequence": None}
 
 
+def test_only_the_clients_own_stop_sequences_are_a_stop_sequence() -> None:
+    assert at.stop_fields("stop", "##", ["x", "##"]) == {"stop_reason": "stop_sequence", "stop_sequence": "##"}
+    # The template's end-of-turn marker ends the turn; so does the end-of-generation token (no string).
+    assert at.stop_fields("stop", "<end_of_turn>", ["##"]) == {"stop_reason": "end_turn", "stop_sequence": None}
+    assert at.stop_fields("stop", None, ["##"])["stop_reason"] == "end_turn"
+    assert at.stop_fields("length", None, None)["stop_reason"] == "max_tokens"
+    assert at.stop_fields("tool_calls", None, None)["stop_reason"] == "tool_use"
+
+
 def test_history_with_tool_use_and_tool_result_becomes_chat_messages() -> None:
     body = at.MessagesRequest.model_validate({
         "max_tokens": 10, "system": [{"type": "text", "text": "sys"}],

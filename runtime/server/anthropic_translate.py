@@ -257,9 +257,11 @@ def usage(prompt_tokens: int, cached_tokens: int, output_tokens: int) -> dict[st
             "cache_read_input_tokens": cached_tokens, "cache_creation_input_tokens": 0}
 
 
-def stop_fields(finish_reason: str, stop_sequence: str | None) -> dict[str, str | None]:
-    if stop_sequence is not None and finish_reason == "stop":
-        return {"stop_reason": "stop_sequence", "stop_sequence": stop_sequence}
+def stop_fields(finish_reason: str, matched: str | None, stop_sequences: list[str] | None) -> dict[str, str | None]:
+    """`matched`: the stop string that ended the answer, if the core says; only the client's own are a
+    stop_sequence (the template's end-of-turn marker is the end of a turn)."""
+    if finish_reason == "stop" and matched is not None and matched in (stop_sequences or ()):
+        return {"stop_reason": "stop_sequence", "stop_sequence": matched}
     return {"stop_reason": STOP_REASONS.get(finish_reason, "end_turn"), "stop_sequence": None}
 
 
@@ -281,11 +283,12 @@ def content_blocks(choice: ChoiceResult) -> list[dict[str, Any]]:
     return blocks
 
 
-def message(result: ChatResult, model: str) -> dict[str, Any]:
+def message(result: ChatResult, model: str, stop_sequences: list[str] | None) -> dict[str, Any]:
     choice = result.choices[0]
     return {"id": new_message_id(), "type": "message", "role": "assistant", "model": model,
             "content": content_blocks(choice),
-            **stop_fields(choice.finish_reason, getattr(choice, "stop_sequence", None)),
+            # getattr: the core's results name the matched stop string once it reports one.
+            **stop_fields(choice.finish_reason, getattr(choice, "stop_sequence", None), stop_sequences),
             "usage": usage(result.prompt_tokens, result.cached_tokens, choice.completion_tokens)}
 
 

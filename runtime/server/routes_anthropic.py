@@ -13,7 +13,14 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..errors import ContextOverflow
 from . import anthropic_translate as at
-from .chat_core import ChatRun, ChoiceEnd, TextDelta, ToolCallArgs, ToolCallStart, prepare_chat
+from .chat_core import (
+    ChatRun,
+    ChoiceEnd,
+    TextDelta,
+    ToolCallArgs,
+    ToolCallStart,
+    prepare_chat,
+)
 from .errors import anthropic_shape, error_payload
 
 router = APIRouter()
@@ -25,8 +32,9 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 async def create_message(body: at.MessagesRequest, request: Request):
     run = await prepare_chat(request, at.chat_request(body))
     if not body.stream:
-        return JSONResponse(at.message(await run.complete(), run.model))
-    return StreamingResponse(message_stream(run), media_type="text/event-stream", headers=SSE_HEADERS)
+        return JSONResponse(at.message(await run.complete(), run.model, body.stop_sequences))
+    return StreamingResponse(message_stream(run, body.stop_sequences), media_type="text/event-stream",
+                             headers=SSE_HEADERS)
 
 
 @router.post("/v1/messages/count_tokens")
@@ -40,7 +48,7 @@ async def count_tokens(body: at.CountTokensRequest, request: Request):
     return {"input_tokens": run.prompt_tokens}
 
 
-async def message_stream(run: ChatRun) -> AsyncIterator[bytes]:
+async def message_stream(run: ChatRun, stop_sequences: list[str] | None = None) -> AsyncIterator[bytes]:
     """Anthropic's event sequence: message_start, ping, each content block (start, deltas, stop),
     message_delta with the stop reason and usage, message_stop."""
     blocks = _Blocks()
@@ -73,7 +81,8 @@ async def message_stream(run: ChatRun) -> AsyncIterator[bytes]:
     finish = end.finish_reason if end else "stop"
     output_tokens = end.completion_tokens if end else 0
     yield at.sse_event("message_delta", {
-        "type": "message_delta", "delta": at.stop_fields(finish, getattr(end, "stop_sequence", None)),
+        "type": "message_delta",
+        "delta": at.stop_fields(finish, getattr(end, "stop_sequence", None), stop_sequences),
         "usage": at.usage(run.prompt_tokens, run.cached_tokens, output_tokens)})
     yield at.sse_event("message_stop", {"type": "message_stop"})
 
