@@ -205,3 +205,18 @@ def test_langchain_bind_tools_loop_and_structured_output(servers) -> None:
 
     person = llm.with_structured_output(Person, method="function_calling").invoke("Alice is 30 years old.")
     assert isinstance(person, Person) and 0 <= person.age <= 120
+
+
+@pytest.mark.smollm2
+def test_smollm2_makes_a_tool_call_that_parses(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A real instruct model (ChatML without tools: the generic family) with tool_choice required."""
+    from test_smollm2 import smollm2_gguf
+
+    log = tmp_path_factory.mktemp("smollm2_tools") / "server.log"
+    with running_server(tiny_bundle, "-m", str(smollm2_gguf()), "-c", "4096", log_path=log) as server:
+        answer = client_for(server).chat.completions.create(
+            model="m", messages=ASK, tools=TOOLS, tool_choice="required", max_tokens=300, temperature=0)
+    choice = answer.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.tool_calls, choice
+    for call in choice.message.tool_calls:
+        check_call(call.function.name, call.function.arguments)
