@@ -237,6 +237,9 @@ def test_tool_loop(client: anthropic.Anthropic) -> None:
     """tool_choice any forces a call whose input matches the schema; its result goes back as a
     tool_result block, and the model answers in text."""
     ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    # The tools are part of the prompt the template renders, and counted with it.
+    assert (client.messages.count_tokens(model="tiny", messages=ask, tools=[WEATHER]).input_tokens
+            > client.messages.count_tokens(model="tiny", messages=ask).input_tokens)
     called = client.messages.create(model="tiny", max_tokens=400, messages=ask, tools=[WEATHER],
                                     tool_choice={"type": "any"}, extra_body=GREEDY)
     assert called.stop_reason == "tool_use"
