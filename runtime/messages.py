@@ -95,6 +95,7 @@ LLAMA_EMBEDDINGS_OFF = "embeddings are off: start the server with --embedding to
 # Errors raised inside the engine and the chat template (their text reaches the terminal and the API)
 ENGINE_NOT_INSTALLED = "llama-cpp-python is not installed (run the README's set-up)"
 ENGINE_SHUT_DOWN = "the engine is shut down"
+DECODING_THREAD_DIED = "the engine's decoding thread has stopped: this server cannot generate; restart it"
 ENGINE_INTERNAL_ERROR = "internal error in the engine: {kind}: {detail}"
 DECODE_FAILED = "llama.cpp failed to decode (llama_decode returned {status})"
 PROMPT_EMPTY = "the prompt is empty"

@@ -295,7 +295,7 @@ def test_metrics_text_format() -> None:
     client.post("/v1/chat/completions", json=CHAT)
     client.post("/v1/chat/completions", json={"messages": []})
     text = client.get("/metrics").text
-    sample = re.compile(r'^[a-z_]+(\{[a-z_]+="[^"]*"\})? -?[0-9.e+-]+$')
+    sample = re.compile(r'^[a-z_:]+(\{[a-z_]+="[^"]*"\})? -?[0-9.e+-]+$')
     for line in text.splitlines():
         assert line.startswith(("# HELP ", "# TYPE ")) or sample.match(line), line
     assert 'llmpack_requests_total{route="chat"} 2' in text

@@ -19,6 +19,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from .. import messages
@@ -46,6 +47,19 @@ class BatchBackend(Protocol):
     def token_bytes(self, token: int, special: bool = False) -> bytes: ...
     def is_end_of_generation(self, token: int) -> bool: ...
     def logprob(self, token: int, batch_index: int, top: int) -> TokenLogprob: ...
+
+
+@dataclass(frozen=True)
+class SchedulerStats:
+    """A snapshot for /metrics and /health, read from other threads without a lock: each field is one
+    read of a counter or a list's length, so a snapshot may be a step stale, never torn."""
+
+    running: int  # holding a sequence: reading the prompt or generating
+    waiting: int  # submitted, no free sequence yet
+    kv_tokens: int  # tokens held in the KV cache, finished requests' reusable prefixes included
+    kv_capacity: int
+    n_decode: int  # llama_decode calls made
+    decoding: bool  # the decoding thread is alive (or not started yet: it starts on the first request)
 
 
 class _Sequence:
@@ -109,6 +123,8 @@ class Scheduler:
         self._backend = backend
         self._n_batch = n_batch
         self._free: list[_Sequence] = [_Sequence(i) for i in range(n_seq)]
+        self._sequences = tuple(self._free)
+        self._n_decode = 0
         self._waiting: deque[_Slot] = deque()
         self._active: list[_Slot] = []
         self._jobs: deque[tuple[Callable[[], Any], Future]] = deque()
@@ -166,6 +182,14 @@ class Scheduler:
     def busy(self) -> int:
         """Requests running or waiting."""
         return len(self._active) + len(self._waiting)
+
+    def stats(self) -> SchedulerStats:
+        thread = self._thread
+        return SchedulerStats(
+            running=len(self._active), waiting=len(self._waiting),
+            kv_tokens=sum(len(seq.tokens) for seq in self._sequences),
+            kv_capacity=len(self._sequences) * self._backend.n_ctx, n_decode=self._n_decode,
+            decoding=thread is None or thread.is_alive())
 
     def close(self) -> None:
         with self._wake:
@@ -265,8 +289,10 @@ class Scheduler:
         if not members:
             return
         status = self._backend.decode(tokens, positions, seqs, logits)
+        self._n_decode += 1
         if status == KV_CACHE_FULL and self._evict_idle_sequences():
             status = self._backend.decode(tokens, positions, seqs, logits)
+            self._n_decode += 1
         if status == KV_CACHE_FULL:
             self._finish(max(self._active, key=lambda s: len(s.seq.tokens)), "length")  # the context is full
             return

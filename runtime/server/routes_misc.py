@@ -12,10 +12,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from .. import messages
 from . import translate as tr
 from .errors import ApiError, error_body
 from .routes_openai import ready_engine
 from .schemas import DetokenizeRequest, EmbeddingRequest, TokenizeRequest
+from .state import scheduler_stats
 
 router = APIRouter()
 
@@ -26,6 +28,11 @@ WEB_PAGE = "server_chat.html"
 async def health(request: Request):
     holder = request.app.state.holder
     if holder.engine is not None:
+        stats = scheduler_stats(holder.engine)
+        if stats is not None and not stats.decoding:
+            # Listening but unable to answer: a load balancer must take this replica out.
+            return JSONResponse(error_body(messages.DECODING_THREAD_DIED, "unavailable_error", None, 503),
+                                status_code=503)
         return {"status": "ok"}
     if holder.error is not None:
         return JSONResponse(error_body(f"the model failed to load: {holder.error}", "unavailable_error"),
@@ -37,7 +44,7 @@ async def health(request: Request):
 @router.get("/metrics")
 async def metrics(request: Request):
     state = request.app.state
-    return PlainTextResponse(state.metrics.render(state.holder.ready),
+    return PlainTextResponse(state.metrics.render(state.holder.ready, scheduler_stats(state.holder.engine)),
                              media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

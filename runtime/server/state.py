@@ -6,10 +6,14 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..chat_template import ChatFormatter, formatter_for
 from ..engine.interface import ServingEngine
 from ..flags.settings import Settings
+
+if TYPE_CHECKING:
+    from ..engine.scheduler import SchedulerStats
 
 
 class EngineHolder:
@@ -46,6 +50,15 @@ class EngineHolder:
     def model_name(self) -> str:
         """The model's name in the API (/v1/models, responses' `model`): -a/--alias, else the GGUF's."""
         return self._settings.alias or (self.engine.model_name if self.engine is not None else "")
+
+
+def scheduler_stats(engine: ServingEngine | None) -> SchedulerStats | None:
+    """The engine's scheduler snapshot, or None for an engine without one (the tests' fakes). Read
+    through the engine's private scheduler: the ServingEngine Protocol stays what every fake must
+    implement, and this is an optional extra for /metrics and /health only."""
+    scheduler = getattr(engine, "_scheduler", None)
+    stats = getattr(scheduler, "stats", None)
+    return stats() if callable(stats) else None
 
 
 @dataclass
@@ -90,37 +103,64 @@ class Metrics:
             if generation_per_second:
                 self.last_generation_per_second = generation_per_second
 
-    def render(self, model_loaded: bool) -> str:
-        """Prometheus text exposition format (version 0.0.4)."""
+    def render(self, model_loaded: bool, stats: SchedulerStats | None = None) -> str:
+        """Prometheus text exposition format (version 0.0.4): llama-server's `llamacpp:` metrics, under
+        its names, for load balancers and autoscalers written against it, then our own."""
         with self._lock:
-            rows: list[tuple[str, str, str, list[tuple[str, float]]]] = [
-                ("llmpack_requests_total", "counter", "requests received, by route",
-                 [(f'{{route="{route}"}}', n) for route, n in sorted(self.requests.items())] or [("", 0)]),
-                ("llmpack_errors_total", "counter", "error responses, by HTTP status",
-                 [(f'{{status="{status}"}}', n) for status, n in sorted(self.errors.items())] or [("", 0)]),
-                ("llmpack_prompt_tokens_total", "counter", "prompt tokens processed", [("", self.prompt_tokens)]),
-                ("llmpack_generated_tokens_total", "counter", "tokens generated", [("", self.generated_tokens)]),
-                ("llmpack_prompt_seconds_total", "counter", "time spent evaluating prompts", [("", self.prompt_seconds)]),
-                ("llmpack_generation_seconds_total", "counter", "time spent generating tokens",
-                 [("", self.generation_seconds)]),
-                ("llmpack_prompt_tokens_per_second", "gauge", "prompt speed of the last request",
-                 [("", self.last_prompt_per_second)]),
-                ("llmpack_generation_tokens_per_second", "gauge", "generation speed of the last request",
-                 [("", self.last_generation_per_second)]),
-                ("llmpack_requests_queued", "gauge", "generation requests waiting (for the engine or their prompt)",
-                 [("", self.queued)]),
-                ("llmpack_requests_generating", "gauge", "generation requests producing tokens now",
-                 [("", self.generating)]),
-                ("llmpack_requests_cancelled_total", "counter", "generations stopped because the client went away",
-                 [("", self.cancelled)]),
-                ("llmpack_model_loaded", "gauge", "1 once the weights are loaded", [("", int(model_loaded))]),
-                ("llmpack_uptime_seconds", "gauge", "seconds since the server started", [("", time.time() - self.started)]),
-            ]
+            rows = self._llamacpp_rows(stats) + self._own_rows(model_loaded)
         lines: list[str] = []
         for name, kind, help_text, samples in rows:
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
             lines += [f"{name}{labels} {_number(value)}" for labels, value in samples]
         return "\n".join(lines) + "\n"
+
+    def _llamacpp_rows(self, stats: SchedulerStats | None) -> list[tuple[str, str, str, list[tuple[str, float]]]]:
+        # Without a scheduler (not loaded yet, or a fake engine) the server's own counts stand in.
+        running = stats.running if stats else self.generating + self.queued
+        waiting = stats.waiting if stats else 0
+        kv_tokens = stats.kv_tokens if stats else 0
+        kv_ratio = kv_tokens / stats.kv_capacity if stats and stats.kv_capacity else 0.0
+        rows = [
+            ("prompt_tokens_total", "counter", "Number of prompt tokens processed.", self.prompt_tokens),
+            ("prompt_seconds_total", "counter", "Prompt process time", self.prompt_seconds),
+            ("tokens_predicted_total", "counter", "Number of generation tokens processed.", self.generated_tokens),
+            ("tokens_predicted_seconds_total", "counter", "Predict process time", self.generation_seconds),
+            ("n_decode_total", "counter", "Total number of llama_decode() calls", stats.n_decode if stats else 0),
+            ("prompt_tokens_seconds", "gauge", "Average prompt throughput in tokens/s.",
+             self.prompt_tokens / self.prompt_seconds if self.prompt_seconds else 0.0),
+            ("predicted_tokens_seconds", "gauge", "Average generation throughput in tokens/s.",
+             self.generated_tokens / self.generation_seconds if self.generation_seconds else 0.0),
+            ("kv_cache_usage_ratio", "gauge", "KV-cache usage. 1 means 100 percent usage.", kv_ratio),
+            ("kv_cache_tokens", "gauge", "KV-cache tokens.", kv_tokens),
+            ("requests_processing", "gauge", "Number of requests processing.", running),
+            ("requests_deferred", "gauge", "Number of requests deferred.", waiting),
+        ]
+        return [(f"llamacpp:{name}", kind, help_text, [("", value)]) for name, kind, help_text, value in rows]
+
+    def _own_rows(self, model_loaded: bool) -> list[tuple[str, str, str, list[tuple[str, float]]]]:
+        return [
+            ("llmpack_requests_total", "counter", "requests received, by route",
+             [(f'{{route="{route}"}}', n) for route, n in sorted(self.requests.items())] or [("", 0)]),
+            ("llmpack_errors_total", "counter", "error responses, by HTTP status",
+             [(f'{{status="{status}"}}', n) for status, n in sorted(self.errors.items())] or [("", 0)]),
+            ("llmpack_prompt_tokens_total", "counter", "prompt tokens processed", [("", self.prompt_tokens)]),
+            ("llmpack_generated_tokens_total", "counter", "tokens generated", [("", self.generated_tokens)]),
+            ("llmpack_prompt_seconds_total", "counter", "time spent evaluating prompts", [("", self.prompt_seconds)]),
+            ("llmpack_generation_seconds_total", "counter", "time spent generating tokens",
+             [("", self.generation_seconds)]),
+            ("llmpack_prompt_tokens_per_second", "gauge", "prompt speed of the last request",
+             [("", self.last_prompt_per_second)]),
+            ("llmpack_generation_tokens_per_second", "gauge", "generation speed of the last request",
+             [("", self.last_generation_per_second)]),
+            ("llmpack_requests_queued", "gauge", "generation requests waiting (for the engine or their prompt)",
+             [("", self.queued)]),
+            ("llmpack_requests_generating", "gauge", "generation requests producing tokens now",
+             [("", self.generating)]),
+            ("llmpack_requests_cancelled_total", "counter", "generations stopped because the client went away",
+             [("", self.cancelled)]),
+            ("llmpack_model_loaded", "gauge", "1 once the weights are loaded", [("", int(model_loaded))]),
+            ("llmpack_uptime_seconds", "gauge", "seconds since the server started", [("", time.time() - self.started)]),
+        ]
 
 
 def _number(value: float) -> str:
