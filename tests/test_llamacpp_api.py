@@ -110,6 +110,8 @@ def test_token_id_and_mixed_prompts_read_as_the_text(server: ServerProcess) -> N
     mixed = post(server, "completion", {"prompt": [ids[0], "the dog is"], **GREEDY})
     assert mixed["content"] == text["content"] and mixed["tokens_evaluated"] == len(ids)
     assert post(server, "completion", {"prompt": [ids], **GREEDY})["content"] == text["content"]
+    # An empty text is BOS alone, as in llama-server (this vocabulary adds BOS).
+    assert post(server, "completion", {"prompt": "", **GREEDY})["tokens_evaluated"] == 1
 
 
 def test_n_probs_gives_completion_probabilities(server: ServerProcess) -> None:
@@ -255,7 +257,7 @@ def test_reranking_needs_a_reranker_model(fim_bundle: Path) -> None:
     (b'{"prompt": "a", "n_predict": "many"}', "n_predict"),
     (b'{"prompt": ["a", "b"]}', "one prompt"),
     (b'{"prompt": [999999]}', "out of range"),
-    (b'{"prompt": ""}', "empty"),
+    (b'{"prompt": []}', "empty"),
     (b'{"prompt": "a", "samplers": ["mirostat_v9"]}', "unknown sampler"),
     (b'{"prompt": "a", "grammar": "root ::= \\"a\\"", "ignore_eos": true}', "ignore_eos"),
     (b'{"prompt": "a", "grammar": "root ::= \\"a\\"", "json_schema": {}}', "json_schema"),

@@ -147,7 +147,7 @@ def prompt_tokens(engine: ServingEngine, prompt: Any, add_special: bool = True, 
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
         prompt = prompt[0]
     if isinstance(prompt, str):
-        tokens = engine.tokenize(prompt, add_special, parse_special) if prompt else []
+        tokens = engine.tokenize(prompt, add_special, parse_special)  # "" is BOS alone, where the model adds one
     elif isinstance(prompt, list) and not any(isinstance(p, list) for p in prompt) and (
             not prompt or any(isinstance(p, int) for p in prompt) or len(prompt) == 1):
         tokens = _mixed_tokens(engine, prompt, param, add_special, parse_special)
