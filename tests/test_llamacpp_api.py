@@ -1,10 +1,12 @@
 """llama.cpp's native HTTP API on the real executable, called with plain HTTP as llama-server's clients do
 (its web UI, llama.vim, llama.vscode): /completion plain and streamed, token-id and mixed prompts,
 n_probs, samplers, grammar and json_schema, /infill with FIM tokens and without, /apply-template,
-/props, /slots, /embeddings per token and pooled, /rerank refused, errors in llama-server's shape."""
+/props, /slots, /embeddings per token and pooled, /rerank on a tiny reranker and refused elsewhere, errors
+in llama-server's shape."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -14,7 +16,12 @@ import pytest
 from llmpack.runtime import messages
 from support.commands import build_bundle, one_error_line, run
 from support.server_fixtures import ServerProcess, running_server
-from support.tiny_model import FIM_TOKENS, GEMMA_TEMPLATE, write_tiny_gguf, write_tiny_reranker
+from support.tiny_model import (
+    FIM_TOKENS,
+    GEMMA_TEMPLATE,
+    write_tiny_gguf,
+    write_tiny_reranker,
+)
 
 
 @pytest.fixture(scope="module")
@@ -275,3 +282,28 @@ def test_context_overflow_is_a_400_with_its_sizes(server: ServerProcess) -> None
     assert error["type"] == "exceed_context_size_error"
     assert error["n_prompt_tokens"] > error["n_ctx"]
     assert "Traceback" not in server.log
+
+
+def test_slots_report_the_sequences_generating_now() -> None:
+    """In-process with the fake engine: a sequence the engine says is generating is is_processing, and
+    ?fail_on_no_slot=1 is a 503 once every one is."""
+    from test_server_unit import FakeEngine, make_client
+
+    engine = FakeEngine()
+    engine.config = dataclasses.replace(engine.config, n_seq_max=2)
+    client = make_client(engine)
+    engine.sequences_in_use = frozenset({1})
+    assert [s["is_processing"] for s in client.get("/slots").json()] == [False, True]
+    assert client.get("/slots?fail_on_no_slot=1").status_code == 200
+    engine.sequences_in_use = frozenset({0, 1})
+    llama_error(client.get("/slots?fail_on_no_slot=1"), 503)
+
+
+def test_a_stream_that_fails_midway_ends_with_an_error_event() -> None:
+    from test_server_unit import FakeEngine, make_client
+
+    client = make_client(FakeEngine(fail_after=3))
+    events = [json.loads(line[len("data: "):]) for line in
+              client.post("/completion", json={"prompt": "hi", "stream": True}).text.splitlines() if line]
+    assert "".join(e.get("content", "") for e in events[:-1]) == "hel"
+    assert events[-1]["error"]["code"] == 500 and "llama_decode" in events[-1]["error"]["message"]
