@@ -104,3 +104,64 @@ def test_what_a_grammar_cannot_express_is_a_400_naming_it(client: openai.OpenAI,
         ask(client, schema, 0)
     assert words in refused.value.body["message"]
     assert refused.value.body["param"] == "response_format.json_schema.schema"
+
+
+# -- the converters on their own: what the grammar admits, checked against Python's own reading ----
+
+def gbnf_to_regex(expression: str) -> str:
+    """The GBNF expressions the pattern and integer converters write ("..." literals, classes, groups,
+    | and quantifiers, no rule references) as a Python regular expression."""
+    out, i = [], 0
+    while i < len(expression):
+        ch = expression[i]
+        if ch == '"':
+            j, text = i + 1, []
+            while expression[j] != '"':
+                if expression[j] == "\\":
+                    j += 1
+                    text.append({"n": "\n", "t": "\t", "r": "\r"}.get(expression[j], expression[j]))
+                else:
+                    text.append(expression[j])
+                j += 1
+            out.append(re.escape("".join(text)))
+            i = j + 1
+        elif ch == "[":
+            j = expression.index("]", i + 1)
+            while expression[j - 1] == "\\":
+                j = expression.index("]", j + 1)
+            out.append(expression[i:j + 1])
+            i = j + 1
+        elif ch != " ":
+            out.append(ch)
+            i += 1
+        else:
+            i += 1
+    return "".join(out)
+
+
+PATTERNS = ["^[A-Z]{2}-\\d{3}$", "a\"b\\\\c(x|yz)?", "^[^\\s\"]{2,5}$", "(?:ab|c)+d*", "x.y", "\\w+@\\w+\\.com",
+            "[a-c-]{1,3}", "^$", "[\\d.]+e?", "(a|)b", "\\u00e9\\x41?"]
+CANDIDATES = ["AB-123", "ab-123", "AB-1234", 'a"b\\c', 'a"b\\cyz', 'a"b\\cx', "abc", "a b", "xy", "x y", "x\ny",
+              "x\ty", "x\"y", "ababcdd", "cd", "d", "me@site.com", "me@site.org", "a-c", "-", "abcd", "", "1.5e",
+              "1.5ee", "b", "ab", "é", "éA", "ÉA", "x\\y", "ok", "long!"]
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_a_pattern_grammar_admits_what_the_pattern_matches(pattern: str) -> None:
+    from llmpack.runtime.grammar.schema_strings import pattern_expression
+
+    admitted = re.compile(gbnf_to_regex(pattern_expression(pattern)))
+    for text in CANDIDATES:
+        as_json = json.dumps(text, ensure_ascii=False)[1:-1]
+        assert bool(admitted.fullmatch(as_json)) == bool(re.fullmatch(pattern.strip("^$") or "", text)), text
+
+
+def test_integer_bounds_admit_exactly_the_range() -> None:
+    from llmpack.runtime.grammar.schema_numbers import integer_range
+
+    for low, high in [(None, 5), (-5, 37), (0, 0), (1, 1000), (-1200, -3), (999, 10001), (123456, None), (-7, None),
+                      (10, 19), (100, 199), (5, 95)]:
+        admitted = re.compile(gbnf_to_regex(integer_range(low, high)))
+        for n in [*range(-1300, 1300), 9999, 10000, 10001, 10002, 123455, 123456, 10 ** 15]:
+            assert bool(admitted.fullmatch(str(n))) == ((low is None or n >= low) and (high is None or n <= high))
+        assert not admitted.fullmatch("-0") and not admitted.fullmatch("007")
