@@ -6,19 +6,32 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 from pathlib import Path
 
 import anthropic
 import httpx
 import pytest
 from anthropic.lib.streaming._messages import accumulate_event
+from fastapi.testclient import TestClient
 from llmpack.runtime import messages
+from llmpack.runtime.flags.settings import Settings
 from llmpack.runtime.server import anthropic_translate as at
-from llmpack.runtime.server.chat_core import ChoiceEnd, TextDelta, ToolCallArgs, ToolCallStart
+from llmpack.runtime.server.app import cancel_generations
+from llmpack.runtime.server.chat_core import (
+    ChoiceEnd,
+    TextDelta,
+    ToolCallArgs,
+    ToolCallStart,
+)
 from llmpack.runtime.server.generation import ServerShuttingDown
 from llmpack.runtime.server.routes_anthropic import message_stream
+from llmpack.runtime.server.state import EngineHolder
+from support.apps import app_for
 from support.server_fixtures import ServerProcess, running_server
 from support.tiny_model import write_tiny_gguf
+from test_server_shutdown_stream import EndlessEngine
 
 pytestmark = pytest.mark.slow
 
@@ -88,8 +101,8 @@ def test_system_and_content_as_blocks_are_the_same_prompt(client: anthropic.Anth
 
 
 def test_stream_matches_the_plain_answer(client: anthropic.Anthropic) -> None:
-    kwargs = dict(model="tiny", max_tokens=16, messages=USER,
-                  extra_body={"temperature": 0.7, "top_p": 0.9, "top_k": 20, "seed": 7})
+    kwargs = {"model": "tiny", "max_tokens": 16, "messages": USER,
+              "extra_body": {"temperature": 0.7, "top_p": 0.9, "top_k": 20, "seed": 7}}
     plain = client.messages.create(**kwargs)
     with client.messages.stream(**kwargs) as stream:
         text = "".join(stream.text_stream)
@@ -203,9 +216,10 @@ def test_context_overflow_is_a_400_in_anthropic_shape(client: anthropic.Anthropi
     assert raised.value.status_code == 400 and raised.value.body["type"] == "error"
     assert raised.value.body["error"]["type"] == "invalid_request_error"
     assert "2048 tokens per sequence" in raised.value.body["error"]["message"]
-    with pytest.raises(anthropic.BadRequestError):  # streamed: refused before the stream starts
-        with client.messages.stream(model="tiny", max_tokens=4, messages=long) as stream:
-            stream.get_final_message()
+    # Streamed: refused before the stream starts.
+    with pytest.raises(anthropic.BadRequestError), client.messages.stream(model="tiny", max_tokens=4,
+                                                                          messages=long) as stream:
+        stream.get_final_message()
     # Counting is not running: a prompt too long to run is still counted.
     assert client.messages.count_tokens(model="tiny", messages=long).input_tokens > 1200
 
@@ -307,6 +321,38 @@ def _render(run: _Run) -> list[tuple[str, dict]]:
         name, data = chunk.decode().strip().split("\n")
         out.append((name.removeprefix("event: "), json.loads(data.removeprefix("data: "))))
     return out
+
+
+def test_shutdown_mid_stream_is_an_error_event_and_a_plain_request_a_503() -> None:
+    """In-process, through the real route and chat core (an engine that talks until cancelled): the
+    server's shutdown ends a stream with Anthropic's error event, never with a stop reason."""
+    settings = Settings()
+    app = app_for(settings, EngineHolder.loaded(settings, EndlessEngine()))
+    client = TestClient(app, base_url="http://localhost")
+    body = {"max_tokens": 100000, "messages": [{"role": "user", "content": "hi"}]}
+    with client.stream("POST", "/v1/messages", json={**body, "stream": True}) as response:
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        head = [next(lines) for _ in range(12)]  # message_start, ping, the block's start, text
+        cancel_generations(app)
+        raw = "\n".join([*head, *lines])
+    events = [(chunk.split("\n")[0], json.loads(chunk.split("\n")[1].removeprefix("data: ")))
+              for chunk in raw.strip().split("\n\n")]
+    assert events[-1] == ("event: error", {"type": "error", "error": {
+        "type": "overloaded_error", "message": messages.SERVER_SHUTTING_DOWN}})
+    assert [name for name, _ in events].count("event: content_block_delta") >= 1
+    assert not any(name in ("event: message_delta", "event: message_stop") for name, _ in events)
+    answers: list = []
+    thread = threading.Thread(target=lambda: answers.append(client.post("/v1/messages", json=body)))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not app.state.active_generations:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    cancel_generations(app)
+    thread.join(10)
+    assert answers[0].status_code == 503
+    assert answers[0].json()["error"]["type"] == "overloaded_error"
 
 
 def test_streamed_text_then_tool_calls_accumulate_in_the_sdk() -> None:

@@ -269,7 +269,7 @@ def tool_input(arguments: str) -> dict[str, Any]:
     """The core's argument text, always a JSON object (its grammars make it so), as Anthropic's input."""
     value = json.loads(arguments or "{}")
     if not isinstance(value, dict):
-        raise ValueError(f"tool call arguments are not a JSON object: {arguments!r}")
+        raise TypeError(f"tool call arguments are not a JSON object: {arguments!r}")
     return value
 
 
