@@ -32,6 +32,7 @@ from support.apps import app_for
 from support.server_fixtures import ServerProcess, running_server
 from support.tiny_model import write_tiny_gguf
 from test_server_shutdown_stream import EndlessEngine
+from test_server_unit import make_client
 
 pytestmark = pytest.mark.slow
 
@@ -353,6 +354,26 @@ def test_shutdown_mid_stream_is_an_error_event_and_a_plain_request_a_503() -> No
     thread.join(10)
     assert answers[0].status_code == 503
     assert answers[0].json()["error"]["type"] == "overloaded_error"
+
+
+def test_middleware_refusals_on_anthropic_paths_have_anthropic_shape() -> None:
+    """Refused before any route runs (body type, size, Host header, loading): Anthropic's shape and
+    error type on /v1/messages, OpenAI's elsewhere."""
+    body = {"max_tokens": 1, "messages": USER}
+    plain = make_client(max_body_bytes=200)
+    cases = [
+        (plain.post("/v1/messages", content=b"x", headers={"content-type": "text/plain"}), 415,
+         "invalid_request_error"),
+        (plain.post("/v1/messages", json={**body, "system": "x" * 300}), 413, "request_too_large"),
+        (plain.post("/v1/messages/count_tokens", json=body, headers={"host": "evil.example"}), 403,
+         "permission_error"),
+        (make_client(loaded=False).post("/v1/messages", json=body), 503, "overloaded_error"),
+    ]
+    for response, status, kind in cases:
+        assert response.status_code == status and response.json()["type"] == "error"
+        assert response.json()["error"]["type"] == kind and response.json()["error"]["message"]
+    assert plain.post("/v1/chat/completions", content=b"x", headers={"content-type": "text/plain"}
+                      ).json()["error"]["code"] == "unsupported_media_type"
 
 
 def test_streamed_text_then_tool_calls_accumulate_in_the_sdk() -> None:
