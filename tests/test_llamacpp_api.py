@@ -277,6 +277,13 @@ def test_bad_requests_are_400_in_llama_servers_shape(server: ServerProcess, body
     assert words in llama_error(response, 400)["message"]
 
 
+def test_refusals_before_the_route_have_llama_servers_shape_too(server: ServerProcess) -> None:
+    llama_error(httpx.get(server.url + "completion", timeout=10), 405)
+    not_json = httpx.post(server.url + "completion", content=b'{"prompt": "a"}', headers={"Content-Type": "text/plain"},
+                          timeout=10)
+    assert "Content-Type" in llama_error(not_json, 415)["message"]
+
+
 def test_context_overflow_is_a_400_with_its_sizes(server: ServerProcess) -> None:
     error = llama_error(httpx.post(server.url + "completion", json={"prompt": "the cat " * 400}, timeout=30), 400)
     assert error["type"] == "exceed_context_size_error"

@@ -276,5 +276,5 @@ async def _respond(scope: Scope, receive: Receive, send: Send, status: int, body
     if close:
         # Part of the body is still unread: it must not be taken for the next request.
         headers["Connection"] = "close"
-    response = JSONResponse(shaped_for_path(scope.get("path", ""), body), status_code=status, headers=headers)
+    response = JSONResponse(shaped_for_path(scope.get("path", ""), body, status), status_code=status, headers=headers)
     await response(scope, receive, send)

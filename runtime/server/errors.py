@@ -66,8 +66,23 @@ ERROR_SHAPES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"/api/": 
                                                                       "/v1/messages": anthropic_shape}
 
 
-def shaped_for_path(path: str, body: dict[str, Any]) -> dict[str, Any]:
+# llama-server's native routes (routes_llamacpp.py): `{"error": {"code": STATUS, "message", "type"}}`, which
+# its clients (its web UI, llama.vim, llama.vscode) read; the one shape that needs the status.
+LLAMA_PATHS = frozenset({"/completion", "/completions", "/infill", "/apply-template", "/props", "/slots", "/embeddings",
+                         "/rerank", "/reranking", "/v1/rerank", "/v1/reranking"})
+
+
+def llama_shape(body: dict[str, Any], status: int) -> dict[str, Any]:
+    error = body["error"]
+    shaped = {"code": status, "message": error["message"], "type": error["type"]}
+    shaped.update({k: error[k] for k in ("n_prompt_tokens", "n_ctx") if k in error})  # exceed_context_size_error's
+    return {"error": shaped}
+
+
+def shaped_for_path(path: str, body: dict[str, Any], status: int = 400) -> dict[str, Any]:
     """An OpenAI error body in the shape of the dialect that `path` belongs to."""
+    if path in LLAMA_PATHS:
+        return llama_shape(body, status)
     for prefix, shape in ERROR_SHAPES.items():
         if path.startswith(prefix):
             return shape(body)
@@ -125,7 +140,7 @@ def install_error_handlers(app: FastAPI) -> None:
         metrics = getattr(request.app.state, "metrics", None)
         if metrics is not None:
             metrics.count_error(status)
-        return JSONResponse(shaped_for_path(request.url.path, body), status_code=status, headers=headers)
+        return JSONResponse(shaped_for_path(request.url.path, body, status), status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -28,7 +28,7 @@ from ..engine.types import (
 from ..flags.settings import Settings
 from ..grammar.check import GrammarRefused, check_grammar
 from ..grammar.json_schema import SchemaUnsupported, json_schema_grammar
-from .errors import ApiError, error_payload
+from .errors import ApiError, error_payload, llama_shape
 from .translate import check_token_ids
 
 # llama-server's sampler names (common_sampler_types_from_names, with its aliases), and the place of each
@@ -114,12 +114,7 @@ def parse(model: type[BaseModel], raw: bytes) -> Any:
 def llama_error(exc: BaseException) -> tuple[int, dict[str, Any]]:
     """llama-server's error shape: the HTTP status as `code`, a message and a type."""
     status, payload = error_payload(exc)
-    error = payload["error"]
-    body = {"code": status, "message": error["message"], "type": error["type"]}
-    for extra in ("n_prompt_tokens", "n_ctx"):  # exceed_context_size_error's fields, as llama-server sends
-        if extra in error:
-            body[extra] = error[extra]
-    return status, {"error": body}
+    return status, llama_shape(payload, status)
 
 
 # -- prompts ---------------------------------------------------------------------------------------
