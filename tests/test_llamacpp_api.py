@@ -196,7 +196,7 @@ def test_apply_template_renders_the_models_template(server: ServerProcess) -> No
     assert result == {"prompt": "<s><start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model\n"}
 
 
-def test_props_and_slots(server: ServerProcess) -> None:
+def test_props_and_slots(server: ServerProcess, fim_bundle: Path) -> None:
     props = httpx.get(server.url + "props", timeout=10).json()
     n_ctx = httpx.get(server.base_url + "/models", timeout=10).json()["data"][0]["meta"]["n_ctx"]
     assert props["total_slots"] == 2
@@ -204,6 +204,7 @@ def test_props_and_slots(server: ServerProcess) -> None:
     assert props["chat_template"] == GEMMA_TEMPLATE
     assert props["modalities"] == {"vision": False, "audio": False}
     assert props["build_info"].startswith("llmpack ")
+    assert props["model_path"] == str(fim_bundle)  # the weights are inside the executable
     assert props["default_generation_settings"]["params"]["temperature"] == 0.8  # the server's default
     slots = httpx.get(server.url + "slots", timeout=10).json()
     assert [(s["id"], s["n_ctx"], s["is_processing"]) for s in slots] == [(0, n_ctx, False), (1, n_ctx, False)]
