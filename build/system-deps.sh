@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # System packages the end-to-end tests drive: tmux (the chat in a real terminal), Chromium (the web chat
-# page, headless), qemu-user (the executable on an older CPU model), binutils (readelf). Installs only
-# what is missing; needs root and apt (Debian/Ubuntu), otherwise says what to install.
+# page, headless), node and npm (the web page's libraries, web/), qemu-user (the executable on an older
+# CPU model), binutils (readelf). Installs only what is missing; needs root and apt (Debian/Ubuntu),
+# otherwise says what to install.
 set -euo pipefail
 need=()
 command -v tmux >/dev/null || need+=(tmux)
 command -v chromium >/dev/null || need+=(chromium)
 command -v qemu-x86_64 >/dev/null || need+=(qemu-user)
 command -v readelf >/dev/null || need+=(binutils)
+command -v npm >/dev/null || need+=(nodejs npm)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "system-deps: installing ${need[*]}" >&2

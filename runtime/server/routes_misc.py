@@ -4,6 +4,7 @@ chat page at /."""
 from __future__ import annotations
 
 import base64
+import re
 import struct
 from functools import lru_cache
 from importlib.resources import files
@@ -135,14 +136,24 @@ async def detokenize(body: DetokenizeRequest, request: Request):
     return {"content": engine.detokenize(tokens)}
 
 
+# The policy web/build_page.py wrote into the page, with its scripts' and style's hashes.
+_PAGE_CSP = re.compile(rb'<meta http-equiv="Content-Security-Policy" content="([^"]+)">')
+
+
 @lru_cache(maxsize=1)
-def _page() -> bytes:
-    return files("llmpack.templates").joinpath(WEB_PAGE).read_bytes()
+def _page() -> tuple[bytes, dict[str, str]]:
+    page = files("llmpack.templates").joinpath(WEB_PAGE).read_bytes()
+    match = _PAGE_CSP.search(page)
+    # A header can say what a <meta> cannot: no other site may frame the page (clickjacking).
+    csp = (match.group(1).decode() if match else "default-src 'self'") + "; frame-ancestors 'none'"
+    return page, {"Cache-Control": "no-cache", "Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff",
+                  "Referrer-Policy": "no-referrer"}
 
 
 @router.get("/", response_class=HTMLResponse)
 async def web_chat():
-    return HTMLResponse(_page(), headers={"Cache-Control": "no-cache"})
+    page, headers = _page()
+    return HTMLResponse(page, headers=headers)
 
 
 @router.get("/favicon.ico")

@@ -1,0 +1,80 @@
+"""Builds the web chat page, templates/server_chat.html, from web/page.html, page.css and chat.js and the
+minified files of the npm packages pinned in web/package-lock.json (installed by `npm ci` in web/, which
+build/setup.sh runs). Everything is inlined: the page is one file that the executable serves and that
+works offline. The Content-Security-Policy's script and style hashes are computed here, put in the
+page's <meta> tag, and sent as a header by the server (runtime/server/routes_misc.py reads them back).
+
+The built page is committed, so that a wheel, an editable checkout and the frozen runtime all serve it
+without node; tests/test_server_web.py checks that it matches what this script builds.
+
+    python web/build_page.py            # writes templates/server_chat.html
+    python web/build_page.py --check    # exits 1 if the committed page is out of date
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import sys
+from pathlib import Path
+
+WEB = Path(__file__).resolve().parent
+PAGE = WEB.parent / "templates" / "server_chat.html"
+# Classic (non-module) browser builds, each defining one global: markdownit, DOMPurify, hljs (highlight.js's
+# "common" build: 36 of its 190 languages).
+SCRIPTS = ("markdown-it/dist/markdown-it.min.js", "dompurify/dist/purify.min.js",
+           "@highlightjs/cdn-assets/highlight.min.js")
+LIGHT = "@highlightjs/cdn-assets/styles/github.min.css"
+DARK = "@highlightjs/cdn-assets/styles/github-dark.min.css"
+
+
+def _sha256(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+def _inline_script(text: str) -> str:
+    if "</script" in text.lower():
+        raise SystemExit("build_page: a script holds '</script', which would end the inline <script> early")
+    return text.strip()
+
+
+def build(node_modules: Path | None = None) -> str:
+    modules = node_modules or WEB / "node_modules"
+    missing = [name for name in (*SCRIPTS, LIGHT, DARK) if not (modules / name).is_file()]
+    if missing:
+        raise SystemExit(f"build_page: {modules / missing[0]} is missing: run `npm ci` in {WEB}")
+    style = "\n".join([(WEB / "page.css").read_text().strip(), (modules / LIGHT).read_text().strip(),
+                       "@media (prefers-color-scheme: dark) {" + (modules / DARK).read_text().strip() + "}"])
+    scripts = [_inline_script((modules / name).read_text()) for name in SCRIPTS]
+    scripts.append(_inline_script((WEB / "chat.js").read_text()))
+    csp = "; ".join([
+        "default-src 'self'", "script-src " + " ".join(_sha256(s) for s in scripts),
+        "style-src " + _sha256(style), "img-src 'self' data:", "connect-src 'self'", "object-src 'none'",
+        "base-uri 'none'", "form-action 'self'"])
+    page = (WEB / "page.html").read_text()
+    for marker in ("@CSP@", "<!-- @STYLE@ -->", "<!-- @SCRIPTS@ -->"):
+        if page.count(marker) != 1:
+            raise SystemExit(f"build_page: web/page.html must hold {marker} once")
+    page = page.replace("@CSP@", csp)
+    page = page.replace("<!-- @STYLE@ -->", f"<style>{style}</style>")
+    return page.replace("<!-- @SCRIPTS@ -->", "\n".join(f"<script>{s}</script>" for s in scripts))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Builds templates/server_chat.html from web/.")
+    parser.add_argument("--check", action="store_true", help="only check that the committed page is up to date")
+    parser.add_argument("--output", type=Path, default=PAGE)
+    args = parser.parse_args(argv)
+    page = build()
+    if args.check:
+        if not args.output.is_file() or args.output.read_text() != page:
+            print(f"build_page: {args.output} is out of date: run `python web/build_page.py`", file=sys.stderr)
+            return 1
+        return 0
+    args.output.write_text(page)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
