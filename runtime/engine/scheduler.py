@@ -356,7 +356,7 @@ class Scheduler:
             prompt_done = slot.prompt_done if not slot.pending else now
             timings = Timings(len(slot.request.prompt_tokens), slot.reused, (prompt_done - slot.admitted) * 1000,
                               slot.generated, (now - prompt_done) * 1000)
-            slot.out.put(Piece(tail, (), reason, timings))
+            slot.out.put(Piece(tail, (), reason, timings, stop=slot.stops.matched if reason == "stop" else None))
         self._free.append(slot.seq)
 
     def _fail_active(self, error: EngineFailure) -> None:

@@ -13,17 +13,17 @@ class StopMatcher:
         self._stops = [s for s in stops if s]
         self._hold = max((len(s) for s in self._stops), default=1) - 1
         self._pending = ""
-        self.matched = False
+        self.matched: str | None = None  # the stop string found, once one is
 
     def feed(self, text: str) -> tuple[str, bool]:
         """(text safe to show now, whether a stop string was found)."""
         if not self._stops:
             return text, False
         self._pending += text
-        hits = [i for i in (self._pending.find(s) for s in self._stops) if i >= 0]
+        hits = [(i, s) for i, s in ((self._pending.find(s), s) for s in self._stops) if i >= 0]
         if hits:
-            self.matched = True
-            out, self._pending = self._pending[:min(hits)], ""
+            at, self.matched = min(hits, key=lambda hit: hit[0])
+            out, self._pending = self._pending[:at], ""
             return out, True
         keep = self._longest_partial_suffix()
         out = self._pending[:len(self._pending) - keep]

@@ -124,3 +124,4 @@ class Piece:
     finish_reason: str | None = None  # "stop" | "length" | "cancelled"
     timings: Timings | None = None
     logprobs: tuple[TokenLogprob, ...] = ()  # one per token id, when the request asked for them
+    stop: str | None = None  # on the last piece: the stop string that ended the generation, if one did

@@ -71,6 +71,7 @@ class ChoiceEnd:
     choice: int
     finish_reason: str  # "stop" | "length" | "tool_calls"
     completion_tokens: int
+    stop_sequence: str | None = None  # the stop string that ended the choice (a client's, or the template's)
 
 
 ChatEvent = TextDelta | ToolCallStart | ToolCallArgs | ChoiceEnd
@@ -90,6 +91,7 @@ class ChoiceResult:
     finish_reason: str = "stop"
     completion_tokens: int = 0
     logprobs: tuple | None = None
+    stop_sequence: str | None = None
 
 
 @dataclass
@@ -158,7 +160,7 @@ class ChatRun:
                     yield ToolCallStart(choice, index, call.id, call.name)
                     yield ToolCallArgs(choice, index, call.arguments)
                 finish = "tool_calls" if calls else finish
-            yield ChoiceEnd(choice, finish, generation.completion_tokens)
+            yield ChoiceEnd(choice, finish, generation.completion_tokens, piece.stop if finish == "stop" else None)
 
     async def events(self) -> AsyncIterator[ChatEvent]:
         """The choices' events as they come, interleaved; raises what a generation raises."""
@@ -231,7 +233,7 @@ class ChatRun:
             text = "".join(texts[i])
             choices.append(ChoiceResult(None if calls[i] and not text.strip() else text, calls[i], end.finish_reason,
                                         end.completion_tokens,
-                                        tuple(logprobs[i]) if self.want_logprobs else None))
+                                        tuple(logprobs[i]) if self.want_logprobs else None, end.stop_sequence))
         return ChatResult(choices, self.prompt_tokens, self.cached_tokens,
                           sum(c.completion_tokens for c in choices))
 
