@@ -114,7 +114,7 @@ class DevTools:
 class Page:
     """One tab on the server's page."""
 
-    def __init__(self, tools: DevTools, url: str, intercept: bool = False) -> None:
+    def __init__(self, tools: DevTools, url: str, intercept: bool = False, ready: bool = True) -> None:
         self.tools = tools
         self.target = tools.send("Target.createTarget", url="about:blank")["targetId"]
         self.session = tools.send("Target.attachToTarget", targetId=self.target, flatten=True)["sessionId"]
@@ -125,16 +125,17 @@ class Page:
         self.send("Page.navigate", url=url)
         self.wait("document.readyState === 'complete' && window.DOMPurify")
         self.evaluate("localStorage.clear(); sessionStorage.clear()")
-        self.reload()
+        self.reload(ready)
 
     def send(self, method: str, **params: Any) -> dict[str, Any]:
         return self.tools.send(method, self.session, **params)
 
-    def reload(self) -> None:
+    def reload(self, ready: bool = True) -> None:
+        """Reloads and waits for the new document (and, if `ready`, for the model's name)."""
         self.evaluate("window.reloaded = true")
         self.send("Page.reload")
-        self.wait("!window.reloaded && document.readyState === 'complete' && "
-                  "!document.getElementById('model').textContent.includes('connecting')")
+        self.wait("!window.reloaded && document.readyState === 'complete'" + (
+            " && document.getElementById('model').textContent === 'tiny-test-model'" if ready else ""))
 
     def evaluate(self, expression: str) -> Any:
         result = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
@@ -420,3 +421,41 @@ def test_a_stopped_server_is_reported_as_unreachable(tiny_bundle: Path, browser:
             own.interrupt()
     assert "error: the server is unreachable" in message and retry == ["Retry"]
     assert left == ["Are you there?"]  # the question stays, to be retried
+
+
+def test_an_attached_text_file_goes_with_the_next_message(server: ServerProcess, browser: DevTools,
+                                                          tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("The launch code is 1234.\n")
+    page = Page(browser, server.url, intercept=True)
+    try:
+        node = page.send("DOM.querySelector", nodeId=page.send("DOM.getDocument")["root"]["nodeId"], selector="#file")
+        page.send("DOM.setFileInputFiles", nodeId=node["nodeId"], files=[str(notes)])
+        page.wait("document.getElementById('attachments').textContent.includes('notes.txt')")
+        page.send_message("What is the code?")
+        sent = json.loads(fulfil(page, canned_reply("1234", 1))["postData"])["messages"]
+        page.wait("!!document.querySelector('.stats')")
+        shown = page.evaluate("document.querySelector('.turn.user').textContent")
+        left = page.evaluate("document.getElementById('attachments').textContent")
+    finally:
+        page.close()
+    assert sent[-1]["content"] == "File notes.txt:\n```\nThe launch code is 1234.\n\n```\n\nWhat is the code?"
+    assert "attached: notes.txt" in shown and left == ""
+
+
+def test_the_page_asks_for_the_api_key_and_sends_it(tiny_bundle: Path, browser: DevTools, tmp_path: Path) -> None:
+    with running_server(tiny_bundle, "-n", "4", "-c", "256", "--api-key", "sesame",
+                        log_path=tmp_path / "server.log") as own:
+        page = Page(browser, own.url, ready=False)
+        try:
+            page.wait("!document.getElementById('banner').hidden && "
+                      "document.getElementById('banner').textContent.includes('API key')")
+            page.type("sesame", "#banner input")
+            page.key("Enter", 13)
+            page.wait("document.getElementById('model').textContent === 'tiny-test-model'")
+            page.send_message("hello")
+            stats = page.wait("(document.querySelector('.stats') || {}).textContent")
+            kept = page.evaluate("sessionStorage.getItem('llmpack-api-key')")
+        finally:
+            page.close()
+    assert stats.startswith("4 tokens") and kept == "sesame"

@@ -463,6 +463,8 @@ document.addEventListener("keydown", event => {
   if (event.key === "Escape" && $("sidebar").classList.contains("open")) { closeSidebar(); $("menu").focus(); }
 });
 
+// At phone width the hint would wrap into a second, half-hidden line of the empty input.
+if (matchMedia("(max-width: 760px)").matches) input.placeholder = "Message";
 if (!chat()) current = chats.length ? chats[chats.length - 1].id : null;
 render();
 grow();
