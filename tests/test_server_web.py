@@ -459,3 +459,21 @@ def test_the_page_asks_for_the_api_key_and_sends_it(tiny_bundle: Path, browser: 
         finally:
             page.close()
     assert stats.startswith("4 tokens") and kept == "sesame"
+
+
+def test_a_full_context_shows_the_servers_message_and_offers_a_new_chat(server: ServerProcess,
+                                                                      browser: DevTools) -> None:
+    page = Page(browser, server.url)
+    try:
+        page.send_message("many words " * 400)  # far past the server's context
+        message = page.wait("!document.getElementById('banner').hidden && document.getElementById('banner').textContent")
+        page.evaluate("[...document.querySelectorAll('#banner button')].find(b => b.textContent === 'Start a new chat').click()")
+        after = page.evaluate("[document.querySelectorAll('.msg').length, document.querySelectorAll('#chats li').length,"
+                              " document.getElementById('banner').hidden]")
+    finally:
+        page.close()
+    direct = httpx.post(server.base_url + "/chat/completions", timeout=30,
+                        json={"messages": [{"role": "user", "content": "many words " * 400}]})
+    assert direct.status_code == 400 and direct.json()["error"]["code"] == "context_length_exceeded"
+    assert message.startswith("error: " + direct.json()["error"]["message"])
+    assert after == [0, 2, True]

@@ -15,8 +15,12 @@ function load(name, fallback) {
   try { return JSON.parse(localStorage.getItem(name)) || fallback; } catch (e) { return fallback; }
 }
 function save() {
-  localStorage.setItem(CHATS, JSON.stringify(chats));
-  if (current) localStorage.setItem(CURRENT, current);
+  try {
+    localStorage.setItem(CHATS, JSON.stringify(chats));
+    if (current) localStorage.setItem(CURRENT, current);
+  } catch (e) {  // the origin's quota (about 5 MB): the chat goes on, unsaved
+    showBanner("error: the browser's storage for this page is full: delete or export some chats");
+  }
 }
 function chat() { return chats.find(c => c.id === current); }
 function newId() { return Date.now().toString(36) + Math.random().toString(36).slice(2, 8); }
@@ -253,8 +257,10 @@ async function generate() {
   let usage = null, timings = null, scheduled = false, firstToken = null;
   const paint = () => {
     scheduled = false;
+    // Follow the reply only if the reader has not scrolled up to read something else.
+    const following = log.scrollHeight - log.scrollTop - log.clientHeight < 60;
     renderMarkdown(view.bubble, reply.content);
-    log.scrollTop = log.scrollHeight;
+    if (following) log.scrollTop = log.scrollHeight;
   };
   try {
     const response = await api("/v1/chat/completions", {method: "POST", signal, body});
