@@ -142,6 +142,29 @@ def test_stop_word_is_reported(server: ServerProcess) -> None:
     assert (result["stop_type"], result["stopping_word"]) == ("word", stop)
 
 
+def test_logit_bias_by_id_or_text(server: ServerProcess) -> None:
+    first = post(server, "completion", {"prompt": "the", "temperature": 0, "n_predict": 1, "return_tokens": True})
+    token = first["tokens"][0]
+    for bias in ([[token, False]], {str(token): False}):
+        banned = post(server, "completion", {"prompt": "the", "temperature": 0, "n_predict": 1, "return_tokens": True,
+                                             "logit_bias": bias})
+        assert banned["tokens"][0] != token
+    # As text: each of its tokens gets the bias (pushed to the top here, so one of them comes first).
+    cat = tokenize(server, "cat", add_special=False, parse_special=False)
+    forced = post(server, "completion", {"prompt": "the", "temperature": 0, "n_predict": 1, "return_tokens": True,
+                                         "logit_bias": [["cat", 100]]})
+    assert token not in cat and forced["tokens"][0] in cat
+
+
+def test_samplers_we_do_not_have_are_refused_when_switched_on(server: ServerProcess) -> None:
+    for name, value in (("mirostat", 2), ("dry_multiplier", 0.8), ("xtc_probability", 0.5), ("typical_p", 0.9)):
+        message = llama_error(httpx.post(server.url + "completion", json={"prompt": "a", name: value}, timeout=30),
+                              400)["message"]
+        assert name in message
+    # At the values that switch them off, they are accepted.
+    post(server, "completion", {"prompt": "a", "n_predict": 1, "mirostat": 0, "typical_p": 1.0})
+
+
 def test_samplers_left_out_are_off_and_a_foreign_order_is_refused(server: ServerProcess) -> None:
     result = post(server, "completion", {"prompt": "a", "n_predict": 2, "seed": 3,
                                          "samplers": ["top_k", "temperature"]})
@@ -176,6 +199,18 @@ def test_infill_builds_the_fim_prompt(server: ServerProcess) -> None:
     # Extra context goes before the FIM prefix (this vocabulary has no FIM_SEP: llama-server's snippet marker).
     extra = post(server, "infill", {**body, "input_extra": [{"filename": "a.py", "text": "hello world"}]})
     assert extra["prompt"].index("--- snippet ---") < extra["prompt"].index("hello world") < extra["prompt"].index(pre)
+
+
+def test_infill_as_llama_vim_sends_it(server: ServerProcess) -> None:
+    """llama.vim's request (its samplers, time limits and response_fields) and the fields it reads."""
+    body = {"input_prefix": "the cat\n", "input_suffix": "\nthe dog", "input_extra": [], "prompt": "    ",
+            "n_predict": 8, "n_indent": 4, "top_k": 40, "top_p": 0.99, "stream": False,
+            "samplers": ["top_k", "top_p", "infill"], "cache_prompt": True, "t_max_prompt_ms": 500,
+            "t_max_predict_ms": 1000, "response_fields": ["content", "timings/prompt_n", "timings/predicted_ms",
+                                                          "truncated", "tokens_cached"]}
+    result = post(server, "infill", body)
+    assert set(result) == {"content", "timings/prompt_n", "timings/predicted_ms", "truncated", "tokens_cached"}
+    assert isinstance(result["content"], str) and result["timings/prompt_n"] > 0
 
 
 def test_infill_without_fim_tokens_is_a_400(plain_server: ServerProcess) -> None:

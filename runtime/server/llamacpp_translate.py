@@ -47,7 +47,16 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+# llama-server's samplers that we do not have, at the values that switch them off: a request that switches
+# one on is refused by name rather than answered as if it had not asked.
+INACTIVE_SAMPLERS = {"mirostat": 0, "dry_multiplier": 0.0, "xtc_probability": 0.0, "typical_p": 1.0,
+                     "typ_p": 1.0, "dynatemp_range": 0.0, "top_n_sigma": -1.0}
+
+
 class CompletionBody(_Body):
+    # Fields kept, so that INACTIVE_SAMPLERS can be checked; the others llama-server reads and we need not
+    # (t_max_predict_ms and n_indent, which llama.vim sends, are limits on how long a completion runs).
+    model_config = ConfigDict(extra="allow")
     prompt: Any = None
     n_predict: int | None = Field(default=None, ge=-1)
     max_tokens: int | None = Field(default=None, ge=-1)  # llama-server reads it when n_predict is absent
@@ -71,6 +80,8 @@ class CompletionBody(_Body):
     cache_prompt: bool = True  # accepted: a sequence always reuses the longest prefix it already holds
     return_tokens: bool = False
     id_slot: int = -1  # accepted: requests go to the sequence whose cache shares most of the prompt
+    logit_bias: list[list[Any]] | dict[str, Any] | None = None
+    response_fields: list[str] | None = None  # the answer reduced to these ("timings/prompt_n": nested)
 
 
 class ExtraChunk(_Body):
@@ -234,8 +245,35 @@ def apply_samplers(sampling: SamplingParams, samplers: list[str] | str) -> Sampl
     return dataclasses.replace(sampling, **off)
 
 
+def logit_bias(engine: ServingEngine, value: list[list[Any]] | dict[str, Any] | None) -> tuple[tuple[int, float], ...]:
+    """llama-server's logit_bias: [[token, bias], ...] or {token: bias}, a token given by id or as text (all
+    of its tokens), a bias of false banning it."""
+    pairs = value.items() if isinstance(value, dict) else value or []
+    biases: dict[int, float] = {}
+    for i, pair in enumerate(pairs):
+        pair = list(pair)
+        if len(pair) != 2 or not isinstance(pair[1], (int, float)) or pair[1] is True:
+            raise ApiError(400, "\"logit_bias\" pairs are [token, bias], the bias a number or false", param=f"logit_bias.{i}")
+        token, bias = pair
+        bias = -math.inf if bias is False else float(bias)
+        if isinstance(token, str) and token.lstrip("-").isdigit():
+            token = int(token)
+        ids = [token] if isinstance(token, int) and not isinstance(token, bool) else (
+            engine.tokenize(token, False, False) if isinstance(token, str) else None)
+        if ids is None:
+            raise ApiError(400, "\"logit_bias\" tokens are ids or text", param=f"logit_bias.{i}")
+        for token_id in check_token_ids(engine, ids, f"logit_bias.{i}"):
+            biases[token_id] = bias
+    return tuple(biases.items())
+
+
 def generation_request(settings: Settings, base: SamplingParams, body: CompletionBody,
-                       tokens: list[int]) -> GenerationRequest:
+                       tokens: list[int], engine: ServingEngine) -> GenerationRequest:
+    for name, off in INACTIVE_SAMPLERS.items():
+        value = (body.model_extra or {}).get(name)
+        if value is not None and value != off:
+            raise ApiError(400, f"\"{name}\" is not supported: this server has no such sampler (leave it out, "
+                                f"or send {off})", param=name)
     if body.grammar and body.json_schema is not None:
         raise ApiError(400, "Either \"json_schema\" or \"grammar\" can be specified, but not both", param="grammar")
     if body.post_sampling_probs:
@@ -254,6 +292,8 @@ def generation_request(settings: Settings, base: SamplingParams, body: Completio
             raise ApiError(400, f"unsupported JSON schema: {exc}", param="json_schema") from None
     if grammar is not None:
         overrides["grammar"] = grammar
+    if body.logit_bias:
+        overrides["logit_bias"] = logit_bias(engine, body.logit_bias)
     if body.ignore_eos:
         if grammar or base.grammar:
             # llama.cpp's grammar aborts the process once its document is complete and only EOS may follow.
@@ -354,6 +394,20 @@ def partial_result(engine: ServingEngine, request: GenerationRequest, piece: Pie
     if request.logprobs is not None and piece.logprobs:
         result["completion_probabilities"] = probabilities(engine, piece.logprobs)
     return result
+
+
+def select_fields(result: dict[str, Any], fields: Sequence[str]) -> dict[str, Any]:
+    """llama-server's response_fields: only the fields named, a nested one under its path as the key."""
+    selected = {}
+    for path in fields:
+        value: Any = result
+        for part in path.split("/"):
+            if not isinstance(value, dict) or part not in value:
+                break
+            value = value[part]
+        else:
+            selected[path] = value
+    return selected
 
 
 def normalized(vector: Sequence[float]) -> list[float]:

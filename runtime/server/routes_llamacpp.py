@@ -69,8 +69,9 @@ async def _complete(request: Request, engine: ServingEngine, body: lt.Completion
     model = state.holder.model_name
     if not body.stream:
         outcome = await run_to_completion(request.receive, generation)
-        return JSONResponse(lt.final_result(engine, model, generation_request, prompt_text, outcome.pieces,
-                                            outcome.text, False, body.return_tokens))
+        result = lt.final_result(engine, model, generation_request, prompt_text, outcome.pieces, outcome.text, False,
+                                 body.return_tokens)
+        return JSONResponse(lt.select_fields(result, body.response_fields) if body.response_fields else result)
     return StreamingResponse(_stream(engine, model, generation, prompt_text, body.return_tokens),
                              media_type="text/event-stream", headers=SSE_HEADERS)
 
@@ -104,7 +105,7 @@ async def completion(request: Request):
 
     def make() -> tuple[list[int], GenerationRequest]:
         tokens = lt.prompt_tokens(engine, body.prompt)
-        return tokens, lt.generation_request(state.settings, state.base_sampling, body, tokens)
+        return tokens, lt.generation_request(state.settings, state.base_sampling, body, tokens, engine)
 
     return await _complete(request, engine, body, make)
 
@@ -119,9 +120,9 @@ async def infill(request: Request):
     state = request.app.state
 
     def make() -> tuple[list[int], GenerationRequest]:
-        request_ = lt.generation_request(state.settings, state.base_sampling, body, [])
+        request_ = lt.generation_request(state.settings, state.base_sampling, body, [], engine)
         tokens = lt.infill_tokens(engine, body, request_.max_tokens)
-        return tokens, lt.generation_request(state.settings, state.base_sampling, body, tokens)
+        return tokens, lt.generation_request(state.settings, state.base_sampling, body, tokens, engine)
 
     return await _complete(request, engine, body, make)
 
