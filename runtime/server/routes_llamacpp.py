@@ -1,7 +1,8 @@
 """llama.cpp's native HTTP API, as llama-server serves it: /completion (and /completions), /infill,
 /apply-template, /props, /slots, /embeddings (llama-server's shape; OpenAI's is /v1/embeddings) and
-/rerank. What llama.cpp's web UI, llama.vim, llama.vscode and older clients call. Bodies and answers are
-translated in llamacpp_translate.py; generation is the OpenAI routes' (generation.py)."""
+/rerank. What llama.cpp's web UI, llama.vim, llama.vscode and older clients call. Bodies are read in
+llamacpp_translate.py, answers shaped in llamacpp_responses.py; generation is the OpenAI routes'
+(generation.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from .. import __version__, messages
 from ..engine.interface import ServingEngine
 from ..engine.types import GenerationRequest
+from . import llamacpp_responses as lr
 from . import llamacpp_translate as lt
 from . import translate as tr
 from .chat_core import log_prompt, ready_engine
@@ -69,9 +71,9 @@ async def _complete(request: Request, engine: ServingEngine, body: lt.Completion
     model = state.holder.model_name
     if not body.stream:
         outcome = await run_to_completion(request.receive, generation)
-        result = lt.final_result(engine, model, generation_request, prompt_text, outcome.pieces, outcome.text, False,
+        result = lr.final_result(engine, model, generation_request, prompt_text, outcome.pieces, outcome.text, False,
                                  body.return_tokens)
-        return JSONResponse(lt.select_fields(result, body.response_fields) if body.response_fields else result)
+        return JSONResponse(lr.select_fields(result, body.response_fields) if body.response_fields else result)
     return StreamingResponse(_stream(engine, model, generation, prompt_text, body.return_tokens),
                              media_type="text/event-stream", headers=SSE_HEADERS)
 
@@ -86,9 +88,9 @@ async def _stream(engine: ServingEngine, model: str, generation: Generation, pro
             text.append(piece.text)
             n_predicted += len(piece.token_ids)
             if piece.text or piece.token_ids or piece.logprobs:  # an event per token, as llama-server's
-                yield _sse(lt.partial_result(engine, request, piece, n_predicted))
+                yield _sse(lr.partial_result(engine, request, piece, n_predicted))
             if piece.finish_reason:
-                yield _sse(lt.final_result(engine, model, request, prompt_text, pieces, "".join(text), True,
+                yield _sse(lr.final_result(engine, model, request, prompt_text, pieces, "".join(text), True,
                                            return_tokens))
     except Exception as exc:  # noqa: BLE001 - the status line is sent: the error goes in the stream
         _status, payload = lt.llama_error(exc)
@@ -137,7 +139,7 @@ async def apply_template(request: Request):
 
 
 def _slot(engine: ServingEngine, request: Request, index: int, busy: frozenset[int]) -> dict[str, Any]:
-    params = lt.generation_settings(GenerationRequest((), request.app.state.settings.n_predict,
+    params = lr.generation_settings(GenerationRequest((), request.app.state.settings.n_predict,
                                                       request.app.state.base_sampling),
                                     engine.n_ctx, request.app.state.holder.model_name)
     return {"id": index, "id_task": -1, "n_ctx": engine.n_ctx, "speculative": False,
@@ -202,7 +204,7 @@ async def embeddings(request: Request):
             rows = engine.embed_each(tokens)
             # llama-server: per-token rows unnormalized with --pooling none, a pooled row normalized.
             results.append({"index": i, "embedding": rows if engine.pooling == "none" else
-                            [lt.normalized(rows[0])]})
+                            [lr.normalized(rows[0])]})
             total += len(tokens)
         return results, total
 

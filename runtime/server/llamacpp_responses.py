@@ -1,0 +1,115 @@
+"""llama-server's answers from the engine's pieces: /completion's and /infill's result (plain, and the
+events of a stream), with its stop_type, timings and completion_probabilities."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from ..engine.interface import ServingEngine
+from ..engine.types import GenerationRequest, Piece, Timings, TokenLogprob
+
+
+def generation_settings(request: GenerationRequest, n_ctx: int, model: str) -> dict[str, Any]:
+    s = request.sampling
+    return {"n_ctx": n_ctx, "n_predict": request.max_tokens, "model": model, "temperature": s.temperature,
+            "top_k": s.top_k, "top_p": s.top_p, "min_p": s.min_p, "repeat_penalty": s.repeat_penalty,
+            "repeat_last_n": s.repeat_last_n, "presence_penalty": s.presence_penalty,
+            "frequency_penalty": s.frequency_penalty, "seed": s.seed, "stop": list(request.stop),
+            "grammar": s.grammar or "", "ignore_eos": s.ignore_eos, "n_probs": request.logprobs or 0,
+            "samplers": [name for name, on in (("penalties", True), ("top_k", s.top_k > 0), ("top_p", s.top_p < 1),
+                                               ("min_p", s.min_p > 0), ("temperature", True)) if on]}
+
+
+def probabilities(engine: ServingEngine, logprobs: Sequence[TokenLogprob]) -> list[dict[str, Any]]:
+    def entry(token: int, logprob: float) -> dict[str, Any]:
+        raw = engine.token_bytes(token)
+        return {"id": token, "token": raw.decode("utf-8", "replace"), "bytes": list(raw), "logprob": logprob}
+
+    return [{**entry(lp.token_id, lp.logprob), "top_logprobs": [entry(t, v) for t, v in lp.top]}
+            for lp in logprobs]
+
+
+def timings(t: Timings | None) -> dict[str, float]:
+    if t is None:
+        t = Timings(0, 0, 0.0, 0, 0.0)
+    prompt_n = t.prompt_tokens - t.cached_tokens
+    return {"cache_n": t.cached_tokens, "prompt_n": prompt_n, "prompt_ms": t.prompt_ms,
+            "prompt_per_token_ms": t.prompt_ms / prompt_n if prompt_n else 0.0,
+            "prompt_per_second": t.prompt_per_second, "predicted_n": t.generated_tokens,
+            "predicted_ms": t.generation_ms,
+            "predicted_per_token_ms": t.generation_ms / t.generated_tokens if t.generated_tokens else 0.0,
+            "predicted_per_second": t.generation_per_second}
+
+
+def stop_reason(engine: ServingEngine, request: GenerationRequest, text: str, token_ids: Sequence[int],
+                finish: str, generated: int) -> tuple[str, str]:
+    """(stop_type, stopping_word): llama-server's "eos", "word" or "limit" ("none" if cut short). The
+    engine reports "stop" for both an end-of-generation token and a stop string. A stop string starts
+    where the returned text ends: the generated tokens' text goes on with it, or with its beginning when
+    the token that completed it showed no text (then it was counted in `generated` but sent no id). An
+    end-of-generation token is neither counted nor sent."""
+    if finish == "length":
+        return "limit", ""
+    if finish != "stop":
+        return "none", ""
+    rest = engine.detokenize(token_ids)[len(text):]
+    word = next((s for s in request.stop if rest.startswith(s)), None)
+    if word is None and generated > len(token_ids):
+        word = next((s for s in request.stop if s.startswith(rest)), None)
+    return ("word", word) if word is not None else ("eos", "")
+
+
+def final_result(engine: ServingEngine, model: str, request: GenerationRequest, prompt_text: str,
+                 pieces: Sequence[Piece], text: str, streamed: bool, return_tokens: bool) -> dict[str, Any]:
+    token_ids = [t for p in pieces for t in p.token_ids]
+    last = pieces[-1] if pieces else Piece("", (), "stop")
+    finish = last.finish_reason or "stop"
+    t = last.timings
+    stop_type, word = stop_reason(engine, request, text, token_ids, finish, t.generated_tokens if t else len(token_ids))
+    result: dict[str, Any] = {
+        "index": 0,
+        # A stream has sent the text already: its last event carries none (as llama-server's).
+        "content": "" if streamed else text,
+        "tokens": [] if streamed or not return_tokens else token_ids,
+        "id_slot": -1,  # requests are not pinned to slots here
+        "stop": True, "model": model,
+        "tokens_predicted": len(token_ids), "tokens_evaluated": len(request.prompt_tokens),
+        "generation_settings": generation_settings(request, engine.n_ctx, model),
+        "prompt": prompt_text, "has_new_line": "\n" in text, "truncated": False,
+        "stop_type": stop_type, "stopping_word": word,
+        "tokens_cached": t.cached_tokens if t else 0,
+        "timings": timings(t),
+    }
+    if request.logprobs is not None and not streamed:
+        result["completion_probabilities"] = probabilities(engine, [lp for p in pieces for lp in p.logprobs])
+    return result
+
+
+def partial_result(engine: ServingEngine, request: GenerationRequest, piece: Piece, n_predicted: int) -> dict[str, Any]:
+    result: dict[str, Any] = {"index": 0, "content": piece.text, "tokens": list(piece.token_ids), "stop": False,
+                              "id_slot": -1, "tokens_predicted": n_predicted,
+                              "tokens_evaluated": len(request.prompt_tokens)}
+    if request.logprobs is not None and piece.logprobs:
+        result["completion_probabilities"] = probabilities(engine, piece.logprobs)
+    return result
+
+
+def select_fields(result: dict[str, Any], fields: Sequence[str]) -> dict[str, Any]:
+    """llama-server's response_fields: only the fields named, a nested one under its path as the key."""
+    selected = {}
+    for path in fields:
+        value: Any = result
+        for part in path.split("/"):
+            if not isinstance(value, dict) or part not in value:
+                break
+            value = value[part]
+        else:
+            selected[path] = value
+    return selected
+
+
+def normalized(vector: Sequence[float]) -> list[float]:
+    norm = math.sqrt(math.fsum(x * x for x in vector))
+    return [x / norm for x in vector] if norm > 0 else list(vector)
