@@ -43,31 +43,22 @@ def timings(t: Timings | None) -> dict[str, float]:
             "predicted_per_second": t.generation_per_second}
 
 
-def stop_reason(engine: ServingEngine, request: GenerationRequest, text: str, token_ids: Sequence[int],
-                finish: str, generated: int) -> tuple[str, str]:
-    """(stop_type, stopping_word): llama-server's "eos", "word" or "limit" ("none" if cut short). The
-    engine reports "stop" for both an end-of-generation token and a stop string. A stop string starts
-    where the returned text ends: the generated tokens' text goes on with it, or with its beginning when
-    the token that completed it showed no text (then it was counted in `generated` but sent no id). An
-    end-of-generation token is neither counted nor sent."""
-    if finish == "length":
+def stop_reason(piece: Piece) -> tuple[str, str]:
+    """(stop_type, stopping_word) of the last piece: llama-server's "eos", "word" or "limit" ("none" when
+    cut short)."""
+    if piece.finish_reason == "length":
         return "limit", ""
-    if finish != "stop":
+    if piece.finish_reason != "stop":
         return "none", ""
-    rest = engine.detokenize(token_ids)[len(text):]
-    word = next((s for s in request.stop if rest.startswith(s)), None)
-    if word is None and generated > len(token_ids):
-        word = next((s for s in request.stop if s.startswith(rest)), None)
-    return ("word", word) if word is not None else ("eos", "")
+    return ("word", piece.stop) if piece.stop else ("eos", "")
 
 
 def final_result(engine: ServingEngine, model: str, request: GenerationRequest, prompt_text: str,
                  pieces: Sequence[Piece], text: str, streamed: bool, return_tokens: bool) -> dict[str, Any]:
     token_ids = [t for p in pieces for t in p.token_ids]
     last = pieces[-1] if pieces else Piece("", (), "stop")
-    finish = last.finish_reason or "stop"
     t = last.timings
-    stop_type, word = stop_reason(engine, request, text, token_ids, finish, t.generated_tokens if t else len(token_ids))
+    stop_type, word = stop_reason(last)
     result: dict[str, Any] = {
         "index": 0,
         # A stream has sent the text already: its last event carries none (as llama-server's).
