@@ -137,6 +137,9 @@ def test_markdown_code_settings_and_nothing_leaves_the_server(server: ServerProc
         page.screenshot(tmp_path / "web-desktop.png", 1280, 800, mobile=False)
         page.screenshot(tmp_path / "web-phone.png", 390, 844, mobile=True)
         phone_overflow = page.evaluate("document.documentElement.scrollWidth > window.innerWidth")
+        page.evaluate("document.getElementById('menu').click()")
+        page.screenshot(tmp_path / "web-phone-chats.png", 390, 844, mobile=True)
+        sidebar = page.evaluate("getComputedStyle(document.getElementById('sidebar')).visibility")
         requests = [e["params"]["request"]["url"] for e in browser.events if e["method"] == "Network.requestWillBeSent"]
         csp_errors = [e for e in browser.events if e["method"] == "Log.entryAdded"
                       and "Content Security Policy" in e["params"]["entry"]["text"]]
@@ -154,7 +157,7 @@ def test_markdown_code_settings_and_nothing_leaves_the_server(server: ServerProc
     assert html["images"] == 0 and html["pwned"] is None
     assert '<img src=x onerror="window.pwned=1">' in html["text"]
     assert html["stats"].startswith("57 tokens")
-    assert not phone_overflow and csp_errors == []
+    assert not phone_overflow and sidebar == "visible" and csp_errors == []
     assert requests and all(url.startswith(server.url) for url in requests), requests
 
 

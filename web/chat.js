@@ -464,13 +464,20 @@ $("menu").addEventListener("click", () => {
   $("menu").setAttribute("aria-expanded", String(open));
   if (open) $("new-chat").focus();
 });
+$("close-sidebar").addEventListener("click", () => { closeSidebar(); $("menu").focus(); });
+$("main").addEventListener("click", event => {  // a tap beside the open sidebar closes it
+  if ($("sidebar").classList.contains("open") && !$("menu").contains(event.target)) closeSidebar();
+});
 function closeSidebar() { $("sidebar").classList.remove("open"); $("menu").setAttribute("aria-expanded", "false"); }
 document.addEventListener("keydown", event => {
   if (event.key === "Escape" && $("sidebar").classList.contains("open")) { closeSidebar(); $("menu").focus(); }
 });
 
 // At phone width the hint would wrap into a second, half-hidden line of the empty input.
-if (matchMedia("(max-width: 760px)").matches) input.placeholder = "Message";
+const narrow = matchMedia("(max-width: 760px)");
+const fitPlaceholder = () => { input.placeholder = narrow.matches ? "Message" : "Message (Shift+Enter: new line)"; };
+narrow.addEventListener("change", () => { fitPlaceholder(); grow(); });
+fitPlaceholder();
 if (!chat()) current = chats.length ? chats[chats.length - 1].id : null;
 render();
 grow();
