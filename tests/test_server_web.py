@@ -299,3 +299,34 @@ def test_a_full_context_shows_the_servers_message_and_offers_a_new_chat(server: 
     assert direct.status_code == 400 and direct.json()["error"]["code"] == "context_length_exceeded"
     assert message.startswith("error: " + direct.json()["error"]["message"])
     assert after == [0, 2, True]
+
+
+def test_rename_export_and_delete_a_chat(server: ServerProcess, browser: DevTools, tmp_path: Path) -> None:
+    downloads = tmp_path / "downloads"
+    browser.send("Browser.setDownloadBehavior", behavior="allow", downloadPath=str(downloads), eventsEnabled=True)
+    page = Page(browser, server.url, intercept=True)
+    try:
+        page.send_message("Keep this")
+        fulfil(page, canned_reply("Kept **here**", 2))
+        page.wait("!!document.querySelector('.stats')")
+        # The browser's own dialogs answered as a user would: a new name, then yes to deleting.
+        page.evaluate("window.prompt = () => 'Notes: week 1'; window.confirm = () => true")
+        page.evaluate("document.getElementById('rename').click()")
+        titles = page.evaluate("[...document.querySelectorAll('#chats button')].map(b => b.textContent)")
+        for button, name in (("export-md", "Notes-week-1.md"), ("export-json", "Notes-week-1.json")):
+            page.evaluate(f"document.getElementById('{button}').click()")
+            while browser.wait_event("Browser.downloadProgress")["state"] != "completed":
+                pass
+            assert (downloads / name).is_file()
+        page.evaluate("document.getElementById('delete').click()")
+        left = page.evaluate("[document.querySelectorAll('#chats li').length, document.querySelectorAll('.msg').length]")
+        page.reload()
+        after_reload = page.evaluate("document.querySelectorAll('#chats li').length")
+    finally:
+        page.close()
+    assert titles == ["Notes: week 1"]
+    assert (downloads / "Notes-week-1.md").read_text() == "# Notes: week 1\n\n## user\n\nKeep this\n\n## assistant\n\nKept **here**\n"
+    exported = json.loads((downloads / "Notes-week-1.json").read_text())
+    assert exported["title"] == "Notes: week 1"
+    assert [(m["role"], m["content"]) for m in exported["messages"]] == [("user", "Keep this"), ("assistant", "Kept **here**")]
+    assert left == [0, 0] and after_reload == 0
