@@ -135,6 +135,9 @@ def test_markdown_code_settings_and_nothing_leaves_the_server(server: ServerProc
             images: m.querySelectorAll('img, script').length, pwned: window.pwned === undefined ? null : window.pwned,
             text: m.textContent, stats: document.querySelector('.stats').textContent}; })()""")
         page.screenshot(tmp_path / "web-desktop.png", 1280, 800, mobile=False)
+        page.send("Emulation.setEmulatedMedia", features=[{"name": "prefers-color-scheme", "value": "dark"}])
+        page.screenshot(tmp_path / "web-desktop-dark.png", 1280, 800, mobile=False)
+        page.send("Emulation.setEmulatedMedia", features=[])
         page.screenshot(tmp_path / "web-phone.png", 390, 844, mobile=True)
         phone_overflow = page.evaluate("document.documentElement.scrollWidth > window.innerWidth")
         page.evaluate("document.getElementById('menu').click()")
