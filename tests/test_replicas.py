@@ -16,16 +16,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support.commands import build_bundle
 from support.server_fixtures import ServerProcess, start_server
-from support.tiny_model import write_tiny_gguf
 
 STREAMS = 24
-# The EOS is ignored, so each stream takes exactly this many tokens: long enough that every stream is
-# still running when a replica is killed (the tiny model makes a few thousand tokens/s), hence a tiny
-# model with a 1024-token context here.
-N_PREDICT = 900
-REPLICA_ARGS = ("-np", "8", "-c", "8192")
+# The EOS is ignored, so each stream takes exactly this many tokens: a few seconds for a replica's 8
+# streams (each token is one SSE event), while every stream's first token comes in a fraction of that.
+N_PREDICT = 400
+REPLICA_ARGS = ("-np", "8", "-c", "4096")  # 8 sequences of 512 tokens, the tiny model's whole context
 HAPROXY_CONFIG = """\
 global
     maxconn 512
@@ -114,12 +111,11 @@ async def stream(client: httpx.AsyncClient, i: int, n_predict: int, on_first: li
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory):
+def cluster(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory):
     haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
     assert os.access(haproxy, os.X_OK), "haproxy is not installed: run build/system-deps.sh"
     logs = tmp_path_factory.mktemp("replicas")
-    bundle = build_bundle(write_tiny_gguf(logs / "long.gguf", n_ctx=1024), logs / "long.llmpack")
-    replicas = [start_server(bundle, *REPLICA_ARGS, log_path=logs / f"r{i}.log") for i in range(3)]
+    replicas = [start_server(tiny_bundle, *REPLICA_ARGS, log_path=logs / f"r{i}.log") for i in range(3)]
     lb_port = free_port()
     servers = "\n".join(f"    server r{i} 127.0.0.1:{port_of(r)} check" for i, r in enumerate(replicas))
     config = logs / "haproxy.cfg"
@@ -136,7 +132,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
             pass
         assert lb.poll() is None and time.monotonic() < deadline, (logs / "haproxy.log").read_text()
         time.sleep(0.1)
-    state = {"replicas": replicas, "url": url, "logs": logs, "bundle": bundle}
+    state = {"replicas": replicas, "url": url, "logs": logs, "bundle": tiny_bundle}
     yield state
     lb.terminate()
     lb.wait(10)
@@ -147,7 +143,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
 def run_streams(url: str, n_predict: int, kill: ServerProcess | None = None) -> list[tuple[str, bool]]:
     async def main() -> list[tuple[str, bool]]:
         limits = httpx.Limits(max_connections=STREAMS)
-        async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
             first: list[int] = []
             tasks = [asyncio.create_task(stream(client, i, n_predict, first)) for i in range(STREAMS)]
             if kill is not None:
