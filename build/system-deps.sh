@@ -9,6 +9,7 @@ command -v tmux >/dev/null || need+=(tmux)
 command -v chromium >/dev/null || need+=(chromium)
 command -v qemu-x86_64 >/dev/null || need+=(qemu-user)
 command -v readelf >/dev/null || need+=(binutils)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)  # replicas behind a load balancer
 command -v npm >/dev/null || need+=(nodejs npm)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
