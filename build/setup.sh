@@ -58,10 +58,7 @@ fi
 # The web chat page's libraries, pinned in web/package-lock.json: web/build_page.py inlines them into
 # templates/server_chat.html, and a test checks that the committed page is what they build. Once per lock.
 if command -v npm >/dev/null; then
-    if ! cmp -s web/package-lock.json web/node_modules/.llmpack-lock 2>/dev/null; then
-        log "installing the web page's npm packages (web/package-lock.json)"
-        (cd web && npm ci --no-audit --no-fund --loglevel=error >&2) && cp web/package-lock.json web/node_modules/.llmpack-lock
-    fi
+    "$VPY" web/build_page.py --install
 else
     log "npm not found (build/system-deps.sh installs it): the web page cannot be rebuilt or checked"
 fi

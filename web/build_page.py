@@ -1,14 +1,16 @@
 """Builds the web chat page, templates/server_chat.html, from web/page.html, page.css and chat.js and the
-minified files of the npm packages pinned in web/package-lock.json (installed by `npm ci` in web/, which
-build/setup.sh runs). Everything is inlined: the page is one file that the executable serves and that
-works offline. The Content-Security-Policy's script and style hashes are computed here, put in the
-page's <meta> tag, and sent as a header by the server (runtime/server/routes_misc.py reads them back).
+minified files of the npm packages pinned in web/package-lock.json (installed by `npm ci` in web/, once
+per lock: build/setup.sh runs `--install`, and any build or check does it if needed). Everything is
+inlined: the page is one file that the executable serves and that works offline. The
+Content-Security-Policy's script and style hashes are computed here, put in the page's <meta> tag, and
+sent as a header by the server (runtime/server/routes_misc.py reads them back).
 
 The built page is committed, so that a wheel, an editable checkout and the frozen runtime all serve it
 without node; tests/test_server_web.py checks that it matches what this script builds.
 
     python web/build_page.py            # writes templates/server_chat.html
     python web/build_page.py --check    # exits 1 if the committed page is out of date
+    python web/build_page.py --install  # only `npm ci`, once per lock
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -29,6 +33,27 @@ LIGHT = "@highlightjs/cdn-assets/styles/github.min.css"
 DARK = "@highlightjs/cdn-assets/styles/github-dark.min.css"
 
 
+def ensure_packages() -> Path:
+    """web/node_modules as web/package-lock.json pins it: `npm ci` once per lock (npm's own cache makes a
+    repeat cheap). Here rather than only in build/setup.sh, which a fresh machine runs before
+    build/system-deps.sh has installed npm."""
+    modules, lock = WEB / "node_modules", WEB / "package-lock.json"
+    stamp = modules / ".llmpack-lock"
+    if stamp.is_file() and stamp.read_bytes() == lock.read_bytes():
+        return modules
+    npm = shutil.which("npm")
+    if npm is None:
+        raise SystemExit("build_page: npm is needed to install web/package-lock.json's packages "
+                         "(build/system-deps.sh installs it)")
+    print("build_page: npm ci (web/package-lock.json)", file=sys.stderr)
+    result = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=WEB, check=False,
+                            stdout=sys.stderr)
+    if result.returncode != 0:
+        raise SystemExit("build_page: npm ci failed in web/")
+    stamp.write_bytes(lock.read_bytes())
+    return modules
+
+
 def _sha256(text: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
 
@@ -39,8 +64,8 @@ def _inline_script(text: str) -> str:
     return text.strip()
 
 
-def build(node_modules: Path | None = None) -> str:
-    modules = node_modules or WEB / "node_modules"
+def build() -> str:
+    modules = ensure_packages()
     missing = [name for name in (*SCRIPTS, LIGHT, DARK) if not (modules / name).is_file()]
     if missing:
         raise SystemExit(f"build_page: {modules / missing[0]} is missing: run `npm ci` in {WEB}")
@@ -64,8 +89,12 @@ def build(node_modules: Path | None = None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Builds templates/server_chat.html from web/.")
     parser.add_argument("--check", action="store_true", help="only check that the committed page is up to date")
+    parser.add_argument("--install", action="store_true", help="only install the npm packages (npm ci), once per lock")
     parser.add_argument("--output", type=Path, default=PAGE)
     args = parser.parse_args(argv)
+    if args.install:
+        ensure_packages()
+        return 0
     page = build()
     if args.check:
         if not args.output.is_file() or args.output.read_text() != page:
