@@ -10,13 +10,13 @@ import pytest
 from support.templates import CHATML, LLAMA31, MISTRAL_NEMO, QWEN25
 from support.tiny_model import GEMMA_TEMPLATE
 
-from runtime.chat_template import ChatFormatter
-from runtime.grammar.check import check_grammar
-from runtime.tools.families import FAMILIES, detect
-from runtime.tools.parse import parse_generic, parse_hermes, parse_llama3, parse_mistral
-from runtime.tools.prompt import template_messages
-from runtime.tools.spec import ToolRequestError, parse_tools, tool_choice
-from runtime.tools.stream import CallSplitter
+from llmpack.runtime.chat_template import ChatFormatter
+from llmpack.runtime.grammar.check import check_grammar
+from llmpack.runtime.tools.families import FAMILIES, detect
+from llmpack.runtime.tools.parse import parse_generic, parse_hermes, parse_llama3, parse_mistral
+from llmpack.runtime.tools.prompt import template_messages
+from llmpack.runtime.tools.spec import ToolRequestError, parse_tools, tool_choice
+from llmpack.runtime.tools.stream import CallSplitter
 
 TOOLS = parse_tools([{"type": "function", "function": {
     "name": "get_weather", "description": "Weather in a city",
@@ -107,3 +107,24 @@ def test_tool_choice_errors_name_the_field() -> None:
     assert error.value.param == "tool_choice"
     named = tool_choice(TOOLS, {"type": "function", "function": {"name": "get_weather"}}, True)
     assert named.forced and not named.parallel and [t.name for t in named.tools] == ["get_weather"]
+
+
+def test_a_lazy_grammar_waits_for_its_trigger(tiny_gguf) -> None:
+    """`auto`'s grammar applies only once a trigger matches: until then the model speaks freely (a
+    grammar without triggers would allow nothing but its one word)."""
+    from llmpack.runtime.engine.engine import Engine
+    from llmpack.runtime.engine.types import EngineConfig, GenerationRequest, ModelSource, SamplingParams
+
+    engine = Engine(ModelSource(str(tiny_gguf)), EngineConfig(n_ctx=256, n_threads=2))
+    try:
+        prompt = tuple(engine.tokenize("hello", True, False))
+
+        def text(triggers: tuple[str, ...]) -> str:
+            sampling = SamplingParams(temperature=0, grammar='root ::= "yes"', grammar_triggers=triggers)
+            return "".join(p.text for p in engine.generate(GenerationRequest(prompt, 12, sampling)))
+
+        assert text(()) == "yes"
+        free = text(("<tool_call>",))
+        assert free != "yes" and free
+    finally:
+        engine.close()
