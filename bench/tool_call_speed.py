@@ -14,12 +14,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from runtime.chat_template import formatter_for, tokenize_prompt_text  # noqa: E402
-from runtime.engine.engine import Engine  # noqa: E402
-from runtime.engine.types import EngineConfig, GenerationRequest, ModelSource, SamplingParams  # noqa: E402
-from runtime.tools.families import detect  # noqa: E402
-from runtime.tools.prompt import template_messages  # noqa: E402
-from runtime.tools.spec import parse_tools, tool_choice  # noqa: E402
+from runtime.chat_template import formatter_for, tokenize_prompt_text
+from runtime.engine.engine import Engine
+from runtime.engine.types import (
+    EngineConfig,
+    GenerationRequest,
+    ModelSource,
+    SamplingParams,
+)
+from runtime.tools.families import detect
+from runtime.tools.prompt import template_messages
+from runtime.tools.spec import parse_tools, tool_choice
 
 TOOLS = [{"type": "function", "function": {
     "name": "create_event", "description": "Adds an event to the calendar",

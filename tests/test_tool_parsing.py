@@ -7,16 +7,20 @@ from __future__ import annotations
 import json
 
 import pytest
-from support.templates import CHATML, LLAMA31, MISTRAL_NEMO, QWEN25
-from support.tiny_model import GEMMA_TEMPLATE
-
 from llmpack.runtime.chat_template import ChatFormatter
 from llmpack.runtime.grammar.check import check_grammar
 from llmpack.runtime.tools.families import FAMILIES, detect
-from llmpack.runtime.tools.parse import parse_generic, parse_hermes, parse_llama3, parse_mistral
+from llmpack.runtime.tools.parse import (
+    parse_generic,
+    parse_hermes,
+    parse_llama3,
+    parse_mistral,
+)
 from llmpack.runtime.tools.prompt import template_messages
 from llmpack.runtime.tools.spec import ToolRequestError, parse_tools, tool_choice
 from llmpack.runtime.tools.stream import CallSplitter
+from support.templates import CHATML, LLAMA31, MISTRAL_NEMO, QWEN25
+from support.tiny_model import GEMMA_TEMPLATE
 
 TOOLS = parse_tools([{"type": "function", "function": {
     "name": "get_weather", "description": "Weather in a city",
@@ -113,7 +117,12 @@ def test_a_lazy_grammar_waits_for_its_trigger(tiny_gguf) -> None:
     """`auto`'s grammar applies only once a trigger matches: until then the model speaks freely (a
     grammar without triggers would allow nothing but its one word)."""
     from llmpack.runtime.engine.engine import Engine
-    from llmpack.runtime.engine.types import EngineConfig, GenerationRequest, ModelSource, SamplingParams
+    from llmpack.runtime.engine.types import (
+        EngineConfig,
+        GenerationRequest,
+        ModelSource,
+        SamplingParams,
+    )
 
     engine = Engine(ModelSource(str(tiny_gguf)), EngineConfig(n_ctx=256, n_threads=2))
     try:

@@ -32,11 +32,8 @@ class CallSplitter:
     def finish(self) -> tuple[str, list[Call]]:
         """(text still to show, the calls) once the generation has ended."""
         parsed = self.family.parser(self._text)
-        if parsed is None or not parsed.calls:
-            content = parsed.content if parsed is not None else self._text
-            if parsed is None:
-                return self._text[self._shown:], []
-            return content[self._shown:] if self._shown <= len(content) else "", []
+        if parsed is None:  # no call: the words as they came
+            return self._text[self._shown:], []
+        # The answer's text (before the calls, or the generic family's "response"), less what was shown.
         calls = [Call(self.family.new_id(), c.name, c.arguments) for c in parsed.calls]
-        rest = parsed.content[self._shown:] if self._shown <= len(parsed.content) else ""
-        return rest, calls
+        return parsed.content[self._shown:], calls
