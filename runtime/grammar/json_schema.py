@@ -21,7 +21,13 @@ import re
 from typing import Any
 
 from .schema_numbers import BoundUnsupported, integer_bounds, integer_range
-from .schema_strings import FORMAT_DEPENDS, FORMAT_RULES, FORMATS, PatternUnsupported, pattern_expression
+from .schema_strings import (
+    FORMAT_DEPENDS,
+    FORMAT_RULES,
+    FORMATS,
+    PatternUnsupported,
+    pattern_expression,
+)
 
 PRIMITIVES = {
     "ws": '| " " | "\\n" [ \\t]{0,20}',

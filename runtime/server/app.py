@@ -14,10 +14,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import messages
 from ..engine.types import SamplingParams
 from ..flags.settings import Settings
-from . import routes_misc, routes_openai, routes_responses
-from . import routes_ollama
-from . import routes_anthropic
-from . import routes_llamacpp
+from . import (
+    routes_anthropic,
+    routes_llamacpp,
+    routes_misc,
+    routes_ollama,
+    routes_openai,
+    routes_responses,
+)
 from .cors import add_cors
 from .errors import error_body, install_error_handlers, shaped_for_path
 from .host_check import HostPolicy, split_host
