@@ -22,7 +22,9 @@ STREAMS = 24
 # The EOS is ignored, so each stream takes exactly this many tokens: a few seconds for a replica's 8
 # streams (each token is one SSE event), while every stream's first token comes in a fraction of that.
 N_PREDICT = 400
-REPLICA_ARGS = ("-np", "8", "-c", "4096")  # 8 sequences of 512 tokens, the tiny model's whole context
+# 8 sequences of 512 tokens, the tiny model's whole context. One thread each: llama.cpp's threads spin
+# while they wait for each other, and 3 replicas x 2 threads on 2 cores stall one another.
+REPLICA_ARGS = ("-np", "8", "-c", "4096", "-t", "1")
 HAPROXY_CONFIG = """\
 global
     maxconn 512
@@ -120,8 +122,8 @@ def cluster(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory):
     servers = "\n".join(f"    server r{i} 127.0.0.1:{port_of(r)} check" for i, r in enumerate(replicas))
     config = logs / "haproxy.cfg"
     config.write_text(HAPROXY_CONFIG.format(port=lb_port, servers=servers))
-    lb = subprocess.Popen([haproxy, "-db", "-f", str(config)], stdout=subprocess.DEVNULL,
-                          stderr=open(logs / "haproxy.log", "wb"))
+    with open(logs / "haproxy.log", "wb") as lb_log:  # the child keeps its own copy of the descriptor
+        lb = subprocess.Popen([haproxy, "-db", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=lb_log)
     url = f"http://127.0.0.1:{lb_port}"
     deadline = time.monotonic() + 20
     while True:
