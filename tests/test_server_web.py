@@ -2,7 +2,7 @@
 through the DevTools protocol (tests/support/devtools.py), against a real executable.
 
 The tiny model's words are random, so the tests that need a known reply (markdown, code, model HTML)
-intercept the page's chat request with DevTools' Fetch domain and answer it with a canned SSE stream;
+intercept the page's chat (or raw completion) request with DevTools' Fetch domain and answer it with a canned SSE stream;
 the request the page sent is read there too (the settings in its body). One server and one browser
 serve the module; each test opens its own tab with emptied storage."""
 
@@ -16,8 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 from support.commands import REPO, run
-from support.devtools import DevTools, Page, canned_reply, fulfil
+from support.devtools import DevTools, Page, canned_completion, canned_reply, fulfil
 from support.server_fixtures import ServerProcess, running_server, start_server
+from support.tiny_model import write_tiny_gguf
 
 pytestmark = pytest.mark.slow
 
@@ -333,3 +334,120 @@ def test_rename_export_and_delete_a_chat(server: ServerProcess, browser: DevTool
     assert exported["title"] == "Notes: week 1"
     assert [(m["role"], m["content"]) for m in exported["messages"]] == [("user", "Keep this"), ("assistant", "Kept **here**")]
     assert left == [0, 0] and after_reload == 0
+
+
+def test_raw_completion_mode_continues_one_text(server: ServerProcess, browser: DevTools, tmp_path: Path) -> None:
+    page = Page(browser, server.url, intercept=True)
+    try:
+        # This model has a template of its own: nothing is suggested, and the page starts in chat mode.
+        suggested = page.evaluate("!document.getElementById('suggest').hidden")
+        page.evaluate("document.getElementById('settings-button').click()")
+        page.evaluate("document.getElementById('set-raw').click()")
+        for field, value in (("#set-temperature", "0.3"), ("#set-top_p", "0.8"), ("#set-max_tokens", "77"),
+                             ("#set-seed", "42")):
+            page.type(value, field)
+        page.key("Escape", 27)
+        page.reload()  # kept per browser, as the other settings
+        mode = page.evaluate("document.getElementById('mode').hidden ? '' : document.getElementById('mode').textContent")
+        page.send_message("Once upon a time")
+        first = fulfil(page, canned_completion(", there was a tiny model.", 7))
+        stats = page.wait("(document.querySelector('.stats') || {}).textContent")
+        parts = page.evaluate("[...document.querySelectorAll('.msg.raw .part')].map(p => [p.className, p.textContent])")
+        page.evaluate("[...document.querySelectorAll('.meta button')].find(b => b.textContent === 'Regenerate').click()")
+        again = fulfil(page, canned_completion(" lived a fox.", 4))
+        page.wait("document.querySelector('.msg.raw').textContent === 'Once upon a time lived a fox.'")
+        # The user's next piece as typed (its leading space and line break kept); an error, then Retry.
+        page.type(" The end.")
+        page.key("Enter", 13, shift=True)
+        page.key("Enter", 13)
+        fulfil(page, json.dumps({"error": {"message": "the server is busy", "type": "server_error", "param": None,
+                                           "code": "server_busy"}}), status=503)
+        error = page.wait("!document.getElementById('banner').hidden && document.getElementById('banner').textContent")
+        page.evaluate("[...document.querySelectorAll('#banner button')].find(b => b.textContent === 'Retry').click()")
+        retried = fulfil(page, canned_completion("Then it slept.", 5))
+        page.wait("document.querySelector('.msg.raw').textContent.endsWith('slept.')")
+        page.screenshot(tmp_path / "web-raw-desktop.png", 1280, 800, mobile=False)
+        # An empty input lets the model go on; Stop works as in a chat.
+        page.evaluate("input.focus()")
+        page.key("Enter", 13)
+        going_on = browser.wait_event("Fetch.requestPaused")["request"]
+        page.wait("!document.getElementById('stop').hidden")
+        page.evaluate("document.getElementById('stop').click()")
+        page.wait("!!document.querySelector('.msg.raw .part.assistant.stopped')")
+        label = page.evaluate("document.querySelector('.stopped-label').textContent")
+        text = page.evaluate("document.querySelector('.msg.raw').textContent")
+    finally:
+        page.close()
+    assert not suggested and mode == "raw completion"
+    assert first["url"] == server.url + "v1/completions"
+    assert json.loads(first["postData"]) == {"prompt": "Once upon a time", "stream": True,
+                                             "stream_options": {"include_usage": True}, "model": "tiny-test-model",
+                                             "temperature": 0.3, "top_p": 0.8, "max_tokens": 77, "seed": 42}
+    assert stats.startswith("7 tokens") and stats.endswith("prompt 12 tokens")
+    assert parts == [["part user", "Once upon a time"], ["part assistant", ", there was a tiny model."]]
+    assert json.loads(again["postData"])["prompt"] == "Once upon a time"
+    assert error.startswith("error: the server is busy")
+    assert json.loads(retried["postData"])["prompt"] == "Once upon a time lived a fox. The end.\n"
+    assert json.loads(going_on["postData"])["prompt"] == "Once upon a time lived a fox. The end.\nThen it slept."
+    assert label == "stopped" and text == "Once upon a time lived a fox. The end.\nThen it slept."
+
+
+def test_a_model_without_a_template_gets_raw_mode_suggested_once(tiny_bundle: Path, browser: DevTools,
+                                                                  tmp_path: Path) -> None:
+    base = write_tiny_gguf(tmp_path / "base.gguf", chat_template=None)
+    with running_server(tiny_bundle, "-m", str(base), "-n", "8", "-c", "256", "--grammar", "root ::= [a-z ] root",
+                        log_path=tmp_path / "server.log") as own:
+        listed = httpx.get(own.base_url + "/models", timeout=10).json()["data"][0]
+        page = Page(browser, own.url)
+        try:
+            note = page.wait("!document.getElementById('suggest').hidden && document.getElementById('suggest').textContent")
+            page.screenshot(tmp_path / "web-raw-suggested.png", 1280, 800, mobile=False)
+            silent = page.evaluate("[document.getElementById('mode').hidden, "
+                                   "JSON.parse(localStorage.getItem('llmpack-settings') || '{}').raw || false]")
+            page.evaluate("[...document.querySelectorAll('#suggest button')].find(b => b.textContent === "
+                          "'Use raw completion').click()")
+            page.send_message("the quick brown fox")
+            stats = page.wait("(document.querySelector('.stats') || {}).textContent")
+            parts = page.evaluate("[...document.querySelectorAll('.msg.raw .part')].map(p => p.textContent)")
+            page.reload()
+            after = page.evaluate("[document.getElementById('suggest').hidden, document.getElementById('mode').hidden]")
+        finally:
+            page.close()
+        served = own.metrics()
+    assert "(the model has none)" in listed["chat_template"]
+    assert "no chat template" in note and silent == [True, False]  # suggested, not switched
+    assert stats.startswith("8 tokens")  # the real server continued the text: -n 8
+    assert parts[0] == "the quick brown fox" and len(parts) == 2 and parts[1]
+    assert after == [True, False]  # asked once; raw mode kept
+    assert served  # the server is still up after the page's requests
+
+
+def test_a_dropped_text_file_is_attached_and_a_binary_one_refused(server: ServerProcess, browser: DevTools) -> None:
+    page = Page(browser, server.url, intercept=True)
+    try:
+        # A synthetic drop, as the browser makes when a file is dragged onto the conversation or the input;
+        # dispatchEvent's false says the page took the file (the browser would otherwise open it).
+        taken = page.evaluate("""(() => {
+            const drop = (id, ...files) => { const data = new DataTransfer(); files.forEach(f => data.items.add(f));
+                const target = document.getElementById(id);
+                target.dispatchEvent(new DragEvent('dragover', {dataTransfer: data, bubbles: true, cancelable: true}));
+                return !target.dispatchEvent(new DragEvent('drop', {dataTransfer: data, bubbles: true, cancelable: true})); };
+            return [drop('log', new File(['Meeting at noon.\\n'], 'notes.md', {type: 'text/markdown'})),
+                    drop('input', new File([new Uint8Array([137, 80, 78, 71, 13, 10, 26, 10])], 'photo.png',
+                                           {type: 'image/png'}), new File(['x\\u0000y'], 'data.bin'))]; })()""")
+        refused = page.wait("document.getElementById('banner').textContent.includes('data.bin') && "
+                            "document.getElementById('banner').textContent")
+        attached = page.evaluate("document.getElementById('attachments').textContent")
+        page.evaluate("[...document.querySelectorAll('#banner button')].find(b => b.textContent === 'OK').click()")
+        page.send_message("When is the meeting?")
+        sent = json.loads(fulfil(page, canned_reply("At noon.", 2))["postData"])["messages"]
+        page.wait("!!document.querySelector('.stats')")
+        shown = page.evaluate("document.querySelector('.turn.user').textContent")
+    finally:
+        page.close()
+    assert taken == [True, True]
+    assert refused == ("error: photo.png is not a text file: only text files can be attached; "
+                       "data.bin is not a text file: only text files can be attachedOK")
+    assert "notes.md" in attached and "photo.png" not in attached and "data.bin" not in attached
+    assert sent[-1]["content"] == "File notes.md:\n```\nMeeting at noon.\n\n```\n\nWhen is the meeting?"
+    assert "attached: notes.md" in shown

@@ -1,4 +1,4 @@
-"""Builds the web chat page, templates/server_chat.html, from web/page.html, page.css and chat.js and the
+"""Builds the web chat page, templates/server_chat.html, from web/page.html, page.css, chat.js and files.js and the
 minified files of the npm packages pinned in web/package-lock.json (installed by `npm ci` in web/, once
 per lock: build/setup.sh runs `--install`, and any build or check does it if needed). Everything is
 inlined: the page is one file that the executable serves and that works offline. The
@@ -29,6 +29,7 @@ PAGE = WEB.parent / "templates" / "server_chat.html"
 # "common" build: 36 of its 190 languages).
 SCRIPTS = ("markdown-it/dist/markdown-it.min.js", "dompurify/dist/purify.min.js",
            "@highlightjs/cdn-assets/highlight.min.js")
+OWN_SCRIPTS = ("chat.js", "files.js")
 LIGHT = "@highlightjs/cdn-assets/styles/github.min.css"
 DARK = "@highlightjs/cdn-assets/styles/github-dark.min.css"
 
@@ -72,7 +73,8 @@ def build() -> str:
     style = "\n".join([(WEB / "page.css").read_text().strip(), (modules / LIGHT).read_text().strip(),
                        "@media (prefers-color-scheme: dark) {" + (modules / DARK).read_text().strip() + "}"])
     scripts = [_inline_script((modules / name).read_text()) for name in SCRIPTS]
-    scripts.append(_inline_script((WEB / "chat.js").read_text()))
+    # The page's own script, one file per job, run as one (they share its top-level names).
+    scripts.append(_inline_script("\n".join((WEB / name).read_text() for name in OWN_SCRIPTS)))
     csp = "; ".join([
         "default-src 'self'", "script-src " + " ".join(_sha256(s) for s in scripts),
         "style-src " + _sha256(style), "img-src 'self' data:", "connect-src 'self'", "object-src 'none'",

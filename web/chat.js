@@ -2,11 +2,15 @@
 // The web chat: conversations and settings live in this browser's localStorage; the API key only for
 // the session (sessionStorage). Replies are markdown rendered by markdown-it with raw HTML off, then
 // sanitised by DOMPurify, so nothing the model writes becomes an element or a script of its own.
+// Raw completion mode (a setting, for base models): the chat is one text that the model continues through
+// /v1/completions; its messages are the text's pieces, the user's and the model's, joined as they are.
 const $ = id => document.getElementById(id);
 const log = $("log"), input = $("input"), sendButton = $("send"), stopButton = $("stop"), banner = $("banner");
 const CHATS = "llmpack-chats", CURRENT = "llmpack-current", SETTINGS = "llmpack-settings", KEY = "llmpack-api-key";
 const NUMBERS = ["temperature", "top_p", "max_tokens", "seed"];
 const MAX_ATTACHMENT = 512 * 1024;
+const RAW_SUGGESTED = "llmpack-raw-suggested";  // the models whose page has already suggested raw mode
+const NO_TEMPLATE = "(the model has none)";  // /v1/models' chat_template when ChatML stands in (messages.py)
 
 let chats = load(CHATS, []), current = localStorage.getItem(CURRENT), settings = load(SETTINGS, {});
 let controller = null, editIndex = null, attachments = [], nCtx = null, modelName = null;
@@ -79,7 +83,10 @@ function button(label, onClick) {
 function render() {
   log.replaceChildren();
   const c = chat();
-  if (c) c.messages.forEach((m, i) => addTurn(m, i, c.messages.length));
+  if (c && settings.raw && c.messages.length) addDocument(c);
+  else if (c) c.messages.forEach((m, i) => addTurn(m, i, c.messages.length));
+  $("mode").hidden = !settings.raw;
+  fitPlaceholder();
   renderList();
   showContext(c && c.lastUsage);
   log.scrollTop = log.scrollHeight;
@@ -111,7 +118,35 @@ function addTurn(message, index, count) {
   return {turn, bubble, meta};
 }
 
-function fillMeta(meta, message, last) {
+// Raw mode: the whole chat as one text, the model's pieces marked; its meta line is the last reply's.
+function addDocument(c) {
+  const turn = document.createElement("div");
+  turn.className = "turn raw";
+  const doc = document.createElement("div");
+  doc.className = "msg raw";
+  for (const m of c.messages) {
+    const part = document.createElement("span");
+    part.className = "part " + m.role + (m.stopped ? " stopped" : "");
+    part.textContent = m.content;
+    doc.appendChild(part);
+  }
+  const meta = document.createElement("div");
+  meta.className = "meta";
+  turn.append(doc, meta);
+  const files = c.messages.flatMap(m => m.files || []);
+  const last = c.messages[c.messages.length - 1];
+  if (last.role === "assistant") fillMeta(meta, last, true, promptOf(c));
+  else meta.appendChild(button("Copy", event => copyText(promptOf(c), event.target)));
+  if (files.length) {
+    const attached = document.createElement("span");
+    attached.className = "attached"; attached.textContent = "attached: " + files.join(", ");
+    meta.prepend(attached);
+  }
+  log.appendChild(turn);
+  return {turn, bubble: doc.lastChild, meta};
+}
+
+function fillMeta(meta, message, last, copy = message.content) {
   meta.replaceChildren();
   if (message.stopped) {
     const label = document.createElement("span");
@@ -123,7 +158,7 @@ function fillMeta(meta, message, last) {
     stats.className = "stats"; stats.textContent = message.stats;
     meta.appendChild(stats);
   }
-  meta.appendChild(button("Copy", event => copyText(message.content, event.target)));
+  meta.appendChild(button("Copy", event => copyText(copy, event.target)));
   if (last) meta.appendChild(button("Regenerate", regenerate));
 }
 
@@ -203,6 +238,7 @@ async function loadModel() {
       nCtx = model.meta && model.meta.n_ctx;
       $("model").textContent = model.id;
       showContext(chat() && chat().lastUsage);
+      suggestRaw(model);
       return;
     }
     if (response) $("model").textContent = "loading the model…";
@@ -210,8 +246,36 @@ async function loadModel() {
   }
 }
 
-function requestBody(messages) {
-  const body = {messages, stream: true, stream_options: {include_usage: true}};
+// A model without a template of its own (a base model) chats through ChatML, which it never learnt: the
+// page offers raw mode once per model, and switches only if asked to.
+function suggestRaw(model) {
+  const box = $("suggest"), asked = load(RAW_SUGGESTED, []);
+  if (settings.raw || !String(model.chat_template || "").includes(NO_TEMPLATE) || asked.includes(model.id)) {
+    box.hidden = true;
+    return;
+  }
+  const answer = raw => {
+    asked.push(model.id);
+    localStorage.setItem(RAW_SUGGESTED, JSON.stringify(asked));
+    box.hidden = true;
+    if (raw) setRaw(true);
+    input.focus();
+  };
+  const text = document.createElement("span");
+  text.textContent = "This model has no chat template of its own (chats use ChatML). If it is a base model, " +
+                     "raw completion suits it better: it continues your text as it is.";
+  box.replaceChildren(text, button("Use raw completion", () => answer(true)), button("Keep chatting", () => answer(false)));
+  box.hidden = false;
+}
+
+function setRaw(on) {
+  settings.raw = on;
+  localStorage.setItem(SETTINGS, JSON.stringify(settings));
+  render();
+}
+
+function requestBody(fields) {
+  const body = Object.assign(fields, {stream: true, stream_options: {include_usage: true}});
   if (modelName) body.model = modelName;
   for (const name of NUMBERS) {
     if (settings[name] !== undefined && settings[name] !== "") body[name] = Number(settings[name]);
@@ -223,6 +287,10 @@ function conversationFor(c) {
   const system = (settings.system || "").trim();
   const messages = c.messages.map(m => ({role: m.role, content: m.role === "user" ? withFiles(m) : m.content}));
   return system ? [{role: "system", content: system}, ...messages] : messages;
+}
+
+function promptOf(c) {  // raw mode: the text so far, files before the piece they came with
+  return c.messages.map(m => (m.role === "user" ? withFiles(m) : m.content)).join("");
 }
 
 function withFiles(message) {
@@ -241,13 +309,15 @@ async function errorOf(response) {
 
 // Sends the conversation as it stands (its last message is the user's) and streams the reply into it.
 async function generate() {
-  const c = chat();
+  const c = chat(), raw = !!settings.raw;
   hideBanner();
-  const body = JSON.stringify(requestBody(conversationFor(c)));  // before the reply joins the conversation
+  // Made before the reply joins the conversation.
+  const body = JSON.stringify(requestBody(raw ? {prompt: promptOf(c)} : {messages: conversationFor(c)}));
   const reply = {role: "assistant", content: ""};
   c.messages.push(reply);
   c.updated = Date.now();
-  const view = addTurn(reply, c.messages.length - 1, c.messages.length);
+  if (raw) log.replaceChildren();
+  const view = raw ? addDocument(c) : addTurn(reply, c.messages.length - 1, c.messages.length);
   view.meta.replaceChildren();
   log.scrollTop = log.scrollHeight;
   controller = new AbortController();
@@ -259,11 +329,12 @@ async function generate() {
     scheduled = false;
     // Follow the reply only if the reader has not scrolled up to read something else.
     const following = log.scrollHeight - log.scrollTop - log.clientHeight < 60;
-    renderMarkdown(view.bubble, reply.content);
+    if (raw) view.bubble.textContent = reply.content;
+    else renderMarkdown(view.bubble, reply.content);
     if (following) log.scrollTop = log.scrollHeight;
   };
   try {
-    const response = await api("/v1/chat/completions", {method: "POST", signal, body});
+    const response = await api(raw ? "/v1/completions" : "/v1/chat/completions", {method: "POST", signal, body});
     if (!response.ok) throw await errorOf(response);
     const reader = response.body.getReader(), decoder = new TextDecoder();
     let buffer = "";
@@ -281,10 +352,11 @@ async function generate() {
         if (chunk.error) throw Object.assign(new Error(chunk.error.message), {code: chunk.error.code});
         if (chunk.usage) usage = chunk.usage;
         if (chunk.timings) timings = chunk.timings;
-        const delta = chunk.choices && chunk.choices.length ? chunk.choices[0].delta : {};
-        if (delta && delta.content) {
+        const choice = chunk.choices && chunk.choices.length ? chunk.choices[0] : {};
+        const piece = raw ? choice.text : choice.delta && choice.delta.content;
+        if (piece) {
           if (firstToken === null) firstToken = performance.now();
-          reply.content += delta.content;
+          reply.content += piece;
           if (!scheduled) { scheduled = true; requestAnimationFrame(paint); }
         }
       }
@@ -354,8 +426,12 @@ function cancelEdit() {
 }
 
 function submit() {
-  const text = input.value.trim();
-  if (!text || controller) return;
+  // Raw mode keeps the text as typed (a trailing space or line matters to what comes next), and an empty
+  // input with text already there asks the model to go on.
+  const raw = !!settings.raw, text = raw ? input.value : input.value.trim();
+  const started = chat() && chat().messages.length;
+  if (controller || (raw ? !text && !attachments.length && !started : !text)) return;
+  if (raw && !text && !attachments.length) { generate(); return; }
   if (!chat()) newChat();
   const c = chat();
   if (editIndex !== null) { c.messages = c.messages.slice(0, editIndex); editIndex = null; $("editing").hidden = true; }
@@ -366,7 +442,7 @@ function submit() {
     attachments = []; showAttachments();
   }
   c.messages.push(message);
-  if (!c.title) c.title = text.split("\n")[0].slice(0, 60);
+  if (!c.title) c.title = text.trim().split("\n")[0].slice(0, 60) || (message.files || []).join(", ");
   input.value = ""; grow();
   render();
   generate();
@@ -385,25 +461,24 @@ function showAttachments() {
 }
 
 $("file").addEventListener("change", async event => {
-  for (const file of event.target.files) {
-    if (file.size > MAX_ATTACHMENT) { showBanner(`error: ${file.name} is larger than 512 KiB`); continue; }
-    attachments.push({name: file.name, text: await file.text()});
-  }
+  await attachFiles([...event.target.files]);  // files.js
   event.target.value = "";
-  showAttachments(); input.focus();
 });
 
 function loadSettings() {
   $("set-system").value = settings.system || "";
+  $("set-raw").checked = !!settings.raw;
   for (const name of NUMBERS) $("set-" + name).value = settings[name] ?? "";
 }
 $("settings-form").addEventListener("input", () => {
-  settings = {system: $("set-system").value};
+  const wasRaw = !!settings.raw;
+  settings = {system: $("set-system").value, raw: $("set-raw").checked};
   for (const name of NUMBERS) {
     const value = $("set-" + name).value;
     if (value !== "" && !Number.isNaN(Number(value))) settings[name] = value;
   }
   localStorage.setItem(SETTINGS, JSON.stringify(settings));
+  if (settings.raw !== wasRaw) { render(); if (settings.raw) $("suggest").hidden = true; }
 });
 $("settings-button").addEventListener("click", () => { loadSettings(); $("settings").showModal(); });
 $("settings").addEventListener("close", () => input.focus());
@@ -475,9 +550,11 @@ document.addEventListener("keydown", event => {
 
 // At phone width the hint would wrap into a second, half-hidden line of the empty input.
 const narrow = matchMedia("(max-width: 760px)");
-const fitPlaceholder = () => { input.placeholder = narrow.matches ? "Message" : "Message (Shift+Enter: new line)"; };
+function fitPlaceholder() {
+  if (settings.raw) input.placeholder = narrow.matches ? "Text" : "Text for the model to continue (empty: it goes on)";
+  else input.placeholder = narrow.matches ? "Message" : "Message (Shift+Enter: new line)";
+}
 narrow.addEventListener("change", () => { fitPlaceholder(); grow(); });
-fitPlaceholder();
 if (!chat()) current = chats.length ? chats[chats.length - 1].id : null;
 render();
 grow();

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "chromium"
-CHAT_URL = "*/v1/chat/completions"
+# The page's generation requests: chat, and raw completion mode's.
+GENERATION_URLS = ("*/v1/chat/completions", "*/v1/completions")
 
 
 class DevTools:
@@ -109,7 +110,7 @@ class Page:
         for domain in ("Page", "Network", "Log", "Runtime"):
             self.send(f"{domain}.enable")
         if intercept:
-            self.send("Fetch.enable", patterns=[{"urlPattern": CHAT_URL, "requestStage": "Request"}])
+            self.send("Fetch.enable", patterns=[{"urlPattern": url, "requestStage": "Request"} for url in GENERATION_URLS])
         self.send("Page.navigate", url=url)
         self.wait("document.readyState === 'complete' && window.DOMPurify")
         self.evaluate("localStorage.clear(); sessionStorage.clear()")
@@ -181,10 +182,22 @@ def canned_reply(text: str, completion_tokens: int) -> str:
                                                  "total_tokens": 30 + completion_tokens}})
 
 
-def fulfil(page: Page, body: str) -> dict[str, Any]:
-    """Answers the page's next chat request with `body`; returns the request the page sent."""
+def canned_completion(text: str, completion_tokens: int) -> str:
+    """What /v1/completions would stream for `text` (raw mode), in pieces of 9 characters, then the usage."""
+    base = {"id": "cmpl-test", "object": "text_completion", "created": 0, "model": "tiny-test-model"}
+    pieces = [text[i:i + 9] for i in range(0, len(text), 9)]
+    return sse(*[{**base, "choices": [{"index": 0, "text": p, "finish_reason": None, "logprobs": None}]} for p in pieces],
+               {**base, "choices": [{"index": 0, "text": "", "finish_reason": "length", "logprobs": None}]},
+               {**base, "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": completion_tokens,
+                                                 "total_tokens": 12 + completion_tokens}})
+
+
+def fulfil(page: Page, body: str, status: int = 200) -> dict[str, Any]:
+    """Answers the page's next generation request with `body` (an SSE stream, or with another `status` an
+    error's JSON); returns the request the page sent."""
     paused = page.tools.wait_event("Fetch.requestPaused")
-    page.send("Fetch.fulfillRequest", requestId=paused["requestId"], responseCode=200,
-              responseHeaders=[{"name": "Content-Type", "value": "text/event-stream"}],
+    kind = "text/event-stream" if status == 200 else "application/json"
+    page.send("Fetch.fulfillRequest", requestId=paused["requestId"], responseCode=status,
+              responseHeaders=[{"name": "Content-Type", "value": kind}],
               body=base64.b64encode(body.encode()).decode())
     return paused["request"]
