@@ -110,8 +110,17 @@ def test_processing_deferred_and_kv_cache_come_from_the_scheduler() -> None:
     backend = GatedBackend()
     scheduler = Scheduler(backend, n_seq=2, n_batch=16)
     client = client_for(scheduler)
+    entered, hold = threading.Event(), threading.Event()
+
+    def occupy() -> None:  # keeps the decoding thread away until all five wait, so it admits two at once
+        entered.set()
+        hold.wait(30)
+
     try:
+        threading.Thread(target=scheduler.run_exclusive, args=(occupy,), daemon=True).start()
+        assert entered.wait(10)
         streams = [scheduler.submit(GenerationRequest((5, 6, 7), 10, SamplingParams())) for _ in range(5)]
+        hold.set()
         deadline = time.monotonic() + 10
         while scheduler.stats().running < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -121,6 +130,7 @@ def test_processing_deferred_and_kv_cache_come_from_the_scheduler() -> None:
         assert ["".join(p.text for p in stream) for stream in streams] == ["xxx"] * 5
         idle = parse_strictly(client.get("/metrics").text)
     finally:
+        hold.set()
         backend.gate.set()
         scheduler.close()
     assert idle["llamacpp:requests_processing"] == 0 and idle["llamacpp:requests_deferred"] == 0
