@@ -22,15 +22,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
-from load import PROMPTS, free_port, serving  # noqa: E402
+from load import PROMPTS, free_port, serving
 
 HAPROXY = """\
 defaults

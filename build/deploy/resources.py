@@ -32,7 +32,7 @@ _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<
 
 
 def inspect(executable: str) -> dict:
-    result = subprocess.run(["llmpack", "inspect", "--json", executable], capture_output=True, text=True)
+    result = subprocess.run(["llmpack", "inspect", "--json", executable], check=False, capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(result.stderr.strip() or f"error: llmpack inspect failed on {executable}")
     return json.loads(result.stdout)
