@@ -34,10 +34,10 @@ def test_each_sequence_gets_its_share_capped_at_the_training_context(requested: 
 
 def test_the_overflow_message_names_the_flags_that_change_the_context() -> None:
     split = str(ContextOverflow(5000, 4096, ContextSize(8192, 2, 8192)))
-    assert split == ("error: the prompt is 5000 tokens but the context holds 4096 tokens per sequence "
+    assert split == ("the prompt is 5000 tokens but the context holds 4096 tokens per sequence "
                      "(-c 8192 divided among -np 2); shorten the prompt, raise -c or lower -np")
     alone = str(ContextOverflow(5000, 4096, ContextSize(4096, 1, 8192)))
-    assert alone == "error: the prompt is 5000 tokens but the context holds 4096 tokens (-c 4096); shorten the prompt or raise -c"
+    assert alone == "the prompt is 5000 tokens but the context holds 4096 tokens (-c 4096); shorten the prompt or raise -c"
     capped = str(ContextOverflow(9000, 8192, ContextSize(32768, 2, 8192)))
     assert "(-c 32768 divided among -np 2, capped at the model's training context of 8192)" in capped
     assert "raise -c" not in capped  # a larger -c would not help: the model was trained for no more
