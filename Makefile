@@ -1,4 +1,4 @@
-.PHONY: setup demo test bench clean
+.PHONY: setup system-deps demo test bench clean
 
 setup:
 	bash build/setup.sh
@@ -6,9 +6,12 @@ setup:
 demo: setup
 	bash build/demo.sh
 
-test: setup
-	bash build/system-deps.sh
+# System packages first: the set-up builds the web page with npm, which they bring on a fresh machine.
+test: system-deps setup
 	.venv/bin/python -m pytest
+
+system-deps:
+	bash build/system-deps.sh
 
 bench: setup
 	.venv/bin/python bench/run.py
