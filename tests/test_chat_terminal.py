@@ -15,12 +15,11 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-import gguf
 import pytest
 from llmpack.runtime import messages
 from llmpack.runtime.chat.commands import COMMANDS
 from support.commands import build_bundle, run
-from support.tiny_model import write_tiny_gguf
+from support.tiny_model import write_endless_gguf
 
 # tmux is installed by the set-up (build/system-deps.sh): a missing one is a failure, never a skip.
 pytestmark = [pytest.mark.slow]
@@ -97,15 +96,7 @@ def terminal(tmp_path: Path):
 
 @pytest.fixture(scope="module")
 def endless_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny model that never chooses an end-of-generation token (their output rows are zero, so
-    greedy decoding never picks them) and a long context: a reply that runs until Ctrl-C."""
-    path = write_tiny_gguf(tmp_path_factory.mktemp("endless") / "endless.gguf", n_ctx=16384,
-                           name="endless-test-model")
-    reader = gguf.GGUFReader(str(path), "r+")
-    output = next(t for t in reader.tensors if t.name == "output.weight")
-    output.data[[2, 4]] = 0  # </s> and <end_of_turn>
-    reader.data.flush()
-    del reader
+    path = write_endless_gguf(tmp_path_factory.mktemp("endless") / "endless.gguf")
     return build_bundle(path, path.with_suffix(".llmpack"))
 
 

@@ -7,12 +7,11 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-import gguf
 import httpx
 import pytest
 from llmpack.runtime import messages
 from support.commands import build_bundle, error_line
-from support.tiny_model import write_tiny_gguf
+from support.tiny_model import write_endless_gguf
 from test_chat_terminal import PROMPT, Terminal, free_port, prompts
 
 pytestmark = pytest.mark.slow
@@ -22,15 +21,7 @@ QUIET = ["-t", "1", "--log-disable"]
 
 @pytest.fixture(scope="module")
 def endless_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny model that never chooses an end-of-generation token (their output rows are zero, so
-    greedy decoding never picks them), with a long context: its replies run until stopped."""
-    path = write_tiny_gguf(tmp_path_factory.mktemp("endless") / "endless.gguf", n_ctx=16384,
-                           name="endless-test-model")
-    reader = gguf.GGUFReader(str(path), "r+")
-    output = next(t for t in reader.tensors if t.name == "output.weight")
-    output.data[[2, 4]] = 0  # </s> and <end_of_turn>
-    reader.data.flush()
-    del reader
+    path = write_endless_gguf(tmp_path_factory.mktemp("endless") / "endless.gguf")
     return build_bundle(path, path.with_suffix(".llmpack"))
 
 

@@ -93,6 +93,21 @@ def _too_large_detail(limit: int) -> str:
     return f"the request body is larger than the server's limit of {limit} bytes"
 
 
+def replay_body(body: bytes, receive: Receive) -> Receive:
+    """A `receive` for the app behind a middleware that has read the body already: it hands the body over
+    once, then waits on the real `receive` (for the client's disconnect)."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
 class BodyLimit:
     """413 for a body over the limit. The body is read here (the app would read it whole anyway) and
     replayed to the app; an oversized one is read to its end without being kept, up to DRAIN_LIMIT, so
@@ -132,16 +147,7 @@ class BodyLimit:
                            error_body(_too_large_detail(self.limit), "invalid_request_error", None,
                                       "request_too_large"), close=not drained)
             return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()  # later calls wait for the client's disconnect
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replay_body(b"".join(chunks), receive), send)
 
 
 ROUTE_LABELS = {"/v1/chat/completions": "chat", "/chat/completions": "chat", "/models": "models",
@@ -210,16 +216,7 @@ class JsonOnly:
                            error_body(messages.SERVER_NOT_JSON.format(got=got),
                                       "invalid_request_error", None, "unsupported_media_type"))
             return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"", "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replay_body(b"", receive), send)
 
 
 class HostCheck:

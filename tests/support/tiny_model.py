@@ -197,3 +197,15 @@ if __name__ == "__main__":
     import sys
 
     print(write_tiny_gguf(Path(sys.argv[1] if len(sys.argv) > 1 else "tiny.gguf")))
+
+
+def write_endless_gguf(path: Path) -> Path:
+    """A tiny model that never chooses an end-of-generation token (their output rows are zero, so greedy
+    decoding never picks them), with a long context: its replies run until they are stopped."""
+    write_tiny_gguf(path, n_ctx=16384, name="endless-test-model")
+    reader = gguf.GGUFReader(str(path), "r+")
+    output = next(t for t in reader.tensors if t.name == "output.weight")
+    output.data[[2, 4]] = 0  # </s> and <end_of_turn>
+    reader.data.flush()
+    del reader
+    return path
