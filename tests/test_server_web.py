@@ -9,6 +9,7 @@ serve the module; each test opens its own tab with emptied storage."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -284,7 +285,10 @@ def test_the_page_asks_for_the_api_key_and_sends_it(tiny_bundle: Path, browser: 
             kept = page.evaluate("sessionStorage.getItem('llmpack-api-key')")
         finally:
             page.close()
-    assert stats.startswith("4 tokens") and kept == "sesame"
+    # The key went with the request: the server answered it (how many tokens a random model says before
+    # its end-of-generation token varies with the sampling's seed; the prompt was evaluated either way).
+    assert re.match(r"\d tokens, .* prompt \d+ tokens", stats), stats
+    assert kept == "sesame"
 
 
 def test_a_full_context_shows_the_servers_message_and_offers_a_new_chat(server: ServerProcess,
