@@ -35,7 +35,7 @@ from ..tools.stream import CallSplitter
 from . import translate as tr
 from .errors import ApiError
 from .generation import Generation
-from .schemas import ChatCompletionRequest
+from .schemas import ChatCompletionRequest, CompletionRequest
 from .state import EngineHolder
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,18 @@ def log_prompt(settings, engine: ServingEngine, tokens: list[int]) -> None:
     """--verbose-prompt: what the model receives, special tokens included, and its token count."""
     if settings.verbose_prompt:
         log.info("%s", verbose_prompt_line(engine.detokenize(tokens, special=True), len(tokens)))
+
+
+def prepare_completion(state: Any, engine: ServingEngine, body: CompletionRequest) -> tuple[list[int], GenerationRequest]:
+    """The raw-completion path's checks and request (/v1/completions, Ollama's raw /api/generate), run
+    off the event loop: everything refusable is raised here, before anything is sent."""
+    tokens = tr.completion_prompt_tokens(engine, body)
+    engine.check_fits(len(tokens))
+    log_prompt(state.settings, engine, tokens)
+    if body.grammar is not None:
+        engine.check_grammar(body.grammar)
+    tr.check_logit_bias(engine, body)
+    return tokens, tr.completion_generation_request(state.settings, state.base_sampling, body, tokens)
 
 
 class ChatRun:

@@ -23,10 +23,8 @@ from ..engine.types import (
     SamplingParams,
 )
 from ..flags.settings import Settings
-from ..grammar.check import GrammarRefused, check_grammar
-from ..grammar.json_schema import SchemaUnsupported, json_schema_grammar
 from .errors import ApiError, error_payload, llama_shape
-from .translate import check_token_ids
+from .translate import check_token_ids, schema_grammar
 
 # llama-server's sampler names (common_sampler_types_from_names, with its aliases), and the place of each
 # in our chain. Ours is fixed: penalties, top-k, top-p, min-p, temperature. A sampler we do not have
@@ -282,11 +280,7 @@ def generation_request(settings: Settings, base: SamplingParams, body: Completio
         "frequency_penalty", "seed") if getattr(body, name) is not None}
     grammar = body.grammar or None
     if body.json_schema is not None:
-        try:
-            grammar = json_schema_grammar(body.json_schema)
-            check_grammar(grammar)
-        except (SchemaUnsupported, GrammarRefused) as exc:
-            raise ApiError(400, f"unsupported JSON schema: {exc}", param="json_schema") from None
+        grammar = schema_grammar(body.json_schema, "json_schema")
     if grammar is not None:
         overrides["grammar"] = grammar
     if body.logit_bias:

@@ -21,12 +21,6 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import messages
 from ..engine.interface import ServingEngine
-from ..grammar.check import GrammarRefused, check_grammar
-from ..grammar.json_schema import (
-    SchemaUnsupported,
-    json_object_grammar,
-    json_schema_grammar,
-)
 from . import ollama_translate as ot
 from . import translate as tr
 from .chat_core import (
@@ -34,8 +28,8 @@ from .chat_core import (
     TextDelta,
     ToolCallArgs,
     ToolCallStart,
-    log_prompt,
     prepare_chat,
+    prepare_completion,
     ready_engine,
 )
 from .errors import ApiError, error_payload
@@ -194,15 +188,7 @@ async def _raw_generation(request: Request, engine: ServingEngine, body: ot.Gene
         data["grammar"] = grammar
     completion = ot.internal_request(data, CompletionRequest)
 
-    def prepare():
-        tokens = tr.completion_prompt_tokens(engine, completion)
-        engine.check_fits(len(tokens))
-        log_prompt(state.settings, engine, tokens)
-        if completion.grammar is not None:
-            engine.check_grammar(completion.grammar)
-        return tr.completion_generation_request(state.settings, state.base_sampling, completion, tokens)
-
-    generation_request = await run_in_threadpool(prepare)
+    _tokens, generation_request = await run_in_threadpool(prepare_completion, state, engine, completion)
     generation = Generation(engine, generation_request, state.metrics, state.active_generations)
 
     async def events():
@@ -221,13 +207,7 @@ def _format_grammar(fmt: str | dict[str, Any] | None) -> str | None:
     spec = ot.response_format(fmt)
     if spec is None:
         return None
-    try:
-        grammar = (json_object_grammar() if spec["type"] == "json_object"
-                   else json_schema_grammar(spec["json_schema"]["schema"]))
-        check_grammar(grammar)
-    except (SchemaUnsupported, GrammarRefused) as exc:
-        raise ApiError(400, f"unsupported JSON schema: {exc}", param="format") from None
-    return grammar
+    return tr.schema_grammar(None if spec["type"] == "json_object" else spec["json_schema"]["schema"], "format")
 
 
 class _Reply:

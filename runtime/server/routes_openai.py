@@ -25,8 +25,8 @@ from .chat_core import (
     TextDelta,
     ToolCallArgs,
     ToolCallStart,
-    log_prompt,
     prepare_chat,
+    prepare_completion,
     ready_engine,
 )
 from .errors import error_payload
@@ -125,16 +125,7 @@ async def completions(body: CompletionRequest, request: Request):
     state = request.app.state
     engine, _holder = ready_engine(request)
 
-    def prepare():
-        tokens = tr.completion_prompt_tokens(engine, body)
-        engine.check_fits(len(tokens))
-        log_prompt(state.settings, engine, tokens)
-        if body.grammar is not None:
-            engine.check_grammar(body.grammar)
-        tr.check_logit_bias(engine, body)
-        return tokens, tr.completion_generation_request(state.settings, state.base_sampling, body, tokens)
-
-    tokens, generation_request = await run_in_threadpool(prepare)
+    tokens, generation_request = await run_in_threadpool(prepare_completion, state, engine, body)
     prompt_text = (body.prompt if isinstance(body.prompt, str) else engine.detokenize(tokens)) if body.echo else ""
     generation = Generation(engine, generation_request, state.metrics, state.active_generations)
     model = state.holder.model_name

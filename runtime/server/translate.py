@@ -175,17 +175,23 @@ def response_grammar(body: ChatCompletionRequest) -> str | None:
     fmt = body.response_format
     if fmt is None or fmt.type == "text":
         return body.grammar
+    if fmt.type == "json_object":
+        return schema_grammar(fmt.schema_ or None, "response_format.json_schema.schema")
+    if fmt.json_schema is None or fmt.json_schema.schema_ is None:
+        raise ApiError(400, "response_format of type json_schema needs json_schema.schema",
+                       param="response_format.json_schema")
+    return schema_grammar(fmt.json_schema.schema_, "response_format.json_schema.schema")
+
+
+def schema_grammar(schema: dict[str, Any] | None, param: str) -> str:
+    """The grammar of a client's JSON schema (None: any JSON object), checked as every grammar is
+    before llama.cpp sees it; a schema we cannot express, or whose grammar is too big, is a 400 on
+    `param`. Every dialect's JSON-schema field comes through here."""
     try:
-        if fmt.type == "json_object":
-            grammar = json_schema_grammar(fmt.schema_) if fmt.schema_ else json_object_grammar()
-        elif fmt.json_schema is None or fmt.json_schema.schema_ is None:
-            raise ApiError(400, "response_format of type json_schema needs json_schema.schema",
-                           param="response_format.json_schema")
-        else:
-            grammar = json_schema_grammar(fmt.json_schema.schema_)
+        grammar = json_object_grammar() if schema is None else json_schema_grammar(schema)
         check_grammar(grammar)  # a schema's grammar may still be too big for llama.cpp
     except (SchemaUnsupported, GrammarRefused) as exc:
-        raise ApiError(400, f"unsupported JSON schema: {exc}", param="response_format.json_schema.schema") from None
+        raise ApiError(400, f"unsupported JSON schema: {exc}", param=param) from None
     return grammar
 
 
