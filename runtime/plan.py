@@ -12,7 +12,6 @@ from . import messages
 from .chat_template import check_override
 from .engine.types import EngineConfig, SamplingParams
 from .errors import UsageError
-from .flags.effects import chat_system_prompt
 from .flags.settings import Settings
 from .sampling import grammar_text, sampling_from_settings
 
@@ -45,6 +44,11 @@ def resolve(settings: Settings, mode: str) -> Plan:
                 engine=engine_config(settings, settings.parallel if mode in SERVING_MODES else 1),
                 sampling=sampling, server_sampling=server_sampling(settings, grammar),
                 system_prompt=chat_system_prompt(settings))
+
+
+def chat_system_prompt(settings: Settings) -> str | None:
+    """-sys is the chat's system prompt; -p doubled as it before -sys existed, and still does."""
+    return settings.system_prompt if settings.system_prompt is not None else settings.prompt
 
 
 def server_sampling(settings: Settings, grammar: str | None) -> SamplingParams:

@@ -101,7 +101,7 @@ class GatedBackend:
 
 def client_for(scheduler: Scheduler) -> TestClient:
     engine = FakeEngine()
-    engine._scheduler = scheduler  # where the real Engine keeps it
+    engine.scheduler_stats = scheduler.stats  # as the real Engine answers it
     settings = Settings()
     return TestClient(app_for(settings, EngineHolder.loaded(settings, engine)), base_url=LOCAL)
 

@@ -22,23 +22,15 @@ from typing import Callable, Iterator, Sequence
 from .. import messages
 from ..errors import ContextOverflow, EngineFailure, GrammarInvalid, ModelLoadFailed
 from .context_size import ContextSize
-
-log = logging.getLogger(__name__)
-
-
-# The engine's vocabulary, re-exported: front ends import it from here.
-from .native import (  # noqa: E402,F401
+from .native import (
     FLASH_ATTN_TYPES,
     CFile,
-    gpu_offload_supported,
-    in_place_loading_supported,
     llama,
     load_backends,
-    route_native_logs,
 )
-from .sampler import SamplerChain, check_grammar_text  # noqa: E402
-from .scheduler import Scheduler  # noqa: E402
-from .types import (  # noqa: E402,F401
+from .sampler import SamplerChain, check_grammar_text
+from .scheduler import Scheduler, SchedulerStats
+from .types import (
     KV_CACHE_TYPES,
     POOLING_TYPES,
     QUANTIZED_CACHE_TYPES,
@@ -48,9 +40,10 @@ from .types import (  # noqa: E402,F401
     ModelSource,
     Piece,
     SamplingParams,
-    Timings,
     TokenLogprob,
 )
+
+log = logging.getLogger(__name__)
 
 
 class Engine:
@@ -234,7 +227,11 @@ class Engine:
     @property
     def sequences_in_use(self) -> frozenset[int]:
         """Ids of the sequences generating now (for llama-server's /slots)."""
-        return frozenset(slot.seq.id for slot in list(self._scheduler._active))
+        return self._scheduler.sequences_in_use()
+
+    def scheduler_stats(self) -> SchedulerStats:
+        """The scheduler's snapshot for /metrics and /health: running, waiting, KV use, decodes."""
+        return self._scheduler.stats()
 
     def token_text(self, token: int) -> str:
         return self._token_bytes(token, special=True).decode("utf-8", "replace")

@@ -183,6 +183,9 @@ class Scheduler:
         """Requests running or waiting."""
         return len(self._active) + len(self._waiting)
 
+    def sequences_in_use(self) -> frozenset[int]:
+        return frozenset(slot.seq.id for slot in list(self._active))
+
     def stats(self) -> SchedulerStats:
         thread = self._thread
         return SchedulerStats(

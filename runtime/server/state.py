@@ -53,11 +53,10 @@ class EngineHolder:
 
 
 def scheduler_stats(engine: ServingEngine | None) -> SchedulerStats | None:
-    """The engine's scheduler snapshot, or None for an engine without one (the tests' fakes). Read
-    through the engine's private scheduler: the ServingEngine Protocol stays what every fake must
-    implement, and this is an optional extra for /metrics and /health only."""
-    scheduler = getattr(engine, "_scheduler", None)
-    stats = getattr(scheduler, "stats", None)
+    """The engine's scheduler snapshot, or None for an engine without one (the tests' fakes): an
+    optional extra for /metrics and /health, so it stays out of the ServingEngine Protocol that every
+    fake must implement."""
+    stats = getattr(engine, "scheduler_stats", None)
     return stats() if callable(stats) else None
 
 
