@@ -11,7 +11,6 @@ from . import messages
 from .errors import EdgeFormatter, UserError, debug_requested, error_line, user_line
 from .flags.settings import Settings, parse_args
 from .flags.stored_args import PLACEHOLDER, merge_arguments, stored_arguments
-from .help_page import render_help
 from .payload_format import Payload, embedded_payload
 
 if TYPE_CHECKING:
@@ -130,6 +129,9 @@ def _main(argv: list[str], edge: _Edge) -> int:
     if parsed.show_help:
         # The defaults this executable really has: the schema's, as its stored arguments change them.
         defaults = parse_args([arg for arg in stored if arg != PLACEHOLDER]).settings
+        # Imported here only: the man page's tables (and importlib.resources) serve --help alone.
+        from .help_page import render_help
+
         sys.stdout.write(render_help(payload, stored, defaults))
         return 0
     if parsed.show_version:

@@ -9,7 +9,6 @@ import dataclasses
 from dataclasses import dataclass
 
 from . import messages
-from .chat_template import check_override
 from .engine.types import EngineConfig, SamplingParams
 from .errors import UsageError
 from .flags.settings import Settings
@@ -35,7 +34,11 @@ def resolve(settings: Settings, mode: str) -> Plan:
     """Raises UserError (one line for the user) for any flag that cannot work in this mode."""
     if mode == "cli" and settings.system_prompt is not None:
         raise UsageError(messages.SYSTEM_PROMPT_IN_CLI)
-    check_override(settings.chat_template)
+    if settings.chat_template:
+        # Jinja is imported only to check a --chat-template: --cli, like most starts, never renders one.
+        from .chat_template import check_override
+
+        check_override(settings.chat_template)
     grammar = grammar_text(settings)
     terminal_mode = "chat" if mode == "default" else mode
     sampling = dataclasses.replace(sampling_from_settings(settings, terminal_mode, grammar),
