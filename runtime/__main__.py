@@ -47,9 +47,16 @@ def _default(plan: Plan, payload: Payload | None) -> int:
     return chat_mode.run_default(plan, payload)
 
 
+def _rpc_worker(plan: Plan, payload: Payload | None) -> int:
+    from . import rpc_worker
+
+    return rpc_worker.run(plan, payload)
+
+
 # Explicit dispatch (no string imports: PyInstaller must see every module). Modes are imported when
 # chosen, so --cli never pays for importing the server or the chat's terminal toolkit.
-MODES: dict[str, ModeRunner] = {"cli": _cli, "chat": _chat, "server": _server, "default": _default}
+MODES: dict[str, ModeRunner] = {"cli": _cli, "chat": _chat, "server": _server, "default": _default,
+                                "rpc_server": _rpc_worker}
 
 
 def configure_logging(settings: Settings) -> None:
