@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System packages the end-to-end tests drive: tmux (the chat in a real terminal), Chromium (the web chat
 # page, headless), node and npm (the web page's libraries, web/), qemu-user (the executable on an older
-# CPU model), binutils (readelf). Installs only what is missing; needs root and apt (Debian/Ubuntu),
+# CPU model), binutils (readelf), a C compiler and zlib's headers (the native launcher at the head of
+# every executable, runtime/launcher/). Installs only what is missing; needs root and apt (Debian/Ubuntu),
 # otherwise says what to install.
 set -euo pipefail
 need=()
@@ -9,6 +10,8 @@ command -v tmux >/dev/null || need+=(tmux)
 command -v chromium >/dev/null || need+=(chromium)
 command -v qemu-x86_64 >/dev/null || need+=(qemu-user)
 command -v readelf >/dev/null || need+=(binutils)
+command -v cc >/dev/null || need+=(gcc libc6-dev)
+[ -f /usr/include/zlib.h ] || need+=(zlib1g-dev)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)  # replicas behind a load balancer
 command -v npm >/dev/null || need+=(nodejs npm)
 [ ${#need[@]} -eq 0 ] && exit 0

@@ -54,3 +54,6 @@ USAGE = "{message} (see llmpack {command} --help)"
 MANIFEST_TOO_LARGE = "the manifest is larger than 1 MiB (are the default arguments that long?)"
 PACKAGE_MISSING = "package {name} not found"
 INTERNAL_ERROR = "internal error: {kind}: {detail} (LLMPACK_DEBUG=1 shows the traceback)"
+# The native launcher (bundler/launcher_build.py)
+LAUNCHER_NO_COMPILER = "no C compiler {cc} to build the launcher: install one (and zlib's headers: zlib1g-dev on Debian/Ubuntu) or set CC"
+LAUNCHER_COMPILE_FAILED = "compiling the launcher with {cc} failed: {detail} (it needs zlib's headers and static library: zlib1g-dev on Debian/Ubuntu)"
