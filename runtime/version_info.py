@@ -1,8 +1,9 @@
 """`--version`: llmpack's version, llama.cpp's (ggml's version and the commit it was built from, and the
 llama-cpp-python release that vendors it), the compute backends found, and the embedded model.
 
-Unlike --help this loads llama.cpp: the backends found are only known once it has looked. A runtime
-whose native library cannot load still answers, saying why, so --version stays usable to report it.
+Unlike --help this loads ggml: the backends found are only known once it has looked. ggml alone, not
+llama-cpp-python's bindings or libllama (runtime/engine/native_libs.py). A runtime whose native library
+cannot load still answers, saying why, so --version stays usable to report it.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from .payload_format import Payload
 def version_lines(payload: Payload | None) -> list[str]:
     lines = [f"llmpack {__version__}"]
     try:
-        from .engine import native
+        from .engine import native_libs as native
 
-        native.route_native_logs(4)  # llama.cpp's errors only: stdout is the answer, stderr stays quiet
+        native.route_ggml_logs(4)  # llama.cpp's errors only: stdout is the answer, stderr stays quiet
         lines.append(f"llama.cpp: {_llama_cpp_version(native, payload)}")
         lines.append(f"backends: {', '.join(native.load_backends()) or 'none found'}")
     except Exception as exc:  # a broken native library is what a user runs --version to report

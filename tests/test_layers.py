@@ -7,6 +7,7 @@ import inspect
 import subprocess
 import sys
 import typing
+from pathlib import Path
 
 import pytest
 from llmpack.runtime.engine.interface import ChatEngine, ServingEngine
@@ -26,6 +27,44 @@ def test_importing_a_front_end_leaves_llama_cpp_unloaded(module: str) -> None:
     assert not [m for m in loaded if m.startswith("llama_cpp")], loaded
     assert set(loaded) <= {"llmpack.runtime.engine.types", "llmpack.runtime.engine.interface",
                            "llmpack.runtime.engine.context_size"}, loaded
+
+
+
+# What a start must not pay for: the server's web stack, the chat's terminal toolkit, Jinja (only a chat
+# renders a template), and llama-cpp-python's package __init__ (numpy and the high-level Llama class;
+# the engine needs its ctypes bindings alone).
+SERVER_AND_CHAT = ("llmpack.runtime.server", "llmpack.runtime.chat", "fastapi", "uvicorn", "pydantic",
+                   "pydantic_core", "starlette", "anyio", "prompt_toolkit", "pygments", "jinja2")
+LLAMA_CPP = ("llama_cpp",)
+
+
+def modules_after_main(args: list[str]) -> tuple[set[str], str]:
+    """The modules a fresh interpreter holds after the runtime's main(args), and main's stdout."""
+    code = ("import sys; from llmpack.runtime.__main__ import main; rc = main(sys.argv[1:]); sys.stdout.flush(); "
+            "print('\\nmodules:', ' '.join(sorted(sys.modules)), file=sys.stderr); sys.exit(rc)")
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    line = result.stderr.rsplit("\nmodules: ", 1)[1]
+    return set(line.split()), result.stdout
+
+
+def under(modules: set[str], packages: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in modules if any(m == p or m.startswith(p + ".") for p in packages))
+
+
+def test_cli_imports_neither_the_server_nor_the_chat(tiny_gguf: Path) -> None:
+    modules, out = modules_after_main(["-m", str(tiny_gguf), "--cli", "-p", "hello", "-n", "2", "--temp", "0",
+                                       "--log-disable"])
+    assert out.startswith("hello") and len(out) > len("hello"), out  # it really loaded and generated
+    assert "llama_cpp.llama_cpp" in modules  # the ctypes bindings...
+    assert under(modules, SERVER_AND_CHAT + ("llama_cpp.llama", "numpy")) == []  # ...and nothing more
+
+
+@pytest.mark.parametrize("flag", ["--version", "--help"])
+def test_version_and_help_load_no_llama_cpp(flag: str) -> None:
+    modules, out = modules_after_main([flag])
+    assert out.startswith("llmpack " if flag == "--version" else "LLMPACK(1)"), out
+    assert under(modules, LLAMA_CPP + SERVER_AND_CHAT + ("llmpack.runtime.engine.engine", "numpy")) == []
 
 
 def protocol_members(protocol: type) -> tuple[set[str], dict[str, inspect.Signature]]:

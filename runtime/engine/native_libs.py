@@ -1,0 +1,118 @@
+"""llama.cpp's shared libraries found and libggml opened by path, without importing llama-cpp-python.
+
+ggml alone knows its version, its commit and the compute backends, so `--version` asks it here and never
+imports the ctypes bindings (tens of milliseconds of function declarations, and libllama). The engine
+registers its backends through the same functions (runtime/engine/native.py), so both find the same ones.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import logging
+import os
+from pathlib import Path
+
+# ggml's log callback type: void (*)(enum ggml_log_level, const char *, void *).
+LOG_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+_log_callback = None  # kept referenced: ggml calls it from its own threads
+_registered = False
+
+
+def library_dir() -> Path | None:
+    """llama_cpp/lib, where the bindings load libllama from. find_spec locates the package without
+    running its __init__ (numpy, the Llama class); in the frozen runtime it names the same folder."""
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or not spec.origin:
+        return None
+    return Path(spec.origin).resolve().parent / "lib"
+
+
+def find_backend_dir() -> str | None:
+    library = library_dir()
+    if library is None:
+        return None
+    # An installed wheel keeps the CPU variants in bin/; the frozen runtime beside libllama.
+    for candidate in (library.parent.parent / "bin", library):
+        if candidate.is_dir() and any(candidate.glob("*ggml-cpu*")):
+            return str(candidate)
+    return None
+
+
+def open_ggml():
+    """The libggml instance libllama loads: the copy already loaded if there is one (libllama found it
+    by its SONAME, wherever it was), else the one beside libllama, else whatever the search path finds.
+    Registering backends in another copy would fill a second registry, one llama.cpp never looks at."""
+    names = ("libggml.so.0", "libggml.so", "libggml.dylib", "ggml.dll")
+    mode = getattr(os, "RTLD_GLOBAL", 0)
+    no_load = getattr(os, "RTLD_NOLOAD", 0)
+    library = library_dir()
+    candidates = [(name, mode | no_load) for name in names if no_load]
+    candidates += [(str(library / name), mode) for name in names if library is not None]
+    candidates += [(name, mode) for name in names]
+    for candidate, flags in candidates:
+        try:
+            return ctypes.CDLL(candidate, mode=flags)
+        except OSError:
+            continue
+    return None
+
+
+def route_ggml_logs(level: int) -> None:
+    """ggml's log (backend loading) to Python logging at `level` and above (2=info, 3=warn, 4=error).
+    llama_log_set does this too, for llama.cpp's own log; this is for when libllama is not loaded."""
+    global _log_callback
+    ggml = open_ggml()
+    if ggml is None or not hasattr(ggml, "ggml_log_set"):
+        return
+    _log_callback = LOG_CALLBACK(log_callback(level))
+    ggml.ggml_log_set.argtypes = [LOG_CALLBACK, ctypes.c_void_p]
+    ggml.ggml_log_set(_log_callback, ctypes.c_void_p(0))
+
+
+def log_callback(level: int):
+    native_log = logging.getLogger("llama.cpp")
+
+    def callback(native_level: int, text: bytes, _user: ctypes.c_void_p) -> None:
+        if native_level >= level or native_level == 5:  # 5 = continuation of the previous line
+            message = text.decode("utf-8", "replace").rstrip("\n")
+            if message and message != ".":
+                native_log.log(logging.WARNING if native_level >= 3 else logging.DEBUG, "%s", message)
+
+    return callback
+
+
+def register_backends() -> None:
+    """Registers the compute backends once (LLMPACK_BACKEND_DIR, else where the build put them).
+
+    Portable builds compile the CPU backend in several variants (sse4.2 ... avx512) as separate
+    libraries (GGML_BACKEND_DL); ggml loads each to score it and keeps the best this CPU supports."""
+    global _registered
+    if _registered:
+        return
+    _registered = True
+    backend_dir = os.environ.get("LLMPACK_BACKEND_DIR") or find_backend_dir()
+    if backend_dir:
+        ggml = open_ggml()
+        if ggml is not None and hasattr(ggml, "ggml_backend_load_all_from_path"):
+            ggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
+            ggml.ggml_backend_load_all_from_path(os.fsencode(backend_dir))
+
+
+def device_names() -> list[str]:
+    ggml = open_ggml()
+    if ggml is None or not hasattr(ggml, "ggml_backend_dev_count"):
+        return []
+    ggml.ggml_backend_dev_count.restype = ctypes.c_size_t
+    ggml.ggml_backend_dev_get.restype = ctypes.c_void_p
+    ggml.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
+    ggml.ggml_backend_dev_name.restype = ctypes.c_char_p
+    ggml.ggml_backend_dev_name.argtypes = [ctypes.c_void_p]
+    return [ggml.ggml_backend_dev_name(ggml.ggml_backend_dev_get(i)).decode()
+            for i in range(ggml.ggml_backend_dev_count())]
+
+
+def load_backends() -> list[str]:
+    """The devices found, once the backends are registered (what --version lists)."""
+    register_backends()
+    return device_names()
