@@ -14,8 +14,8 @@ from typing import Any, BinaryIO, Callable
 
 from . import messages
 from .errors import BuildError
-from .layout import RuntimeImage, lay_out, split_runtime
-from .payload_format import FLAG_SIDECAR, GGUF_ALIGNMENT, encode_trailer
+from .layout import RuntimeImage, lay_out, read_runtime_file
+from .payload_format import FLAG_NO_WEIGHTS, FLAG_SIDECAR, GGUF_ALIGNMENT, encode_trailer
 
 CHUNK = 16 << 20
 Progress = Callable[[int, int], None]
@@ -49,10 +49,17 @@ def sidecar_name(output: Path) -> str:
 
 
 def read_runtime(runtime: Path) -> RuntimeImage:
-    try:
-        return split_runtime(runtime.read_bytes(), str(runtime))
-    except FileNotFoundError:
-        raise BuildError(messages.RUNTIME_NOT_FOUND.format(path=runtime)) from None
+    if not runtime.is_file():
+        raise BuildError(messages.RUNTIME_NOT_FOUND.format(path=runtime))
+    return read_runtime_file(str(runtime))
+
+
+def write_bare_runtime(image: RuntimeImage, output: Path) -> None:
+    """A runtime without weights: what `llmpack runtime` caches and exports, and `llmpack build` reads."""
+    layout = lay_out(image, 0, 8)
+    with atomic_output(output, mode=0o755) as out:
+        out.write(layout.head + b"\0" * (layout.gguf_offset - len(layout.head)) + layout.after_gguf)
+        out.write(encode_trailer({}, 0, 0, hashlib.sha256().hexdigest(), layout.runtime, FLAG_NO_WEIGHTS))
 
 
 def write_bundle(image: RuntimeImage, weights: Weights, output: Path, manifest: Callable[[str], dict[str, Any]],
@@ -64,10 +71,11 @@ def write_bundle(image: RuntimeImage, weights: Weights, output: Path, manifest: 
         beside = output.parent / sidecar_name(output)
         with atomic_output(beside) as out:
             digest = copy_and_hash(weights, out, progress)
-        layout = lay_out(image, 0, 1)
+        layout = lay_out(image, 0, 8)
         with atomic_output(output, mode=0o755) as out:
-            out.write(layout.head + layout.after_gguf)
-            out.write(encode_trailer({**manifest(digest), "sidecar": beside.name}, 0, length, digest, FLAG_SIDECAR))
+            out.write(layout.head + b"\0" * (layout.gguf_offset - len(layout.head)) + layout.after_gguf)
+            out.write(encode_trailer({**manifest(digest), "sidecar": beside.name}, 0, length, digest, layout.runtime,
+                                     FLAG_SIDECAR))
             size = out.tell()
         return BundleResult(output, size, 0, length, digest, beside)
     layout = lay_out(image, length, GGUF_ALIGNMENT)
@@ -76,7 +84,7 @@ def write_bundle(image: RuntimeImage, weights: Weights, output: Path, manifest: 
         out.write(b"\0" * (layout.gguf_offset - len(layout.head)))
         digest = copy_and_hash(weights, out, progress)
         out.write(layout.after_gguf)
-        out.write(encode_trailer(manifest(digest), layout.gguf_offset, length, digest))
+        out.write(encode_trailer(manifest(digest), layout.gguf_offset, length, digest, layout.runtime))
         size = out.tell()
     return BundleResult(output, size, layout.gguf_offset, length, digest)
 

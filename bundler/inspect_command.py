@@ -13,6 +13,7 @@ from .bundle import atomic_output
 from .errors import BuildError, error_line
 from .payload_format import FLAG_SIDECAR, BundleInfo, read_bundle, weights_path
 from .progress import ByteProgress
+from .runtime_build import RUNTIME_NAME, cache_root
 
 log = logging.getLogger(__name__)
 CHUNK = 16 << 20
@@ -55,11 +56,27 @@ def describe(info: BundleInfo) -> str:
         ("default args", " ".join(m.get("default_args", [])) or "(none)"),
         ("runtime", f"{runtime.get('target')} (llama-cpp-python {runtime.get('llama_cpp_python')}, "
                     f"Python {runtime.get('python')}, needs glibc >= {runtime.get('min_glibc') or 'n/a'})"),
+        ("runtime cache", _describe_cache_entry(info)),
         ("built", f"{m.get('built_at')} by {builder.get('name')} {builder.get('version')}"),
         ("payload format", str(info.format_version)),
     ]
     width = max(len(k) for k, _ in rows)
     return "".join(f"{k.ljust(width)}  {v}\n" for k, v in rows)
+
+
+def runtime_cache_entry(info: BundleInfo) -> Path | None:
+    """The folder the launcher unpacks this executable's runtime into (None for a version 1 file)."""
+    if info.runtime is None:
+        return None
+    return cache_root() / "runtime" / info.runtime.sha256[:16]
+
+
+def _describe_cache_entry(info: BundleInfo) -> str:
+    entry = runtime_cache_entry(info)
+    if entry is None:
+        return "none (PyInstaller one-file runtime: unpacked to a temporary folder at every start)"
+    state = "unpacked" if (entry / RUNTIME_NAME).is_file() else "not unpacked yet: the first start unpacks it"
+    return f"{entry} ({state}; runtime sha256 {info.runtime.sha256})"
 
 
 def inspect(path: str, as_json: bool, verify: bool) -> int:
@@ -72,6 +89,11 @@ def inspect(path: str, as_json: bool, verify: bool) -> int:
                     "gguf_offset": info.gguf_offset, "gguf_length": info.gguf_length,
                     "gguf_sha256": info.gguf_sha256, "weights_file": str(weights_path(info)),
                     "manifest": info.manifest}
+        if info.runtime is not None:
+            entry = runtime_cache_entry(info)
+            document["runtime"] = {"offset": info.runtime.offset, "length": info.runtime.length,
+                                   "sha256": info.runtime.sha256, "cache_entry": str(entry),
+                                   "unpacked": (entry / RUNTIME_NAME).is_file()}
         if verify:
             document["verified"] = verified
         sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")

@@ -4,7 +4,6 @@ its manifest and default arguments kept, as llamafile's upgrade tool does."""
 from __future__ import annotations
 
 import logging
-import mmap
 import sys
 from pathlib import Path
 
@@ -13,9 +12,9 @@ from .build_command import make_manifest, parse_default_args, report
 from .bundle import Weights, read_runtime, write_bundle
 from .errors import BuildError
 from .gguf_info import read_gguf_info
-from .layout import RuntimeImage, runtime_of_bundle
+from .layout import runtime_image
 from .options import RepackOptions
-from .payload_format import FLAG_SIDECAR, BundleInfo, read_bundle, weights_path
+from .payload_format import FLAG_SIDECAR, read_bundle, weights_path
 from .progress import ByteProgress
 from .runtime_build import host_target
 from .smoke import check_default_args
@@ -37,7 +36,7 @@ def repack(args: RepackOptions) -> Path:
         runtime = select_runtime(args.runtime, args.target, args.rebuild_runtime)
         image, runtime_info = read_runtime(runtime.path), runtime.info
     else:
-        image, runtime_info = _runtime_inside(old, sidecar_flag), manifest.get("runtime", {})
+        image, runtime_info = runtime_image(old), manifest.get("runtime", {})
 
     if args.model is not None:
         info = read_gguf_info(str(args.model))
@@ -61,8 +60,3 @@ def repack(args: RepackOptions) -> Path:
     print(output, file=sys.stdout)
     return output
 
-
-def _runtime_inside(old: BundleInfo, sidecar: bool) -> RuntimeImage:
-    with open(old.path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        weights = None if sidecar else (old.gguf_offset, old.gguf_length)
-        return runtime_of_bundle(data, old.path, weights, old.trailer_start)

@@ -1,6 +1,8 @@
-"""Freezes the runtime (runtime/ + llama-cpp-python + Python) into a PyInstaller onefile executable,
-once per content: the cache key hashes the runtime's sources, the spec, the native libraries and the
-tool versions, so bundling a model with an unchanged runtime costs only the copy of the weights."""
+"""Builds the runtime for this machine, once per content: runtime/ + llama-cpp-python + Python frozen by
+PyInstaller in one-folder mode, packed (runtime_pack.py) behind our native launcher
+(runtime/launcher/launcher.c) into one file without weights. The cache key hashes the runtime's sources
+(the launcher's included), the spec, the native libraries and the tool versions, so bundling a model
+with an unchanged runtime costs only the copy of the weights."""
 
 from __future__ import annotations
 
@@ -22,7 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from . import messages
+from .bundle import write_bare_runtime
 from .errors import BuildError
+from .launcher_build import build_launcher
+from .layout import RuntimeImage
+from .runtime_pack import write_pack
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +38,7 @@ RUNTIME_INFO = "runtime.json"
 
 @dataclass(frozen=True)
 class Runtime:
-    """A frozen runtime executable and what it was built for (runtime.json beside it)."""
+    """A runtime file (launcher + pack, no weights) and what it was built for (runtime.json beside it)."""
 
     path: Path
     info: dict[str, Any]
@@ -57,7 +63,12 @@ _IGNORED = ("__pycache__", ".pyc", ".pyo")
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("LLMPACK_CACHE") or Path.home() / ".cache" / "llmpack")
+    """The launcher's rule (runtime/launcher/launcher.c): $LLMPACK_CACHE, $XDG_CACHE_HOME/llmpack, ~/.cache/llmpack."""
+    if os.environ.get("LLMPACK_CACHE"):
+        return Path(os.environ["LLMPACK_CACHE"])
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "llmpack"
+    return Path.home() / ".cache" / "llmpack"
 
 
 def host_target() -> str:
@@ -121,7 +132,7 @@ def runtime_versions() -> dict[str, str]:
 
 
 def ensure_runtime(rebuild: bool = False) -> Runtime:
-    """The cached runtime executable for this machine, frozen first if needed."""
+    """The cached runtime for this machine, built first if needed."""
     key = runtime_key()
     target = cache_root() / "runtimes" / f"{host_target()}-{key}" / RUNTIME_NAME
     if target.exists() and (target.parent / RUNTIME_INFO).exists() and not rebuild:
@@ -131,35 +142,37 @@ def ensure_runtime(rebuild: bool = False) -> Runtime:
     started = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="llmpack-freeze-") as work:
-        built = _freeze(Path(work), target.parent / "freeze.log")
-        # Unique: another llmpack may be freezing the same runtime at the same time.
-        staged = target.with_name(f".{RUNTIME_NAME}.{os.getpid()}.partial")
-        try:
-            shutil.copy2(built, staged)
-            info = {"target": host_target(), "key": key, "min_glibc": minimum_glibc(staged), **runtime_versions()}
-            (target.parent / RUNTIME_INFO).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-            os.replace(staged, target)
-        except BaseException:  # a full disk, Ctrl-C, SIGTERM: no half-copied runtime left in the cache
-            staged.unlink(missing_ok=True)
-            raise
-    log.info("runtime frozen in %.0f s: %s", time.perf_counter() - started, target)
+        folder = _freeze(Path(work), target.parent / "freeze.log")
+        launcher = build_launcher(Path(work) / "launcher")
+        with open(Path(work) / "pack", "w+b") as pack:
+            length, digest = write_pack(folder, pack, RUNTIME_NAME)
+            pack.seek(0)
+            image = RuntimeImage(launcher.read_bytes(), pack.read(), digest)
+        info = {"target": host_target(), "key": key, "min_glibc": minimum_glibc([launcher, *folder.rglob("*")]),
+                "runtime_sha256": digest, **runtime_versions()}
+        # runtime.json first: the runtime file, written atomically, is what marks the entry complete.
+        (target.parent / RUNTIME_INFO).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        write_bare_runtime(image, target)
+    log.info("runtime built in %.0f s: %s (%d bytes packed)", time.perf_counter() - started, target, length)
     return Runtime(target, info)
 
 
 _GLIBC_VERSION = re.compile(rb"GLIBC_(\d+)\.(\d+)(?:\.(\d+))?\x00")
 
 
-def minimum_glibc(executable: Path) -> str | None:
-    """The newest GLIBC_x.y symbol version that the bootloader or any bundled library requires:
-    the oldest glibc (so Linux distribution) the executable runs on. None off Linux."""
+def minimum_glibc(files: list[Path]) -> str | None:
+    """The newest GLIBC_x.y symbol version that the launcher or any frozen library requires: the oldest
+    glibc (so Linux distribution) the executable runs on. None off Linux."""
     if not host_target().startswith("linux"):
         return None
-    from PyInstaller.archive.readers import CArchiveReader
-
-    blobs = [executable.read_bytes()]
-    archive = CArchiveReader(str(executable))
-    blobs += [archive.extract(name) for name, entry in archive.toc.items() if entry[-1] == "b"]
-    versions = {tuple(int(part or 0) for part in match) for blob in blobs for match in _GLIBC_VERSION.findall(blob)}
+    versions = set()
+    for path in files:
+        if path.is_file() and not path.is_symlink():
+            with open(path, "rb") as f:
+                if f.read(4) != b"\x7fELF":
+                    continue
+                f.seek(0)
+                versions |= {tuple(int(part or 0) for part in match) for match in _GLIBC_VERSION.findall(f.read())}
     return ".".join(map(str, max(versions)[:2])) if versions else None
 
 
@@ -188,8 +201,8 @@ def _freeze(work: Path, log_path: Path) -> Path:
                str(templates / "runtime.spec")]
     with open(log_path, "wb") as log_file:
         status = subprocess.run(command, env=env, stdout=log_file, stderr=subprocess.STDOUT, cwd=work).returncode
-    built = work / "dist" / (RUNTIME_NAME + (".exe" if sys.platform == "win32" else ""))
-    if status != 0 or not built.exists():
+    built = work / "dist" / RUNTIME_NAME
+    if status != 0 or not (built / RUNTIME_NAME).exists():
         raise BuildError(messages.FREEZE_FAILED.format(log=log_path))
     return built
 

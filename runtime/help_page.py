@@ -8,13 +8,11 @@ routes: a command or a route added there and not here fails the tests.
 
 from __future__ import annotations
 
-import os
 import shlex
-import sys
 from importlib.resources import files
 from typing import Sequence
 
-from . import __version__
+from . import __version__, payload_format
 from .flags.settings import Settings, describe_options
 from .flags.stored_args import PLACEHOLDER
 from .payload_format import Payload
@@ -98,7 +96,7 @@ ENVIRONMENT: tuple[tuple[str, str], ...] = (
 
 
 def program_name() -> str:
-    return os.path.basename(sys.argv[0]) if getattr(sys, "frozen", False) else "llmpack run"
+    return payload_format.program_name()
 
 
 def render_help(payload: Payload | None, stored: Sequence[str], defaults: Settings) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -18,8 +19,10 @@ from .engine.native import (
 from .engine.types import EngineConfig, ModelSource
 from .errors import CorruptBundle, ModelNotFound, NoModel, NotAGguf, UserError
 from .flags.settings import Settings
-from .payload_format import GGUF_MAGIC, Payload, verify_weights
+from .payload_format import GGUF_MAGIC, RUNTIME_DIR_VARIABLE, Payload, verify_weights
 from .progress import Progress
+from .runtime_pack import damage_in_folder, damage_in_pack
+from .user_cache import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,7 @@ def resolve_source(settings: Settings, payload: Payload | None) -> ModelSource:
     if payload is None:
         raise NoModel()
     if settings.verify:
+        check_runtime(payload)
         check_weights(payload, show_progress=not settings.log_disable)
     if payload.gguf_offset == 0 or in_place_loading_supported():  # a sidecar, or weights inside us
         return ModelSource(payload.path, payload.gguf_offset)
@@ -42,6 +46,24 @@ def check_weights(payload: Payload, show_progress: bool) -> None:
     if not verify_weights(payload, lambda done, total: progress.update(done / total)):
         raise UserError(messages.WEIGHTS_MISMATCH.format(path=payload.path))
     progress.done(messages.WEIGHTS_VERIFIED.format(sha256=payload.gguf_sha256))
+
+
+def check_runtime(payload: Payload) -> None:
+    """The runtime pack inside the executable against its sha256, and the folder the launcher unpacked
+    it into against the pack. A damaged folder is removed: the next start unpacks it again."""
+    offset, length, sha256 = payload.runtime
+    if not length:
+        return
+    reason = damage_in_pack(payload.executable, offset, length, sha256)
+    if reason is not None:
+        raise CorruptBundle(payload.executable, reason)
+    folder = os.environ.get(RUNTIME_DIR_VARIABLE)
+    if folder:
+        reason = damage_in_folder(payload.executable, offset, length, folder)
+        if reason is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise UserError(messages.RUNTIME_FOLDER_DAMAGED.format(folder=folder, reason=reason))
+    log.info(messages.RUNTIME_VERIFIED.format(sha256=sha256))
 
 
 def _check_loose_gguf(path: str) -> None:
@@ -59,7 +81,7 @@ def _check_loose_gguf(path: str) -> None:
 def _extract_once(payload: Payload) -> Path:
     """Fallback where llama.cpp cannot read from inside our file: extract the weights once into a
     cache keyed by their sha256, verifying while copying, and reuse that copy on later starts."""
-    cache = Path(os.environ.get("LLMPACK_CACHE") or Path.home() / ".cache" / "llmpack") / "weights"
+    cache = cache_root() / "weights"
     target = cache / f"{payload.gguf_sha256}.gguf"
     if target.exists() and target.stat().st_size == payload.gguf_length:
         return target

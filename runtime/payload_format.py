@@ -1,20 +1,11 @@
 """Reads the llmpack payload: the weights and manifest that `llmpack build` put inside this executable.
 
-This is the runtime's half of the contract with `bundler/payload_format.py`; the two never import each
-other and are tested against the same vectors (tests/vectors/). The file is laid out as
-
-    [bootloader][padding to 64 KiB][GGUF][PyInstaller archive + cookie][tail marker]...[manifest JSON][footer]
-
-and the footer, a fixed-size little-endian struct at the very end, is
-
-    magic "LLMPACK\\0" | format version u32 | flags u32 | GGUF offset u64 | GGUF length u64 |
-    GGUF sha256 (32 bytes) | manifest length u64 | manifest sha256 (32 bytes) | crc32 of all before u32
-
-Flag SIDECAR (bit 0): the weights are not inside but in a file beside the executable, named by the
-manifest's "sidecar" (Windows and macOS cannot run executables over 4 GB); offset is then 0 and length
-is the sidecar's size. The tail marker, written right after PyInstaller's cookie, tells a truncated executable (marker, no
-footer) from a runtime that never had a payload (neither). The checks here are the cheap ones made at every start (they read a few KB, whatever the weights' size);
-`verify_weights` re-hashes the GGUF and is only run on request.
+This is the runtime's half of the contract with `bundler/payload_format.py` (which describes the layout
+and the footer); the two never import each other and are tested against the same vectors (tests/vectors/).
+The native launcher at the head of the file has already checked the footer's checksum and found this
+runtime through it; it names the executable in LLMPACK_BUNDLE. The checks here are the cheap ones made at
+every start (they read a few KB, whatever the weights' size); `verify_weights` and `verify_runtime`
+re-hash and are only run on request (--verify).
 """
 
 from __future__ import annotations
@@ -32,11 +23,9 @@ from .errors import CorruptBundle
 
 MAGIC = b"LLMPACK\x00"
 FLAG_SIDECAR = 1
-TAIL_MARKER = b"LLMPACK-TAIL\x00\x00\x00\x00"
-# How far from the end the tail marker can be: the manifest plus the ELF section table, with room.
-TAIL_SCAN_BYTES = (1 << 20) + (64 << 10)
-FORMAT_VERSION = 1
-FOOTER = struct.Struct("<8sIIQQ32sQ32sI")
+FLAG_NO_WEIGHTS = 2
+FORMAT_VERSION = 2
+FOOTER = struct.Struct("<8sIIQQ32sQ32sQQ32sI")
 MAX_MANIFEST_BYTES = 1 << 20
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_GGUF_VERSIONS = (2, 3)
@@ -54,27 +43,31 @@ class Payload:
     gguf_sha256: str
     manifest: dict[str, Any]
     executable: str = ""
+    runtime: tuple[int, int, str] = (0, 0, "")  # the runtime pack's offset, length and sha256 in `executable`
 
 
 def embedded_payload() -> Payload | None:
-    """The payload of the running executable, or None when running unbundled (`llmpack run`).
+    """The payload of the executable the launcher started (LLMPACK_BUNDLE), or None when running
+    unbundled (`llmpack run`) or as a bare runtime without weights.
     Here rather than beside the engine: --help and --version read it without loading llama.cpp."""
-    path = os.environ.get("LLMPACK_BUNDLE") or (sys.executable if getattr(sys, "frozen", False) else None)
-    if path is None or not has_payload(path):
+    path = os.environ.get(BUNDLE_VARIABLE)
+    if not path:
         return None
-    return read_payload(path)
+    payload = read_payload(path)
+    return None if payload.gguf_length == 0 and not payload.manifest else payload
 
 
-def has_payload(path: str) -> bool:
-    """True when the file carries a payload, intact or damaged (then read_payload says how)."""
-    try:
-        with open(path, "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - TAIL_SCAN_BYTES))
-            tail = f.read()
-    except OSError:
-        return False
-    return tail[-FOOTER.size:].startswith(MAGIC) or TAIL_MARKER in tail
+# Set by the launcher (runtime/launcher/launcher.c) before it execs the runtime.
+BUNDLE_VARIABLE = "LLMPACK_BUNDLE"
+RUNTIME_DIR_VARIABLE = "LLMPACK_RUNTIME_DIR"
+ARGV0_VARIABLE = "LLMPACK_ARGV0"
+
+
+def program_name() -> str:
+    """The name the user typed to start us: the launcher execs the runtime under its cache path."""
+    if getattr(sys, "frozen", False):
+        return os.path.basename(os.environ.get(ARGV0_VARIABLE) or sys.argv[0])
+    return "llmpack run"
 
 
 def read_payload(path: str) -> Payload:
@@ -86,7 +79,7 @@ def read_payload(path: str) -> Payload:
         f.seek(size - FOOTER.size)
         footer = f.read(FOOTER.size)
         (magic, version, flags, gguf_offset, gguf_length, gguf_digest, manifest_length,
-         manifest_digest, crc) = FOOTER.unpack(footer)
+         manifest_digest, runtime_offset, runtime_length, runtime_digest, crc) = FOOTER.unpack(footer)
         if magic != MAGIC:
             raise CorruptBundle(path, "no payload footer at the end of the file (truncated?)")
         if zlib.crc32(footer[:-4]) != crc:
@@ -96,7 +89,12 @@ def read_payload(path: str) -> Payload:
         manifest_offset = size - FOOTER.size - manifest_length
         if manifest_length > MAX_MANIFEST_BYTES or manifest_offset < 0:
             raise CorruptBundle(path, "the manifest length is out of range")
+        if runtime_offset + runtime_length > manifest_offset:
+            raise CorruptBundle(path, "the runtime lies outside the file (truncated?)")
+        runtime = (runtime_offset, runtime_length, runtime_digest.hex())
         sidecar = bool(flags & FLAG_SIDECAR)
+        if flags & FLAG_NO_WEIGHTS:
+            return Payload(path, 0, 0, "", {}, path, runtime)
         if not sidecar and (gguf_offset % REQUIRED_GGUF_ALIGNMENT or gguf_offset + gguf_length > manifest_offset):
             raise CorruptBundle(path, "the weights lie outside the file (truncated?)")
         f.seek(manifest_offset)
@@ -110,7 +108,7 @@ def read_payload(path: str) -> Payload:
         if not sidecar:
             f.seek(gguf_offset)
             _check_gguf_header(path, f)
-            return Payload(path, gguf_offset, gguf_length, gguf_digest.hex(), manifest, path)
+            return Payload(path, gguf_offset, gguf_length, gguf_digest.hex(), manifest, path, runtime)
     weights = os.path.join(os.path.dirname(os.path.abspath(path)), str(manifest.get("sidecar", "")))
     try:
         with open(weights, "rb") as f:
@@ -120,7 +118,7 @@ def read_payload(path: str) -> Payload:
             _check_gguf_header(path, f)
     except OSError as exc:
         raise CorruptBundle(path, f"its weights file {weights} cannot be read ({exc.strerror})") from None
-    return Payload(weights, 0, gguf_length, gguf_digest.hex(), manifest, path)
+    return Payload(weights, 0, gguf_length, gguf_digest.hex(), manifest, path, runtime)
 
 
 def _check_gguf_header(path: str, f: BinaryIO) -> None:

@@ -14,21 +14,32 @@ from llmpack.bundler.errors import BuildError
 from llmpack.runtime import payload_format as runtime_side
 from llmpack.runtime.errors import CorruptBundle
 
-VECTORS = json.loads((Path(__file__).parent / "vectors" / "payload_v1.json").read_text())
+VECTORS = json.loads((Path(__file__).parent / "vectors" / "payload_v2.json").read_text())
+# Executables built before the launcher (PyInstaller's one-file runtime): inspect and unpack still read them.
+VECTORS_V1 = json.loads((Path(__file__).parent / "vectors" / "payload_v1.json").read_text())
 GGUF_HEAD = b"GGUF" + struct.pack("<IQQ", 3, 0, 0)
+PACK = b"LLMPACKR\x01\0\0\0\0\0\0\0"  # a runtime pack without entries
 
 
 def bundle_bytes(vector: dict) -> bytes:
-    """A file shaped like an executable: filler, the GGUF (header + filler), filler, the trailer."""
+    """A file shaped like an executable: filler, the GGUF (header + filler), the pack, the trailer."""
     gguf = (GGUF_HEAD + b"\xab" * vector["gguf_length"])[:vector["gguf_length"]]
-    return (b"\x7fELF" + b"\0" * (vector["gguf_offset"] - 4) + gguf + b"MEI-archive-stand-in"
-            + writer_side.TAIL_MARKER + b"section-headers-stand-in" + bytes.fromhex(vector["trailer_hex"]))
+    data = b"\x7fELF" + b"\0" * (vector["gguf_offset"] - 4) + gguf
+    if "runtime_offset" in vector:
+        data += b"\0" * (vector["runtime_offset"] - len(data)) + PACK
+    else:
+        data += b"MEI-archive-stand-in"
+    return data + bytes.fromhex(vector["trailer_hex"])
+
+
+def runtime_range(vector: dict) -> writer_side.RuntimeRange:
+    return writer_side.RuntimeRange(vector["runtime_offset"], vector["runtime_length"], vector["runtime_sha256"])
 
 
 @pytest.mark.parametrize("vector", VECTORS, ids=lambda v: v["name"])
 def test_bundler_writes_the_vector_bytes(vector: dict) -> None:
     trailer = writer_side.encode_trailer(vector["manifest"], vector["gguf_offset"], vector["gguf_length"],
-                                         vector["gguf_sha256"])
+                                         vector["gguf_sha256"], runtime_range(vector))
     assert trailer.hex() == vector["trailer_hex"]
 
 
@@ -41,24 +52,25 @@ def test_both_sides_read_the_vector(vector: dict, tmp_path: Path) -> None:
     for read in (payload, info):
         assert (read.gguf_offset, read.gguf_length, read.gguf_sha256, read.manifest) == (
             vector["gguf_offset"], vector["gguf_length"], vector["gguf_sha256"], vector["manifest"])
+    assert payload.runtime == (vector["runtime_offset"], vector["runtime_length"], vector["runtime_sha256"])
+    assert info.runtime == runtime_range(vector)
+
+
+@pytest.mark.parametrize("vector", VECTORS_V1, ids=lambda v: v["name"])
+def test_the_bundler_still_reads_version_1(vector: dict, tmp_path: Path) -> None:
+    path = tmp_path / "old"
+    path.write_bytes(bundle_bytes(vector))
+    info = writer_side.read_bundle(str(path))
+    assert (info.format_version, info.gguf_offset, info.gguf_sha256, info.manifest, info.runtime) == (
+        1, vector["gguf_offset"], vector["gguf_sha256"], vector["manifest"], None)
 
 
 def test_constants_agree() -> None:
     assert writer_side.MAGIC == runtime_side.MAGIC
     assert writer_side.FORMAT_VERSION == runtime_side.FORMAT_VERSION
     assert writer_side.FOOTER.format == runtime_side.FOOTER.format
-    assert writer_side.TAIL_MARKER == runtime_side.TAIL_MARKER
-
-
-def test_the_tail_marker_tells_truncated_from_bare(tmp_path: Path) -> None:
-    data = bundle_bytes(VECTORS[0])
-    path = tmp_path / "bundle"
-    path.write_bytes(data)
-    assert runtime_side.has_payload(str(path))
-    path.write_bytes(data[:-50])  # footer cut: still a (damaged) payload
-    assert runtime_side.has_payload(str(path))
-    path.write_bytes(data[:data.index(writer_side.TAIL_MARKER)])  # a runtime that never had one
-    assert not runtime_side.has_payload(str(path))
+    assert (writer_side.FLAG_SIDECAR, writer_side.FLAG_NO_WEIGHTS) == (runtime_side.FLAG_SIDECAR,
+                                                                        runtime_side.FLAG_NO_WEIGHTS)
 
 
 @pytest.mark.parametrize("where", ["footer", "manifest"])
@@ -107,9 +119,11 @@ def test_verify_weights_detects_a_flipped_weight_byte(tmp_path: Path) -> None:
     gguf = GGUF_HEAD + bytes(range(256)) * 8
     sha = hashlib.sha256(gguf).hexdigest()
     offset = 65536
-    trailer = writer_side.encode_trailer({"model": {}}, offset, len(gguf), sha)
+    pack_at = offset + len(gguf)
+    trailer = writer_side.encode_trailer({"model": {}}, offset, len(gguf), sha,
+                                         writer_side.RuntimeRange(pack_at, len(PACK), hashlib.sha256(PACK).hexdigest()))
     path = tmp_path / "bundle"
-    path.write_bytes(b"\0" * offset + gguf + trailer)
+    path.write_bytes(b"\0" * offset + gguf + PACK + trailer)
     payload = runtime_side.read_payload(str(path))
     assert runtime_side.verify_weights(payload)
     damaged = bytearray(path.read_bytes())

@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from .. import __version__, messages
 from ..engine.interface import ServingEngine
 from ..engine.types import GenerationRequest
+from ..payload_format import BUNDLE_VARIABLE
 from . import llamacpp_responses as lr
 from . import llamacpp_translate as lt
 from . import translate as tr
@@ -149,8 +150,8 @@ def _slot(engine: ServingEngine, request: Request, index: int, busy: frozenset[i
 def _model_path(settings) -> str:
     if settings.model:
         return os.path.abspath(settings.model)
-    # The weights are inside this executable.
-    return os.path.abspath(sys.executable if getattr(sys, "frozen", False) else sys.argv[0])
+    # The weights are inside the executable the launcher started.
+    return os.path.abspath(os.environ.get(BUNDLE_VARIABLE) or sys.argv[0])
 
 
 @router.get("/props")
