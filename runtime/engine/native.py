@@ -6,14 +6,15 @@ from __future__ import annotations
 import ctypes
 import importlib
 import importlib.util
-import logging
 import os
 import sys
-from pathlib import Path
 
 from .. import messages
 from ..errors import EngineFailure, ModelLoadFailed
-from .backend_cache import unpacked_backends
+from .native_libs import device_names, log_callback, register_backends
+
+# Re-exported: the server's fingerprint reads ggml's version through this module.
+from .native_libs import open_ggml as open_ggml
 
 
 def _import_bindings():
@@ -38,20 +39,8 @@ _LOG_CALLBACK = None  # kept referenced: llama.cpp calls it from its own threads
 def route_native_logs(level: int) -> None:
     """Sends llama.cpp's log to Python logging at `level` and above (GGML_LOG_LEVEL: 2=info, 3=warn)."""
     global _LOG_CALLBACK
-    native_log = logging.getLogger("llama.cpp")
-
-    def callback(native_level: int, text: bytes, _user: ctypes.c_void_p) -> None:
-        if native_level >= level or native_level == 5:  # 5 = continuation of the previous line
-            message = text.decode("utf-8", "replace").rstrip("\n")
-            if message and message != ".":
-                native_log.log(logging.WARNING if native_level >= 3 else logging.DEBUG, "%s", message)
-
-    _LOG_CALLBACK = llama.llama_log_callback(callback)
+    _LOG_CALLBACK = llama.llama_log_callback(log_callback(level))
     llama.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
-
-
-def _backend_library_dir() -> Path:
-    return Path(llama.__file__).resolve().parent / "lib"
 
 
 def load_backends() -> list[str]:
@@ -65,57 +54,26 @@ def load_backends() -> list[str]:
     global _backends_loaded
     if not _backends_loaded:
         _backends_loaded = True
-
-        backend_dir = os.environ.get("LLMPACK_BACKEND_DIR") or _find_backend_dir()
-        if backend_dir:
-            ggml = open_ggml()
-            if ggml is not None and hasattr(ggml, "ggml_backend_load_all_from_path"):
-                ggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
-                ggml.ggml_backend_load_all_from_path(os.fsencode(backend_dir))
+        register_backends()
         llama.llama_backend_init()
-    return _device_names()
-
-
-def _find_backend_dir() -> str | None:
-    library_dir = _backend_library_dir()
-    unpacked = unpacked_backends(library_dir)  # the frozen runtime's variants, unpacked once
-    if unpacked is not None:
-        return str(unpacked)
-    for candidate in (library_dir.parent.parent / "bin", library_dir):  # an installed wheel
-        if candidate.is_dir() and any(candidate.glob("*ggml-cpu*")):
-            return str(candidate)
-    return None
-
-
-def open_ggml():
-    """The libggml instance libllama already loaded: by SONAME first (dlopen then returns the loaded
-    copy wherever it came from, e.g. PyInstaller's unpack folder), then by path."""
-    lib_dir = _backend_library_dir()
-    for name in ("libggml.so.0", "libggml.so", "libggml.dylib", "ggml.dll"):
-        for candidate in (name, str(lib_dir / name)):
-            try:
-                return ctypes.CDLL(candidate, mode=getattr(os, "RTLD_GLOBAL", 0))
-            except OSError:
-                continue
-    return None
-
-
-def _device_names() -> list[str]:
-    ggml = open_ggml()
-    if ggml is None or not hasattr(ggml, "ggml_backend_dev_count"):
-        return []
-    ggml.ggml_backend_dev_count.restype = ctypes.c_size_t
-    ggml.ggml_backend_dev_get.restype = ctypes.c_void_p
-    ggml.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
-    ggml.ggml_backend_dev_name.restype = ctypes.c_char_p
-    ggml.ggml_backend_dev_name.argtypes = [ctypes.c_void_p]
-    return [ggml.ggml_backend_dev_name(ggml.ggml_backend_dev_get(i)).decode()
-            for i in range(ggml.ggml_backend_dev_count())]
+    return device_names()
 
 
 def gpu_offload_supported() -> bool:
+    """A device to offload layers to: a GPU, or an --rpc worker's. (llama_supports_gpu_offload says
+    yes as soon as the RPC backend is loaded, workers or none.)"""
     load_backends()
-    return bool(llama.llama_supports_gpu_offload())
+    ggml = open_ggml()
+    if ggml is None or not hasattr(ggml, "ggml_backend_dev_type"):
+        return bool(llama.llama_supports_gpu_offload())
+    ggml.ggml_backend_dev_count.restype = ctypes.c_size_t
+    ggml.ggml_backend_dev_get.restype = ctypes.c_void_p
+    ggml.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
+    ggml.ggml_backend_dev_type.restype = ctypes.c_int
+    ggml.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
+    offload_types = (1, 2)  # GGML_BACKEND_DEVICE_TYPE_GPU, _IGPU (RPC devices are GPU)
+    return any(ggml.ggml_backend_dev_type(ggml.ggml_backend_dev_get(i)) in offload_types
+               for i in range(ggml.ggml_backend_dev_count()))
 
 
 class CFile:
