@@ -83,10 +83,13 @@ HTTP_ROUTES: tuple[tuple[str, str, str], ...] = (
 
 # (variable, what): every environment variable the runtime reads (a test greps runtime/ for them).
 ENVIRONMENT: tuple[tuple[str, str], ...] = (
-    ("LLMPACK_CACHE", "where backends are unpacked and weights extracted once where they cannot be read in place "
-                      "(default ~/.cache/llmpack)"),
+    ("LLMPACK_CACHE", "where the launcher unpacks the runtime once (runtime/), and weights are extracted where they "
+                      "cannot be read in place (default $XDG_CACHE_HOME/llmpack, else ~/.cache/llmpack)"),
+    ("XDG_CACHE_HOME", "see LLMPACK_CACHE"),
     ("LLMPACK_HISTORY", "the chat's history file (default ~/.llmpack_history)"),
-    ("LLMPACK_BUNDLE", "read the embedded weights and arguments from this executable instead of the running one"),
+    ("LLMPACK_BUNDLE", "set by the launcher: the executable whose embedded weights and arguments the runtime uses"),
+    ("LLMPACK_RUNTIME_DIR", "set by the launcher: the folder it unpacked the runtime into (--verify checks it)"),
+    ("LLMPACK_ARGV0", "set by the launcher: the name the executable was started by (for --help)"),
     ("LLMPACK_BACKEND_DIR", "load llama.cpp's compute backends (libggml-*) from this folder"),
     ("LLMPACK_DEBUG", "1: a Python traceback with every error, even one in the flags (as --verbose, which needs them parsed)"),
     ("NO_COLOR", "set: no colour in the chat"),

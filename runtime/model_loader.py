@@ -19,7 +19,7 @@ from .engine.native import (
 from .engine.types import EngineConfig, ModelSource
 from .errors import CorruptBundle, ModelNotFound, NoModel, NotAGguf, UserError
 from .flags.settings import Settings
-from .payload_format import GGUF_MAGIC, RUNTIME_DIR_VARIABLE, Payload, verify_weights
+from .payload_format import GGUF_MAGIC, Payload, verify_weights
 from .progress import Progress
 from .runtime_pack import damage_in_folder, damage_in_pack
 from .user_cache import cache_root
@@ -57,7 +57,7 @@ def check_runtime(payload: Payload) -> None:
     reason = damage_in_pack(payload.executable, offset, length, sha256)
     if reason is not None:
         raise CorruptBundle(payload.executable, reason)
-    folder = os.environ.get(RUNTIME_DIR_VARIABLE)
+    folder = os.environ.get("LLMPACK_RUNTIME_DIR")  # where the launcher unpacked the runtime it started
     if folder:
         reason = damage_in_folder(payload.executable, offset, length, folder)
         if reason is not None:

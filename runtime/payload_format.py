@@ -50,7 +50,7 @@ def embedded_payload() -> Payload | None:
     """The payload of the executable the launcher started (LLMPACK_BUNDLE), or None when running
     unbundled (`llmpack run`) or as a bare runtime without weights.
     Here rather than beside the engine: --help and --version read it without loading llama.cpp."""
-    path = os.environ.get(BUNDLE_VARIABLE)
+    path = os.environ.get(BUNDLE_VARIABLE)  # set by the launcher, or by hand to run another executable's payload
     if not path:
         return None
     payload = read_payload(path)
@@ -59,7 +59,6 @@ def embedded_payload() -> Payload | None:
 
 # Set by the launcher (runtime/launcher/launcher.c) before it execs the runtime.
 BUNDLE_VARIABLE = "LLMPACK_BUNDLE"
-RUNTIME_DIR_VARIABLE = "LLMPACK_RUNTIME_DIR"
 ARGV0_VARIABLE = "LLMPACK_ARGV0"
 
 

@@ -132,7 +132,7 @@ def damaged_line(path: Path, result: Ran) -> str:
     assert result.returncode == 1, result
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
-    prefix, suffix = f"error: {path}: this executable is damaged (", "); download or build it again"
+    prefix, suffix = f"error: {path} is damaged: ", "; download or build it again"
     assert lines[0].startswith(prefix) and lines[0].endswith(suffix), lines[0]
     assert result.stdout == ""
     return lines[0][len(prefix):-len(suffix)]

@@ -1,9 +1,10 @@
 """The Linux x86_64 executable runs on an older CPU (Nehalem: SSE4.2, no AVX), emulated by qemu-user.
 
-qemu-user does not follow an exec (the new program would run natively), and the launcher execs the
-runtime it unpacked. So the launcher runs under qemu on its own (it unpacks into a fresh cache), and then
-the runtime it would exec runs under qemu in the environment the launcher gives it: everything that runs,
-the launcher, Python, our runtime and llama.cpp, runs on the emulated CPU."""
+qemu-user does not follow an exec (the new program would run natively), and there are two: the launcher
+execs the runtime it unpacked, and PyInstaller's one-folder bootloader re-execs itself once with its
+library path set. So the launcher runs under qemu on its own (it unpacks into a fresh cache), and then
+the runtime runs under qemu in the environment those two execs give it: everything that runs, the
+launcher, Python, our runtime and llama.cpp, runs on the emulated CPU."""
 
 from __future__ import annotations
 
@@ -30,8 +31,12 @@ def test_runs_on_nehalem_with_the_sse42_build(tiny_bundle: Path, tmp_path: Path)
     assert unpacked.returncode == 0, unpacked.stderr[-2000:]
     runtime = json.loads(llmpack("inspect", str(tiny_bundle), "--json").stdout)["runtime"]
     entry = cache / "runtime" / runtime["sha256"][:16]
-    env = {"LLMPACK_CACHE": str(cache), "LLMPACK_BUNDLE": str(tiny_bundle), "LLMPACK_RUNTIME_DIR": str(entry)}
-    emulated = run([*NEHALEM, str(entry / "llmpack-runtime"), *ARGS, "--verbose"], env=env, timeout=300)
+    program = entry / "llmpack-runtime"
+    env = {"LLMPACK_CACHE": str(cache), "LLMPACK_BUNDLE": str(tiny_bundle), "LLMPACK_RUNTIME_DIR": str(entry),
+           # What PyInstaller's bootloader sets before it re-execs itself (it skips the re-exec when set).
+           "_PYI_ARCHIVE_FILE": str(program), "_PYI_PARENT_PROCESS_LEVEL": "-1",
+           "LD_LIBRARY_PATH": str(entry / "_internal")}
+    emulated = run([*NEHALEM, str(program), *ARGS, "--verbose"], env=env, timeout=300)
     assert emulated.returncode == 0, emulated.stderr[-2000:]
     assert "libggml-cpu-sse42.so" in emulated.stderr  # ggml picked the variant this CPU can run
     native = run([str(tiny_bundle), *ARGS, "--log-disable"])

@@ -61,21 +61,9 @@ def port_of(server: ServerProcess) -> int:
 
 
 def sigkill(server: ServerProcess) -> None:
-    """SIGKILL the server itself: the executable's bootloader runs it as a child process, and a SIGKILL,
-    unlike SIGINT, is not forwarded. The bootloader then exits on its own."""
-    pid = server.process.pid
-    children = [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()
-                and _parent_of(entry) == pid]
-    for child in children or [pid]:
-        os.kill(child, signal.SIGKILL)
+    """SIGKILL the server: the process started is the server itself (the launcher execs the runtime)."""
+    server.process.send_signal(signal.SIGKILL)
     server.process.wait(10)
-
-
-def _parent_of(proc_entry: Path) -> int | None:
-    try:
-        return int((proc_entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):  # gone meanwhile
-        return None
 
 
 def completions_served(server: ServerProcess) -> int:
@@ -139,7 +127,7 @@ def cluster(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory):
     lb.terminate()
     lb.wait(10)
     for r in state["replicas"]:
-        r.interrupt()  # forwarded to the server by the bootloader, unlike a kill
+        r.interrupt()
 
 
 def run_streams(url: str, n_predict: int, kill: ServerProcess | None = None) -> list[tuple[str, bool]]:

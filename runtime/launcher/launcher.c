@@ -135,7 +135,8 @@ static void die(const char *format, ...) {
 }
 
 static void die_damaged(const char *reason) {
-    die("%s: this executable is damaged (%s); download or build it again", self_path, reason);
+    /* The runtime's own wording (runtime/messages.py CORRUPT_BUNDLE), so a user sees one kind of line. */
+    die("%s is damaged: %s; download or build it again", self_path, reason);
 }
 
 /* A path that does not fit is refused rather than cut: a cut path would name another folder. */

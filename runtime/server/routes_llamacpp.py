@@ -20,7 +20,6 @@ from starlette.concurrency import run_in_threadpool
 from .. import __version__, messages
 from ..engine.interface import ServingEngine
 from ..engine.types import GenerationRequest
-from ..payload_format import BUNDLE_VARIABLE
 from . import llamacpp_responses as lr
 from . import llamacpp_translate as lt
 from . import translate as tr
@@ -151,7 +150,7 @@ def _model_path(settings) -> str:
     if settings.model:
         return os.path.abspath(settings.model)
     # The weights are inside the executable the launcher started.
-    return os.path.abspath(os.environ.get(BUNDLE_VARIABLE) or sys.argv[0])
+    return os.path.abspath(os.environ.get("LLMPACK_BUNDLE") or sys.argv[0])
 
 
 @router.get("/props")
