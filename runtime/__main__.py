@@ -152,9 +152,10 @@ def _main(argv: list[str], edge: _Edge) -> int:
     from .engine.native import route_native_logs
     from .plan import resolve
 
-    plan = resolve(settings, mode)  # every flag checked (a refused --grammar exits 2) before weights load
-    # llama.cpp is chatty: its errors only, unless --verbose asks for everything.
+    # llama.cpp is chatty: its errors only, unless --verbose asks for everything (from here: --rpc
+    # loads the backends and connects to its workers while the plan is resolved).
     route_native_logs(2 if settings.verbose else 4)
+    plan = resolve(settings, mode)  # every flag checked (a refused --grammar exits 2) before weights load
     return MODES[mode](plan, payload)
 
 

@@ -108,6 +108,10 @@ class EngineFailure(UserError):
     """llama.cpp refused an operation (e.g. decode failed); reported, never a traceback."""
 
 
+class EngineUnavailable(EngineFailure):
+    """The engine can no longer compute (an RPC worker was lost): the server answers 503 until restarted."""
+
+
 class GrammarInvalid(EngineFailure):
     """A GBNF grammar (--grammar, or a request's) that grammar/check.py or llama.cpp refused: the user's
     to fix. `reason` is the checker's, when it found one."""

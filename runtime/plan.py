@@ -12,6 +12,7 @@ from . import messages
 from .engine.types import EngineConfig, SamplingParams
 from .errors import UsageError
 from .flags.settings import Settings
+from .flags.values import device_names, rpc_endpoints, tensor_split
 from .sampling import grammar_text, sampling_from_settings
 
 # Modes whose engine serves HTTP requests, -np sequences decoded together (the default mode's chat is one).
@@ -39,12 +40,22 @@ def resolve(settings: Settings, mode: str) -> Plan:
         from .chat_template import check_override
 
         check_override(settings.chat_template)
+    if settings.rpc is not None and mode != "rpc_server":
+        from .engine.rpc import connect_workers
+
+        # Now, before a server listens: an unreachable worker is one line and exit 1, and the workers'
+        # devices are known to the start's checks (-ngl without a GPU) and banner.
+        connect_workers(rpc_endpoints(settings.rpc))
+    if settings.device:
+        from .engine.devices import by_names
+
+        by_names(device_names(settings.device), allow_cpu=mode == "rpc_server")  # -dev's names, checked now
     grammar = grammar_text(settings)
     terminal_mode = "chat" if mode == "default" else mode
     sampling = dataclasses.replace(sampling_from_settings(settings, terminal_mode, grammar),
                                    ignore_eos=settings.ignore_eos)
     return Plan(settings=settings, mode=mode,
-                engine=engine_config(settings, settings.parallel if mode in SERVING_MODES else 1),
+                engine=engine_config(settings, settings.parallel if mode in SERVING_MODES else 1, mode),
                 sampling=sampling, server_sampling=server_sampling(settings, grammar),
                 system_prompt=chat_system_prompt(settings))
 
@@ -59,7 +70,7 @@ def server_sampling(settings: Settings, grammar: str | None) -> SamplingParams:
     return sampling_from_settings(settings, "server", grammar)
 
 
-def engine_config(settings: Settings, n_seq_max: int = 1) -> EngineConfig:
+def engine_config(settings: Settings, n_seq_max: int = 1, mode: str = "cli") -> EngineConfig:
     return EngineConfig(
         n_ctx=settings.ctx_size,
         n_batch=settings.batch_size,
@@ -76,4 +87,8 @@ def engine_config(settings: Settings, n_seq_max: int = 1) -> EngineConfig:
         type_k=settings.cache_type_k,
         type_v=settings.cache_type_v,
         warmup=not settings.no_warmup,
+        rpc_servers=rpc_endpoints(settings.rpc) if settings.rpc else (),
+        tensor_split=tensor_split(settings.tensor_split) if settings.tensor_split else (),
+        devices=device_names(settings.device) if settings.device is not None else None,
+        survive_lost_worker=mode == "server",
     )

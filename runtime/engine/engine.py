@@ -20,7 +20,14 @@ import time
 from typing import Callable, Iterator, Sequence
 
 from .. import messages
-from ..errors import ContextOverflow, EngineFailure, GrammarInvalid, ModelLoadFailed
+from ..errors import (
+    ContextOverflow,
+    EngineFailure,
+    EngineUnavailable,
+    GrammarInvalid,
+    ModelLoadFailed,
+)
+from . import devices, rpc
 from .context_size import ContextSize
 from .native import (
     FLASH_ATTN_TYPES,
@@ -56,6 +63,9 @@ class Engine:
         self.config = config
         self._file: CFile | None = None
         self._progress_callback = None
+        self._device_arrays: list[ctypes.Array] = []  # -dev and -ts, referenced while llama.cpp loads
+        if config.rpc_servers:
+            rpc.connect_workers(config.rpc_servers)  # once per process: plan.resolve connected already
         self.model = self._load_model(source, config, progress)
         self.vocab = llama.llama_model_get_vocab(self.model)
         self.n_ctx_train = llama.llama_model_n_ctx_train(self.model)
@@ -80,6 +90,8 @@ class Engine:
         # Sequence ids 0..n_seq_max-1 serve generation; one more is kept for embeddings.
         self._embedding_seq = config.n_seq_max
         self._scheduler = Scheduler(self, config.n_seq_max, config.n_batch)
+        if config.rpc_servers and config.survive_lost_worker:
+            rpc.on_lost_worker(lambda text: self._scheduler.fail(EngineUnavailable(text)))
         if config.warmup:
             self._warm_up()
 
@@ -88,6 +100,12 @@ class Engine:
     def _load_model(self, source: ModelSource, config: EngineConfig, progress):
         params = llama.llama_model_default_params()
         params.n_gpu_layers = config.n_gpu_layers
+        if config.devices is not None:
+            self._device_arrays.append(devices.offload_list(config.devices))
+            params.devices = ctypes.cast(self._device_arrays[-1], ctypes.c_void_p)
+        if config.tensor_split:
+            self._device_arrays.append(devices.tensor_split_array(config.tensor_split))
+            params.tensor_split = self._device_arrays[-1]
         if config.use_mmap:
             params.load_mode = llama.LLAMA_LOAD_MODE_MMAP_MLOCK if config.use_mlock else llama.LLAMA_LOAD_MODE_MMAP
         else:
@@ -177,6 +195,9 @@ class Engine:
     def close(self) -> None:
         if getattr(self, "_scheduler", None):
             self._scheduler.close()
+            if self._scheduler.failed:
+                # Freeing talks to the lost RPC worker and would wait for it forever; exit frees all.
+                return
         if getattr(self, "context", None):
             llama.llama_batch_free(self._batch)
             llama.llama_free(self.context)

@@ -60,6 +60,7 @@ class SchedulerStats:
     kv_capacity: int
     n_decode: int  # llama_decode calls made
     decoding: bool  # the decoding thread is alive (or not started yet: it starts on the first request)
+    failure: str | None = None  # why the engine cannot compute any more (Scheduler.fail), if it cannot
 
 
 class _Sequence:
@@ -130,6 +131,7 @@ class Scheduler:
         self._jobs: deque[tuple[Callable[[], Any], Future]] = deque()
         self._wake = threading.Condition()
         self._closed = False
+        self._failure: EngineFailure | None = None  # set once by fail(): nothing more is decoded
         self._thread: threading.Thread | None = None
 
     # -- the front ends' side ----------------------------------------------------------------------
@@ -147,6 +149,8 @@ class Scheduler:
 
     def _enqueue(self, slot: _Slot) -> None:
         with self._wake:
+            if self._failure is not None:
+                raise self._failure
             if self._closed:
                 raise EngineFailure(messages.ENGINE_SHUT_DOWN)
             self._waiting.append(slot)
@@ -171,6 +175,8 @@ class Scheduler:
         """Runs `job` on the decoding thread between two steps (e.g. an embedding), and returns its result."""
         future: Future = Future()
         with self._wake:
+            if self._failure is not None:
+                raise self._failure
             if self._closed:
                 raise EngineFailure(messages.ENGINE_SHUT_DOWN)
             self._jobs.append((job, future))
@@ -192,13 +198,42 @@ class Scheduler:
             running=len(self._active), waiting=len(self._waiting),
             kv_tokens=sum(len(seq.tokens) for seq in self._sequences),
             kv_capacity=len(self._sequences) * self._backend.n_ctx, n_decode=self._n_decode,
-            decoding=thread is None or thread.is_alive())
+            decoding=(thread is None or thread.is_alive()) and self._failure is None,
+            failure=str(self._failure) if self._failure is not None else None)
+
+    @property
+    def failed(self) -> bool:
+        return self._failure is not None
+
+    def fail(self, error: EngineFailure) -> None:
+        """The engine can no longer compute (a lost RPC worker: llama.cpp's decode will never return).
+        Called from another thread while the decoding thread is stuck inside llama.cpp: ends every
+        request running or waiting with `error`, refuses later ones with it, and never waits for the
+        decoding thread, nor for its lock for long (that thread may be stuck holding it)."""
+        if self._failure is not None:
+            return
+        self._failure = error
+        locked = self._wake.acquire(timeout=1.0)
+        try:
+            slots, jobs = [*self._active, *self._waiting], list(self._jobs)
+            self._waiting.clear()
+            self._jobs.clear()
+            if locked:
+                self._wake.notify()  # an idle decoding thread ends
+        finally:
+            if locked:
+                self._wake.release()
+        for slot in slots:
+            slot.out.put(error)
+        for _, future in jobs:
+            if not future.done():
+                future.set_exception(error)
 
     def close(self) -> None:
         with self._wake:
             self._closed = True
             self._wake.notify()
-        if self._thread is not None:
+        if self._thread is not None and self._failure is None:  # a failed engine's thread may never return
             self._thread.join()
 
     def _ensure_thread(self) -> None:
@@ -213,6 +248,8 @@ class Scheduler:
             with self._wake:
                 while not (self._closed or self._waiting or self._active or self._jobs):
                     self._wake.wait()
+                if self._failure is not None:
+                    return  # fail() has told every request
                 if self._closed:
                     break
                 jobs = list(self._jobs)
@@ -293,6 +330,8 @@ class Scheduler:
             return
         status = self._backend.decode(tokens, positions, seqs, logits)
         self._n_decode += 1
+        if self._failure is not None:
+            return  # failed while decoding: every request has been told already
         if status == KV_CACHE_FULL and self._evict_idle_sequences():
             status = self._backend.decode(tokens, positions, seqs, logits)
             self._n_decode += 1

@@ -31,6 +31,12 @@ class EngineConfig:
     type_v: str = "f16"
     warmup: bool = True  # an empty decode at start, as llama.cpp does, so the weights are paged in
     pooling: str | None = None  # a key of POOLING_TYPES (--pooling; "rank" for --reranking); None: the model's
+    rpc_servers: tuple[str, ...] = ()  # --rpc: llama.cpp RPC workers (HOST:PORT) that become devices
+    tensor_split: tuple[float, ...] = ()  # -ts: the offloaded layers' shares, in device order
+    devices: tuple[str, ...] | None = None  # -dev: the devices to offload to; None: llama.cpp's choice
+    # A lost RPC worker fails the requests at hand and later ones, and the process keeps running (a
+    # server, reporting unhealthy); else the process exits with one line (a terminal has no one else).
+    survive_lost_worker: bool = False
 
 
 # The KV cache types llama.cpp's -ctk/-ctv accept (common/arg.cpp kv_cache_types), and their ggml ids.

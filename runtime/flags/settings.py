@@ -17,6 +17,7 @@ from .parser import parse_line
 from .values import CACHE_TYPE_VALUES, FLASH_ATTN_VALUES, resolve
 
 MODES = ("cli", "chat", "server")
+RPC_SERVER_PORT = 50052  # llama.cpp's rpc-server's
 
 
 def _flag(*flags: str, help: str, default: Any = None, metavar: str | None = None,
@@ -43,6 +44,7 @@ class Settings:
     cli: bool = _flag("--cli", help="one-shot completion of -p/-f for shell scripts: stdout carries only text", default=False, group="mode")
     chat: bool = _flag("--chat", help="terminal chatbot only (no server)", default=False, group="mode")
     server: bool = _flag("--server", help="OpenAI-compatible HTTP server only", default=False, group="mode")
+    rpc_server: bool = _flag("--rpc-server", help="serve as a llama.cpp RPC worker, a device for another machine's --rpc (no model is loaded here): at --host (127.0.0.1 unless given) and --port (50052 unless given), with -t threads, on --device's devices (default: the GPUs, else the CPU); the protocol has no authentication: expose it only on a trusted network", default=False, group="mode")
 
     # Model and compute
     model: str | None = _flag("-m", "--model", help="GGUF weights to use instead of the embedded ones", metavar="FILE", group="model")
@@ -63,6 +65,8 @@ class Settings:
     pooling: str | None = _flag("--pooling", help="how embeddings pool the tokens: none, mean, cls, last or rank (default: the model's own); /embeddings answers one vector per token with none", metavar="{none,mean,cls,last,rank}", group="model", choices={k: k for k in ("none", "mean", "cls", "last", "rank")})
     reranking: bool = _flag("--reranking", "--rerank", help="enable /rerank on a reranker model (embeddings with rank pooling)", default=False, group="model")
     chat_template: str | None = _flag("--chat-template", help="chat template to use instead of the model's (a Jinja template or a name: chatml, gemma, llama3)", metavar="TEMPLATE", group="model")
+    tensor_split: str | None = _flag("-ts", "--tensor-split", help="how the offloaded layers are shared among the devices, as proportions in device order (the --rpc workers first, then local GPUs), e.g. 3,1 (default: by free memory)", metavar="N0,N1,...", group="model")
+    device: str | None = _flag("-dev", "--device", help="comma-separated devices to offload to (e.g. RPC0,RPC1; none = do not offload); with --rpc-server the devices the worker serves; --verbose lists them at start", metavar="DEV[,DEV...]", group="model")
     verify: bool = _flag("--verify", help="re-hash the embedded weights against their recorded sha256, then continue", default=False, group="model")
 
     # Prompt and output
@@ -94,12 +98,17 @@ class Settings:
 
     # Server
     host: str = _flag("--host", help="address the server listens on", default="127.0.0.1", metavar="ADDR", group="server")
-    port: int = _flag("--port", help="port the server listens on", default=8080, metavar="N", group="server", minimum=0, maximum=65535)
+    port: int = _flag("--port", help="port the server listens on (--rpc-server: 50052 unless given)", default=8080, metavar="N", group="server", minimum=0, maximum=65535)
     nobrowser: bool = _flag("--nobrowser", help="do not open a browser when the server starts", default=False, group="server")
     api_key: str | None = _flag("--api-key", help="require 'Authorization: Bearer KEY' on API routes", metavar="KEY", group="server")
     alias: str | None = _flag("-a", "--alias", help="the model name the server reports (/v1/models, responses' model field) instead of the GGUF's", metavar="NAME", group="server")
     allowed_hosts: str | None = _flag("--allowed-hosts", help="host names the server answers to besides localhost, its IP addresses and --host (a guard against DNS rebinding): comma-separated; *.example.com for subdomains, * for any", metavar="NAME[,NAME...]", group="server")
     cors_origins: str | None = _flag("--cors-origins", help="web pages from these origins may call the API from a browser (CORS; off by default): comma-separated scheme://host[:port], or * for any", metavar="ORIGIN[,ORIGIN...]", group="server")
+
+    # Several machines (llama.cpp RPC)
+    rpc: str | None = _flag("--rpc", help="use the llama.cpp RPC workers at these addresses (started with --rpc-server, or llama.cpp's rpc-server) as devices: -ngl layers are offloaded to them, shared as -ts says", metavar="HOST:PORT[,HOST:PORT...]", group="rpc")
+    rpc_cache: str | None = _flag("--rpc-cache", help="--rpc-server: keep the weights received in DIR, so that the next start receives only their hashes (default: the rpc folder of $LLMPACK_CACHE, else ~/.cache/llmpack)", metavar="DIR", group="rpc")
+    no_rpc_cache: bool = _flag("--no-rpc-cache", help="--rpc-server: keep no weights on disk (every start receives them again)", default=False, group="rpc")
 
     # Logging
     log_disable: bool = _flag("--log-disable", help="no logs or progress on stderr", default=False, group="logging")
@@ -115,7 +124,12 @@ class Settings:
     @property
     def mode(self) -> str | None:
         """The mode flag given, or None (then the caller picks the default mode)."""
+        if self.rpc_server:
+            return "rpc_server"
         return next((m for m in MODES if getattr(self, m)), None)
+
+    def mode_flags_given(self) -> bool:
+        return any(getattr(self, m) for m in MODES)
 
     def temperature(self, mode: str) -> float:
         if self.temp is not None:
@@ -132,6 +146,7 @@ GROUP_TITLES = {
     "prompt": "Prompt and output",
     "sampling": "Sampling",
     "server": "Server",
+    "rpc": "Several machines (llama.cpp RPC)",
     "logging": "Logging",
     "compat": "Accepted for compatibility with llama.cpp (no effect of their own)",
 }
@@ -154,6 +169,11 @@ def parse_args(argv: Sequence[str]) -> ParsedArgs:
     settings = Settings(**line.values)
     if sum(getattr(settings, m) for m in MODES) > 1:
         raise UsageError(messages.CONFLICTING_MODES)
+    if settings.rpc_server:
+        if settings.mode_flags_given():
+            raise UsageError(messages.RPC_SERVER_WITH_MODE)
+        if "port" not in line.values:  # llama.cpp's rpc-server's port, not the HTTP server's
+            settings = dataclasses.replace(settings, port=RPC_SERVER_PORT)
     return ParsedArgs(resolve(settings), line.show_help, line.show_version)
 
 

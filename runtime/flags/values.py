@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 from typing import TYPE_CHECKING
 
 from .. import messages
@@ -69,6 +71,40 @@ def schema_grammar(text: str) -> str:
         raise UsageError(messages.BAD_VALUE.format(flag=label, reason=str(exc))) from None
 
 
+def rpc_endpoints(text: str) -> tuple[str, ...]:
+    """--rpc's HOST:PORT list, as ggml-rpc's parse_endpoint reads each (the host before the first ':',
+    so no IPv6 literals), checked here: ggml-rpc aborts the process on an endpoint it cannot parse."""
+    endpoints = tuple(part.strip() for part in text.split(","))
+    for endpoint in endpoints:
+        host, _, port = endpoint.partition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise UsageError(messages.BAD_VALUE.format(flag="--rpc", reason=f"expected HOST:PORT, got {endpoint!r}"))
+    if len(set(endpoints)) != len(endpoints):
+        raise UsageError(messages.BAD_VALUE.format(flag="--rpc", reason="an address is given twice"))
+    return endpoints
+
+
+def tensor_split(text: str) -> tuple[float, ...]:
+    """-ts's proportions, split on ',' or '/' as llama.cpp's --tensor-split."""
+    parts = [part for part in re.split(r"[,/]+", text) if part.strip()]
+    try:
+        values = tuple(float(part) for part in parts)
+    except ValueError:
+        values = ()
+    if not values or any(not math.isfinite(v) or v < 0 for v in values) or not any(values):
+        raise UsageError(messages.BAD_VALUE.format(
+            flag="-ts/--tensor-split", reason=f"expected proportions such as 3,1, got {text!r}"))
+    return values
+
+
+def device_names(text: str) -> tuple[str, ...]:
+    """-dev's names, split on ',' (and '/', as rpc-server's -d); () for none."""
+    names = tuple(name.strip() for name in re.split(r"[,/]+", text) if name.strip())
+    if not names:
+        raise UsageError(messages.BAD_VALUE.format(flag="-dev/--device", reason="no device named"))
+    return () if names == ("none",) else names
+
+
 def resolve(settings: Settings) -> Settings:
     """The settings as the modes use them: escapes processed, -j turned into a grammar, and the
     combinations llama.cpp would refuse (or crash on) refused in one line."""
@@ -91,6 +127,16 @@ def resolve(settings: Settings) -> Settings:
         raise UsageError(messages.QUANTIZED_V_NEEDS_FLASH_ATTN.format(type=settings.cache_type_v))
     if settings.keep != -1:
         raise UsageError(messages.KEEP_UNSUPPORTED.format(value=settings.keep))
+    if settings.rpc is not None:
+        if settings.rpc_server:
+            raise UsageError(messages.RPC_WORKER_WITH_RPC)
+        rpc_endpoints(settings.rpc)
+    if settings.tensor_split is not None:
+        tensor_split(settings.tensor_split)
+    if settings.device is not None:
+        device_names(settings.device)
+    if settings.rpc_server and settings.port == 0:
+        raise UsageError(messages.RPC_WORKER_PORT_ZERO)
     return dataclasses.replace(settings, **changes) if changes else settings
 
 

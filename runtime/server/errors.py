@@ -17,7 +17,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..chat_template import TemplateError
-from ..errors import ContextOverflow, EngineFailure, GrammarInvalid, UserError
+from ..errors import (
+    ContextOverflow,
+    EngineFailure,
+    EngineUnavailable,
+    GrammarInvalid,
+    UserError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +107,8 @@ def error_payload(exc: BaseException) -> tuple[int, dict[str, Any]]:
         return 400, error_body(str(exc), INVALID_REQUEST, "messages", "invalid_messages")
     if isinstance(exc, GrammarInvalid):
         return 400, error_body(str(exc), INVALID_REQUEST, "grammar", "invalid_grammar")
+    if isinstance(exc, EngineUnavailable):  # a load balancer retries a 503 elsewhere
+        return 503, error_body(str(exc), "unavailable_error")
     if isinstance(exc, EngineFailure):
         return 500, error_body(str(exc), "server_error")
     if isinstance(exc, UserError):

@@ -32,7 +32,8 @@ async def health(request: Request):
         stats = scheduler_stats(holder.engine)
         if stats is not None and not stats.decoding:
             # Listening but unable to answer: a load balancer must take this replica out.
-            return JSONResponse(error_body(messages.DECODING_THREAD_DIED, "unavailable_error", None, 503),
+            reason = stats.failure or messages.DECODING_THREAD_DIED  # e.g. a lost RPC worker
+            return JSONResponse(error_body(reason, "unavailable_error", None, 503),
                                 status_code=503)
         return {"status": "ok"}
     if holder.error is not None:

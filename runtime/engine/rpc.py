@@ -1,0 +1,133 @@
+"""llama.cpp's RPC backend (ggml-rpc): --rpc's workers as devices of this process, and --rpc-server's
+blocking serve call.
+
+ggml-rpc has no error path: a worker that cannot be reached, or is lost mid-way, is GGML_ABORT, i.e.
+abort() of the whole process, on ggml-rpc's own dispatcher thread. ggml calls an abort callback first,
+and abort() only once that returns; ours does not return when the cause is a lost worker:
+- a process that serves others (--server: `on_lost_worker` set) fails every request at hand and later
+  ones, reports unhealthy, and parks the dispatcher thread for good (the decoding thread then waits on it
+  forever, which is why nothing may wait for that thread: see Scheduler.fail and Engine.close);
+- anything else (--cli, the chat, a worker lost while the weights load) prints one line and exits 1.
+Any other abort is left to ggml, as before.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import sys
+import threading
+from typing import Callable, Sequence
+
+from .. import messages
+from ..errors import EngineFailure, UserError, error_line
+from ..rpc_client import check_reachable, unreachable
+from .devices import GPU, Device, all_devices, ggml
+from .native import load_backends
+
+log = logging.getLogger(__name__)
+
+_ABORT_CALLBACK_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_char_p)
+_ADD_SERVER_TYPE = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_char_p)
+_START_SERVER_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_size_t,
+                                      ctypes.POINTER(ctypes.c_void_p))
+# How long the abort handler waits for each worker before calling it lost.
+PROBE_TIMEOUT_S = 2.0
+
+
+class _Workers:
+    """The process's RPC workers and what a lost one does (process-wide, as ggml's abort callback is)."""
+
+    endpoints: tuple[str, ...] = ()
+    devices: list[Device] = []
+    on_lost: Callable[[str], None] | None = None
+    callback = None  # the ctypes callback, kept referenced while ggml holds it
+    lock = threading.Lock()
+
+
+def _rpc_procedure(name: str, kind):
+    load_backends()  # libggml-rpc is one of them
+    lib = ggml()
+    lib.ggml_backend_reg_by_name.restype = ctypes.c_void_p
+    lib.ggml_backend_reg_by_name.argtypes = [ctypes.c_char_p]
+    lib.ggml_backend_reg_get_proc_address.restype = ctypes.c_void_p
+    lib.ggml_backend_reg_get_proc_address.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    reg = lib.ggml_backend_reg_by_name(b"RPC")  # libggml-rpc, loaded with the other backends
+    address = lib.ggml_backend_reg_get_proc_address(reg, name.encode()) if reg else None
+    if not address:
+        raise EngineFailure(messages.RPC_NOT_BUILT)
+    return kind(address)
+
+
+def rpc_available() -> bool:
+    try:
+        _rpc_procedure("ggml_backend_rpc_add_server", _ADD_SERVER_TYPE)
+    except UserError:
+        return False
+    return True
+
+
+def connect_workers(endpoints: Sequence[str]) -> list[Device]:
+    """Makes each worker's devices devices of this process (llama.cpp's add_rpc_devices), once; returns
+    them. Raises UserError naming a worker that does not answer."""
+    if _Workers.endpoints:
+        return _Workers.devices
+    add_server = _rpc_procedure("ggml_backend_rpc_add_server", _ADD_SERVER_TYPE)
+    check_reachable(endpoints)
+    _Workers.endpoints = tuple(endpoints)
+    _install_abort_handler()
+    lib = ggml()
+    lib.ggml_backend_register.restype = None
+    lib.ggml_backend_register.argtypes = [ctypes.c_void_p]
+    for endpoint in endpoints:
+        reg = add_server(endpoint.encode())
+        if not reg:
+            raise EngineFailure(messages.RPC_WORKER_NO_DEVICES.format(endpoint=endpoint))
+        lib.ggml_backend_register(reg)
+    _Workers.devices = [d for d in all_devices() if d.kind == GPU and d.description in endpoints]
+    log.info(messages.RPC_DEVICES.format(devices=", ".join(d.describe() for d in _Workers.devices)))
+    return _Workers.devices
+
+
+def on_lost_worker(handler: Callable[[str], None] | None) -> None:
+    """`handler(message)` runs (on ggml-rpc's thread) when a worker is lost; None: exit with one line."""
+    _Workers.on_lost = handler
+
+
+def _install_abort_handler() -> None:
+    lib = ggml()
+    lib.ggml_set_abort_callback.restype = ctypes.c_void_p
+    lib.ggml_set_abort_callback.argtypes = [_ABORT_CALLBACK_TYPE]
+    _Workers.callback = _ABORT_CALLBACK_TYPE(_on_abort)
+    lib.ggml_set_abort_callback(_Workers.callback)
+
+
+def _on_abort(native_message: bytes | None) -> None:
+    lost = [endpoint for endpoint, _ in unreachable(_Workers.endpoints, PROBE_TIMEOUT_S)]
+    if not lost:  # not ours: ggml's own report, then its abort()
+        sys.stderr.write((native_message or b"").decode("utf-8", "replace") + "\n")
+        sys.stderr.flush()
+        return
+    text = messages.RPC_WORKER_LOST.format(endpoints=", ".join(lost))
+    with _Workers.lock:  # two workers lost at once: one report
+        handler = _Workers.on_lost
+        if handler is None:
+            try:
+                sys.stdout.flush()  # the text generated so far, then the reason it stops
+            except (OSError, ValueError):
+                pass
+            sys.stderr.write(error_line(text) + "\n")
+            sys.stderr.flush()
+            os._exit(1)
+        log.error("%s", text)
+        handler(text)
+    threading.Event().wait()  # for good: returning would let ggml abort() the process
+
+
+def serve_worker(endpoint: str, cache_dir: str | None, n_threads: int, devices: Sequence[Device]) -> None:
+    """ggml_backend_rpc_start_server: serves one client at a time until the process ends. Returns only
+    when it could not start (e.g. the address cannot be bound)."""
+    start = _rpc_procedure("ggml_backend_rpc_start_server", _START_SERVER_TYPE)
+    handles = (ctypes.c_void_p * len(devices))(*(d.handle for d in devices))
+    start(endpoint.encode(), os.fsencode(cache_dir) if cache_dir else None, n_threads, len(devices), handles)
