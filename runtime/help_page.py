@@ -83,8 +83,9 @@ HTTP_ROUTES: tuple[tuple[str, str, str], ...] = (
 
 # (variable, what): every environment variable the runtime reads (a test greps runtime/ for them).
 ENVIRONMENT: tuple[tuple[str, str], ...] = (
-    ("LLMPACK_CACHE", "where the launcher unpacks the runtime once (runtime/), and weights are extracted where they "
-                      "cannot be read in place (default $XDG_CACHE_HOME/llmpack, else ~/.cache/llmpack)"),
+    ("LLMPACK_CACHE", "where the launcher unpacks the runtime once (runtime/), weights are extracted where they "
+                      "cannot be read in place, and an --rpc-server keeps the weights it receives (rpc/) "
+                      "(default $XDG_CACHE_HOME/llmpack, else ~/.cache/llmpack)"),
     ("XDG_CACHE_HOME", "see LLMPACK_CACHE"),
     ("LLMPACK_HISTORY", "the chat's history file (default ~/.llmpack_history)"),
     ("LLMPACK_BUNDLE", "set by the launcher: the executable whose embedded weights and arguments the runtime uses"),

@@ -21,12 +21,13 @@ from . import messages
 from .errors import UsageError, UserError
 from .payload_format import Payload
 from .plan import Plan
+from .user_cache import cache_root
 
 log = logging.getLogger(__name__)
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("LLMPACK_CACHE") or Path.home() / ".cache" / "llmpack") / "rpc"
+    return cache_root() / "rpc"
 
 
 def run(plan: Plan, payload: Payload | None) -> int:
