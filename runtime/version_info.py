@@ -22,11 +22,23 @@ def version_lines(payload: Payload | None) -> list[str]:
 
         native.route_ggml_logs(4)  # llama.cpp's errors only: stdout is the answer, stderr stays quiet
         lines.append(f"llama.cpp: {_llama_cpp_version(native, payload)}")
-        lines.append(f"backends: {', '.join(native.load_backends()) or 'none found'}")
+        lines.append(f"backends: {', '.join(native.load_backends()) or 'none found'}{_rpc_backend(native)}")
     except Exception as exc:  # a broken native library is what a user runs --version to report
         lines.append(f"llama.cpp: cannot be loaded ({type(exc).__name__}: {exc})")
     lines.append(f"model: {describe_model(payload)}")
     return lines
+
+
+def _rpc_backend(native) -> str:
+    """ggml-rpc has no device until --rpc names workers, so it is said apart: whether --rpc and
+    --rpc-server can work in this build."""
+    ggml = native.open_ggml()
+    function = getattr(ggml, "ggml_backend_reg_by_name", None) if ggml is not None else None
+    if function is None:
+        return ""
+    function.restype = ctypes.c_void_p
+    function.argtypes = [ctypes.c_char_p]
+    return "; RPC (--rpc, --rpc-server)" if function(b"RPC") else ""
 
 
 def _llama_cpp_version(native, payload: Payload | None) -> str:

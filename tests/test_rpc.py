@@ -131,6 +131,12 @@ def cli(executable: Path, *args: str, timeout: float = 120) -> subprocess.Comple
     return run([str(executable), "--cli", "-p", PROMPT, "-n", "48", "--temp", "0", *THREADS, *args], timeout=timeout)
 
 
+def test_the_executable_carries_the_rpc_backend(tiny_bundle: Path) -> None:
+    backends = next(line for line in run([str(tiny_bundle), "--version"]).stdout.splitlines()
+                    if line.startswith("backends: "))
+    assert backends.endswith("; RPC (--rpc, --rpc-server)"), backends
+
+
 # -- the same output ---------------------------------------------------------------------------------
 
 def test_greedy_cli_output_over_two_workers_is_the_local_output(tiny_bundle: Path, two_workers) -> None:
