@@ -107,6 +107,15 @@ class _Edge:
     verbose = False
 
 
+def _clean_cache(payload: Payload | None) -> int:
+    from .user_cache import KEY_LENGTH, clean_runtimes
+
+    keep = payload.runtime[2][:KEY_LENGTH] if payload is not None else None
+    for removed in clean_runtimes(keep):
+        print(messages.CACHE_ENTRY_REMOVED.format(path=removed), file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     edge = _Edge()
@@ -147,6 +156,8 @@ def _main(argv: list[str], edge: _Edge) -> int:
         sys.stdout.write("".join(f"{line}\n" for line in version_lines(payload)))
         return 0
     settings = parsed.settings
+    if settings.clean_cache:
+        return _clean_cache(payload)
     configure_logging(settings)
     mode = pick_mode(settings)
     from .engine.native import route_native_logs

@@ -28,6 +28,7 @@ CONFLICTING_MODES = "choose one of --cli, --chat and --server"
 GPU_UNAVAILABLE = "-ngl {n} asked for GPU layers, but this build has no GPU backend ({backends}); running on the CPU"
 WEIGHTS_VERIFIED = "weights verified: sha256 {sha256}"
 RUNTIME_VERIFIED = "runtime verified: sha256 {sha256}"
+CACHE_ENTRY_REMOVED = "removed {path}"
 RUNTIME_FOLDER_DAMAGED = ("the unpacked runtime in {folder} is damaged ({reason}): it was removed, and the next "
                           "start unpacks it again")
 WEIGHTS_MISMATCH = "{path} is damaged: the embedded weights do not match their sha256; download or build it again"

@@ -113,3 +113,17 @@ def test_two_first_starts_at_once_share_one_entry(tiny_bundle: Path, private: di
     assert len({o[0] for o in outputs}) == 1
     assert [p.name for p in (Path(private["LLMPACK_CACHE"]) / "runtime").iterdir()] == [
         cache_entry(tiny_bundle, Path(private["LLMPACK_CACHE"])).name]
+
+
+def test_clean_cache_keeps_this_runtime_and_removes_the_others(tiny_bundle: Path, private: dict[str, str]) -> None:
+    cache = Path(private["LLMPACK_CACHE"])
+    assert run([str(tiny_bundle), "--version"], env=private).returncode == 0
+    own = cache_entry(tiny_bundle, cache)
+    old = cache / "runtime" / "0123456789abcdef"
+    (old / "_internal").mkdir(parents=True)
+    (old / "llmpack-runtime").write_text("an older runtime")
+    result = run([str(tiny_bundle), "--clean-cache"], env=private)
+    assert result.returncode == 0 and result.stdout == ""
+    assert result.stderr.strip() == f"removed {old}"
+    assert not old.exists() and (own / "llmpack-runtime").is_file()
+    assert run([str(tiny_bundle), *ARGS], env=private).returncode == 0

@@ -45,6 +45,7 @@ class Settings:
     chat: bool = _flag("--chat", help="terminal chatbot only (no server)", default=False, group="mode")
     server: bool = _flag("--server", help="OpenAI-compatible HTTP server only", default=False, group="mode")
     rpc_server: bool = _flag("--rpc-server", help="serve as a llama.cpp RPC worker, a device for another machine's --rpc (no model is loaded here): at --host (127.0.0.1 unless given) and --port (50052 unless given), with -t threads, on --device's devices (default: the GPUs, else the CPU); the protocol has no authentication: expose it only on a trusted network", default=False, group="mode")
+    clean_cache: bool = _flag("--clean-cache", help="remove the runtimes other executables unpacked into the cache ($LLMPACK_CACHE/runtime/), keep this one's, and exit", default=False, group="mode")
 
     # Model and compute
     model: str | None = _flag("-m", "--model", help="GGUF weights to use instead of the embedded ones", metavar="FILE", group="model")
@@ -67,7 +68,7 @@ class Settings:
     chat_template: str | None = _flag("--chat-template", help="chat template to use instead of the model's (a Jinja template or a name: chatml, gemma, llama3)", metavar="TEMPLATE", group="model")
     tensor_split: str | None = _flag("-ts", "--tensor-split", help="how the offloaded layers are shared among the devices, as proportions in device order (the --rpc workers first, then local GPUs), e.g. 3,1 (default: by free memory)", metavar="N0,N1,...", group="model")
     device: str | None = _flag("-dev", "--device", help="comma-separated devices to offload to (e.g. RPC0,RPC1; none = do not offload); with --rpc-server the devices the worker serves; --verbose lists them at start", metavar="DEV[,DEV...]", group="model")
-    verify: bool = _flag("--verify", help="re-hash the embedded weights against their recorded sha256, then continue", default=False, group="model")
+    verify: bool = _flag("--verify", help="re-hash the embedded weights, the runtime and its unpacked copy in the cache against their recorded sha256, then continue", default=False, group="model")
 
     # Prompt and output
     prompt: str | None = _flag("-p", "--prompt", help="the prompt (--cli), or the chat's system prompt when -sys is not given", metavar="TEXT", group="prompt")
@@ -107,7 +108,7 @@ class Settings:
 
     # Several machines (llama.cpp RPC)
     rpc: str | None = _flag("--rpc", help="use the llama.cpp RPC workers at these addresses (started with --rpc-server, or llama.cpp's rpc-server) as devices: -ngl layers are offloaded to them, shared as -ts says", metavar="HOST:PORT[,HOST:PORT...]", group="rpc")
-    rpc_cache: str | None = _flag("--rpc-cache", help="--rpc-server: keep the weights received in DIR, so that the next start receives only their hashes (default: the rpc folder of $LLMPACK_CACHE, else ~/.cache/llmpack)", metavar="DIR", group="rpc")
+    rpc_cache: str | None = _flag("--rpc-cache", help="--rpc-server: keep the weights received in DIR, so that the next start receives only their hashes (default: rpc/ in llmpack's cache: $LLMPACK_CACHE, else $XDG_CACHE_HOME/llmpack, else ~/.cache/llmpack)", metavar="DIR", group="rpc")
     no_rpc_cache: bool = _flag("--no-rpc-cache", help="--rpc-server: keep no weights on disk (every start receives them again)", default=False, group="rpc")
 
     # Logging
