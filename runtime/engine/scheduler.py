@@ -286,7 +286,7 @@ class Scheduler:
                 slot.out.put(Piece("", (), "cancelled", Timings(len(slot.request.prompt_tokens), 0, 0.0, 0, 0.0)))
                 continue
             prompt = list(slot.request.prompt_tokens)
-            seq = max(self._free, key=lambda s: _common_prefix(s.tokens, prompt))
+            seq = self._choose_sequence(prompt)
             # At least the last prompt token is decoded again: its logits are needed.
             keep = min(_common_prefix(seq.tokens, prompt), len(prompt) - 1)
             try:
@@ -302,32 +302,45 @@ class Scheduler:
             slot.admitted = time.perf_counter()
             self._active.append(slot)
 
+    def _choose_sequence(self, prompt: list[int]) -> _Sequence:
+        """The free sequence whose cache holds most of the prompt, when that is at least half of it;
+        else the lowest free id. llama.cpp computes a batch of per-sequence caches in runs of
+        consecutive sequence ids (split_equal), one graph per run: running sequences 0 and 2 cost
+        two computes per step where 0 and 1 cost one, for the whole generation, which a few shared
+        tokens (a BOS, an "Explain the") never pay back."""
+        best = max(self._free, key=lambda s: (_common_prefix(s.tokens, prompt), -s.id))
+        if 2 * _common_prefix(best.tokens, prompt) >= len(prompt):
+            return best
+        return min(self._free, key=lambda s: s.id)
+
     def _step(self) -> None:
+        members: list[tuple[_Slot, list[int], bool]] = []  # slot, its tokens in this batch, is prompt
+        room = self._n_batch
+        for slot in self._active:  # generation first: one token each keeps every stream moving
+            if slot.next_token is not None and room > 0:
+                members.append((slot, [slot.next_token], False))
+                room -= 1
+        for slot in self._active:
+            if slot.pending and room > 0:
+                members.append((slot, slot.pending[:room], True))
+                room -= len(members[-1][1])
+        if not members:
+            return
+        # In sequence-id order: llama.cpp splits a batch into one compute per run of consecutive ids
+        # (see _choose_sequence), so sequences 3, 2, 1, 0 in that order cost four computes, not one.
+        members.sort(key=lambda member: member[0].seq.id)
         tokens: list[int] = []
         positions: list[int] = []
         seqs: list[int] = []
         logits: list[bool] = []
-        members: list[tuple[_Slot, list[int], bool]] = []  # slot, its tokens in this batch, is prompt
-
-        def add(slot: _Slot, chunk: list[int], want_logits: bool, is_prompt: bool) -> None:
+        for slot, chunk, is_prompt in members:
             start = len(slot.seq.tokens)
+            want_logits = not is_prompt or len(chunk) == len(slot.pending)
             tokens.extend(chunk)
             positions.extend(range(start, start + len(chunk)))
             seqs.extend([slot.seq.id] * len(chunk))
             logits.extend([False] * (len(chunk) - 1) + [want_logits])
             slot.batch_index = len(tokens) - 1 if want_logits else None
-            members.append((slot, chunk, is_prompt))
-
-        for slot in self._active:  # generation first: one token each keeps every stream moving
-            if slot.next_token is not None and len(tokens) < self._n_batch:
-                add(slot, [slot.next_token], True, False)
-        for slot in self._active:
-            room = self._n_batch - len(tokens)
-            if slot.pending and room > 0:
-                chunk = slot.pending[:room]
-                add(slot, chunk, len(chunk) == len(slot.pending), True)
-        if not members:
-            return
         status = self._backend.decode(tokens, positions, seqs, logits)
         self._n_decode += 1
         if self._failure is not None:
