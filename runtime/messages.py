@@ -167,3 +167,4 @@ DEVICE_UNKNOWN = "-dev/--device: no device named {name} here (devices: {availabl
 DEVICE_IS_CPU = "-dev/--device {name}: the CPU computes what is not offloaded; name GPUs or RPC devices (none: do not offload)"
 TENSOR_SPLIT_TOO_MANY = "-ts/--tensor-split: {n} proportions, but llama.cpp takes at most {limit}"
 RPC_WORKER_HOST = "--host {host}: an RPC worker listens on an IPv4 address given as numbers (127.0.0.1, 0.0.0.0 for every interface, or one of this machine's)"
+RPC_WITHOUT_LAYERS = "--rpc without -ngl: no layer leaves this machine, so the workers compute nothing (-ngl 99 offloads every layer)"

@@ -6,6 +6,7 @@ cannot disagree about what a flag means, and a bad flag fails before the weights
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 
 from . import messages
@@ -14,6 +15,8 @@ from .errors import UsageError
 from .flags.settings import Settings
 from .flags.values import device_names, rpc_endpoints, tensor_split
 from .sampling import grammar_text, sampling_from_settings
+
+log = logging.getLogger(__name__)
 
 # Modes whose engine serves HTTP requests, -np sequences decoded together (the default mode's chat is one).
 SERVING_MODES = ("server", "default")
@@ -46,6 +49,8 @@ def resolve(settings: Settings, mode: str) -> Plan:
         # Now, before a server listens: an unreachable worker is one line and exit 1, and the workers'
         # devices are known to the start's checks (-ngl without a GPU) and banner.
         connect_workers(rpc_endpoints(settings.rpc))
+        if settings.n_gpu_layers == 0:
+            log.warning(messages.RPC_WITHOUT_LAYERS)
     if settings.device:
         from .engine.devices import by_names
 

@@ -152,6 +152,12 @@ def test_greedy_cli_output_over_two_workers_is_the_local_output(tiny_bundle: Pat
     assert all(w.endpoint in listed for w in two_workers)
 
 
+def test_rpc_without_ngl_says_the_workers_get_no_layer(tiny_bundle: Path, two_workers) -> None:
+    result = cli(tiny_bundle, "--rpc", two_workers[0].endpoint)
+    assert result.returncode == 0
+    assert "llmpack: " + warning_line(messages.RPC_WITHOUT_LAYERS) in result.stderr.splitlines()
+
+
 def test_greedy_server_output_over_two_workers_is_the_local_output(tiny_bundle: Path, two_workers, tmp_path: Path) -> None:
     local = cli(tiny_bundle, "--log-disable", "--no-display-prompt")
     server = start_server(tiny_bundle, *rpc_args(two_workers), *THREADS, log_path=tmp_path / "server.log")
