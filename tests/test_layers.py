@@ -29,7 +29,6 @@ def test_importing_a_front_end_leaves_llama_cpp_unloaded(module: str) -> None:
                            "llmpack.runtime.engine.context_size"}, loaded
 
 
-
 # What a start must not pay for: the server's web stack, the chat's terminal toolkit, Jinja (only a chat
 # renders a template), and llama-cpp-python's package __init__ (numpy and the high-level Llama class;
 # the engine needs its ctypes bindings alone).
