@@ -187,7 +187,7 @@ def test_a_worker_killed_mid_stream_fails_the_stream_and_the_server_stays_up(
                 for line in response.iter_lines():
                     if line.startswith("data: "):
                         events.append(line.removeprefix("data: "))
-                    if len(events) == 5:
+                    if len(events) == 5 and victim.process.poll() is None:
                         victim.kill()
             assert events[-1] == "[DONE]"
             error = json.loads(events[-2])["error"]
