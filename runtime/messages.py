@@ -168,3 +168,5 @@ DEVICE_IS_CPU = "-dev/--device {name}: the CPU computes what is not offloaded; n
 TENSOR_SPLIT_TOO_MANY = "-ts/--tensor-split: {n} proportions, but llama.cpp takes at most {limit}"
 RPC_WORKER_HOST = "--host {host}: an RPC worker listens on an IPv4 address given as numbers (127.0.0.1, 0.0.0.0 for every interface, or one of this machine's)"
 RPC_WITHOUT_LAYERS = "--rpc without -ngl: no layer leaves this machine, so the workers compute nothing (-ngl 99 offloads every layer)"
+RPC_WORKER_BUSY = "the RPC worker {endpoint} does not answer the RPC handshake: it is serving another process (a worker serves one at a time), or it is no llama.cpp RPC worker"
+RPC_WORKER_VERSION = "the RPC worker {endpoint} speaks RPC protocol {version}, this runtime {ours}: run the same llmpack version (or a llama.cpp of the same RPC protocol) on both machines"

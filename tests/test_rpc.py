@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -166,6 +167,9 @@ def test_greedy_server_output_over_two_workers_is_the_local_output(tiny_bundle: 
         answer = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=48, temperature=0)
         streamed = "".join(chunk.choices[0].text for chunk in client.completions.create(
             model="tiny", prompt=PROMPT, max_tokens=48, temperature=0, stream=True))
+        # A worker serves one process at a time: a second one is told, not left waiting.
+        busy = cli(tiny_bundle, *rpc_args(two_workers[:1]), timeout=60)
+        assert one_error_line(busy) == error_line(messages.RPC_WORKER_BUSY.format(endpoint=two_workers[0].endpoint))
     finally:
         assert server.interrupt() == 0
     assert answer.choices[0].text == local.stdout == streamed
@@ -237,6 +241,24 @@ def test_a_worker_not_there_at_start_is_one_line_naming_it(tiny_bundle: Path, mo
     assert result.returncode == 1
     assert one_error_line(result) == error_line(messages.RPC_WORKER_UNREACHABLE.format(
         endpoint=endpoint, reason="connection refused"))
+
+
+def test_a_worker_of_another_protocol_version_is_one_line(tiny_bundle: Path) -> None:
+    """A stand-in worker answering ggml-rpc's HELLO with protocol 6.0.0 (ggml-rpc itself would abort)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    endpoint = f"127.0.0.1:{listener.getsockname()[1]}"
+
+    def answer() -> None:
+        with listener:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(1 + 8 + 24)
+                connection.sendall(struct.pack("<Q", 28) + bytes([6, 0, 0, 0]) + bytes(24))
+
+    threading.Thread(target=answer, daemon=True).start()
+    result = run([str(tiny_bundle), "--cli", "-p", "hi", "--rpc", endpoint, "-ngl", "99"], timeout=60)
+    assert one_error_line(result) == error_line(messages.RPC_WORKER_VERSION.format(
+        endpoint=endpoint, version="6.0.0", ours="7.0"))
 
 
 def test_a_lost_worker_fails_what_runs_and_waits_and_refuses_the_rest() -> None:
