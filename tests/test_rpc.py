@@ -24,7 +24,8 @@ import pytest
 from llmpack.runtime import messages
 from llmpack.runtime.engine.scheduler import Scheduler
 from llmpack.runtime.engine.types import GenerationRequest, SamplingParams
-from llmpack.runtime.errors import EngineFailure, EngineUnavailable
+from llmpack.runtime.errors import EngineFailure, EngineUnavailable, UsageError
+from llmpack.runtime.flags.settings import parse_args
 from support.commands import error_line, one_error_line, run, warning_line
 from support.server_fixtures import start_server
 from support.tcp_counter import CountingRelay
@@ -151,6 +152,36 @@ def test_greedy_cli_output_over_two_workers_is_the_local_output(tiny_bundle: Pat
     assert "offloaded 3/3 layers" in remote.stderr
     listed = next(line for line in remote.stderr.splitlines() if "RPC devices: " in line)
     assert all(w.endpoint in listed for w in two_workers)
+
+
+@pytest.mark.parametrize("choice, holder", [(("-ts", "0,1"), 1), (("-dev", "RPC0"), 0)])
+def test_tensor_split_and_device_choose_the_workers_that_hold_layers(tiny_bundle: Path, two_workers, choice,
+                                                                     holder: int) -> None:
+    result = cli(tiny_bundle, *rpc_args(two_workers), *choice, "--verbose")
+    assert result.returncode == 0, result.stderr
+    holding = [w for w in two_workers if f"[{w.endpoint}] model buffer size" in result.stderr]
+    assert holding == [two_workers[holder]]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--rpc", "host"], messages.BAD_VALUE.format(flag="--rpc", reason="expected HOST:PORT, got 'host'")),
+    (["--rpc", "a:1,a:1"], messages.BAD_VALUE.format(flag="--rpc", reason="an address is given twice")),
+    (["--rpc", "a:99999"], messages.BAD_VALUE.format(flag="--rpc", reason="expected HOST:PORT, got 'a:99999'")),
+    (["-ts", "3,x"], messages.BAD_VALUE.format(flag="-ts/--tensor-split", reason="expected proportions such as 3,1, got '3,x'")),
+    (["--rpc-server", "--server"], messages.RPC_SERVER_WITH_MODE),
+    (["--rpc-server", "--rpc", "a:1"], messages.RPC_WORKER_WITH_RPC),
+    (["--rpc-server", "--port", "0"], messages.RPC_WORKER_PORT_ZERO),
+])
+def test_bad_rpc_flags_are_one_line_before_anything_starts(argv: list[str], message: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        parse_args(argv)
+    assert str(caught.value) == message
+
+
+def test_a_worker_listens_on_port_50052_unless_told() -> None:
+    assert parse_args(["--rpc-server"]).settings.port == 50052
+    assert parse_args(["--rpc-server", "--port", "8080"]).settings.port == 8080
+    assert parse_args([]).settings.port == 8080
 
 
 def test_rpc_without_ngl_says_the_workers_get_no_layer(tiny_bundle: Path, two_workers) -> None:
