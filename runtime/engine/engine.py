@@ -68,6 +68,8 @@ class Engine:
             rpc.connect_workers(config.rpc_servers)  # once per process: plan.resolve connected already
         self.model = self._load_model(source, config, progress)
         self.vocab = llama.llama_model_get_vocab(self.model)
+        self._piece_cache: tuple[dict[int, bytes], dict[int, bytes]] = ({}, {})  # by `special`
+        self._eog_cache: dict[int, bool] = {}
         self.n_ctx_train = llama.llama_model_n_ctx_train(self.model)
         self.metadata = self._read_metadata()
         if config.pooling == "rank" and not self._has_rank_head():
@@ -279,6 +281,16 @@ class Engine:
         return list(tokens[:count])
 
     def _token_bytes(self, token: int, special: bool = False) -> bytes:
+        # Per token id, once: the vocabulary never changes, and the decoding thread asks for every
+        # token it makes (a ctypes call and a buffer each time, and a GIL hand-over the server's
+        # event loop can take in the middle of a step).
+        cache = self._piece_cache[1 if special else 0]
+        piece = cache.get(token)
+        if piece is None:
+            piece = cache[token] = self._token_bytes_uncached(token, special)
+        return piece
+
+    def _token_bytes_uncached(self, token: int, special: bool) -> bytes:
         buf = ctypes.create_string_buffer(64)
         n = llama.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
         if n < 0:
@@ -299,7 +311,10 @@ class Engine:
         return b"".join(self._token_bytes(t, special) for t in tokens).decode("utf-8", "replace")
 
     def is_end_of_generation(self, token: int) -> bool:
-        return bool(llama.llama_vocab_is_eog(self.vocab, token))
+        eog = self._eog_cache.get(token)
+        if eog is None:
+            eog = self._eog_cache[token] = bool(llama.llama_vocab_is_eog(self.vocab, token))
+        return eog
 
     # -- generation ------------------------------------------------------------------------------
 

@@ -80,13 +80,35 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-class _Sink:
-    """Delivers a slot's pieces by calling the consumer's function on the decoding thread."""
+class _Outbox:
+    """Pieces the decoding thread made during one step, handed to their consumers when the step is
+    over: the server then wakes its event loop once per step for all its streams, not once per token
+    per stream (each wake-up is a syscall and a GIL hand-over that the next llama_decode waits for)."""
 
-    def __init__(self, deliver: Callable[[Any], None], slot: "_Slot") -> None:
-        self._deliver, self._slot = deliver, slot
+    def __init__(self) -> None:
+        self.items: list[tuple[_Sink, Any]] = []
+        self.thread: int | None = None  # the decoding thread's ident, set when it starts
+
+    def hand_over(self) -> None:
+        items, self.items = self.items, []
+        for sink, item in items:
+            sink.deliver(item)
+
+
+class _Sink:
+    """Delivers a slot's pieces by calling the consumer's function: on the decoding thread at the end
+    of each step (_Outbox), on any other thread at once."""
+
+    def __init__(self, deliver: Callable[[Any], None], slot: "_Slot", outbox: _Outbox) -> None:
+        self._deliver, self._slot, self._outbox = deliver, slot, outbox
 
     def put(self, item: Any) -> None:
+        if threading.get_ident() == self._outbox.thread:
+            self._outbox.items.append((self, item))
+        else:
+            self.deliver(item)
+
+    def deliver(self, item: Any) -> None:
         try:
             self._deliver(item)
         except Exception:  # a consumer's failure must not stop the decoding thread: drop the request
@@ -98,11 +120,11 @@ class _Slot:
     """One request being served."""
 
     def __init__(self, request: GenerationRequest, cancel: threading.Event,
-                 deliver: Callable[[Any], None] | None = None) -> None:
+                 deliver: Callable[[Any], None] | None = None, outbox: _Outbox | None = None) -> None:
         self.request = request
         self.cancel = cancel
         self.abandoned = False  # the consumer stopped reading
-        self.out: Any = queue.SimpleQueue() if deliver is None else _Sink(deliver, self)
+        self.out: Any = queue.SimpleQueue() if deliver is None else _Sink(deliver, self, outbox)
         self.seq: _Sequence | None = None
         self.sampler: Sampler | None = None
         self.pending: list[int] = []  # prompt tokens not yet decoded
@@ -129,6 +151,7 @@ class Scheduler:
         self._waiting: deque[_Slot] = deque()
         self._active: list[_Slot] = []
         self._jobs: deque[tuple[Callable[[], Any], Future]] = deque()
+        self._outbox = _Outbox()  # pieces for submit_to's consumers, handed over per step
         self._wake = threading.Condition()
         self._closed = False
         self._failure: EngineFailure | None = None  # set once by fail(): nothing more is decoded
@@ -145,7 +168,7 @@ class Scheduler:
         """Like submit, but each Piece (or the exception that ends the request) is handed to
         `deliver` on the decoding thread as it is made: no thread of the consumer's waits per token
         (the server posts them straight to its event loop). `deliver` must be quick."""
-        self._enqueue(_Slot(request, cancel, deliver))
+        self._enqueue(_Slot(request, cancel, deliver, self._outbox))
 
     def _enqueue(self, slot: _Slot) -> None:
         with self._wake:
@@ -244,6 +267,7 @@ class Scheduler:
     # -- the decoding thread -----------------------------------------------------------------------
 
     def _run(self) -> None:
+        self._outbox.thread = threading.get_ident()
         while True:
             with self._wake:
                 while not (self._closed or self._waiting or self._active or self._jobs):
@@ -272,9 +296,11 @@ class Scheduler:
             except Exception as exc:  # a bug must fail the requests at hand, never hang every later one
                 log.debug("decoding step failed", exc_info=True)
                 self._fail_active(EngineFailure(messages.ENGINE_INTERNAL_ERROR.format(kind=type(exc).__name__, detail=exc)))
+            self._outbox.hand_over()
         shutdown = EngineFailure(messages.ENGINE_SHUT_DOWN)
         for slot in [*self._active, *self._waiting]:
             slot.out.put(shutdown)
+        self._outbox.hand_over()
         for _, future in self._jobs:
             future.set_exception(shutdown)
 

@@ -17,6 +17,7 @@ import asyncio
 import dataclasses
 import logging
 import threading
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -29,6 +30,46 @@ from .state import Metrics
 log = logging.getLogger(__name__)
 
 _END = object()
+
+
+class _Mailbox:
+    """Hands pieces from the decoding thread to one event loop: the pieces of one decoding step, for
+    every stream, arrive with one wake-up of the loop (one call_soon_threadsafe, one write to its
+    self-pipe) instead of one per token per stream. The engine delivers a step's pieces together
+    (runtime/engine/scheduler.py), so the first of them schedules the drain and the rest ride along."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._items: list[tuple[asyncio.Queue, object]] = []
+
+    def post(self, queue: asyncio.Queue, item: object) -> None:
+        with self._lock:
+            self._items.append((queue, item))
+            if len(self._items) > 1:
+                return  # a drain is already scheduled
+        try:
+            self._loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the loop closed
+            with self._lock:
+                self._items.clear()
+            raise
+
+    def _drain(self) -> None:
+        with self._lock:
+            items, self._items = self._items, []
+        for queue, item in items:
+            queue.put_nowait(item)
+
+
+_mailboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Mailbox] = weakref.WeakKeyDictionary()
+
+
+def _mailbox(loop: asyncio.AbstractEventLoop) -> _Mailbox:
+    mailbox = _mailboxes.get(loop)
+    if mailbox is None:
+        mailbox = _mailboxes[loop] = _Mailbox(loop)
+    return mailbox
 
 
 class ServerShuttingDown(ApiError):
@@ -73,12 +114,12 @@ class Generation:
         self.cancel_event.set()
 
     async def pieces(self) -> AsyncIterator[Piece]:
-        loop = asyncio.get_running_loop()
+        mailbox = _mailbox(asyncio.get_running_loop())
         queue: asyncio.Queue = asyncio.Queue()
 
         def post(item: object) -> None:
             try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
+                mailbox.post(queue, item)
             except RuntimeError:  # the loop closed (server shut down): the cancel event stops us
                 self.cancel_event.set()
 
