@@ -217,14 +217,17 @@ def test_a_worker_killed_mid_stream_fails_the_stream_and_the_server_stays_up(
         try:
             events = []
             body = {"prompt": "hello", "max_tokens": 3000, "temperature": 0, "stream": True}
-            with httpx.stream("POST", server.base_url + "/completions", json=body, timeout=60) as response:
-                assert response.status_code == 200
-                for line in response.iter_lines():
-                    if line.startswith("data: "):
-                        events.append(line.removeprefix("data: "))
-                    if len(events) == 5 and victim.process.poll() is None:
-                        victim.kill()
-            assert events[-1] == "[DONE]"
+            try:
+                with httpx.stream("POST", server.base_url + "/completions", json=body, timeout=30) as response:
+                    assert response.status_code == 200
+                    for line in response.iter_lines():
+                        if line.startswith("data: "):
+                            events.append(line.removeprefix("data: "))
+                        if len(events) == 5 and victim.process.poll() is None:
+                            victim.kill()
+            except httpx.HTTPError as exc:
+                raise AssertionError(f"{exc!r} after {len(events)} events; the server's log:\n{server.log}") from None
+            assert events[-1] == "[DONE]", server.log
             error = json.loads(events[-2])["error"]
             assert error["message"] == messages.RPC_WORKER_LOST.format(endpoints=victim.endpoint)
             assert error["type"] == "unavailable_error"
@@ -254,7 +257,7 @@ def test_a_worker_killed_mid_generation_ends_the_cli_with_one_line(
         first = threading.Event()
         threading.Thread(target=lambda: (process.stdout.read(16), first.set()), daemon=True).start()
         try:
-            assert first.wait(60), "no output"
+            assert first.wait(60), f"no output: {process.poll()}, {[w.log for w in started]}"
             started[0].kill()
             _, stderr = process.communicate(timeout=30)  # never a hang
         finally:
@@ -327,6 +330,32 @@ def test_a_lost_worker_fails_what_runs_and_waits_and_refuses_the_rest() -> None:
     stats = scheduler.stats()
     assert not stats.decoding and stats.failure == str(lost)
     scheduler.close()  # returns: the stuck thread is not waited for
+
+
+def test_a_lost_worker_fails_an_embedding_in_progress() -> None:
+    """An embedding runs as a job on the decoding thread; stuck there, fail() still answers its caller."""
+    scheduler = Scheduler(ScriptedBackend(), n_seq=1, n_batch=16)
+    started = threading.Event()
+    outcome: list[BaseException] = []
+
+    def stuck_job() -> None:
+        started.set()
+        threading.Event().wait()
+
+    def embed() -> None:
+        try:
+            scheduler.run_exclusive(stuck_job)
+        except EngineUnavailable as exc:
+            outcome.append(exc)
+
+    caller = threading.Thread(target=embed)
+    caller.start()
+    assert started.wait(10)
+    lost = EngineUnavailable(messages.RPC_WORKER_LOST.format(endpoints="127.0.0.1:1"))
+    scheduler.fail(lost)
+    caller.join(10)
+    assert outcome == [lost]
+    scheduler.close()
 
 
 # -- the tensor cache ----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from typing import Callable, Sequence
 
 from .. import messages
@@ -32,8 +33,10 @@ _ABORT_CALLBACK_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_char_p)
 _ADD_SERVER_TYPE = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_char_p)
 _START_SERVER_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_size_t,
                                       ctypes.POINTER(ctypes.c_void_p))
-# How long the abort handler waits for each worker before calling it lost.
+# How long the abort handler waits for each worker before calling it lost, and how often it asks.
 PROBE_TIMEOUT_S = 2.0
+PROBE_ATTEMPTS = 4
+PROBE_INTERVAL_S = 0.25
 
 
 class _Workers:
@@ -104,7 +107,7 @@ def _install_abort_handler() -> None:
 
 
 def _on_abort(native_message: bytes | None) -> None:
-    lost = [endpoint for endpoint, _ in unreachable(_Workers.endpoints, PROBE_TIMEOUT_S)]
+    lost = _lost_workers()
     if not lost:  # not ours: ggml's own report, then its abort()
         sys.stderr.write((native_message or b"").decode("utf-8", "replace") + "\n")
         sys.stderr.flush()
@@ -123,6 +126,17 @@ def _on_abort(native_message: bytes | None) -> None:
         log.error("%s", text)
         handler(text)
     threading.Event().wait()  # for good: returning would let ggml abort() the process
+
+
+def _lost_workers() -> list[str]:
+    """The workers that no longer accept a connection. Asked a few times: a worker that is dying has
+    already dropped our connection but may, for a moment, still have its listening socket."""
+    for _ in range(PROBE_ATTEMPTS):
+        lost = [endpoint for endpoint, _ in unreachable(_Workers.endpoints, PROBE_TIMEOUT_S)]
+        if lost:
+            return lost
+        time.sleep(PROBE_INTERVAL_S)
+    return []
 
 
 def serve_worker(endpoint: str, cache_dir: str | None, n_threads: int, devices: Sequence[Device]) -> None:

@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
@@ -61,6 +61,17 @@ class SchedulerStats:
     n_decode: int  # llama_decode calls made
     decoding: bool  # the decoding thread is alive (or not started yet: it starts on the first request)
     failure: str | None = None  # why the engine cannot compute any more (Scheduler.fail), if it cannot
+
+
+def _answer(future: Future, result: Any, error: BaseException | None) -> None:
+    """Settles a job's future once: the decoding thread and fail() may both try."""
+    try:
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+    except InvalidStateError:
+        pass
 
 
 class _Sequence:
@@ -155,6 +166,7 @@ class Scheduler:
         self._wake = threading.Condition()
         self._closed = False
         self._failure: EngineFailure | None = None  # set once by fail(): nothing more is decoded
+        self._running_jobs: list[tuple[Callable[[], Any], Future]] = []  # taken by the decoding thread
         self._thread: threading.Thread | None = None
 
     # -- the front ends' side ----------------------------------------------------------------------
@@ -238,7 +250,7 @@ class Scheduler:
         self._failure = error
         locked = self._wake.acquire(timeout=1.0)
         try:
-            slots, jobs = [*self._active, *self._waiting], list(self._jobs)
+            slots, jobs = [*self._active, *self._waiting], [*self._running_jobs, *self._jobs]
             self._waiting.clear()
             self._jobs.clear()
             if locked:
@@ -249,8 +261,7 @@ class Scheduler:
         for slot in slots:
             slot.out.put(error)
         for _, future in jobs:
-            if not future.done():
-                future.set_exception(error)
+            _answer(future, None, error)
 
     def close(self) -> None:
         with self._wake:
@@ -283,11 +294,16 @@ class Scheduler:
                 except Exception as exc:  # as below: fail what was being admitted, keep serving
                     log.debug("admission failed", exc_info=True)
                     self._fail_active(EngineFailure(messages.ENGINE_INTERNAL_ERROR.format(kind=type(exc).__name__, detail=exc)))
+            self._running_jobs = jobs  # for fail(), should a job never return
             for job, future in jobs:
                 try:
-                    future.set_result(job())
+                    result = job()
                 except BaseException as exc:  # handed to the caller, who re-raises it
-                    future.set_exception(exc)
+                    result, error = None, exc
+                else:
+                    error = None
+                _answer(future, result, error)
+            self._running_jobs = []
             try:
                 for slot in [s for s in self._active if s.cancelled]:
                     self._finish(slot, "cancelled")
