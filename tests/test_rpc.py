@@ -26,6 +26,7 @@ from llmpack.runtime.engine.scheduler import Scheduler
 from llmpack.runtime.engine.types import GenerationRequest, SamplingParams
 from llmpack.runtime.errors import EngineFailure, EngineUnavailable, UsageError
 from llmpack.runtime.flags.settings import parse_args
+from llmpack.runtime.flags.stored_args import merge_arguments
 from support.commands import error_line, one_error_line, run, warning_line
 from support.server_fixtures import start_server
 from support.tcp_counter import CountingRelay
@@ -176,6 +177,11 @@ def test_bad_rpc_flags_are_one_line_before_anything_starts(argv: list[str], mess
     with pytest.raises(UsageError) as caught:
         parse_args(argv)
     assert str(caught.value) == message
+
+
+def test_a_worker_typed_replaces_a_stored_mode_and_the_other_way_round() -> None:
+    assert parse_args(merge_arguments(["--server", "-c", "4096"], ["--rpc-server"])).settings.mode == "rpc_server"
+    assert parse_args(merge_arguments(["--rpc-server"], ["--cli", "-p", "hi"])).settings.mode == "cli"
 
 
 def test_a_worker_listens_on_port_50052_unless_told() -> None:

@@ -6,7 +6,7 @@ from typing import Sequence
 
 PLACEHOLDER = "..."
 # The flags that choose a mode: the user's choice replaces a stored one instead of conflicting with it.
-MODE_FLAGS = ("--cli", "--chat", "--server")
+MODE_FLAGS = ("--cli", "--chat", "--server", "--rpc-server")
 
 
 def merge_arguments(defaults: Sequence[str], user: Sequence[str]) -> list[str]:
