@@ -43,6 +43,22 @@ def unreachable(endpoints: Sequence[str], timeout: float = CONNECT_TIMEOUT_S) ->
     return failed
 
 
+def refusing(endpoints: Sequence[str], timeout: float = CONNECT_TIMEOUT_S) -> list[str]:
+    """The workers whose port refuses a connection: nothing listens there any more. (A worker busy with
+    this process may not take a probe in time; a timeout is no proof, a refusal is.)"""
+    refused = []
+    for endpoint in endpoints:
+        host, _, port = endpoint.partition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=timeout):
+                pass
+        except ConnectionRefusedError:
+            refused.append(endpoint)
+        except OSError:
+            continue
+    return refused
+
+
 def check_reachable(endpoints: Sequence[str]) -> None:
     """Raises UserError naming the first worker that does not answer, is busy or speaks another version."""
     for endpoint in endpoints:

@@ -254,6 +254,26 @@ def test_a_worker_killed_mid_stream_fails_the_stream_and_the_server_stays_up(
         assert "Traceback" not in server.log
 
 
+def test_a_worker_killed_while_the_server_is_idle_makes_health_503(tiny_bundle: Path, tmp_path: Path) -> None:
+    """ggml-rpc notices a lost worker only when it next talks to it; the server's watcher sooner."""
+    with workers(tiny_bundle, tmp_path) as started:
+        server = start_server(tiny_bundle, *rpc_args(started), *THREADS, log_path=tmp_path / "server.log")
+        try:
+            assert httpx.get(server.url + "health", timeout=10).status_code == 200
+            started[0].kill()
+            deadline = time.monotonic() + 20
+            while (health := httpx.get(server.url + "health", timeout=10)).status_code == 200:
+                assert time.monotonic() < deadline, server.log
+                time.sleep(0.2)
+            lost = messages.RPC_WORKER_LOST.format(endpoints=started[0].endpoint)
+            assert health.status_code == 503 and health.json()["error"]["message"] == lost
+            refused = httpx.post(server.base_url + "/completions", json={"prompt": "hi", "max_tokens": 4}, timeout=10)
+            assert refused.status_code == 503 and refused.json()["error"]["message"] == lost
+        finally:
+            assert server.interrupt(timeout=20) == 0
+        assert server.log.count(lost) == 1  # one report, whoever noticed first
+
+
 def test_a_worker_killed_mid_generation_ends_the_cli_with_one_line(
         tiny_bundle: Path, endless_gguf: Path, tmp_path: Path) -> None:
     with workers(tiny_bundle, tmp_path) as started:

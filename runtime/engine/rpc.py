@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 
 from .. import messages
 from ..errors import EngineFailure, UserError, error_line
-from ..rpc_client import check_reachable, unreachable
+from ..rpc_client import check_reachable, refusing, unreachable
 from .devices import GPU, Device, all_devices, ggml
 from .native import load_backends
 
@@ -37,6 +37,8 @@ _START_SERVER_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, ct
 PROBE_TIMEOUT_S = 2.0
 PROBE_ATTEMPTS = 4
 PROBE_INTERVAL_S = 0.25
+# How often a serving process checks that its workers still listen.
+WATCH_INTERVAL_S = 3.0
 
 
 class _Workers:
@@ -46,6 +48,8 @@ class _Workers:
     devices: list[Device] = []
     on_lost: Callable[[str], None] | None = None
     callback = None  # the ctypes callback, kept referenced while ggml holds it
+    watcher: threading.Thread | None = None
+    reported = False
     lock = threading.Lock()
 
 
@@ -94,8 +98,31 @@ def connect_workers(endpoints: Sequence[str]) -> list[Device]:
 
 
 def on_lost_worker(handler: Callable[[str], None] | None) -> None:
-    """`handler(message)` runs (on ggml-rpc's thread) when a worker is lost; None: exit with one line."""
+    """`handler(message)` runs (on ggml-rpc's thread) when a worker is lost; None: exit with one line.
+    With a handler, a watcher also notices a worker that dies while nothing is being computed (ggml-rpc
+    would only notice at the next request), so that /health says so at once."""
     _Workers.on_lost = handler
+    if handler is not None and _Workers.watcher is None:
+        _Workers.watcher = threading.Thread(target=_watch, name="llmpack-rpc-watch", daemon=True)
+        _Workers.watcher.start()
+
+
+def _watch() -> None:
+    while True:
+        time.sleep(WATCH_INTERVAL_S)
+        refused = refusing(_Workers.endpoints, PROBE_TIMEOUT_S)
+        if refused:
+            _report(messages.RPC_WORKER_LOST.format(endpoints=", ".join(refused)))
+            return
+
+
+def _report(text: str) -> None:
+    """Tells the handler once, whichever of the abort handler and the watcher notices first."""
+    with _Workers.lock:
+        if _Workers.on_lost is not None and not _Workers.reported:
+            _Workers.reported = True
+            log.error("%s", text)
+            _Workers.on_lost(text)
 
 
 def _install_abort_handler() -> None:
@@ -113,9 +140,8 @@ def _on_abort(native_message: bytes | None) -> None:
         sys.stderr.flush()
         return
     text = messages.RPC_WORKER_LOST.format(endpoints=", ".join(lost))
-    with _Workers.lock:  # two workers lost at once: one report
-        handler = _Workers.on_lost
-        if handler is None:
+    if _Workers.on_lost is None:
+        with _Workers.lock:  # two workers lost at once: one line
             try:
                 sys.stdout.flush()  # the text generated so far, then the reason it stops
             except (OSError, ValueError):
@@ -123,8 +149,7 @@ def _on_abort(native_message: bytes | None) -> None:
             sys.stderr.write(error_line(text) + "\n")
             sys.stderr.flush()
             os._exit(1)
-        log.error("%s", text)
-        handler(text)
+    _report(text)
     threading.Event().wait()  # for good: returning would let ggml abort() the process
 
 
