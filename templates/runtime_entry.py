@@ -1,7 +1,5 @@
 """The frozen runtime's entry script (PyInstaller needs a script, not a package's __main__)."""
 
-import sys
+from llmpack.runtime.__main__ import run
 
-from llmpack.runtime.__main__ import main
-
-sys.exit(main())
+run()
