@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from llmpack.runtime import messages
 from llmpack.runtime.chat.commands import COMMANDS
-from support.commands import build_bundle, run
+from support.commands import build_bundle, llmpack, run
 from support.tiny_model import write_endless_gguf
 
 # tmux is installed by the set-up (build/system-deps.sh): a missing one is a failure, never a skip.
@@ -288,9 +288,12 @@ def test_colour_only_when_no_color_is_unset(tiny_bundle: Path, terminal, no_colo
 
 def test_the_executable_carries_the_highlighters(tiny_bundle: Path) -> None:
     """Pygments finds lexers by name at run time (string imports PyInstaller cannot follow): the
-    frozen runtime must carry them, or code blocks would silently go unhighlighted."""
+    frozen runtime must carry them, or code blocks would silently go unhighlighted. They are in the
+    archive of PyInstaller's bootloader, as the launcher unpacked it into the runtime cache."""
+    assert run([str(tiny_bundle), "--version"]).returncode == 0  # unpacked, if it was not yet
+    runtime = json.loads(llmpack("inspect", str(tiny_bundle), "--json").stdout)["runtime"]
     viewer = Path(sys.executable).parent / "pyi-archive_viewer"
-    listing = run([str(viewer), "-r", "-b", str(tiny_bundle)], timeout=120).stdout
+    listing = run([str(viewer), "-r", "-b", str(Path(runtime["cache_entry"]) / "llmpack-runtime")], timeout=120).stdout
     for module in ("pygments.lexers.python", "pygments.lexers.shell", "pygments.lexers.javascript",
                    "prompt_toolkit.shortcuts.prompt", "llmpack.runtime.chat.render"):
         assert re.search(rf"^\s*{re.escape(module)}$", listing, re.MULTILINE), module
