@@ -3,12 +3,13 @@ llama.cpp's own `llama-completion` built from the same source (bench/native.py),
 one table of ratios (ours / native; medians of alternated runs) and writes the raw numbers to
 bench/results/.
 
-    .venv/bin/python bench/startup.py [--runs 9] [--loop 100] [--big-mb 2048]
+    .venv/bin/python bench/startup.py [--runs 9] [--loop 100] [--big-mb 2048] [--omp-passive]
 
 Rows: `--cli -n 1` on a tiny model (with and without the warm-up; the first start after emptying the
 runtime cache apart), `--help` and `--version` against the native `--version`, 100 back-to-back `--cli`
 calls of Gemma 3 270M in a shell loop, and the start of an executable holding a ~2 GB GGUF against the
-same model laid out small.
+same model laid out small. On a machine busy with other work, --omp-passive: OpenMP threads spinning
+between parallel regions (libgomp's default) then take most of either side's time.
 """
 
 from __future__ import annotations
