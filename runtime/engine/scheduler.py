@@ -345,15 +345,12 @@ class Scheduler:
             self._active.append(slot)
 
     def _choose_sequence(self, prompt: list[int]) -> _Sequence:
-        """The free sequence whose cache holds most of the prompt, when that is at least half of it;
-        else the lowest free id. llama.cpp computes a batch of per-sequence caches in runs of
-        consecutive sequence ids (split_equal), one graph per run: running sequences 0 and 2 cost
-        two computes per step where 0 and 1 cost one, for the whole generation, which a few shared
-        tokens (a BOS, an "Explain the") never pay back."""
-        best = max(self._free, key=lambda s: (_common_prefix(s.tokens, prompt), -s.id))
-        if 2 * _common_prefix(best.tokens, prompt) >= len(prompt):
-            return best
-        return min(self._free, key=lambda s: s.id)
+        """The free sequence whose cache holds most of the prompt; among equals, the one freed first
+        (the free list is in the order sequences were freed). Which id a request gets does not make
+        the batch cost more while every sequence is busy (the batch is built in id order, _step);
+        with some idle, a gap in the running ids (0 and 2) costs llama.cpp a second compute per step,
+        which is accepted rather than overwriting a cached conversation to close it."""
+        return max(self._free, key=lambda s: _common_prefix(s.tokens, prompt))
 
     def _step(self) -> None:
         members: list[tuple[_Slot, list[int], bool]] = []  # slot, its tokens in this batch, is prompt
@@ -368,8 +365,9 @@ class Scheduler:
                 room -= len(members[-1][1])
         if not members:
             return
-        # In sequence-id order: llama.cpp splits a batch into one compute per run of consecutive ids
-        # (see _choose_sequence), so sequences 3, 2, 1, 0 in that order cost four computes, not one.
+        # In sequence-id order: llama.cpp computes a batch over per-sequence caches in runs of
+        # consecutive ids (split_equal), one graph per run, so sequences 3, 2, 1, 0 in that order
+        # cost four computes where 0, 1, 2, 3 cost one (8 clients on -np 4 ran at half speed).
         members.sort(key=lambda member: member[0].seq.id)
         tokens: list[int] = []
         positions: list[int] = []
