@@ -3,6 +3,8 @@ whatever goes wrong inside the decoding thread fails the requests at hand, never
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from llmpack.runtime.engine.scheduler import Scheduler
 from llmpack.runtime.engine.types import GenerationRequest, SamplingParams, TokenLogprob
@@ -87,3 +89,24 @@ def test_a_crash_while_decoding_fails_the_running_requests_and_serving_goes_on(b
         text_of(scheduler)
     assert text_of(scheduler) == "abc"
     assert scheduler.busy == 0
+
+
+def test_a_batch_lists_its_sequences_in_id_order(backend_and_scheduler) -> None:
+    """llama.cpp computes a batch over per-sequence caches in runs of consecutive sequence ids, one
+    graph per run: a batch of sequences 1, 0 costs two computes where 0, 1 costs one."""
+    backend, scheduler = backend_and_scheduler
+    assert text_of(scheduler) == "abc"  # sequence 0 now caches (5, 6, 7); the free list is [1, 0]
+    batches: list[list[int]] = []
+    decode = backend.decode
+
+    def recording(tokens, positions, seqs, logits) -> int:
+        batches.append(list(seqs))
+        time.sleep(0.02)  # both requests are admitted before the first one ends
+        return decode(tokens, positions, seqs, logits)
+
+    backend.decode = recording
+    uncached = scheduler.submit(GenerationRequest((9, 9, 9), 10, SamplingParams()))  # admitted first: sequence 1
+    cached = scheduler.submit(GenerationRequest((5, 6, 7), 10, SamplingParams()))  # its prefix: sequence 0
+    assert "".join(p.text for p in uncached) == "abc" and "".join(p.text for p in cached) == "abc"
+    together = [seqs for seqs in batches if len(set(seqs)) > 1]
+    assert together and all(seqs == sorted(seqs) for seqs in together), batches
