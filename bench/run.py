@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -262,6 +261,8 @@ def table(r: dict) -> str:
 
 
 def main() -> None:
+    import results as bench_results  # bench/ is on sys.path, as for native.py
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5, help="paired runs per measure (the median is kept)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
@@ -275,21 +276,9 @@ def main() -> None:
         for section in args.only:
             print(f"bench: {section}...", file=sys.stderr)
             getattr(bench, section)()
-    results = {"machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "threads": args.threads,
-                           "platform": platform.platform(), "python": platform.python_version()},
-               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), **bench.results}
+    results = {"machine": bench_results.machine(args.threads), "date": bench_results.now(), **bench.results}
     print(table(results))
-    out = REPO / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
-
-
-def _cpu_name() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor()
+    bench_results.save("bench", results)
 
 
 if __name__ == "__main__":

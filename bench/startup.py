@@ -15,9 +15,7 @@ between parallel regions (libgomp's default) then take most of either side's tim
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -264,6 +262,8 @@ SECTIONS = ("tiny_cli", "help_version", "gemma_loop", "big_payload")
 
 
 def main() -> None:
+    import results as bench_results  # bench/ is on sys.path, as for native.py
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=9, help="alternated runs per measure (the median is kept)")
     parser.add_argument("--first-runs", type=int, default=3, help="first starts, each with a new empty cache")
@@ -282,25 +282,11 @@ def main() -> None:
         for section in args.only:
             print(f"bench: {section}...", file=sys.stderr)
             getattr(bench, section)()
-    results = {"machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "threads": args.threads,
-                           "load_average": os.getloadavg(), "platform": platform.platform(),
-                           "python": platform.python_version()},
-               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "runs": args.runs,
-               "omp_passive": args.omp_passive,
-               "commands": bench.commands, **bench.results}
+    results = {"machine": bench_results.machine(args.threads), "date": bench_results.now(), "runs": args.runs,
+               "omp_passive": args.omp_passive, "commands": bench.commands, **bench.results}
     print(table(results))
     print("\n".join(f"  {key}: {command}" for key, command in bench.commands.items()))
-    out = REPO / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / f"startup-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "startup-latest.json").write_text(json.dumps(results, indent=2) + "\n")
-
-
-def _cpu_name() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor()
+    bench_results.save("startup", results)
 
 
 if __name__ == "__main__":
