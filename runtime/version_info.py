@@ -8,7 +8,6 @@ cannot load still answers, saying why, so --version stays usable to report it.
 
 from __future__ import annotations
 
-import ctypes
 import sys
 
 from . import __version__
@@ -36,8 +35,6 @@ def _rpc_backend(native) -> str:
     function = getattr(ggml, "ggml_backend_reg_by_name", None) if ggml is not None else None
     if function is None:
         return ""
-    function.restype = ctypes.c_void_p
-    function.argtypes = [ctypes.c_char_p]
     return "; RPC (--rpc, --rpc-server)" if function(b"RPC") else ""
 
 
@@ -47,8 +44,6 @@ def _llama_cpp_version(native, payload: Payload | None) -> str:
     for name, label in (("ggml_version", "ggml"), ("ggml_commit", "commit")):
         function = getattr(ggml, name, None) if ggml is not None else None
         if function is not None:
-            function.restype = ctypes.c_char_p
-            function.argtypes = []
             value = (function() or b"").decode("utf-8", "replace")
             if value and value != "unknown":
                 parts.append(f"{label} {value}")

@@ -66,11 +66,6 @@ def gpu_offload_supported() -> bool:
     ggml = open_ggml()
     if ggml is None or not hasattr(ggml, "ggml_backend_dev_type"):
         return bool(llama.llama_supports_gpu_offload())
-    ggml.ggml_backend_dev_count.restype = ctypes.c_size_t
-    ggml.ggml_backend_dev_get.restype = ctypes.c_void_p
-    ggml.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
-    ggml.ggml_backend_dev_type.restype = ctypes.c_int
-    ggml.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
     offload_types = (1, 2)  # GGML_BACKEND_DEVICE_TYPE_GPU, _IGPU (RPC devices are GPU)
     return any(ggml.ggml_backend_dev_type(ggml.ggml_backend_dev_get(i)) in offload_types
                for i in range(ggml.ggml_backend_dev_count()))

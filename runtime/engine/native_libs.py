@@ -15,6 +15,28 @@ from pathlib import Path
 
 # ggml's log callback type: void (*)(enum ggml_log_level, const char *, void *).
 LOG_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+# ggml's abort callback type: void (*)(const char * error_message).
+ABORT_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_char_p)
+_size, _pointer, _text = ctypes.c_size_t, ctypes.c_void_p, ctypes.c_char_p
+# Every libggml function we call, with its C signature (restype, argtypes), declared once on the one
+# handle open_ggml keeps: a ctypes.CDLL object holds its own declarations.
+SIGNATURES = {
+    "ggml_version": (_text, []),
+    "ggml_commit": (_text, []),
+    "ggml_log_set": (None, [LOG_CALLBACK, _pointer]),
+    "ggml_set_abort_callback": (_pointer, [ABORT_CALLBACK]),
+    "ggml_backend_load_all_from_path": (None, [_text]),
+    "ggml_backend_dev_count": (_size, []),
+    "ggml_backend_dev_get": (_pointer, [_size]),
+    "ggml_backend_dev_name": (_text, [_pointer]),
+    "ggml_backend_dev_description": (_text, [_pointer]),
+    "ggml_backend_dev_type": (ctypes.c_int, [_pointer]),
+    "ggml_backend_dev_memory": (None, [_pointer, ctypes.POINTER(_size), ctypes.POINTER(_size)]),
+    "ggml_backend_reg_by_name": (_pointer, [_text]),
+    "ggml_backend_reg_get_proc_address": (_pointer, [_pointer, _text]),
+    "ggml_backend_register": (None, [_pointer]),
+}
+_ggml: ctypes.CDLL | None = None
 _log_callback = None  # kept referenced: ggml calls it from its own threads
 _registered = False
 
@@ -39,10 +61,22 @@ def find_backend_dir() -> str | None:
     return None
 
 
-def open_ggml():
-    """The libggml instance libllama loads: the copy already loaded if there is one (libllama found it
-    by its SONAME, wherever it was), else the one beside libllama, else whatever the search path finds.
-    Registering backends in another copy would fill a second registry, one llama.cpp never looks at."""
+def open_ggml() -> ctypes.CDLL | None:
+    """The libggml instance libllama loads, opened once, with SIGNATURES declared (those this build has)."""
+    global _ggml
+    if _ggml is None:
+        _ggml = _open_ggml()
+        for name, (restype, argtypes) in SIGNATURES.items() if _ggml is not None else ():
+            function = getattr(_ggml, name, None)
+            if function is not None:
+                function.restype, function.argtypes = restype, argtypes
+    return _ggml
+
+
+def _open_ggml() -> ctypes.CDLL | None:
+    """The copy already loaded if there is one (libllama found it by its SONAME, wherever it was), else
+    the one beside libllama, else whatever the search path finds. Registering backends in another copy
+    would fill a second registry, one llama.cpp never looks at."""
     names = ("libggml.so.0", "libggml.so", "libggml.dylib", "ggml.dll")
     mode = getattr(os, "RTLD_GLOBAL", 0)
     no_load = getattr(os, "RTLD_NOLOAD", 0)
@@ -66,7 +100,6 @@ def route_ggml_logs(level: int) -> None:
     if ggml is None or not hasattr(ggml, "ggml_log_set"):
         return
     _log_callback = LOG_CALLBACK(log_callback(level))
-    ggml.ggml_log_set.argtypes = [LOG_CALLBACK, ctypes.c_void_p]
     ggml.ggml_log_set(_log_callback, ctypes.c_void_p(0))
 
 
@@ -95,7 +128,6 @@ def register_backends() -> None:
     if backend_dir:
         ggml = open_ggml()
         if ggml is not None and hasattr(ggml, "ggml_backend_load_all_from_path"):
-            ggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
             ggml.ggml_backend_load_all_from_path(os.fsencode(backend_dir))
 
 
@@ -103,11 +135,6 @@ def device_names() -> list[str]:
     ggml = open_ggml()
     if ggml is None or not hasattr(ggml, "ggml_backend_dev_count"):
         return []
-    ggml.ggml_backend_dev_count.restype = ctypes.c_size_t
-    ggml.ggml_backend_dev_get.restype = ctypes.c_void_p
-    ggml.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
-    ggml.ggml_backend_dev_name.restype = ctypes.c_char_p
-    ggml.ggml_backend_dev_name.argtypes = [ctypes.c_void_p]
     return [ggml.ggml_backend_dev_name(ggml.ggml_backend_dev_get(i)).decode()
             for i in range(ggml.ggml_backend_dev_count())]
 

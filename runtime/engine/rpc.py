@@ -26,10 +26,10 @@ from ..errors import EngineFailure, UserError, error_line
 from ..rpc_client import check_reachable, refusing, unreachable
 from .devices import GPU, Device, all_devices, ggml
 from .native import load_backends
+from .native_libs import ABORT_CALLBACK
 
 log = logging.getLogger(__name__)
 
-_ABORT_CALLBACK_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_char_p)
 _ADD_SERVER_TYPE = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_char_p)
 _START_SERVER_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_size_t,
                                       ctypes.POINTER(ctypes.c_void_p))
@@ -56,10 +56,6 @@ class _Workers:
 def _rpc_procedure(name: str, kind):
     load_backends()  # libggml-rpc is one of them
     lib = ggml()
-    lib.ggml_backend_reg_by_name.restype = ctypes.c_void_p
-    lib.ggml_backend_reg_by_name.argtypes = [ctypes.c_char_p]
-    lib.ggml_backend_reg_get_proc_address.restype = ctypes.c_void_p
-    lib.ggml_backend_reg_get_proc_address.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
     reg = lib.ggml_backend_reg_by_name(b"RPC")  # libggml-rpc, loaded with the other backends
     address = lib.ggml_backend_reg_get_proc_address(reg, name.encode()) if reg else None
     if not address:
@@ -85,8 +81,6 @@ def connect_workers(endpoints: Sequence[str]) -> list[Device]:
     _Workers.endpoints = tuple(endpoints)
     _install_abort_handler()
     lib = ggml()
-    lib.ggml_backend_register.restype = None
-    lib.ggml_backend_register.argtypes = [ctypes.c_void_p]
     for endpoint in endpoints:
         reg = add_server(endpoint.encode())
         if not reg:
@@ -126,11 +120,8 @@ def _report(text: str) -> None:
 
 
 def _install_abort_handler() -> None:
-    lib = ggml()
-    lib.ggml_set_abort_callback.restype = ctypes.c_void_p
-    lib.ggml_set_abort_callback.argtypes = [_ABORT_CALLBACK_TYPE]
-    _Workers.callback = _ABORT_CALLBACK_TYPE(_on_abort)
-    lib.ggml_set_abort_callback(_Workers.callback)
+    _Workers.callback = ABORT_CALLBACK(_on_abort)
+    ggml().ggml_set_abort_callback(_Workers.callback)
 
 
 def _on_abort(native_message: bytes | None) -> None:

@@ -3,7 +3,6 @@ so a client can tell that a change in outputs came from a change of runtime."""
 
 from __future__ import annotations
 
-import ctypes
 import functools
 
 from .. import __version__
@@ -20,8 +19,6 @@ def system_fingerprint() -> str:
         ggml = native.open_ggml()
         function = getattr(ggml, "ggml_commit", None) if ggml is not None else None
         if function is not None:
-            function.restype = ctypes.c_char_p
-            function.argtypes = []
             commit = (function() or b"").decode("ascii", "replace").strip()
     except Exception:  # noqa: BLE001 - a fingerprint without the commit is still a fingerprint
         commit = ""
