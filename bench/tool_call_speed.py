@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from runtime.chat_template import formatter_for, tokenize_prompt_text
+from runtime.formats.chat_template import formatter_for, tokenize_prompt_text
 from runtime.engine.engine import Engine
 from runtime.engine.types import (
     EngineConfig,

@@ -1,7 +1,7 @@
 """The llmpack payload format, build side: writes the manifest and footer, and reads them back for
 `inspect`, `unpack` and `repack`.
 
-This is the bundler's half of the contract with `runtime/payload_format.py` and with the native launcher
+This is the bundler's half of the contract with `runtime/bundle/payload_format.py` and with the native launcher
 (`runtime/launcher/launcher.c`); none of them import each other, and the two Python halves are tested
 against the same vectors (tests/vectors/). An executable is laid out as
 

@@ -1,6 +1,6 @@
 """Writes the runtime pack: PyInstaller's one-folder runtime as one stream the native launcher
 (runtime/launcher/launcher.c) unpacks once into the per-user cache. The runtime reads it back in
-runtime/runtime_pack.py (--verify); tests check the two halves against each other.
+runtime/bundle/runtime_pack.py (--verify); tests check the two halves against each other.
 
     header: magic "LLMPACKR" | pack version u32 | entry count u32
     entry:  path length u16 | path (UTF-8, relative, '/') | kind u8 (0 file, 1 symlink) |

@@ -12,7 +12,7 @@ from . import messages
 from .errors import EdgeFormatter, UserError, debug_requested, error_line, user_line
 from .flags.settings import Settings, parse_args
 from .flags.stored_args import PLACEHOLDER, merge_arguments, stored_arguments
-from .payload_format import Payload, embedded_payload
+from .bundle.payload_format import Payload, embedded_payload
 
 if TYPE_CHECKING:
     from .plan import Plan
@@ -25,7 +25,7 @@ ModeRunner = Callable[["Plan", "Payload | None"], int]
 
 
 def _cli(plan: Plan, payload: Payload | None) -> int:
-    from . import cli_mode
+    from .cli import mode as cli_mode
 
     return cli_mode.run(plan, payload)
 
@@ -49,7 +49,7 @@ def _default(plan: Plan, payload: Payload | None) -> int:
 
 
 def _rpc_worker(plan: Plan, payload: Payload | None) -> int:
-    from . import rpc_worker
+    from .rpc import worker as rpc_worker
 
     return rpc_worker.run(plan, payload)
 
@@ -111,7 +111,7 @@ class _Edge:
 
 
 def _clean_cache(payload: Payload | None) -> int:
-    from .user_cache import KEY_LENGTH, clean_runtimes
+    from .bundle.user_cache import KEY_LENGTH, clean_runtimes
 
     keep = payload.runtime[2][:KEY_LENGTH] if payload is not None else None
     for removed in clean_runtimes(keep):
@@ -150,12 +150,12 @@ def _main(argv: list[str], edge: _Edge) -> int:
         # The defaults this executable really has: the schema's, as its stored arguments change them.
         defaults = parse_args([arg for arg in stored if arg != PLACEHOLDER]).settings
         # Imported here only: the man page's tables (and importlib.resources) serve --help alone.
-        from .help_page import render_help
+        from .about.help_page import render_help
 
         sys.stdout.write(render_help(payload, stored, defaults))
         return 0
     if parsed.show_version:
-        from .version_info import version_lines
+        from .about.version_info import version_lines
 
         sys.stdout.write("".join(f"{line}\n" for line in version_lines(payload)))
         return 0

@@ -40,7 +40,7 @@ def resolve(settings: Settings, mode: str) -> Plan:
         raise UsageError(messages.SYSTEM_PROMPT_IN_CLI)
     if settings.chat_template:
         # Jinja is imported only to check a --chat-template: --cli, like most starts, never renders one.
-        from .chat_template import check_override
+        from .formats.chat_template import check_override
 
         check_override(settings.chat_template)
     if settings.rpc is not None and mode != "rpc_server":

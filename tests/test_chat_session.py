@@ -20,7 +20,7 @@ from llmpack.runtime.chat.session import (
     DoesNotFit,
     stream_interruptibly,
 )
-from llmpack.runtime.chat_template import formatter_for
+from llmpack.runtime.formats.chat_template import formatter_for
 from llmpack.runtime.engine.types import GenerationRequest, SamplingParams
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from llmpack.runtime import chat_template, messages
-from llmpack.runtime.chat_template import ChatFormatter, TemplateError, formatter_for
+from llmpack.runtime.formats import chat_template, messages
+from llmpack.runtime.formats.chat_template import ChatFormatter, TemplateError, formatter_for
 from llmpack.runtime.flags.settings import Settings
 from llmpack.runtime.server.state import EngineHolder
 from support.apps import app_for

@@ -18,7 +18,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from llmpack.runtime.help_page import ENVIRONMENT, HTTP_ROUTES
+from llmpack.runtime.about.help_page import ENVIRONMENT, HTTP_ROUTES
 from support.commands import llmpack
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from llmpack.runtime import __version__, help_page
+from llmpack.runtime import __version__
+from llmpack.runtime.about import help_page
 from support.commands import REPO, build_bundle, llmpack, run
 
 STORED = ["-c", "4096", "--temp", "0.5", "--nobrowser", "-p", "you are terse", "..."]

@@ -195,7 +195,7 @@ def test_every_flag_is_spelled_once() -> None:
 
 
 def test_the_cli_checks_its_grammar_before_printing_anything(capsysbinary) -> None:
-    from llmpack.runtime import cli_mode
+    from llmpack.runtime.cli import mode as cli_mode
     from llmpack.runtime.engine.types import SamplingParams
     from llmpack.runtime.errors import GrammarInvalid
 

@@ -83,7 +83,7 @@ def test_our_warnings_are_prefixed_and_other_loggers_keep_their_text() -> None:
         return formatter.format(logging.LogRecord(logger, level, __file__, 1, message, args, None))
 
     gpu = runtime_messages.GPU_UNAVAILABLE.format(n=99, backends="CPU")
-    assert shown("llmpack.runtime.model_loader", logging.WARNING, gpu) == "llmpack: " + warning_line(gpu)
+    assert shown("llmpack.runtime.bundle.model_loader", logging.WARNING, gpu) == "llmpack: " + warning_line(gpu)
     assert shown("llmpack.runtime.chat.mode", logging.WARNING, "%s", "x") == "llmpack: warning: x"
     assert shown("llmpack.runtime.server.mode", logging.INFO, runtime_messages.SERVER_STOPPED) == \
         "llmpack: " + runtime_messages.SERVER_STOPPED

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from llmpack.bundler import payload_format as writer_side
 from llmpack.bundler.errors import BuildError
-from llmpack.runtime import payload_format as runtime_side
+from llmpack.runtime.bundle import payload_format as runtime_side
 from llmpack.runtime.errors import CorruptBundle
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "payload_v2.json").read_text())

@@ -1,5 +1,5 @@
 """The runtime pack from both sides: what the bundler writes (bundler/runtime_pack.py), the runtime's
---verify reads back (runtime/runtime_pack.py); the launcher's unpacking of it is tests/test_launcher.py's."""
+--verify reads back (runtime/bundle/runtime_pack.py); the launcher's unpacking of it is tests/test_launcher.py's."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from llmpack.bundler import runtime_pack as writer_side
 from llmpack.bundler.errors import BuildError
-from llmpack.runtime import runtime_pack as runtime_side
+from llmpack.runtime.bundle import runtime_pack as runtime_side
 
 
 def make_folder(root: Path) -> Path:

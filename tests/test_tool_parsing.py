@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from llmpack.runtime.chat_template import ChatFormatter
+from llmpack.runtime.formats.chat_template import ChatFormatter
 from llmpack.runtime.grammar.check import check_grammar
 from llmpack.runtime.tools.families import FAMILIES, detect
 from llmpack.runtime.tools.parse import (

@@ -8,13 +8,13 @@ import sys
 from typing import TYPE_CHECKING
 
 from .. import __version__, messages
-from ..chat_template import ChatFormatter, formatter_for
+from ..formats.chat_template import ChatFormatter, formatter_for
 from ..engine.context_size import describe_context
 from ..engine.native import gpu_offload_supported, load_backends
 from ..errors import UserError
 from ..flags.settings import Settings
-from ..model_loader import load_engine
-from ..payload_format import Payload
+from ..bundle.model_loader import load_engine
+from ..bundle.payload_format import Payload
 from .render import Console
 from .repl import Repl, make_prompt_session
 from .session import ChatSession

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .. import messages
-from ..chat_template import ChatFormatter, tokenize_prompt_text
+from ..formats.chat_template import ChatFormatter, tokenize_prompt_text
 from ..engine.interface import ChatEngine
 from ..engine.types import GenerationRequest, Piece, SamplingParams, Timings
 from ..errors import UserError

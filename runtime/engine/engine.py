@@ -36,7 +36,10 @@ from .native import (
     load_backends,
 )
 from .sampler import SamplerChain, check_grammar_text
-from .scheduler import Scheduler, SchedulerStats
+from .embeddings import EmbeddingMethods
+from .scheduler import Scheduler
+from .slots import SchedulerStats
+from .tokens import TokenMethods
 from .types import (
     KV_CACHE_TYPES,
     POOLING_TYPES,
@@ -53,7 +56,7 @@ from .types import (
 log = logging.getLogger(__name__)
 
 
-class Engine:
+class Engine(TokenMethods, EmbeddingMethods):
     """A loaded model and its context. `generate` and `embed` are safe to call from many threads at
     once: every request joins the running batch of the one decoding thread (runtime/engine/scheduler.py)."""
 
@@ -270,55 +273,6 @@ class Engine:
     def eos_token(self) -> str:
         return self.token_text(llama.llama_vocab_eos(self.vocab))
 
-    # -- tokens ----------------------------------------------------------------------------------
-
-    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
-        data = text.encode("utf-8")
-        capacity = len(data) + 8
-        tokens = (llama.llama_token * capacity)()
-        count = llama.llama_tokenize(self.vocab, data, len(data), tokens, capacity, add_special, parse_special)
-        if count < 0:
-            capacity = -count
-            tokens = (llama.llama_token * capacity)()
-            count = llama.llama_tokenize(self.vocab, data, len(data), tokens, capacity, add_special, parse_special)
-        return list(tokens[:count])
-
-    def _token_bytes(self, token: int, special: bool = False) -> bytes:
-        # Per token id, once: the vocabulary never changes, and the decoding thread asks for every
-        # token it makes (a ctypes call and a buffer each time, and a GIL hand-over the server's
-        # event loop can take in the middle of a step).
-        cache = self._piece_cache[1 if special else 0]
-        piece = cache.get(token)
-        if piece is None:
-            piece = cache[token] = self._token_bytes_uncached(token, special)
-        return piece
-
-    def _token_bytes_uncached(self, token: int, special: bool) -> bytes:
-        buf = ctypes.create_string_buffer(64)
-        n = llama.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
-        if n < 0:
-            buf = ctypes.create_string_buffer(-n)
-            n = llama.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
-        return buf.raw[:n]
-
-    def token_bytes(self, token: int, special: bool = False) -> bytes:
-        """The bytes a token stands for (a byte-fallback token may be part of a UTF-8 character);
-        `special`: a special token's text (`<|im_end|>`) instead of nothing."""
-        return self._token_bytes(token, special)
-
-    @functools.cached_property
-    def end_of_generation_tokens(self) -> tuple[int, ...]:
-        return tuple(t for t in range(self.n_vocab) if llama.llama_vocab_is_eog(self.vocab, t))
-
-    def detokenize(self, tokens: Sequence[int], special: bool = False) -> str:
-        return b"".join(self._token_bytes(t, special) for t in tokens).decode("utf-8", "replace")
-
-    def is_end_of_generation(self, token: int) -> bool:
-        eog = self._eog_cache.get(token)
-        if eog is None:
-            eog = self._eog_cache[token] = bool(llama.llama_vocab_is_eog(self.vocab, token))
-        return eog
-
     # -- generation ------------------------------------------------------------------------------
 
     def check_grammar(self, grammar: str) -> None:
@@ -392,68 +346,3 @@ class Engine:
         log_total = peak + math.log(math.fsum(math.exp(x - peak) for x in logits))
         best = heapq.nlargest(top, range(n_vocab), key=logits.__getitem__) if top > 0 else []
         return TokenLogprob(token, logits[token] - log_total, tuple((t, logits[t] - log_total) for t in best))
-
-    # -- embeddings ------------------------------------------------------------------------------
-
-    def embed(self, tokens: Sequence[int], normalize: bool = True) -> list[float]:
-        """One vector for `tokens`: the model's pooled embedding, or the mean of its per-token ones
-        when the model has no pooling (a generative model). L2-normalized, as OpenAI's are. Needs an
-        engine created with EngineConfig(embeddings=True). Runs on the decoding thread between two
-        generation steps, in a sequence of its own."""
-        rows = self._embedding_rows(tokens)
-        vector = rows[0] if len(rows) == 1 and self.pooling != "none" else [
-            math.fsum(column) / len(rows) for column in zip(*rows)]
-        if normalize:
-            norm = math.sqrt(math.fsum(x * x for x in vector))
-            vector = [x / norm for x in vector] if norm > 0 else vector
-        return vector
-
-    def embed_each(self, tokens: Sequence[int]) -> list[list[float]]:
-        """llama-server's /embeddings: one row per token without pooling (unnormalized), else one
-        pooled row (a reranker's: its classifier's scores)."""
-        return self._embedding_rows(tokens)
-
-    def _embedding_rows(self, tokens: Sequence[int]) -> list[list[float]]:
-        if not self.config.embeddings:
-            raise EngineFailure(messages.EMBEDDINGS_OFF)
-        if not tokens:
-            raise EngineFailure(messages.EMBED_INPUT_EMPTY)
-        self.check_fits(len(tokens))
-        return self._scheduler.run_exclusive(lambda: self._embed_now(list(tokens)))
-
-    def _embed_now(self, tokens: list[int]) -> list[list[float]]:
-        seq = self._embedding_seq
-        llama.llama_set_embeddings(self.context, True)
-        try:
-            return self._embed_sequence(tokens, seq)
-        finally:
-            llama.llama_set_embeddings(self.context, False)
-            self.forget(seq, 0)
-
-    def _embed_sequence(self, tokens: list[int], seq: int) -> list[list[float]]:
-        n_embd = self.n_embd
-        pooling = self.pooling
-        step = self.config.n_batch
-        if pooling != "none" and len(tokens) > self.n_ubatch:
-            # A pooled (encoder) model must see the whole input in one micro-batch.
-            raise ContextOverflow(len(tokens), self.n_ubatch)
-        rows: list[list[float]] = []
-        for offset in range(0, len(tokens), step):
-            chunk = tokens[offset:offset + step]
-            status = self.decode(chunk, range(offset, offset + len(chunk)), [seq] * len(chunk), [True] * len(chunk))
-            if status != 0:
-                raise EngineFailure(messages.EMBED_FAILED.format(status=status))
-            if pooling == "none":
-                for i in range(len(chunk)):
-                    row = llama.llama_get_embeddings_ith(self.context, i)
-                    if not row:
-                        raise EngineFailure(messages.NO_EMBEDDINGS)
-                    rows.append(row[:n_embd])
-        if pooling != "none":
-            row = llama.llama_get_embeddings_seq(self.context, seq)
-            if not row:
-                raise EngineFailure(messages.NO_EMBEDDINGS)
-            # Rank pooling gives the classifier's outputs, not an embedding.
-            width = max(1, llama.llama_model_n_cls_out(self.model)) if pooling == "rank" else n_embd
-            return [row[:width]]
-        return rows

@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 
 from .. import messages
 from ..errors import EngineFailure, UserError, error_line
-from ..rpc_client import check_reachable, refusing, unreachable
+from ..rpc.client import check_reachable, refusing, unreachable
 from .devices import GPU, Device, all_devices, ggml
 from .native import load_backends
 from .native_libs import ABORT_CALLBACK

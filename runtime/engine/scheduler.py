@@ -12,157 +12,35 @@ primitives (`BatchBackend`). Per-token work here is O(1): no re-detokenizing of 
 
 from __future__ import annotations
 
-import codecs
 import logging
-import queue
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from concurrent.futures import Future
+from typing import Any, Callable, Iterator
 
 from .. import messages
 from ..errors import EngineFailure, UserError
-from .stop_strings import StopMatcher
-from .types import GenerationRequest, Piece, SamplingParams, Timings, TokenLogprob
+from .slots import BatchBackend, KvSequence, Outbox, SchedulerStats, Slot, common_prefix, settle
+from .types import GenerationRequest, Piece, Timings
 
 log = logging.getLogger(__name__)
 
+
 KV_CACHE_FULL = 1  # llama_decode's "no room in the KV cache for this batch"
-
-
-class Sampler(Protocol):
-    def sample(self, batch_index: int) -> int: ...
-    def free(self) -> None: ...
-
-
-class BatchBackend(Protocol):
-    n_ctx: int
-
-    def decode(self, tokens: Sequence[int], positions: Sequence[int], seqs: Sequence[int],
-               logits: Sequence[bool]) -> int: ...
-    def forget(self, seq: int, from_position: int) -> None: ...
-    def sampler(self, params: SamplingParams) -> Sampler: ...
-    def token_bytes(self, token: int, special: bool = False) -> bytes: ...
-    def is_end_of_generation(self, token: int) -> bool: ...
-    def logprob(self, token: int, batch_index: int, top: int) -> TokenLogprob: ...
-
-
-@dataclass(frozen=True)
-class SchedulerStats:
-    """A snapshot for /metrics and /health, read from other threads without a lock: each field is one
-    read of a counter or a list's length, so a snapshot may be a step stale, never torn."""
-
-    running: int  # holding a sequence: reading the prompt or generating
-    waiting: int  # submitted, no free sequence yet
-    kv_tokens: int  # tokens held in the KV cache, finished requests' reusable prefixes included
-    kv_capacity: int
-    n_decode: int  # llama_decode calls made
-    decoding: bool  # the decoding thread is alive (or not started yet: it starts on the first request)
-    failure: str | None = None  # why the engine cannot compute any more (Scheduler.fail), if it cannot
-
-
-def _answer(future: Future, result: Any, error: BaseException | None) -> None:
-    """Settles a job's future once: the decoding thread and fail() may both try."""
-    try:
-        if error is None:
-            future.set_result(result)
-        else:
-            future.set_exception(error)
-    except InvalidStateError:
-        pass
-
-
-class _Sequence:
-    """A KV-cache sequence id and the tokens it holds, in position order."""
-
-    def __init__(self, seq_id: int) -> None:
-        self.id = seq_id
-        self.tokens: list[int] = []
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-class _Outbox:
-    """Pieces the decoding thread made during one step, handed to their consumers when the step is
-    over: the server then wakes its event loop once per step for all its streams, not once per token
-    per stream (each wake-up is a syscall and a GIL hand-over that the next llama_decode waits for)."""
-
-    def __init__(self) -> None:
-        self.items: list[tuple[_Sink, Any]] = []
-        self.thread: int | None = None  # the decoding thread's ident, set when it starts
-
-    def hand_over(self) -> None:
-        items, self.items = self.items, []
-        for sink, item in items:
-            sink.deliver(item)
-
-
-class _Sink:
-    """Delivers a slot's pieces by calling the consumer's function: on the decoding thread at the end
-    of each step (_Outbox), on any other thread at once."""
-
-    def __init__(self, deliver: Callable[[Any], None], slot: "_Slot", outbox: _Outbox) -> None:
-        self._deliver, self._slot, self._outbox = deliver, slot, outbox
-
-    def put(self, item: Any) -> None:
-        if threading.get_ident() == self._outbox.thread:
-            self._outbox.items.append((self, item))
-        else:
-            self.deliver(item)
-
-    def deliver(self, item: Any) -> None:
-        try:
-            self._deliver(item)
-        except Exception:  # a consumer's failure must not stop the decoding thread: drop the request
-            log.debug("a consumer failed to take a piece", exc_info=True)
-            self._slot.abandoned = True
-
-
-class _Slot:
-    """One request being served."""
-
-    def __init__(self, request: GenerationRequest, cancel: threading.Event,
-                 deliver: Callable[[Any], None] | None = None, outbox: _Outbox | None = None) -> None:
-        self.request = request
-        self.cancel = cancel
-        self.abandoned = False  # the consumer stopped reading
-        self.out: Any = queue.SimpleQueue() if deliver is None else _Sink(deliver, self, outbox)
-        self.seq: _Sequence | None = None
-        self.sampler: Sampler | None = None
-        self.pending: list[int] = []  # prompt tokens not yet decoded
-        self.next_token: int | None = None  # sampled, not yet decoded
-        self.batch_index: int | None = None  # where this slot's logits are in the last batch
-        self.stops = StopMatcher(request.stop)
-        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self.generated = 0
-        self.reused = 0
-        self.admitted = self.prompt_done = time.perf_counter()
-
-    @property
-    def cancelled(self) -> bool:
-        return self.cancel.is_set() or self.abandoned
 
 
 class Scheduler:
     def __init__(self, backend: BatchBackend, n_seq: int, n_batch: int) -> None:
         self._backend = backend
         self._n_batch = n_batch
-        self._free: list[_Sequence] = [_Sequence(i) for i in range(n_seq)]
+        self._free: list[KvSequence] = [KvSequence(i) for i in range(n_seq)]
         self._sequences = tuple(self._free)
         self._n_decode = 0
-        self._waiting: deque[_Slot] = deque()
-        self._active: list[_Slot] = []
+        self._waiting: deque[Slot] = deque()
+        self._active: list[Slot] = []
         self._jobs: deque[tuple[Callable[[], Any], Future]] = deque()
-        self._outbox = _Outbox()  # pieces for submit_to's consumers, handed over per step
+        self._outbox = Outbox()  # pieces for submit_to's consumers, handed over per step
         self._wake = threading.Condition()
         self._closed = False
         self._failure: EngineFailure | None = None  # set once by fail(): nothing more is decoded
@@ -172,7 +50,7 @@ class Scheduler:
     # -- the front ends' side ----------------------------------------------------------------------
 
     def submit(self, request: GenerationRequest, cancel: threading.Event | None = None) -> Iterator[Piece]:
-        slot = _Slot(request, cancel or threading.Event())
+        slot = Slot(request, cancel or threading.Event())
         self._enqueue(slot)
         return self._stream(slot)
 
@@ -180,9 +58,9 @@ class Scheduler:
         """Like submit, but each Piece (or the exception that ends the request) is handed to
         `deliver` on the decoding thread as it is made: no thread of the consumer's waits per token
         (the server posts them straight to its event loop). `deliver` must be quick."""
-        self._enqueue(_Slot(request, cancel, deliver, self._outbox))
+        self._enqueue(Slot(request, cancel, deliver, self._outbox))
 
-    def _enqueue(self, slot: _Slot) -> None:
+    def _enqueue(self, slot: Slot) -> None:
         with self._wake:
             if self._failure is not None:
                 raise self._failure
@@ -192,7 +70,7 @@ class Scheduler:
             self._ensure_thread()
             self._wake.notify()
 
-    def _stream(self, slot: _Slot) -> Iterator[Piece]:
+    def _stream(self, slot: Slot) -> Iterator[Piece]:
         try:
             while True:
                 item = slot.out.get()
@@ -261,7 +139,7 @@ class Scheduler:
         for slot in slots:
             slot.out.put(error)
         for _, future in jobs:
-            _answer(future, None, error)
+            settle(future, None, error)
 
     def close(self) -> None:
         with self._wake:
@@ -302,7 +180,7 @@ class Scheduler:
                     result, error = None, exc
                 else:
                     error = None
-                _answer(future, result, error)
+                settle(future, result, error)
             self._running_jobs = []
             try:
                 for slot in [s for s in self._active if s.cancelled]:
@@ -330,7 +208,7 @@ class Scheduler:
             prompt = list(slot.request.prompt_tokens)
             seq = self._choose_sequence(prompt)
             # At least the last prompt token is decoded again: its logits are needed.
-            keep = min(_common_prefix(seq.tokens, prompt), len(prompt) - 1)
+            keep = min(common_prefix(seq.tokens, prompt), len(prompt) - 1)
             try:
                 slot.sampler = self._backend.sampler(slot.request.sampling)
             except Exception as exc:  # this request fails with one line; the others go on
@@ -344,16 +222,16 @@ class Scheduler:
             slot.admitted = time.perf_counter()
             self._active.append(slot)
 
-    def _choose_sequence(self, prompt: list[int]) -> _Sequence:
+    def _choose_sequence(self, prompt: list[int]) -> KvSequence:
         """The free sequence whose cache holds most of the prompt; among equals, the one freed first
         (the free list is in the order sequences were freed). Which id a request gets does not make
         the batch cost more while every sequence is busy (the batch is built in id order, _step);
         with some idle, a gap in the running ids (0 and 2) costs llama.cpp a second compute per step,
         which is accepted rather than overwriting a cached conversation to close it."""
-        return max(self._free, key=lambda s: _common_prefix(s.tokens, prompt))
+        return max(self._free, key=lambda s: common_prefix(s.tokens, prompt))
 
     def _step(self) -> None:
-        members: list[tuple[_Slot, list[int], bool]] = []  # slot, its tokens in this batch, is prompt
+        members: list[tuple[Slot, list[int], bool]] = []  # slot, its tokens in this batch, is prompt
         room = self._n_batch
         for slot in self._active:  # generation first: one token each keeps every stream moving
             if slot.next_token is not None and room > 0:
@@ -409,7 +287,7 @@ class Scheduler:
             if slot.batch_index is not None and slot in self._active:
                 self._sample(slot)
 
-    def _sample(self, slot: _Slot) -> None:
+    def _sample(self, slot: Slot) -> None:
         request = slot.request
         if slot.cancelled:
             return self._finish(slot, "cancelled")
@@ -435,7 +313,7 @@ class Scheduler:
             return self._finish(slot, "length")
         slot.next_token = token
 
-    def _finish(self, slot: _Slot, reason: str | None, error: BaseException | None = None) -> None:
+    def _finish(self, slot: Slot, reason: str | None, error: BaseException | None = None) -> None:
         """Ends a request: its last piece (or an error), its sampler freed, its sequence kept for reuse."""
         self._active.remove(slot)
         if slot.sampler is not None:

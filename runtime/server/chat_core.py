@@ -24,7 +24,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from ..chat_template import tokenize_prompt_text
+from ..formats.chat_template import tokenize_prompt_text
 from ..engine.interface import ServingEngine
 from ..engine.types import GenerationRequest, Piece
 from ..flags.values import verbose_prompt_line

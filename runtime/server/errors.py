@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..chat_template import TemplateError
+from ..formats.chat_template import TemplateError
 from ..errors import (
     ContextOverflow,
     EngineFailure,

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .. import messages
-from ..chat_template import ChatFormatter
+from ..formats.chat_template import ChatFormatter
 from ..errors import UserError
 from ..flags.settings import Settings
-from ..payload_format import Payload
+from ..bundle.payload_format import Payload
 
 if TYPE_CHECKING:  # the type only: importing the engine loads llama.cpp
     from ..engine.engine import Engine
@@ -137,7 +137,7 @@ def start_background_server(plan: Plan, engine: Engine, formatter: ChatFormatter
 
 
 def run(plan: Plan, payload: Payload | None) -> int:
-    from ..model_loader import load_engine
+    from ..bundle.model_loader import load_engine
     from .app import cancel_all, create_app
     from .state import EngineHolder
 

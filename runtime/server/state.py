@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..chat_template import ChatFormatter, formatter_for
+from ..formats.chat_template import ChatFormatter, formatter_for
 from ..engine.interface import ServingEngine
 from ..flags.settings import Settings
 

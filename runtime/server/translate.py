@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from ..chat_template import ChatFormatter, tokenize_prompt_text
+from ..formats.chat_template import ChatFormatter, tokenize_prompt_text
 from ..engine.interface import ServingEngine
 from ..engine.types import GenerationRequest, Piece, SamplingParams, TokenLogprob
 from ..flags.settings import Settings

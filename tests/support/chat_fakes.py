@@ -8,7 +8,7 @@ import threading
 import time
 
 from llmpack.runtime.chat.session import ChatSession
-from llmpack.runtime.chat_template import ChatFormatter, stop_strings_for
+from llmpack.runtime.formats.chat_template import ChatFormatter, stop_strings_for
 from llmpack.runtime.engine.types import (
     GenerationRequest,
     Piece,

@@ -8,17 +8,17 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from . import messages
-from .engine.types import GenerationRequest, SamplingParams
-from .errors import PromptFileUnreadable, UsageError
-from .flags.settings import Settings
-from .flags.values import verbose_prompt_line
-from .model_loader import load_engine
-from .payload_format import Payload
+from .. import messages
+from ..engine.types import GenerationRequest, SamplingParams
+from ..errors import PromptFileUnreadable, UsageError
+from ..flags.settings import Settings
+from ..flags.values import verbose_prompt_line
+from ..bundle.model_loader import load_engine
+from ..bundle.payload_format import Payload
 
 if TYPE_CHECKING:  # the type only: importing the engine loads llama.cpp
-    from .engine.engine import Engine
-    from .plan import Plan
+    from ..engine.engine import Engine
+    from ..plan import Plan
 
 log = logging.getLogger(__name__)
 

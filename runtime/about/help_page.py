@@ -12,10 +12,11 @@ import shlex
 from importlib.resources import files
 from typing import Sequence
 
-from . import __version__, payload_format
-from .flags.settings import Settings, describe_options
-from .flags.stored_args import PLACEHOLDER
-from .payload_format import Payload
+from .. import __version__
+from ..bundle import payload_format
+from ..flags.settings import Settings, describe_options
+from ..flags.stored_args import PLACEHOLDER
+from ..bundle.payload_format import Payload
 
 # (name, usage, help): the chat's slash commands, as runtime/chat/commands.py's table says them.
 CHAT_COMMANDS: tuple[tuple[str, str, str], ...] = (

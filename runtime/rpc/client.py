@@ -14,8 +14,8 @@ import socket
 import struct
 from typing import Sequence
 
-from . import messages
-from .errors import UserError
+from .. import messages
+from ..errors import UserError
 
 # Long enough for a worker across a busy LAN; a worker that is down on a reachable host refuses at once.
 CONNECT_TIMEOUT_S = 3.0

@@ -19,7 +19,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable
 
-from .errors import CorruptBundle
+from ..errors import CorruptBundle
 
 MAGIC = b"LLMPACK\x00"
 FLAG_SIDECAR = 1

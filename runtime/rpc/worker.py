@@ -17,11 +17,11 @@ import sys
 import threading
 from pathlib import Path
 
-from . import messages
-from .errors import UsageError, UserError
-from .payload_format import Payload
-from .plan import Plan
-from .user_cache import cache_root
+from .. import messages
+from ..errors import UsageError, UserError
+from ..bundle.payload_format import Payload
+from ..plan import Plan
+from ..bundle.user_cache import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +31,8 @@ def default_cache_dir() -> Path:
 
 
 def run(plan: Plan, payload: Payload | None) -> int:
-    from .engine import devices, rpc
-    from .flags.values import device_names
+    from ..engine import devices, rpc
+    from ..flags.values import device_names
 
     settings = plan.settings
     endpoint = f"{settings.host}:{settings.port}"

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import sys
 
-from . import __version__
-from .payload_format import Payload
+from .. import __version__
+from ..bundle.payload_format import Payload
 
 
 def version_lines(payload: Payload | None) -> list[str]:
     lines = [f"llmpack {__version__}"]
     try:
-        from .engine import native_libs as native
+        from ..engine import native_libs as native
 
         native.route_ggml_logs(4)  # llama.cpp's errors only: stdout is the answer, stderr stays quiet
         lines.append(f"llama.cpp: {_llama_cpp_version(native, payload)}")

@@ -8,19 +8,19 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from . import messages
-from .engine.context_size import describe_context
-from .engine.engine import Engine
-from .engine.native import (
+from .. import messages
+from ..engine.context_size import describe_context
+from ..engine.engine import Engine
+from ..engine.native import (
     gpu_offload_supported,
     in_place_loading_supported,
     load_backends,
 )
-from .engine.types import EngineConfig, ModelSource
-from .errors import CorruptBundle, ModelNotFound, NoModel, NotAGguf, UserError
-from .flags.settings import Settings
+from ..engine.types import EngineConfig, ModelSource
+from ..errors import CorruptBundle, ModelNotFound, NoModel, NotAGguf, UserError
+from ..flags.settings import Settings
 from .payload_format import GGUF_MAGIC, Payload, verify_weights
-from .progress import Progress
+from ..progress import Progress
 from .runtime_pack import damage_in_folder, damage_in_pack
 from .user_cache import cache_root
 

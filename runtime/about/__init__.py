@@ -1,0 +1,1 @@
+"""What the executable says about itself without running a model: `--help` and `--version`."""

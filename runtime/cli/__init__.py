@@ -1,0 +1,1 @@
+"""`--cli`: the one-shot mode for shell scripts."""
