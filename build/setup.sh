@@ -32,16 +32,26 @@ fi
 VPY="$VENV/bin/python"; [ -x "$VPY" ] || VPY="$VENV/Scripts/python.exe"  # Windows keeps it in Scripts/
 [ -f "$VENV/.pip-upgraded" ] || { "$VPY" -m pip install -q --upgrade pip wheel && touch "$VENV/.pip-upgraded"; }
 py_tag=$("$VPY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
-key=$(printf '%s|%s|%s|%s' "$llama_version" "$CMAKE_ARGS" "$py_tag" "$target" | digest)
+# Fixes to the vendored llama.cpp, applied to the sdist before it compiles (each patch says why).
+patches=$(cat build/patches/*.patch 2>/dev/null | digest)
+key=$(printf '%s|%s|%s|%s|%s' "$llama_version" "$CMAKE_ARGS" "$py_tag" "$target" "$patches" | digest)
 wheel_dir="$CACHE/wheels/$key"
 
 if ! ls "$wheel_dir"/llama_cpp_python-*.whl >/dev/null 2>&1; then
     log "compiling llama-cpp-python $llama_version ($recipe), once; about 20 minutes on 2 cores..."
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
+    "$VPY" -m pip download -q --no-deps --no-binary :all: -d "$tmp" "llama-cpp-python==$llama_version" \
+        > "$tmp/build.log" 2>&1 || { tail -30 "$tmp/build.log" >&2; log "downloading llama-cpp-python failed"; exit 1; }
+    tar -xzf "$tmp"/llama_cpp_python-*.tar.gz -C "$tmp"
+    source_dir=$(ls -d "$tmp"/llama_cpp_python-*/)
+    for fix in build/patches/*.patch; do
+        [ -f "$fix" ] || continue
+        (cd "$source_dir" && git apply "$OLDPWD/$fix") || { log "applying $fix failed"; exit 1; }
+    done
     CMAKE_ARGS="$CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(cpus)} \
-        "$VPY" -m pip wheel --no-deps --no-cache-dir -w "$tmp" "llama-cpp-python==$llama_version" \
-        > "$tmp/build.log" 2>&1 || { tail -30 "$tmp/build.log" >&2; log "compiling llama-cpp-python failed"; exit 1; }
+        "$VPY" -m pip wheel --no-deps --no-cache-dir -w "$tmp" "$source_dir" \
+        >> "$tmp/build.log" 2>&1 || { tail -30 "$tmp/build.log" >&2; log "compiling llama-cpp-python failed"; exit 1; }
     mkdir -p "$wheel_dir"
     mv "$tmp"/llama_cpp_python-*.whl "$wheel_dir/"
     log "cached $(ls "$wheel_dir")"

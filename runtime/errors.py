@@ -84,8 +84,8 @@ class NoModel(UserError):
 class ContextOverflow(UserError):
     """The prompt (plus what must still be generated) does not fit in the context window.
 
-    `size` says how the context came about (-c divided among -np, capped at the model's training
-    context), so the message names the flags that change it; without it the limit is one batch's."""
+    `size` says how the context came about (-c divided among -np), so the message names the flags that
+    change it; without it the limit is one batch's."""
 
     def __init__(self, n_prompt_tokens: int, n_ctx: int, size: ContextSize | None = None) -> None:
         self.n_prompt_tokens = n_prompt_tokens

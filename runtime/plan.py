@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass
 
 from . import messages
@@ -32,10 +33,40 @@ class Plan:
     # The defaults of an HTTP request (--server, and the default mode's background server).
     server_sampling: SamplingParams
     system_prompt: str | None
+    names: ModelNames = dataclasses.field(default_factory=lambda: ModelNames())
 
 
-def resolve(settings: Settings, mode: str) -> Plan:
-    """Raises UserError (one line for the user) for any flag that cannot work in this mode."""
+@dataclass(frozen=True)
+class ModelNames:
+    """What clients call the model: /v1/models' id and aliases, Ollama's NAME:latest, responses' `model`,
+    the chat's banner. The GGUF's `general.name` ("Smollm2 135M 8k Lc100K Mix1 Ep2") is no name to send
+    back: it stays in /props and --version."""
+
+    aliases: tuple[str, ...] = ()  # the first is the id; none: the GGUF's own name (an engine with no file)
+    tags: tuple[str, ...] = ()  # --tags: informational, listed in /v1/models
+
+    def id(self, gguf_name: str) -> str:
+        return self.aliases[0] if self.aliases else gguf_name
+
+
+def model_names(settings: Settings, executable: str | None = None) -> ModelNames:
+    """-a/--alias (comma-separated, as llama-server takes it; its first in sorted order is the id, as
+    llama-server's std::set makes it), else the file the weights come from, named as llama-server and
+    llamafile name a model: `-m FILE`'s name, else this executable's, without its extension."""
+    tags = tuple(sorted({t.strip() for t in (settings.tags or "").split(",") if t.strip()}))
+    aliases = tuple(sorted({a.strip() for a in (settings.alias or "").split(",") if a.strip()}))
+    if not aliases:
+        path = settings.model or executable
+        if path:
+            base = os.path.basename(path)
+            stem, extension = os.path.splitext(base)
+            aliases = (stem if stem and extension else base,)
+    return ModelNames(aliases, tags)
+
+
+def resolve(settings: Settings, mode: str, executable: str | None = None) -> Plan:
+    """Raises UserError (one line for the user) for any flag that cannot work in this mode.
+    `executable`: the file the launcher started (None when unbundled), which names the model."""
     if mode == "cli" and settings.system_prompt is not None:
         raise UsageError(messages.SYSTEM_PROMPT_IN_CLI)
     if settings.chat_template:
@@ -62,7 +93,7 @@ def resolve(settings: Settings, mode: str) -> Plan:
     return Plan(settings=settings, mode=mode,
                 engine=engine_config(settings, settings.parallel if mode in SERVING_MODES else 1, mode),
                 sampling=sampling, server_sampling=server_sampling(settings, grammar),
-                system_prompt=chat_system_prompt(settings))
+                system_prompt=chat_system_prompt(settings), names=model_names(settings, executable))
 
 
 def chat_system_prompt(settings: Settings) -> str | None:
@@ -82,6 +113,7 @@ def engine_config(settings: Settings, n_seq_max: int = 1, mode: str = "cli") -> 
         n_threads=settings.thread_count(),
         n_gpu_layers=settings.n_gpu_layers,
         use_mmap=not settings.no_mmap,
+        repack=not settings.no_repack,
         use_mlock=settings.mlock,
         n_seq_max=n_seq_max,
         embeddings=settings.embedding or settings.reranking,  # llama-server: --reranking turns embeddings on

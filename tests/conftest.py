@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
-from support.commands import TEST_CACHE, build_bundle
+from support.commands import REPO, TEST_CACHE, build_bundle
 from support.tiny_model import write_tiny_gguf
 
 
@@ -19,6 +20,21 @@ def isolated_user_state(tmp_path_factory: pytest.TempPathFactory):
     yield
     os.environ.clear()
     os.environ.update(saved)
+
+
+def _tree_status() -> str:
+    return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=REPO,
+                          capture_output=True, text=True, check=True).stdout
+
+
+@pytest.fixture(autouse=True, scope="session")
+def checkout_left_as_found():
+    """Tests write only to temporary folders: the checkout's `git status` is the same after the suite as
+    before it (a failure here is an error at the teardown of the last test)."""
+    before = _tree_status()
+    yield
+    after = _tree_status()
+    assert after == before, f"the tests changed the checkout:\n--- before\n{before}--- after\n{after}"
 
 
 @pytest.fixture(scope="session")

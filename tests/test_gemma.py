@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,17 @@ def test_gemma_completes_deterministically(gemma_bundle: Path) -> None:
     completion = first.stdout.removeprefix("The capital of France is")
     assert len(completion.split()) >= 5, completion  # words, not noise
     assert "France" in completion or "Paris" in completion, completion
+
+
+def test_no_repack_keeps_the_weights_as_stored(gemma_bundle: Path) -> None:
+    # -nr: no buffer of weights repacked for this CPU's kernels (CPU_REPACK, or AMX on the CPUs that have
+    # it), which llama.cpp uses for Q4_K on every variant from AVX2 up.
+    args = [str(gemma_bundle), "--cli", "-p", "The", "-n", "2", "--temp", "0", "-c", "512", "--verbose"]
+    plain, kept = run(args), run([*args, "-nr"])
+    assert plain.returncode == 0 and kept.returncode == 0, plain.stderr[-2000:] + kept.stderr[-2000:]
+    repacked = re.compile(r"(CPU_REPACK|AMX) model buffer size")
+    variant = re.search(r"loaded CPU backend from \S*libggml-cpu-(\w+)\.so", plain.stderr)
+    assert variant, plain.stderr[-3000:]
+    if variant.group(1) not in ("x64", "sse42", "sandybridge", "ivybridge", "piledriver"):  # AVX2 and up
+        assert repacked.search(plain.stderr), plain.stderr[-3000:]
+    assert not repacked.search(kept.stderr) and "CPU_Mapped model buffer size" in kept.stderr

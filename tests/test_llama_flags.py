@@ -521,3 +521,45 @@ def test_alias_and_verbose_prompt_in_the_server(tiny_bundle: Path, tmp_path: Pat
     assert counts == [reply.usage.prompt_tokens, completion.usage.prompt_tokens]
     # The tokens detokenized, special ones included: what the model receives.
     assert re.search(r'prompt \(\d+ tokens\): "<s><start_of_turn> ?user\\nhi there<end_of_turn>', log), log
+
+
+# -- --chat-template-file and -nr/--no-repack --------------------------------------------------------
+
+TEMPLATE = "{% for m in messages %}<<{{ m.role }}:{{ m.content }}>>{% endfor %}{% if add_generation_prompt %}<<bot>>{% endif %}"
+
+
+def test_chat_template_file_is_read_once_at_start(tmp_path: Path) -> None:
+    (tmp_path / "t.jinja").write_text(TEMPLATE)
+    assert settings("--chat-template-file", str(tmp_path / "t.jinja")).chat_template == TEMPLATE
+    assert refusal("--chat-template", "chatml", "--chat-template-file", str(tmp_path / "t.jinja")) == \
+        messages.CHAT_TEMPLATE_TWICE
+
+
+def test_no_repack_and_repack_are_llama_cpp_switches() -> None:
+    assert settings().no_repack is False
+    assert settings("-nr").no_repack is True and settings("--no-repack").no_repack is True
+    assert settings("-nr", "--repack").no_repack is False
+
+
+@pytest.mark.slow
+def test_chat_template_file_renders_the_chat(tiny_bundle: Path, tmp_path: Path) -> None:
+    template = tmp_path / "template.jinja"
+    template.write_text(TEMPLATE)
+    result = complete(tiny_bundle, "--chat", "-n", "2", "-t", "1", "--verbose-prompt", "--chat-template-file",
+                      str(template), input="hi\n", timeout=60)
+    assert result.returncode == 0, result.stderr
+    found = re.search(r"prompt \(\d+ tokens\): (.*)$", result.stderr, re.MULTILINE)
+    assert found and json.loads(found.group(1)).endswith("<<user:hi>><<bot>>"), result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("content, reason", [(None, "No such file or directory"), (b"\xff\xfe", "not UTF-8 text"),
+                                             (b" \n", "the file is empty")])
+def test_an_unreadable_chat_template_file_is_one_line(tiny_bundle: Path, tmp_path: Path, content: bytes | None,
+                                                      reason: str) -> None:
+    path = tmp_path / "template.jinja"
+    if content is not None:
+        path.write_bytes(content)
+    result = complete(tiny_bundle, "--cli", "-p", "hi", "--chat-template-file", str(path))
+    assert result.returncode == 1
+    assert one_error_line(result) == error_line(messages.CHAT_TEMPLATE_FILE_UNREADABLE.format(path=path, reason=reason))

@@ -1,10 +1,10 @@
 """How -c is divided among the -np sequences, as llama-server divides it.
 
-llama-server gives each of its -np slots -c/-np tokens, capped at the model's training context
-(`n_ctx_slot` in tools/server/server-context.cpp), and with -c 0 sizes the cache so that every slot
-gets the training context (`common_fit_params`: n_ctx_train times the number of sequences). Plain
-llama.cpp would cap the *total* at the training context instead, which leaves each of 2 sequences half
-of a model's 8192 when -c 16384 asked for two full ones.
+llama-server gives each of its -np slots -c/-np tokens (`n_ctx_slot` in tools/server/server-context.cpp),
+and with -c 0 sizes the cache so that every slot gets the training context (`common_fit_params`: n_ctx_train
+times the number of sequences). A share beyond the model's training context is honoured, with llama.cpp's
+warning ("possible training context overflow"), as llama-cli and llama-completion honour it: long-context
+use with RoPE scaling (YaRN) needs it, and the user who typed -c asked for it.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ class ContextSize:
         """The tokens each sequence may hold, before llama.cpp rounds it up to its cache's padding."""
         if self.requested == 0:
             return self.n_ctx_train or 4096  # llama.cpp refuses a context of 0; a GGUF without one is rare
-        share = max(1, self.requested // max(1, self.n_seq))
-        return min(share, self.n_ctx_train) if self.n_ctx_train > 0 else share
+        return max(1, self.requested // max(1, self.n_seq))
 
-    def capped(self) -> bool:
-        return self.requested != 0 and 0 < self.n_ctx_train < self.requested // max(1, self.n_seq)
+    def beyond_training(self) -> bool:
+        """Each sequence holds more than the model was trained for: honoured, with a warning."""
+        return 0 < self.n_ctx_train < self.per_sequence()
 
     def origin(self, actual: int | None = None) -> str:
         """Where the per-sequence size came from, in the flags a user would change. `actual`: the size
@@ -35,16 +35,16 @@ class ContextSize:
             text = "-c 0: the model's training context" + (f" for each of -np {self.n_seq}" if self.n_seq > 1 else "")
         else:
             text = f"-c {self.requested}" + (f" divided among -np {self.n_seq}" if self.n_seq > 1 else "")
-            if self.capped():
-                text += f", capped at the model's training context of {self.n_ctx_train}"
+            if self.beyond_training():
+                text += f", beyond the model's training context of {self.n_ctx_train}"
         if actual is not None and actual > self.per_sequence():
             text += ", rounded up by llama.cpp"
         return text
 
     def remedy(self) -> str:
         """What a user can do about a prompt that does not fit."""
-        if self.requested == 0 or self.capped():
-            return "shorten the prompt (a larger -c would exceed what the model was trained for)"
+        if self.requested == 0:
+            return "shorten the prompt or raise -c"
         return "shorten the prompt, raise -c or lower -np" if self.n_seq > 1 else "shorten the prompt or raise -c"
 
 

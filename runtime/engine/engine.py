@@ -87,10 +87,11 @@ class Engine(TokenMethods, EmbeddingMethods):
         if config.embeddings:
             # Embeddings are switched on only while embed() runs, so generation keeps its logits.
             llama.llama_set_embeddings(self.context, False)
-        # What one request may use: llama.cpp's per-sequence size (it pads it to 256), capped at the
-        # training context as llama-server caps its slots.
-        n_ctx_seq = llama.llama_n_ctx_seq(self.context)
-        self.n_ctx = min(n_ctx_seq, self.n_ctx_train) if self.n_ctx_train > 0 else n_ctx_seq
+        # What one request may use: llama.cpp's per-sequence size (it pads it to 256). Beyond the training
+        # context it is honoured, with llama.cpp's warning (runtime/engine/context_size.py says why).
+        self.n_ctx = llama.llama_n_ctx_seq(self.context)
+        if self.context_size.beyond_training():
+            log.warning(messages.CONTEXT_BEYOND_TRAINING.format(n_ctx=self.n_ctx, n_ctx_train=self.n_ctx_train))
         self._batch = llama.llama_batch_init(config.n_batch, 0, 1)
         # Sequence ids 0..n_seq_max-1 serve generation; one more is kept for embeddings.
         self._embedding_seq = config.n_seq_max
@@ -108,6 +109,7 @@ class Engine(TokenMethods, EmbeddingMethods):
     def _load_model(self, source: ModelSource, config: EngineConfig, progress):
         params = llama.llama_model_default_params()
         params.n_gpu_layers = config.n_gpu_layers
+        params.use_extra_bufts = config.repack
         if config.devices is not None:
             self._device_arrays.append(devices.offload_list(config.devices))
             params.devices = ctypes.cast(self._device_arrays[-1], ctypes.c_void_p)
@@ -138,8 +140,8 @@ class Engine(TokenMethods, EmbeddingMethods):
 
     def _create_context(self, config: EngineConfig):
         params = llama.llama_context_default_params()
-        # -c divided among the sequences, each capped at the training context (llama-server's rule,
-        # runtime/engine/context_size.py); the embeddings' extra sequence gets a share of the same size.
+        # -c divided among the sequences (llama-server's rule, runtime/engine/context_size.py); the
+        # embeddings' extra sequence gets a share of the same size.
         self.context_size = ContextSize(config.n_ctx, config.n_seq_max, self.n_ctx_train)
         params.n_ctx = self.context_size.per_sequence() * (config.n_seq_max + (1 if config.embeddings else 0))
         params.n_batch = config.n_batch

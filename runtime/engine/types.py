@@ -21,6 +21,7 @@ class EngineConfig:
     n_threads: int = 1
     n_gpu_layers: int = 0
     use_mmap: bool = True
+    repack: bool = True  # llama.cpp's extra buffer types: weights repacked for this CPU (-nr turns it off)
     use_mlock: bool = False
     n_seq_max: int = 1  # requests decoded together (the server's -np)
     embeddings: bool = False

@@ -10,11 +10,12 @@ import dataclasses
 import json
 import math
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import messages
 from ..engine.types import KV_CACHE_TYPES, QUANTIZED_CACHE_TYPES
-from ..errors import UsageError
+from ..errors import UsageError, UserError
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -114,6 +115,10 @@ def resolve(settings: Settings) -> Settings:
             changes["prompt"] = process_escapes(settings.prompt)
         if settings.reverse_prompt:
             changes["reverse_prompt"] = tuple(process_escapes(r) for r in settings.reverse_prompt)
+    if settings.chat_template_file is not None:
+        if settings.chat_template is not None:
+            raise UsageError(messages.CHAT_TEMPLATE_TWICE)
+        changes["chat_template"] = read_template_file(settings.chat_template_file)
     if settings.json_schema is not None:
         if settings.grammar is not None or settings.grammar_file is not None:
             raise UsageError(messages.GRAMMAR_AND_SCHEMA)
@@ -138,6 +143,19 @@ def resolve(settings: Settings) -> Settings:
     if settings.rpc_server and settings.port == 0:
         raise UsageError(messages.RPC_WORKER_PORT_ZERO)
     return dataclasses.replace(settings, **changes) if changes else settings
+
+
+def read_template_file(path: str) -> str:
+    """--chat-template-file's text: the template a user wrote, so every way of failing to read it is one line."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(messages.CHAT_TEMPLATE_FILE_UNREADABLE.format(path=path, reason=exc.strerror)) from None
+    except UnicodeDecodeError:
+        raise UserError(messages.CHAT_TEMPLATE_FILE_UNREADABLE.format(path=path, reason="not UTF-8 text")) from None
+    if not text.strip():
+        raise UserError(messages.CHAT_TEMPLATE_FILE_UNREADABLE.format(path=path, reason="the file is empty"))
+    return text
 
 
 def verbose_prompt_line(text: str, n_tokens: int) -> str:

@@ -10,9 +10,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 LLMPACK = str(VENV_BIN / "llmpack")
-# The frozen runtime is cached by content hash, so sharing it between test runs is safe and saves
-# a minute per run; everything else a test writes goes to its tmp_path.
-TEST_CACHE = REPO / ".cache" / "test-llmpack"
+# The frozen runtime is cached by content hash, so sharing it between test runs (and clones) is safe and
+# saves a minute per run. It lives in the user's cache, outside the checkout, whose tree the tests leave as
+# they found it (conftest.py checks); everything else a test writes goes to its tmp_path.
+TEST_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llmpack" / "tests"
 
 
 def run(command: list[str], *, input: bytes | str | None = None, timeout: float = 180,
