@@ -170,7 +170,8 @@ def _main(argv: list[str], edge: _Edge) -> int:
     # llama.cpp is chatty: its errors only, unless --verbose asks for everything (from here: --rpc
     # loads the backends and connects to its workers while the plan is resolved).
     route_native_logs(2 if settings.verbose else 4)
-    plan = resolve(settings, mode)  # every flag checked (a refused --grammar exits 2) before weights load
+    # Every flag checked (a refused --grammar exits 2) before the weights load; the executable names the model.
+    plan = resolve(settings, mode, payload.executable if payload is not None else None)
     edge.one_shot = mode == "cli"
     return MODES[mode](plan, payload)
 

@@ -143,7 +143,7 @@ def test_a_base_url_without_v1_works(server: ServerProcess) -> None:
     client = openai.OpenAI(base_url=server.url, api_key="-", max_retries=0, timeout=60,
                            _strict_response_validation=True)
     assert server.url.endswith("/") and not server.url.endswith("/v1/")
-    assert [m.id for m in client.models.list().data] == ["tiny-test-model"]
+    assert [m.id for m in client.models.list().data] == ["tiny"]  # tiny.llmpack
     answer = client.chat.completions.create(model="m", messages=USER, max_tokens=2, temperature=0)
     assert answer.object == "chat.completion" and answer.usage.completion_tokens <= 2
     assert 'route="other"' not in httpx.get(server.url + "metrics").text  # counted as chat and models

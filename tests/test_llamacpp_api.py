@@ -240,6 +240,8 @@ def test_props_and_slots(server: ServerProcess, fim_bundle: Path) -> None:
     assert props["modalities"] == {"vision": False, "audio": False}
     assert props["build_info"].startswith("llmpack ")
     assert props["model_path"] == str(fim_bundle)  # the weights are inside the executable
+    # The name clients send is the executable's (fim.llmpack); the GGUF's own name stays here.
+    assert (props["model_alias"], props["general_name"]) == ("fim", "tiny-test-model")
     assert props["default_generation_settings"]["params"]["temperature"] == 0.8  # the server's default
     slots = httpx.get(server.url + "slots", timeout=10).json()
     assert [(s["id"], s["n_ctx"], s["is_processing"]) for s in slots] == [(0, n_ctx, False), (1, n_ctx, False)]
@@ -287,7 +289,7 @@ def test_rerank_on_a_reranker_model(tmp_path_factory: pytest.TempPathFactory) ->
         {i: a["results"][0]["relevance_score"] for i, a in enumerate(alone)})
     assert top["results"] == result["results"][:2]
     assert result["usage"]["prompt_tokens"] == sum(a["usage"]["prompt_tokens"] for a in alone) > 0
-    assert result["object"] == "list" and result["model"] == "tiny-reranker"
+    assert result["object"] == "list" and result["model"] == "reranker"  # reranker.llmpack
 
 
 def test_reranking_needs_a_reranker_model(fim_bundle: Path) -> None:
@@ -336,7 +338,9 @@ def test_slots_report_the_sequences_generating_now() -> None:
     engine.config = dataclasses.replace(engine.config, n_seq_max=2)
     client = make_client(engine)
     engine.sequences_in_use = frozenset({1})
-    assert [s["is_processing"] for s in client.get("/slots").json()] == [False, True]
+    slots = client.get("/slots").json()
+    assert [s["is_processing"] for s in slots] == [False, True]
+    assert ["params" in s for s in slots] == [False, True]  # as llama-server: params once a slot has a task
     assert client.get("/slots?fail_on_no_slot=1").status_code == 200
     engine.sequences_in_use = frozenset({0, 1})
     llama_error(client.get("/slots?fail_on_no_slot=1"), 503)
@@ -350,3 +354,82 @@ def test_a_stream_that_fails_midway_ends_with_an_error_event() -> None:
               client.post("/completion", json={"prompt": "hi", "stream": True}).text.splitlines() if line]
     assert "".join(e.get("content", "") for e in events[:-1]) == "hel"
     assert events[-1]["error"]["code"] == 500 and "llama_decode" in events[-1]["error"]["message"]
+
+
+def test_chat_extensions_json_schema_verbose_and_input_tokens(server: ServerProcess) -> None:
+    """llama-server's chat extensions: a top-level `json_schema` constrains the answer as response_format
+    does, `verbose` adds `__verbose` with the rendered prompt, and /chat/completions/input_tokens counts
+    the prompt without generating."""
+    messages = [{"role": "user", "content": "hello there"}]
+    constrained = post(server, "v1/chat/completions", {"messages": messages, "max_tokens": 8, "temperature": 0,
+                                                        "json_schema": {"const": "42"}})
+    assert constrained["choices"][0]["message"]["content"] == '"42"'
+    both = httpx.post(server.url + "v1/chat/completions", timeout=60, json={
+        "messages": messages, "json_schema": {"const": 1}, "grammar": 'root ::= "a"'})
+    assert both.status_code == 400 and both.json()["error"]["param"] == "json_schema"
+    verbose = post(server, "v1/chat/completions", {"messages": messages, "max_tokens": 1, "verbose": True})
+    assert verbose["__verbose"]["prompt"] == "<s><start_of_turn>user\nhello there<end_of_turn>\n<start_of_turn>model\n"
+    quiet = post(server, "v1/chat/completions", {"messages": messages, "max_tokens": 1})
+    assert "__verbose" not in quiet
+    counted = post(server, "chat/completions/input_tokens", {"messages": messages})
+    assert counted == {"input_tokens": verbose["usage"]["prompt_tokens"]}
+    assert post(server, "v1/chat/completions/input_tokens", {"messages": messages}) == counted
+    refused = httpx.post(server.url + "chat/completions/input_tokens", json={"messages": []}, timeout=10)
+    assert refused.status_code == 400
+
+
+def _ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def test_no_ui_no_slots_and_several_hosts(tiny_bundle: Path, tmp_path: Path) -> None:
+    """llama-server's switches: --no-ui serves the API without the page (404 at /), --no-slots turns
+    /slots off with llama-server's 501, and --host takes several addresses (each listens, on one port)."""
+    hosts = "127.0.0.1,::1" if _ipv6_loopback() else "127.0.0.1"
+    with running_server(tiny_bundle, "--no-ui", "--no-slots", "--host", hosts, log_path=tmp_path / "server.log") as bare:
+        page = httpx.get(bare.url, timeout=10)
+        assert page.status_code == 404 and page.json()["error"]["message"] == messages.SERVER_NO_UI
+        error = llama_error(httpx.get(bare.url + "slots", timeout=10), 501)
+        assert error["message"] == messages.LLAMA_SLOTS_OFF
+        assert httpx.get(bare.url + "health", timeout=10).status_code == 200
+        if "::1" in hosts:
+            port = bare.url.rstrip("/").rsplit(":", 1)[1]
+            assert httpx.get(f"http://[::1]:{port}/health", timeout=10).status_code == 200
+            assert httpx.post(f"http://[::1]:{port}/tokenize", json={"content": "hi"}, timeout=10).status_code == 200
+
+
+def test_vertex_ai_prediction_mode(tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """AIP_MODE=PREDICTION (Vertex AI's custom containers, as llama-server serves them): AIP_HTTP_PORT
+    overrides --port, AIP_HEALTH_ROUTE answers as /health, and POST /predict runs each instance through
+    the route its @requestFormat names (camelCase, or the path), with the API key checked as usual."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("AIP_MODE", "PREDICTION")
+    monkeypatch.setenv("AIP_HTTP_PORT", str(port))
+    monkeypatch.setenv("AIP_HEALTH_ROUTE", "/vertex-health")
+    with running_server(tiny_bundle, "--api-key", "k", log_path=tmp_path / "server.log") as vertex:
+        assert vertex.url == f"http://127.0.0.1:{port}/"
+        assert httpx.get(vertex.url + "vertex-health", timeout=10).status_code == 200
+        chat = {"@requestFormat": "chatCompletions", "max_tokens": 2, "stream": True,
+                "messages": [{"role": "user", "content": "hi"}]}
+        tokens = {"@requestFormat": "/tokenize", "content": "hello"}
+        answer = httpx.post(vertex.url + "predict", headers={"Authorization": "Bearer k"}, timeout=60,
+                            json={"instances": [chat, tokens, {"@requestFormat": "nowhere"}, 3]})
+        assert answer.status_code == 200, answer.text
+        first, second, unknown, not_object = answer.json()["predictions"]
+        assert first["object"] == "chat.completion" and first["choices"][0]["message"]["role"] == "assistant"
+        assert second["tokens"] and "error" in unknown and "error" in not_object
+        refused = httpx.post(vertex.url + "predict", json={"instances": [tokens]}, timeout=10)
+        assert refused.status_code == 401  # the key guards /predict as every API route
+        assert httpx.post(vertex.url + "predict", headers={"Authorization": "Bearer k"}, json={"x": 1},
+                          timeout=10).status_code == 400

@@ -22,7 +22,7 @@ from test_server_shutdown_stream import EndlessEngine
 
 pytestmark = pytest.mark.slow
 
-MODEL = "tiny-test-model"
+MODEL = "long"  # -m long.gguf: the weights' file name, as llama-server names a model
 N_CTX = 4096
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "hello there"}]
 GREEDY = {"temperature": 0, "num_predict": 8}
@@ -51,6 +51,16 @@ def _status(call) -> tuple[int, str]:
     with pytest.raises(ollama.ResponseError) as raised:
         call()
     return raised.value.status_code, raised.value.error
+
+
+def test_an_alias_is_listed_and_answers(tiny_bundle: Path, tmp_path: Path) -> None:
+    """-a renames the model for Ollama's clients too: NAME:latest, and every alias is a name it answers to."""
+    with running_server(tiny_bundle, "-a", "my-model,other", log_path=tmp_path / "server.log") as aliased:
+        client = ollama.Client(host=aliased.url, timeout=60)
+        assert [m.model for m in client.list().models] == ["my-model:latest"]
+        assert client.chat(model="other:latest", messages=MESSAGES, options={"num_predict": 1}).done
+        status, _error = _status(lambda: client.chat(model="long", messages=MESSAGES))
+        assert status == 404
 
 
 def test_list_show_ps_version(server: ServerProcess, client: ollama.Client) -> None:

@@ -62,7 +62,7 @@ def check_usage(response) -> None:
 def test_plain_text_input(client: openai.OpenAI) -> None:
     response = client.responses.create(model="tiny", input="hello there", max_output_tokens=6, temperature=0)
     assert response.object == "response" and response.id.startswith("resp_")
-    assert response.model == "tiny-test-model"
+    assert response.model == "tiny"  # tiny.llmpack's name
     [message] = response.output
     assert message.type == "message" and message.role == "assistant"
     assert message.content[0].type == "output_text" and response.output_text == message.content[0].text

@@ -34,10 +34,35 @@ def client(server: ServerProcess) -> openai.OpenAI:
                          _strict_response_validation=True, timeout=60)
 
 
-def test_models(client: openai.OpenAI) -> None:
+def test_models(client: openai.OpenAI, server: ServerProcess) -> None:
+    """The model is named by its file, as llama-server and llamafile name it: the executable's name without
+    its extension (tiny.llmpack), not the GGUF's general.name, which stays in /props."""
     models = client.models.list()
-    assert [m.id for m in models.data] == ["tiny-test-model"]
-    assert client.models.retrieve("tiny-test-model").id == "tiny-test-model"
+    assert [m.id for m in models.data] == ["tiny"]
+    assert models.data[0].model_extra["aliases"] == ["tiny"] and models.data[0].model_extra["tags"] == []
+    assert client.models.retrieve("tiny").id == "tiny"
+    answer = client.chat.completions.create(model="any", messages=MESSAGES, max_tokens=1)
+    assert answer.model == "tiny"
+    assert httpx.get(server.url + "props", timeout=10).json()["general_name"] == "tiny-test-model"
+
+
+def test_alias_names_the_model(tiny_bundle: Path, tmp_path: Path) -> None:
+    """-a takes llama-server's comma-separated aliases (the first in sorted order is the id, as its
+    std::set makes it) and --tags its tags; every alias is a name the model answers to."""
+    with running_server(tiny_bundle, "-a", "tinyllama-2, fim,code", "--tags", "chat,small",
+                        log_path=tmp_path / "server.log") as aliased:
+        client = openai.OpenAI(base_url=aliased.base_url, api_key="-", max_retries=0,
+                               _strict_response_validation=True, timeout=60)
+        [model] = client.models.list().data
+        assert model.id == "code"
+        assert model.model_extra["aliases"] == ["code", "fim", "tinyllama-2"]
+        assert model.model_extra["tags"] == ["chat", "small"]
+        assert client.models.retrieve("fim").id == "fim"
+        with pytest.raises(openai.NotFoundError):
+            client.models.retrieve("tiny")
+        assert client.chat.completions.create(model="x", messages=MESSAGES, max_tokens=1).model == "code"
+        props = httpx.get(aliased.url + "props", timeout=10).json()
+        assert (props["model_alias"], props["general_name"]) == ("code", "tiny-test-model")
 
 
 def test_chat_completion_with_a_system_prompt_gemma_rejects(client: openai.OpenAI) -> None:

@@ -69,3 +69,27 @@ def test_default_arguments_merge_like_llamafile(defaults, user, merged) -> None:
 
 def test_user_arguments_override_defaults() -> None:
     assert parse_args(merge_arguments(["--temp", "0.7"], ["--temp", "0.1"])).settings.temp == 0.1
+
+
+def test_the_model_is_named_by_its_file_or_its_aliases() -> None:
+    """plan.model_names: -a's aliases (llama-server's: comma-separated, the first in sorted order is the
+    id), else -m's file name, else the executable's, without the extension; --tags listed beside."""
+    from llmpack.runtime.plan import model_names
+
+    def names(argv: list[str], executable: str | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        found = model_names(parse_args(argv).settings, executable)
+        return found.aliases, found.tags
+
+    assert names([], "/opt/bin/smollm2-135m-instruct.llmpack") == (("smollm2-135m-instruct",), ())
+    assert names([], "/opt/bin/gemma") == (("gemma",), ())  # no extension: the whole name
+    assert names(["-m", "/w/model.Q4_K_M.gguf"], "/opt/x.llmpack") == (("model.Q4_K_M",), ())  # -m's weights
+    assert names(["-a", "tinyllama-2, fim,code,", "--tags", "chat,fim"], "/opt/x.llmpack") == (
+        ("code", "fim", "tinyllama-2"), ("chat", "fim"))
+    assert model_names(parse_args(["-a", "b,a"]).settings).id("GGUF name") == "a"
+    assert model_names(parse_args([]).settings).id("GGUF name") == "GGUF name"  # nothing else to go by
+
+
+def test_llama_server_switches() -> None:
+    assert (parse_args([]).settings.slots, parse_args([]).settings.no_ui) == (True, False)
+    assert parse_args(["--no-slots", "--no-ui"]).settings.slots is False
+    assert parse_args(["--no-ui"]).settings.no_ui is True

@@ -73,10 +73,10 @@ def chat(plan: Plan, engine: Engine, formatter: ChatFormatter, server_url: str |
                           verbose_prompt=settings.verbose_prompt)
     if sys.stdin.isatty():
         console = Console()
-        show_banner(console, banner_lines(settings, engine, server_url, formatter))
+        show_banner(console, banner_lines(settings, engine, server_url, formatter, plan.names.id(engine.model_name)))
         return Repl(session, console, terminal_fd=sys.stdin.fileno()).run(make_prompt_session())
     # No terminal: stdout carries only the replies; the banner is a log line on stderr.
-    for line in banner_lines(settings, engine, server_url, formatter):
+    for line in banner_lines(settings, engine, server_url, formatter, plan.names.id(engine.model_name)):
         log.info("%s", line)
     # Command answers and notices go to stderr too, so that stdout is the replies and nothing else.
     return Repl(session, Console(sys.stdout, color=False, notes=sys.stderr)).run_lines(sys.stdin)
@@ -94,10 +94,11 @@ def describe_compute(settings: Settings, engine: Engine) -> str:
 
 
 def banner_lines(settings: Settings, engine: Engine, server_url: str | None,
-                 formatter: ChatFormatter | None = None) -> list[str]:
+                 formatter: ChatFormatter | None = None, name: str | None = None) -> list[str]:
+    """`name`: the model's name (plan.model_names: the file's, or -a's), else the GGUF's."""
     lines = [
         f"software: llmpack {__version__}",
-        f"model:    {engine.model_name}",
+        f"model:    {name or engine.model_name}",
         *([f"template: {formatter.description}"] if formatter is not None else []),
         f"context:  {describe_context(engine.n_ctx, getattr(engine, 'context_size', None))}",
         f"compute:  {describe_compute(settings, engine)}",

@@ -21,6 +21,7 @@ from . import (
     routes_ollama,
     routes_openai,
     routes_responses,
+    routes_vertex,
 )
 from .cors import add_cors
 from .errors import error_body, install_error_handlers, shaped_for_path
@@ -51,20 +52,20 @@ def create_app(settings: Settings, holder: EngineHolder, base_sampling: Sampling
     app.state.active_generations = set()
     app.state.response_store = ResponseStore()  # for previous_response_id (Responses API)
     install_error_handlers(app)
-    app.include_router(routes_openai.router)
-    app.include_router(routes_responses.router)
-    app.include_router(routes_misc.router)
-    app.include_router(routes_ollama.router)
-    app.include_router(routes_anthropic.router)
-    app.include_router(routes_llamacpp.router)
+    routers = [module.router for module in (routes_openai, routes_responses, routes_misc, routes_ollama,
+                                            routes_anthropic, routes_llamacpp)]
+    for router in routers:
+        app.include_router(router)
+    routes_vertex.install(app, routers)  # AIP_MODE=PREDICTION: Vertex AI's /predict over the routes above
     app.add_middleware(JsonOnly)  # inside BodyLimit: the body is already read when it answers 415
     app.add_middleware(BodyLimit, limit=max_body_bytes)
+    health = routes_vertex.health_paths()  # /health, and Vertex AI's name for it: open as /health is
     if settings.api_key:
-        app.add_middleware(ApiKey, key=settings.api_key)
+        app.add_middleware(ApiKey, key=settings.api_key, open_paths=OPEN_PATHS + health)
     # Inside the host check (a rebinding page gets no CORS answer), outside the key: a preflight carries
     # no key, and a 401 must reach the page's script readable.
     add_cors(app, settings.cors_origins)
-    app.add_middleware(HostCheck, policy=HostPolicy.from_settings(settings))  # before the key is looked at
+    app.add_middleware(HostCheck, policy=HostPolicy.from_settings(settings), any_host_paths=ANY_HOST_PATHS + health)  # before the key is looked at
     app.add_middleware(CountRequests)  # outermost: refused requests count too
     return app
 
@@ -222,12 +223,13 @@ class JsonOnly:
 class HostCheck:
     """403 for a Host header that names none of this server's names: see host_check.py (DNS rebinding)."""
 
-    def __init__(self, app: ASGIApp, policy: HostPolicy) -> None:
+    def __init__(self, app: ASGIApp, policy: HostPolicy, any_host_paths: tuple[str, ...] = ANY_HOST_PATHS) -> None:
         self.app = app
         self.policy = policy
+        self.any_host_paths = any_host_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in ANY_HOST_PATHS:
+        if scope["type"] == "http" and scope["path"] not in self.any_host_paths:
             header = dict(scope.get("headers") or []).get(b"host")
             host = header.decode("latin-1") if header is not None else None
             if not self.policy.allows(host):
@@ -243,13 +245,14 @@ class ApiKey:
     """401 unless `Authorization: Bearer KEY` or `x-api-key: KEY` (Anthropic's clients send that one)
     carries the key (compared in constant time)."""
 
-    def __init__(self, app: ASGIApp, key: str) -> None:
+    def __init__(self, app: ASGIApp, key: str, open_paths: tuple[str, ...] = OPEN_PATHS) -> None:
         self.app = app
+        self.open_paths = open_paths
         self.expected = f"Bearer {key}".encode()
         self.expected_x = key.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS and scope.get("method") != "OPTIONS":
+        if scope["type"] == "http" and scope["path"] not in self.open_paths and scope.get("method") != "OPTIONS":
             headers = dict(scope.get("headers") or [])
             given, given_x = headers.get(b"authorization", b""), headers.get(b"x-api-key", b"")
             # Both compared, whichever is sent, so the time taken says nothing about which matched.

@@ -143,6 +143,7 @@ class ChatRun:
         self.prompt_tokens = len(generation_requests[0].prompt_tokens)
         self.cached_tokens = 0
         self.want_logprobs = generation_requests[0].logprobs is not None
+        self.prompt_text = ""  # the rendered prompt, for llama-server's `__verbose`
         self._tools = tools  # the family whose calls to read from the output; None: text only
         self._generations = [Generation(engine, g, state.metrics, state.active_generations)
                              for g in generation_requests]
@@ -260,17 +261,8 @@ async def prepare_chat(request: Request, body: ChatCompletionRequest) -> ChatRun
         raise ApiError(400, f"n={n} is more than the {engine.config.n_seq_max} sequences this server decodes "
                        "at once (its -np)", param="n")
 
-    def prepare() -> tuple[GenerationRequest, Family | None]:
-        try:
-            tools = parse_tools(body.tools)
-            choice = tool_choice(tools, body.tool_choice, body.parallel_tool_calls)
-            family = detect(holder.formatter.template)
-            messages, template_tools = template_messages(tr.chat_messages(body), family, choice, tools)
-            tool_grammar = family.grammar(choice) if choice.mode != "none" else None
-        except ToolRequestError as exc:
-            raise ApiError(400, str(exc), param=exc.param) from None
-        text = tr.chat_prompt_text(holder.formatter, body, messages, template_tools)
-        tokens = engine.tokenize(text, *tokenize_prompt_text(text, engine.bos_token))
+    def prepare() -> tuple[GenerationRequest, Family | None, str]:
+        text, tokens, family, tool_grammar = render_chat(engine, holder, body)
         engine.check_fits(len(tokens))
         tr.check_logit_bias(engine, body)
         log_prompt(state.settings, engine, tokens)
@@ -281,8 +273,8 @@ async def prepare_chat(request: Request, body: ChatCompletionRequest) -> ChatRun
             # before the stream starts.
             engine.check_grammar(generation_request.sampling.grammar)
         if tool_grammar is None:
-            return generation_request, None
-        if body.grammar or (body.response_format and body.response_format.type != "text"):
+            return generation_request, None, text
+        if body.grammar or body.json_schema is not None or (body.response_format and body.response_format.type != "text"):
             raise ApiError(400, "response_format and grammar cannot be combined with tools: the tool calls "
                            "have their own grammar", param="response_format" if body.response_format else "grammar")
         engine.check_grammar(tool_grammar.grammar)
@@ -290,13 +282,37 @@ async def prepare_chat(request: Request, body: ChatCompletionRequest) -> ChatRun
         # aborts when generation goes on past it).
         sampling = dataclasses.replace(generation_request.sampling, grammar=tool_grammar.grammar,
                                        grammar_triggers=tool_grammar.triggers, ignore_eos=False)
-        return dataclasses.replace(generation_request, sampling=sampling), family
+        return dataclasses.replace(generation_request, sampling=sampling), family, text
 
-    generation_request, family = await run_in_threadpool(prepare)
+    generation_request, family, prompt_text = await run_in_threadpool(prepare)
     requests = [generation_request]
     for i in range(1, n):
         # A fixed seed gives each choice its own, else the n choices would be one answer n times.
         seed = generation_request.sampling.seed
         requests.append(dataclasses.replace(generation_request, sampling=dataclasses.replace(
             generation_request.sampling, seed=seed + i if seed >= 0 else seed)))
-    return ChatRun(request, engine, holder.model_name, requests, family)
+    run = ChatRun(request, engine, holder.model_name, requests, family)
+    run.prompt_text = prompt_text
+    return run
+
+
+def render_chat(engine: ServingEngine, holder: EngineHolder, body: ChatCompletionRequest) -> tuple[str, list[int], Family, Any]:
+    """The request's prompt as the model's template renders it (tools included), its tokens, the tool
+    family whose calls the output is read for, and the grammar of the calls (None: no tools). Blocking."""
+    try:
+        tools = parse_tools(body.tools)
+        choice = tool_choice(tools, body.tool_choice, body.parallel_tool_calls)
+        family = detect(holder.formatter.template)
+        messages, template_tools = template_messages(tr.chat_messages(body), family, choice, tools)
+        tool_grammar = family.grammar(choice) if choice.mode != "none" else None
+    except ToolRequestError as exc:
+        raise ApiError(400, str(exc), param=exc.param) from None
+    text = tr.chat_prompt_text(holder.formatter, body, messages, template_tools)
+    return text, engine.tokenize(text, *tokenize_prompt_text(text, engine.bos_token)), family, tool_grammar
+
+
+async def count_chat_tokens(request: Request, body: ChatCompletionRequest) -> int:
+    """The prompt tokens a chat request would have (llama-server's /chat/completions/input_tokens)."""
+    engine, holder = ready_engine(request)
+    _text, tokens, _family, _grammar = await run_in_threadpool(render_chat, engine, holder, body)
+    return len(tokens)

@@ -63,9 +63,10 @@ class HostPolicy:
                 suffixes.append(name[1:])
             elif name:
                 names.add(name)
-        bound = split_host(settings.host or "")
-        if bound and not is_ip_literal(bound):
-            names.add(bound)  # --host myname.lan: the user's own name for this server
+        for address in (settings.host or "").split(","):  # --host may list several, as llama-server's
+            bound = split_host(address.strip())
+            if bound and not is_ip_literal(bound):
+                names.add(bound)  # --host myname.lan: the user's own name for this server
         # This machine's own name (`http://mybox:8080/` from another machine when listening on
         # 0.0.0.0): a page elsewhere cannot make the browser send it for the attacker's site.
         own = socket.gethostname().lower().rstrip(".")

@@ -165,6 +165,44 @@ def prompt_tokens(engine: ServingEngine, prompt: Any, add_special: bool = True, 
     return tokens
 
 
+def embedding_inputs(value: Any, param: str) -> list[Any]:
+    """llama-server's shapes of an embeddings request: one input (a string, token ids, ids mixed with
+    strings, {"prompt_string": TEXT} or {"content": [text parts]}), or a list of such inputs (a list
+    with no token id at its top level)."""
+    if value is None:
+        raise ApiError(400, f"\"{param}\" (or \"content\") is required", param=param)
+    if isinstance(value, list) and not any(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        if not value:
+            raise ApiError(400, f"\"{param}\" must not be empty", param=param)
+        return value
+    return [value]
+
+
+def embedding_tokens(engine: ServingEngine, item: Any, param: str) -> list[int]:
+    """One embeddings input's tokens; an object is read for its text (llama-server's `prompt_string`, or
+    OpenAI's content parts, which must all be text: this model reads no images, audio or video)."""
+    if isinstance(item, dict):
+        if "content" in item:
+            parts = item["content"]
+            if not isinstance(parts, list):
+                raise ApiError(400, f"\"{param}.content\" must be a list of content parts", param=f"{param}.content")
+            texts = []
+            for j, part in enumerate(parts):
+                if not (isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)):
+                    raise ApiError(400, "only text parts can be embedded: this model reads no images, audio or video",
+                                   param=f"{param}.content.{j}")
+                texts.append(part["text"])
+            item = "".join(texts)
+        elif "prompt_string" in item and "multimodal_data" not in item:
+            item = item["prompt_string"]
+        else:
+            raise ApiError(400, f"\"{param}\" as an object needs \"content\" (text parts) or \"prompt_string\"",
+                           param=param)
+    if isinstance(item, list) and any(isinstance(v, list) for v in item):
+        raise ApiError(400, f"\"{param}\" must be a string, token ids, or token ids mixed with strings", param=param)
+    return prompt_tokens(engine, item, True, False, param=param)
+
+
 def infill_tokens(engine: ServingEngine, body: InfillBody, n_predict: int) -> list[int]:
     """llama-server's format_infill (repository-level FIM, arXiv 2409.12186):
     [FIM_REP]myproject\\n [FIM_SEP]file\\n chunk ... [FIM_SEP]filename\\n [FIM_PRE]prefix prompt [FIM_SUF]suffix [FIM_MID],

@@ -21,6 +21,7 @@ from ..formats.chat_template import ChatFormatter
 from ..errors import UserError
 from ..flags.settings import Settings
 from ..bundle.payload_format import Payload
+from .routes_vertex import port as vertex_port
 
 if TYPE_CHECKING:  # the type only: importing the engine loads llama.cpp
     from ..engine.engine import Engine
@@ -51,6 +52,25 @@ def bind_socket(host: str, port: int) -> socket.socket:
         raise UserError(messages.SERVER_CANNOT_LISTEN.format(host=host, port=port, reason=exc.strerror or exc)) from None
     sock.set_inheritable(True)
     return sock
+
+
+def bind_sockets(hosts: str, port: int) -> list[socket.socket]:
+    """One listening socket per address of --host (llama-server's takes a comma-separated list, e.g.
+    127.0.0.1,::1); with port 0, the first one's free port for all. Raises UserError as bind_socket."""
+    sockets: list[socket.socket] = []
+    try:
+        for host in [h.strip() for h in hosts.split(",") if h.strip()] or [hosts]:
+            sockets.append(bind_socket(host, port))
+            port = port or sockets[0].getsockname()[1]
+    except UserError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def first_host(hosts: str) -> str:
+    return next((h.strip() for h in hosts.split(",") if h.strip()), hosts)
 
 
 def server_url(host: str, sock: socket.socket) -> str:
@@ -113,18 +133,19 @@ def start_background_server(plan: Plan, engine: Engine, formatter: ChatFormatter
     from .state import EngineHolder
 
     settings = plan.settings
-    sock = bind_socket(settings.host, settings.port)
-    app = create_app(settings, EngineHolder.loaded(settings, engine, formatter), plan.server_sampling)
+    sockets = bind_sockets(settings.host, vertex_port(settings.port))
+    app = create_app(settings, EngineHolder.loaded(settings, engine, formatter, plan.names), plan.server_sampling)
     server = _uvicorn_server(app, settings)
     failure: list[BaseException] = []
 
     def serve() -> None:
         try:
-            server.run(sockets=[sock])  # uvicorn installs no signal handlers off the main thread
+            server.run(sockets=sockets)  # uvicorn installs no signal handlers off the main thread
         except BaseException as exc:  # noqa: BLE001 - reported by start_background_server
             failure.append(exc)
         finally:
-            sock.close()
+            for sock in sockets:
+                sock.close()
 
     thread = threading.Thread(target=serve, name="llmpack-server", daemon=True)
     thread.start()
@@ -133,7 +154,7 @@ def start_background_server(plan: Plan, engine: Engine, formatter: ChatFormatter
     if not server.started:
         raise UserError(messages.SERVER_CANNOT_LISTEN.format(
             host=settings.host, port=settings.port, reason=failure[0] if failure else "the server stopped"))
-    return BackgroundServer(server_url(settings.host, sock), server, thread, app)
+    return BackgroundServer(server_url(first_host(settings.host), sockets[0]), server, thread, app)
 
 
 def run(plan: Plan, payload: Payload | None) -> int:
@@ -142,11 +163,11 @@ def run(plan: Plan, payload: Payload | None) -> int:
     from .state import EngineHolder
 
     settings = plan.settings
-    sock = bind_socket(settings.host, settings.port)
-    holder = EngineHolder(settings)
+    sockets = bind_sockets(settings.host, vertex_port(settings.port))
+    holder = EngineHolder(settings, plan.names)
     app = create_app(settings, holder, plan.server_sampling)
     server = _uvicorn_server(app, settings)
-    url = server_url(settings.host, sock)
+    url = server_url(first_host(settings.host), sockets[0])
 
     def load() -> None:
         try:
@@ -170,14 +191,15 @@ def run(plan: Plan, payload: Payload | None) -> int:
     loader = threading.Thread(target=load, name="llmpack-load", daemon=True)
     loader.start()
     try:
-        server.run(sockets=[sock])
+        server.run(sockets=sockets)
     except KeyboardInterrupt:
         # uvicorn shuts down gracefully on Ctrl-C, then raises the signal again for its caller: for a
         # server, Ctrl-C is the normal way to stop, so this is a success.
         pass
     finally:
         stopped = cancel_all(app)
-        sock.close()
+        for sock in sockets:
+            sock.close()
     log.info(messages.SERVER_STOPPED)
     if holder.error is not None:
         raise holder.error

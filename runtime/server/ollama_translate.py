@@ -129,12 +129,12 @@ def listed_name(served: str) -> str:
     return served if ":" in served.rsplit("/", 1)[-1] else f"{served}:{DEFAULT_TAG}"
 
 
-def check_model(requested: str | None, served: str) -> None:
-    """A request for the served model, with or without its `:latest` tag (names compare without case,
-    as Ollama's do); 400 without a model, 404 for another one."""
+def check_model(requested: str | None, served: str, aliases: tuple[str, ...] = ()) -> None:
+    """A request for the served model (or one of its -a aliases), with or without its `:latest` tag (names
+    compare without case, as Ollama's do); 400 without a model, 404 for another one."""
     if not requested:
         raise ApiError(400, messages.OLLAMA_MODEL_REQUIRED, param="model")
-    if listed_name(requested).casefold() != listed_name(served).casefold():
+    if listed_name(requested).casefold() not in {listed_name(name).casefold() for name in (served, *aliases)}:
         raise ApiError(404, messages.OLLAMA_MODEL_NOT_FOUND.format(model=requested, served=listed_name(served)),
                        param="model", code="model_not_found")
 

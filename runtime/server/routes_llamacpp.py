@@ -138,12 +138,17 @@ async def apply_template(request: Request):
     return {"prompt": prompt}
 
 
+def _params(engine: ServingEngine, request: Request) -> dict[str, Any]:
+    return lr.generation_settings(GenerationRequest((), request.app.state.settings.n_predict,
+                                                    request.app.state.base_sampling),
+                                  engine.n_ctx, request.app.state.holder.model_name)
+
+
 def _slot(engine: ServingEngine, request: Request, index: int, busy: frozenset[int]) -> dict[str, Any]:
-    params = lr.generation_settings(GenerationRequest((), request.app.state.settings.n_predict,
-                                                      request.app.state.base_sampling),
-                                    engine.n_ctx, request.app.state.holder.model_name)
-    return {"id": index, "id_task": -1, "n_ctx": engine.n_ctx, "speculative": False,
-            "is_processing": index in busy, "params": params}
+    slot = {"id": index, "id_task": -1, "n_ctx": engine.n_ctx, "speculative": False, "is_processing": index in busy}
+    if index in busy:  # llama-server reports a slot's params only once it has a task
+        slot["params"] = _params(engine, request)
+    return slot
 
 
 def _model_path(settings) -> str:
@@ -158,8 +163,9 @@ def _model_path(settings) -> str:
 async def props(request: Request):
     engine, holder = ready_engine(request)
     settings = request.app.state.settings
-    return {"default_generation_settings": _slot(engine, request, 0, frozenset()),
+    return {"default_generation_settings": {**_slot(engine, request, 0, frozenset()), "params": _params(engine, request)},
             "total_slots": engine.config.n_seq_max, "model_alias": holder.model_name,
+            "general_name": holder.gguf_name,  # the GGUF's own name; model_alias is the one clients send
             "model_path": _model_path(settings), "chat_template": holder.formatter.template,
             "modalities": {"vision": False, "audio": False}, "n_ctx": engine.n_ctx,
             "build_info": f"llmpack {__version__}", "bos_token": engine.bos_token, "eos_token": engine.eos_token}
@@ -168,6 +174,8 @@ async def props(request: Request):
 @router.get("/slots")
 @llama_errors
 async def slots(request: Request):
+    if not request.app.state.settings.slots:
+        raise ApiError(501, messages.LLAMA_SLOTS_OFF, "not_supported_error")  # llama-server's status and type
     engine, _holder = ready_engine(request)
     busy = engine.sequences_in_use
     states = [_slot(engine, request, i, busy) for i in range(engine.config.n_seq_max)]
@@ -177,15 +185,7 @@ async def slots(request: Request):
 
 
 def _inputs(body: lt.EmbeddingsBody) -> list[Any]:
-    value = body.input if body.input is not None else body.content
-    if value is None:
-        raise ApiError(400, "\"content\" (or \"input\") is required", param="content")
-    # One input, or a list of inputs each a string or token ids; a flat list of ids is one input.
-    if isinstance(value, str) or (isinstance(value, list) and value and not isinstance(value[0], (str, list))):
-        return [value]
-    if not isinstance(value, list) or not value:
-        raise ApiError(400, "\"content\" must be a string, token ids, or a non-empty list of them", param="content")
-    return value
+    return lt.embedding_inputs(body.input if body.input is not None else body.content, "content")
 
 
 @router.post("/embeddings")
@@ -200,7 +200,7 @@ async def embeddings(request: Request):
     def embed_all() -> tuple[list[dict[str, Any]], int]:
         results, total = [], 0
         for i, item in enumerate(inputs):
-            tokens = lt.prompt_tokens(engine, item, True, False, param=f"content.{i}")
+            tokens = lt.embedding_tokens(engine, item, f"content.{i}")
             rows = engine.embed_each(tokens)
             # llama-server: per-token rows unnormalized with --pooling none, a pooled row normalized.
             results.append({"index": i, "embedding": rows if engine.pooling == "none" else

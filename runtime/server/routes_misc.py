@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from starlette.concurrency import run_in_threadpool
 
 from .. import messages
+from . import llamacpp_translate as lt
 from . import translate as tr
 from .errors import ApiError, error_body
 from .routes_openai import ready_engine
@@ -55,7 +56,8 @@ async def metrics(request: Request):
 async def models(request: Request):
     engine, holder = ready_engine(request)
     return {"object": "list", "data": [{
-        "id": request.app.state.holder.model_name, "object": "model", "created": int(request.app.state.metrics.started),
+        "id": holder.model_name, "aliases": list(holder.names.aliases), "tags": list(holder.names.tags),
+        "object": "model", "created": int(request.app.state.metrics.started),
         "owned_by": "llmpack", "chat_template": holder.formatter.description, "meta": {"n_ctx": engine.n_ctx, "n_ctx_train": engine.n_ctx_train,
                                         "n_vocab": engine.n_vocab, "n_embd": engine.n_embd},
     }]}
@@ -63,11 +65,11 @@ async def models(request: Request):
 
 @router.get("/v1/models/{model_id:path}")
 async def model(model_id: str, request: Request):
-    engine, _ = ready_engine(request)
-    if model_id != request.app.state.holder.model_name:
-        raise ApiError(404, f"no model named {model_id!r}: this server serves {request.app.state.holder.model_name!r}",
+    _engine, holder = ready_engine(request)
+    if model_id != holder.model_name and model_id not in holder.names.aliases:
+        raise ApiError(404, f"no model named {model_id!r}: this server serves {holder.model_name!r}",
                        param="model", code="model_not_found")
-    return {"id": request.app.state.holder.model_name, "object": "model", "created": int(request.app.state.metrics.started),
+    return {"id": model_id, "object": "model", "created": int(request.app.state.metrics.started),
             "owned_by": "llmpack"}
 
 
@@ -81,21 +83,14 @@ async def embeddings(body: EmbeddingRequest, request: Request):
     if body.dimensions is not None and body.dimensions != engine.n_embd:
         raise ApiError(400, f"this model's embeddings have {engine.n_embd} dimensions; other sizes are not supported",
                        param="dimensions")
-    inputs = body.input
-    if isinstance(inputs, str) or (inputs and isinstance(inputs[0], int)):
-        inputs = [inputs]
-    if not inputs:
-        raise ApiError(400, "the input is empty", param="input")
+    if state.settings.pooling == "none":  # asked for: one vector per token is not OpenAI's shape (llama-server's rule)
+        raise ApiError(400, messages.OPENAI_EMBEDDINGS_POOLING_NONE, param="input")
+    inputs = lt.embedding_inputs(body.input, "input")
 
     def embed_all() -> tuple[list[list[float]], int]:
         vectors, total = [], 0
         for i, item in enumerate(inputs):
-            if isinstance(item, str):
-                tokens = engine.tokenize(item, add_special=True, parse_special=False)
-            else:
-                tokens = tr.check_token_ids(engine, item, f"input.{i}")
-            if not tokens:
-                raise ApiError(400, "an input is empty", param=f"input.{i}")
+            tokens = lt.embedding_tokens(engine, item, f"input.{i}" if len(inputs) > 1 else "input")
             engine.check_fits(len(tokens))
             vectors.append(engine.embed(tokens))
             total += len(tokens)
@@ -152,7 +147,9 @@ def _page() -> tuple[bytes, dict[str, str]]:
 
 
 @router.get("/", response_class=HTMLResponse)
-async def web_chat():
+async def web_chat(request: Request):
+    if request.app.state.settings.no_ui:
+        raise ApiError(404, messages.SERVER_NO_UI, code="not_found")
     page, headers = _page()
     return HTMLResponse(page, headers=headers)
 

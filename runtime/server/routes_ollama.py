@@ -47,7 +47,7 @@ NEVER = "2318-01-01T00:00:00Z"
 
 def _served(request: Request, requested: str | None) -> tuple[ServingEngine, Any]:
     engine, holder = ready_engine(request)
-    ot.check_model(requested, holder.model_name)
+    ot.check_model(requested, holder.model_name, holder.names.aliases)
     return engine, holder
 
 

@@ -23,6 +23,7 @@ from .chat_core import (
     ChatRun,
     ChoiceEnd,
     TextDelta,
+    count_chat_tokens,
     ToolCallArgs,
     ToolCallStart,
     prepare_chat,
@@ -45,9 +46,19 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     run = await prepare_chat(request, body)
     if not body.stream:
-        return JSONResponse(chat_completion(run.model, await run.complete(), run.want_logprobs))
+        answer = chat_completion(run.model, await run.complete(), run.want_logprobs)
+        if body.verbose or request.app.state.settings.verbose:
+            answer["__verbose"] = {"prompt": run.prompt_text}  # llama-server's: what the model was given
+        return JSONResponse(answer)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return StreamingResponse(_chat_stream(run, include_usage), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+@router.post("/v1/chat/completions/input_tokens")
+@router.post("/chat/completions/input_tokens")
+async def chat_input_tokens(body: ChatCompletionRequest, request: Request):
+    """llama-server's: the prompt tokens the request would take, without generating."""
+    return {"input_tokens": await count_chat_tokens(request, body)}
 
 
 def chat_completion(model: str, result: ChatResult, want_logprobs: bool) -> dict[str, Any]:

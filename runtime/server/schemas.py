@@ -79,6 +79,10 @@ class ChatCompletionRequest(SamplingFields):
     # names for it).
     continue_final_message: bool = False
     add_generation_prompt: bool = True
+    # llama.cpp's extensions: a JSON schema the answer must follow (as response_format's), and `verbose`,
+    # which adds `__verbose` (the rendered prompt) to the answer.
+    json_schema: dict[str, Any] | None = None
+    verbose: bool = False
     # OpenAI fields that change the output and that this server cannot honour: refused by name when
     # set (translate.refuse_unsupported), never ignored.
     audio: Any = None
@@ -99,7 +103,8 @@ class CompletionRequest(SamplingFields):
 
 
 class EmbeddingRequest(_Body):
-    input: str | list[str] | list[int] | list[list[int]]
+    # A string, token ids, a list of either, or llama-server's shapes (llamacpp_translate.embedding_inputs).
+    input: Any = None
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from ..formats.chat_template import ChatFormatter, formatter_for
 from ..engine.interface import ServingEngine
 from ..flags.settings import Settings
+from ..plan import ModelNames, model_names
 
 if TYPE_CHECKING:
     from ..engine.scheduler import SchedulerStats
@@ -20,15 +21,18 @@ class EngineHolder:
     """The engine once it is loaded. The server starts listening before the weights are loaded, so
     routes ask `holder.engine` and answer 503 while it is None."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, names: ModelNames | None = None) -> None:
         self._settings = settings
+        # Decided once, in plan.py; without a plan (the tests' apps), from the flags alone.
+        self.names = names if names is not None else model_names(settings)
         self.engine: ServingEngine | None = None
         self.formatter: ChatFormatter | None = None
         self.error: BaseException | None = None
 
     @classmethod
-    def loaded(cls, settings: Settings, engine: ServingEngine, formatter: ChatFormatter | None = None) -> EngineHolder:
-        holder = cls(settings)
+    def loaded(cls, settings: Settings, engine: ServingEngine, formatter: ChatFormatter | None = None,
+               names: ModelNames | None = None) -> EngineHolder:
+        holder = cls(settings, names)
         holder.set_engine(engine, formatter)
         return holder
 
@@ -48,8 +52,13 @@ class EngineHolder:
 
     @property
     def model_name(self) -> str:
-        """The model's name in the API (/v1/models, responses' `model`): -a/--alias, else the GGUF's."""
-        return self._settings.alias or (self.engine.model_name if self.engine is not None else "")
+        """The model's id in the API (/v1/models, responses' `model`, Ollama's tags): see plan.model_names."""
+        return self.names.id(self.gguf_name)
+
+    @property
+    def gguf_name(self) -> str:
+        """The GGUF's `general.name`, for /props."""
+        return self.engine.model_name if self.engine is not None else ""
 
 
 def scheduler_stats(engine: ServingEngine | None) -> SchedulerStats | None:

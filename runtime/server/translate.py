@@ -174,6 +174,10 @@ def refuse_unsupported(body: ChatCompletionRequest) -> None:
 def response_grammar(body: ChatCompletionRequest) -> str | None:
     fmt = body.response_format
     if fmt is None or fmt.type == "text":
+        if body.json_schema is not None:  # llama.cpp's top-level field
+            if body.grammar is not None:
+                raise ApiError(400, "json_schema and grammar cannot be combined: send one", param="json_schema")
+            return schema_grammar(body.json_schema, "json_schema")
         return body.grammar
     if fmt.type == "json_object":
         return schema_grammar(fmt.schema_ or None, "response_format.json_schema.schema")

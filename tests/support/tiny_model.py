@@ -106,9 +106,10 @@ RERANKER_WORDS = ["the", "cat", "dog", "sat", "on", "mat", "is", "hello", "world
 
 
 def write_tiny_reranker(path: Path, *, n_embd: int = 32, n_layer: int = 1, n_head: int = 2, n_ff: int = 64,
-                        n_ctx: int = 128, seed: int = 0) -> Path:
+                        n_ctx: int = 128, seed: int = 0, pooling: int = gguf.PoolingType.RANK) -> Path:
     """A tiny random-weight BERT cross-encoder with a classification head and rank pooling, as
-    convert_hf_to_gguf writes bge-reranker: llama.cpp loads it and scores (query, document) pairs."""
+    convert_hf_to_gguf writes bge-reranker: llama.cpp loads it and scores (query, document) pairs.
+    With another `pooling` (CLS, as bge-small's), an embedding model."""
     # A WordPiece vocabulary as convert_hf_to_gguf writes it: word starts marked with U+2581, "##" dropped.
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + ["\u2581" + c for c in letters] + letters
@@ -124,7 +125,7 @@ def write_tiny_reranker(path: Path, *, n_embd: int = 32, n_layer: int = 1, n_hea
     writer.add_head_count(n_head)
     writer.add_layer_norm_eps(1e-12)
     writer.add_causal_attention(False)
-    writer.add_pooling_type(gguf.PoolingType.RANK)
+    writer.add_pooling_type(pooling)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
     writer.add_tokenizer_model("bert")
     writer.add_token_list(tokens)
