@@ -60,6 +60,11 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevTools]:
         tools.close()
 
 
+def model_id(server: ServerProcess) -> str:
+    """The model's name as the server lists it (and the page shows and sends it)."""
+    return httpx.get(server.base_url + "/models", timeout=10).json()["data"][0]["id"]
+
+
 def test_the_committed_page_is_what_web_sources_build() -> None:
     result = run([sys.executable, str(REPO / "web" / "build_page.py"), "--check"], timeout=60)
     assert result.returncode == 0, result.stderr
@@ -82,8 +87,9 @@ def test_the_page_is_served_with_a_policy_that_forbids_other_origins(server: Ser
 def test_web_chat_streams_an_answer(server: ServerProcess, browser: DevTools, tmp_path: Path) -> None:
     page = Page(browser, server.url)
     try:
-        assert page.wait("document.getElementById('model').textContent === 'tiny-test-model'")
-        n_ctx = httpx.get(server.base_url + "/models", timeout=10).json()["data"][0]["meta"]["n_ctx"]
+        listed = httpx.get(server.base_url + "/models", timeout=10).json()["data"][0]
+        assert page.wait(f"document.getElementById('model').textContent === {json.dumps(listed['id'])}")
+        n_ctx = listed["meta"]["n_ctx"]
         assert page.evaluate("document.getElementById('context').textContent") == f"context 0 / {n_ctx}"
         # Count the page's updates, to see the answer arrive piece by piece rather than at once.
         page.evaluate("window.updates = 0; new MutationObserver(records => window.updates += "
@@ -279,7 +285,7 @@ def test_the_page_asks_for_the_api_key_and_sends_it(tiny_bundle: Path, browser: 
                       "document.getElementById('banner').textContent.includes('API key')")
             page.type("sesame", "#banner input")
             page.key("Enter", 13)
-            page.wait("document.getElementById('model').textContent === 'tiny-test-model'")
+            page.wait("typeof modelName === 'string' && document.getElementById('model').textContent === modelName")
             page.send_message("hello")
             stats = page.wait("(document.querySelector('.stats') || {}).textContent")
             kept = page.evaluate("sessionStorage.getItem('llmpack-api-key')")
@@ -289,24 +295,6 @@ def test_the_page_asks_for_the_api_key_and_sends_it(tiny_bundle: Path, browser: 
     # its end-of-generation token varies with the sampling's seed; the prompt was evaluated either way).
     assert re.match(r"\d tokens, .* prompt \d+ tokens", stats), stats
     assert kept == "sesame"
-
-
-def test_a_full_context_shows_the_servers_message_and_offers_a_new_chat(server: ServerProcess,
-                                                                      browser: DevTools) -> None:
-    page = Page(browser, server.url)
-    try:
-        page.send_message("many words " * 400)  # far past the server's context
-        message = page.wait("!document.getElementById('banner').hidden && document.getElementById('banner').textContent")
-        page.evaluate("[...document.querySelectorAll('#banner button')].find(b => b.textContent === 'Start a new chat').click()")
-        after = page.evaluate("[document.querySelectorAll('.msg').length, document.querySelectorAll('#chats li').length,"
-                              " document.getElementById('banner').hidden]")
-    finally:
-        page.close()
-    direct = httpx.post(server.base_url + "/chat/completions", timeout=30,
-                        json={"messages": [{"role": "user", "content": "many words " * 400}]})
-    assert direct.status_code == 400 and direct.json()["error"]["code"] == "context_length_exceeded"
-    assert message.startswith("error: " + direct.json()["error"]["message"])
-    assert after == [0, 2, True]
 
 
 def test_rename_export_and_delete_a_chat(server: ServerProcess, browser: DevTools, tmp_path: Path) -> None:
@@ -385,7 +373,7 @@ def test_raw_completion_mode_continues_one_text(server: ServerProcess, browser: 
     assert not suggested and mode == "raw completion"
     assert first["url"] == server.url + "v1/completions"
     assert json.loads(first["postData"]) == {"prompt": "Once upon a time", "stream": True,
-                                             "stream_options": {"include_usage": True}, "model": "tiny-test-model",
+                                             "stream_options": {"include_usage": True}, "model": model_id(server),
                                              "temperature": 0.3, "top_p": 0.8, "max_tokens": 77, "seed": 42}
     assert stats.startswith("7 tokens") and stats.endswith("prompt 12 tokens")
     assert parts == [["part user", "Once upon a time"], ["part assistant", ", there was a tiny model."]]

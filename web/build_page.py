@@ -1,4 +1,4 @@
-"""Builds the web chat page, templates/server_chat.html, from web/page.html, page.css, chat.js and files.js and the
+"""Builds the web chat page, templates/server_chat.html, from web/page.html, page.css, the page's own scripts and the
 minified files of the npm packages pinned in web/package-lock.json (installed by `npm ci` in web/, once
 per lock: build/setup.sh runs `--install`, and any build or check does it if needed). Everything is
 inlined: the page is one file that the executable serves and that works offline. The
@@ -29,7 +29,9 @@ PAGE = WEB.parent / "templates" / "server_chat.html"
 # "common" build: 36 of its 190 languages).
 SCRIPTS = ("markdown-it/dist/markdown-it.min.js", "dompurify/dist/purify.min.js",
            "@highlightjs/cdn-assets/highlight.min.js")
-OWN_SCRIPTS = ("chat.js", "files.js")
+# The page's own files, in order: store.js first (chat.js loads the conversations with it), start.js last
+# (it starts the page once every other file has declared its names).
+OWN_SCRIPTS = ("store.js", "chat.js", "fit.js", "stream.js", "files.js", "start.js")
 LIGHT = "@highlightjs/cdn-assets/styles/github.min.css"
 DARK = "@highlightjs/cdn-assets/styles/github-dark.min.css"
 

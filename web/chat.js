@@ -12,20 +12,9 @@ const MAX_ATTACHMENT = 512 * 1024;
 const RAW_SUGGESTED = "llmpack-raw-suggested";  // the models whose page has already suggested raw mode
 const NO_TEMPLATE = "(the model has none)";  // /v1/models' chat_template when ChatML stands in (messages.py)
 
-let chats = load(CHATS, []), current = localStorage.getItem(CURRENT), settings = load(SETTINGS, {});
-let controller = null, editIndex = null, attachments = [], nCtx = null, modelName = null;
-
-function load(name, fallback) {
-  try { return JSON.parse(localStorage.getItem(name)) || fallback; } catch (e) { return fallback; }
-}
-function save() {
-  try {
-    localStorage.setItem(CHATS, JSON.stringify(chats));
-    if (current) localStorage.setItem(CURRENT, current);
-  } catch (e) {  // the origin's quota (about 5 MB): the chat goes on, unsaved
-    showBanner("error: the browser's storage for this page is full: delete or export some chats");
-  }
-}
+let chats = recoverInterrupted(load(CHATS, [])), current = localStorage.getItem(CURRENT), settings = load(SETTINGS, {});
+let editIndex = null, attachments = [], nCtx = null, modelName = null;
+const running = new Map();  // chat id -> the AbortController of its reply in progress (stream.js)
 function chat() { return chats.find(c => c.id === current); }
 function newId() { return Date.now().toString(36) + Math.random().toString(36).slice(2, 8); }
 
@@ -84,19 +73,34 @@ function render() {
   log.replaceChildren();
   const c = chat();
   if (c && settings.raw && c.messages.length) addDocument(c);
-  else if (c) c.messages.forEach((m, i) => addTurn(m, i, c.messages.length));
+  else if (c) addTurns(c);
   $("mode").hidden = !settings.raw;
+  showBusy();
   fitPlaceholder();
   renderList();
   showContext(c && c.lastUsage);
   log.scrollTop = log.scrollHeight;
 }
 
-function addTurn(message, index, count) {
+function addTurns(c) {
+  const lastDropped = c.messages.map(m => !!m.dropped).lastIndexOf(true);
+  c.messages.forEach((m, i) => {
+    addTurn(m, i, c);
+    if (i === lastDropped) log.appendChild(droppedNote(c.messages.filter(d => d.dropped).length));
+  });
+}
+
+function showBusy() {
+  const busy = !!chat() && running.has(current);
+  sendButton.hidden = busy; stopButton.hidden = !busy;
+}
+
+function addTurn(message, index, c) {
   const turn = document.createElement("div");
-  turn.className = "turn " + message.role;
+  turn.className = "turn " + message.role + (message.dropped ? " dropped" : "");
   const bubble = document.createElement("div");
   bubble.className = "msg " + message.role + (message.stopped ? " stopped" : "");
+  bubble.dataset.index = index;  // where a streaming reply finds its bubble again (stream.js)
   turn.appendChild(bubble);
   const meta = document.createElement("div");
   meta.className = "meta";
@@ -110,12 +114,12 @@ function addTurn(message, index, count) {
       meta.appendChild(files);
     }
     meta.appendChild(button("Edit", () => startEdit(index)));
+    if (unanswered(c, index)) addRetry(meta);
   } else {
     renderMarkdown(bubble, message.content);
-    fillMeta(meta, message, index === count - 1);
+    fillMeta(meta, message, index === c.messages.length - 1);
   }
   log.appendChild(turn);
-  return {turn, bubble, meta};
 }
 
 // Raw mode: the whole chat as one text, the model's pieces marked; its meta line is the last reply's.
@@ -124,12 +128,15 @@ function addDocument(c) {
   turn.className = "turn raw";
   const doc = document.createElement("div");
   doc.className = "msg raw";
-  for (const m of c.messages) {
+  c.messages.forEach((m, i) => {
     const part = document.createElement("span");
-    part.className = "part " + m.role + (m.stopped ? " stopped" : "");
+    part.className = "part " + m.role + (m.stopped ? " stopped" : "") + (m.dropped ? " dropped" : "");
+    part.dataset.index = i;
     part.textContent = m.content;
     doc.appendChild(part);
-  }
+  });
+  const dropped = c.messages.filter(m => m.dropped).length;
+  if (dropped) log.appendChild(droppedNote(dropped));
   const meta = document.createElement("div");
   meta.className = "meta";
   turn.append(doc, meta);
@@ -137,28 +144,43 @@ function addDocument(c) {
   const last = c.messages[c.messages.length - 1];
   if (last.role === "assistant") fillMeta(meta, last, true, promptOf(c));
   else meta.appendChild(button("Copy", event => copyText(promptOf(c), event.target)));
+  if (unanswered(c, c.messages.length - 1)) addRetry(meta);
   if (files.length) {
     const attached = document.createElement("span");
     attached.className = "attached"; attached.textContent = "attached: " + files.join(", ");
     meta.prepend(attached);
   }
   log.appendChild(turn);
-  return {turn, bubble: doc.lastChild, meta};
+}
+
+// A question left without its answer (the server was down, or the page went away first): it keeps a Retry,
+// and sending the same text again retries it rather than asking twice (submit).
+function unanswered(c, index) {
+  return index === c.messages.length - 1 && c.messages[index].role === "user" && !running.has(c.id);
+}
+function addRetry(meta) {
+  meta.appendChild(label("unanswered-label", "no reply"));
+  meta.appendChild(button("Retry", () => { hideBanner(); generate(); }));
+}
+
+function label(className, text) {
+  const span = document.createElement("span");
+  span.className = className; span.textContent = text;
+  return span;
 }
 
 function fillMeta(meta, message, last, copy = message.content) {
   meta.replaceChildren();
-  if (message.stopped) {
-    const label = document.createElement("span");
-    label.className = "stopped-label"; label.textContent = "stopped";
-    meta.appendChild(label);
-  }
+  if (message.pending) return;  // still streaming: the buttons come with its end
+  if (message.stopped) meta.appendChild(label("stopped-label", "stopped"));
+  if (message.cut) meta.appendChild(label("cut-label", CUT_LABELS[message.cut]));
   if (message.stats) {
     const stats = document.createElement("span");
     stats.className = "stats"; stats.textContent = message.stats;
     meta.appendChild(stats);
   }
   meta.appendChild(button("Copy", event => copyText(copy, event.target)));
+  if (last && (message.stopped || message.cut) && message.content) meta.appendChild(button("Continue", continueReply));
   if (last) meta.appendChild(button("Regenerate", regenerate));
 }
 
@@ -175,8 +197,8 @@ function renderList() {
   }
 }
 
+// A reply still streaming in the chat left goes on in the background (stream.js).
 function switchTo(id) {
-  if (controller) controller.abort();
   current = id; cancelEdit(); save(); render(); input.focus();
 }
 
@@ -188,22 +210,7 @@ function newChat() {
   switchTo(fresh.id);
 }
 
-function showContext(usage) {
-  const used = usage ? usage.prompt_tokens + usage.completion_tokens : 0;
-  $("context").textContent = nCtx ? `context ${used} / ${nCtx}` : "";
-}
-
-// --- talking to the server ------------------------------------------------------------------------
-function apiKey() { return sessionStorage.getItem(KEY) || ""; }
-
-async function api(path, options = {}) {
-  const headers = Object.assign({"Content-Type": "application/json"}, options.headers || {});
-  if (apiKey()) headers.Authorization = "Bearer " + apiKey();
-  const response = await fetch(path, Object.assign({}, options, {headers}));
-  if (response.status === 401) throw Object.assign(new Error("this server needs its API key"), {kind: "auth"});
-  return response;
-}
-
+// --- the banner, the API key, the model ------------------------------------------------------------
 function showBanner(...parts) {
   banner.replaceChildren(...parts);
   banner.hidden = false;
@@ -274,147 +281,24 @@ function setRaw(on) {
   render();
 }
 
-function requestBody(fields) {
-  const body = Object.assign(fields, {stream: true, stream_options: {include_usage: true}});
-  if (modelName) body.model = modelName;
-  for (const name of NUMBERS) {
-    if (settings[name] !== undefined && settings[name] !== "") body[name] = Number(settings[name]);
-  }
-  return body;
-}
-
-function conversationFor(c) {
-  const system = (settings.system || "").trim();
-  const messages = c.messages.map(m => ({role: m.role, content: m.role === "user" ? withFiles(m) : m.content}));
-  return system ? [{role: "system", content: system}, ...messages] : messages;
-}
-
-function promptOf(c) {  // raw mode: the text so far, files before the piece they came with
-  return c.messages.map(m => (m.role === "user" ? withFiles(m) : m.content)).join("");
-}
-
-function withFiles(message) {
-  if (!message.context) return message.content;
-  return message.context + "\n\n" + message.content;
-}
-
-async function errorOf(response) {
-  try {
-    const body = await response.json();
-    return Object.assign(new Error(body.error.message), {code: body.error.code, status: response.status});
-  } catch (e) {
-    return Object.assign(new Error(`${response.status} ${response.statusText}`), {status: response.status});
-  }
-}
-
-// Sends the conversation as it stands (its last message is the user's) and streams the reply into it.
-async function generate() {
-  const c = chat(), raw = !!settings.raw;
-  hideBanner();
-  // Made before the reply joins the conversation.
-  const body = JSON.stringify(requestBody(raw ? {prompt: promptOf(c)} : {messages: conversationFor(c)}));
-  const reply = {role: "assistant", content: ""};
-  c.messages.push(reply);
-  c.updated = Date.now();
-  if (raw) log.replaceChildren();
-  const view = raw ? addDocument(c) : addTurn(reply, c.messages.length - 1, c.messages.length);
-  view.meta.replaceChildren();
-  log.scrollTop = log.scrollHeight;
-  controller = new AbortController();
-  const signal = controller.signal;
-  sendButton.hidden = true; stopButton.hidden = false;
-  const started = performance.now();
-  let usage = null, timings = null, scheduled = false, firstToken = null;
-  const paint = () => {
-    scheduled = false;
-    // Follow the reply only if the reader has not scrolled up to read something else.
-    const following = log.scrollHeight - log.scrollTop - log.clientHeight < 60;
-    if (raw) view.bubble.textContent = reply.content;
-    else renderMarkdown(view.bubble, reply.content);
-    if (following) log.scrollTop = log.scrollHeight;
-  };
-  try {
-    const response = await api(raw ? "/v1/completions" : "/v1/chat/completions", {method: "POST", signal, body});
-    if (!response.ok) throw await errorOf(response);
-    const reader = response.body.getReader(), decoder = new TextDecoder();
-    let buffer = "";
-    for (;;) {
-      const {value, done} = await reader.read();
-      if (done) break;
-      buffer += decoder.decode(value, {stream: true});
-      let end;
-      while ((end = buffer.indexOf("\n\n")) >= 0) {
-        const event = buffer.slice(0, end); buffer = buffer.slice(end + 2);
-        if (!event.startsWith("data: ")) continue;
-        const data = event.slice(6);
-        if (data === "[DONE]") continue;
-        const chunk = JSON.parse(data);
-        if (chunk.error) throw Object.assign(new Error(chunk.error.message), {code: chunk.error.code});
-        if (chunk.usage) usage = chunk.usage;
-        if (chunk.timings) timings = chunk.timings;
-        const choice = chunk.choices && chunk.choices.length ? chunk.choices[0] : {};
-        const piece = raw ? choice.text : choice.delta && choice.delta.content;
-        if (piece) {
-          if (firstToken === null) firstToken = performance.now();
-          reply.content += piece;
-          if (!scheduled) { scheduled = true; requestAnimationFrame(paint); }
-        }
-      }
-    }
-    if (usage) {
-      const seconds = (performance.now() - (firstToken || started)) / 1000;
-      const speed = timings && timings.predicted_per_second ? timings.predicted_per_second
-                                                           : usage.completion_tokens / Math.max(seconds, 1e-3);
-      reply.stats = `${usage.completion_tokens} tokens, ${speed.toFixed(1)} tok/s, prompt ${usage.prompt_tokens} tokens`;
-      c.lastUsage = usage;
-    }
-  } catch (error) {
-    if (error.name === "AbortError") {
-      reply.stopped = true;
-    } else {
-      if (!reply.content) c.messages.pop();
-      else reply.stopped = true;
-      failed(error);
-    }
-  } finally {
-    if (signal === (controller && controller.signal)) {
-      controller = null;
-      sendButton.hidden = false; stopButton.hidden = true;
-    }
-    save();
-    if (chat() === c) { render(); input.focus(); }
-  }
-}
-
-function failed(error) {
-  const text = document.createElement("span");
-  if (error.kind === "auth") {
-    askForKey(() => generate());
-    return;
-  }
-  if (error instanceof TypeError) {  // fetch's own failure: nothing answered at all
-    text.textContent = "error: the server is unreachable (is it still running?)";
-    showBanner(text, button("Retry", () => { hideBanner(); generate(); }));
-  } else if (error.code === "context_length_exceeded") {
-    text.textContent = "error: " + error.message;
-    showBanner(text, button("Start a new chat", () => { hideBanner(); newChat(); }));
-  } else {
-    text.textContent = "error: " + error.message;
-    showBanner(text, button("Retry", () => { hideBanner(); generate(); }));
-  }
-  banner.classList.add("error");
-}
-
+// --- the conversation's own buttons and the input ---------------------------------------------------
 function regenerate() {
   const c = chat();
-  if (controller || !c || !c.messages.length) return;
+  if (!c || running.has(c.id) || !c.messages.length) return;
   if (c.messages[c.messages.length - 1].role === "assistant") c.messages.pop();
   render();
-  generate();
+  generate(c);
+}
+
+// Raw mode's text goes on as a new piece, as an empty input does; a chat reply is continued in place.
+function continueReply() {
+  const c = chat();
+  if (!c || running.has(c.id)) return;
+  generate(c, {continuing: !settings.raw});
 }
 
 function startEdit(index) {
-  if (controller) return;
+  if (running.has(current)) return;
   editIndex = index;
   input.value = chat().messages[index].content;
   $("editing").hidden = false;
@@ -430,12 +314,19 @@ function submit() {
   // input with text already there asks the model to go on.
   const raw = !!settings.raw, text = raw ? input.value : input.value.trim();
   const started = chat() && chat().messages.length;
-  if (controller || (raw ? !text && !attachments.length && !started : !text)) return;
+  if (running.has(current) || (raw ? !text && !attachments.length && !started : !text)) return;
   if (raw && !text && !attachments.length) { generate(); return; }
   if (!chat()) newChat();
   const c = chat();
   if (editIndex !== null) { c.messages = c.messages.slice(0, editIndex); editIndex = null; $("editing").hidden = true; }
-  const message = {role: "user", content: text};
+  const last = c.messages[c.messages.length - 1];
+  if (!raw && !attachments.length && last && last.role === "user" && !last.context && last.content === text) {
+    input.value = ""; grow();  // the unanswered question typed again: retried, not asked twice
+    generate(c);
+    return;
+  }
+  const fresh = {text: input.value, attachments: attachments.slice()};
+  const message = fresh.message = {role: "user", content: text};
   if (attachments.length) {
     message.files = attachments.map(a => a.name);
     message.context = attachments.map(a => `File ${a.name}:\n\`\`\`\n${a.text}\n\`\`\``).join("\n\n");
@@ -443,9 +334,11 @@ function submit() {
   }
   c.messages.push(message);
   if (!c.title) c.title = text.trim().split("\n")[0].slice(0, 60) || (message.files || []).join(", ");
+  c.updated = Date.now();
   input.value = ""; grow();
+  save();  // the question is kept from the moment it is sent, answered or not
   render();
-  generate();
+  generate(c, {fresh});
 }
 
 // --- files, settings, export ------------------------------------------------------------------------
@@ -513,7 +406,7 @@ $("rename").addEventListener("click", () => {
 $("delete").addEventListener("click", () => {
   const c = chat();
   if (!c || !confirm(`Delete "${c.title || "New chat"}"?`)) return;
-  if (controller) controller.abort();
+  if (running.has(c.id)) running.get(c.id).abort();
   chats = chats.filter(other => other.id !== c.id);
   current = chats.length ? chats.reduce((a, b) => (a.updated > b.updated ? a : b)).id : null;
   if (!current) localStorage.removeItem(CURRENT);
@@ -532,7 +425,7 @@ input.addEventListener("keydown", event => {
 });
 $("form").addEventListener("submit", event => { event.preventDefault(); submit(); });
 $("cancel-edit").addEventListener("click", () => { cancelEdit(); input.focus(); });
-stopButton.addEventListener("click", () => controller && controller.abort());
+stopButton.addEventListener("click", () => running.has(current) && running.get(current).abort());
 $("new-chat").addEventListener("click", () => { newChat(); closeSidebar(); });
 $("menu").addEventListener("click", () => {
   const open = $("sidebar").classList.toggle("open");
@@ -555,9 +448,3 @@ function fitPlaceholder() {
   else input.placeholder = narrow.matches ? "Message" : "Message (Shift+Enter: new line)";
 }
 narrow.addEventListener("change", () => { fitPlaceholder(); grow(); });
-if (!chat()) current = chats.length ? chats[chats.length - 1].id : null;
-render();
-grow();
-// For tests and bookmarks: /?q=hello sends a first message as soon as the page loads.
-const first = new URLSearchParams(location.search).get("q");
-loadModel().then(() => { if (first) { newChat(); input.value = first; submit(); } });

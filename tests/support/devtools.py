@@ -120,11 +120,13 @@ class Page:
         return self.tools.send(method, self.session, **params)
 
     def reload(self, ready: bool = True) -> None:
-        """Reloads and waits for the new document (and, if `ready`, for the model's name)."""
+        """Reloads and waits for the new document (and, if `ready`, for the model's name from /v1/models,
+        whatever the server calls it: the page's own `modelName`, shown)."""
         self.evaluate("window.reloaded = true")
         self.send("Page.reload")
         self.wait("!window.reloaded && document.readyState === 'complete'" + (
-            " && document.getElementById('model').textContent === 'tiny-test-model'" if ready else ""))
+            " && typeof modelName === 'string' && document.getElementById('model').textContent === modelName"
+            if ready else ""))
 
     def evaluate(self, expression: str) -> Any:
         result = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
@@ -172,14 +174,26 @@ def sse(*chunks: dict[str, Any]) -> str:
     return "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
 
 
-def canned_reply(text: str, completion_tokens: int) -> str:
+def _chat_chunk(**fields: Any) -> dict[str, Any]:
+    return {"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 0, "model": "tiny-test-model", **fields}
+
+
+def reply_pieces(text: str) -> str:
+    """The SSE events of `text` as a chat stream's deltas, in pieces of 9 characters: no end, no usage."""
+    return "".join(f"data: {json.dumps(_chat_chunk(choices=[{'index': 0, 'delta': {'content': text[i:i + 9]}, 'finish_reason': None}]))}\n\n"
+                   for i in range(0, len(text), 9))
+
+
+def reply_end(completion_tokens: int, finish_reason: str = "stop", prompt_tokens: int = 30) -> str:
+    """The end of a chat stream: the finish reason, the usage, [DONE]."""
+    return sse(_chat_chunk(choices=[{"index": 0, "delta": {}, "finish_reason": finish_reason}]),
+               _chat_chunk(choices=[], usage={"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                                              "total_tokens": prompt_tokens + completion_tokens}))
+
+
+def canned_reply(text: str, completion_tokens: int, finish_reason: str = "stop", prompt_tokens: int = 30) -> str:
     """What the server would stream for `text`, in pieces of 9 characters, then the usage."""
-    base = {"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 0, "model": "tiny-test-model"}
-    pieces = [text[i:i + 9] for i in range(0, len(text), 9)]
-    return sse(*[{**base, "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]} for p in pieces],
-               {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
-               {**base, "choices": [], "usage": {"prompt_tokens": 30, "completion_tokens": completion_tokens,
-                                                 "total_tokens": 30 + completion_tokens}})
+    return reply_pieces(text) + reply_end(completion_tokens, finish_reason, prompt_tokens)
 
 
 def canned_completion(text: str, completion_tokens: int) -> str:
@@ -201,3 +215,45 @@ def fulfil(page: Page, body: str, status: int = 200) -> dict[str, Any]:
               responseHeaders=[{"name": "Content-Type", "value": kind}],
               body=base64.b64encode(body.encode()).decode())
     return paused["request"]
+
+
+# Replaces the page's fetch for generation requests with streams the test writes into piece by piece and
+# can leave open (DevTools' Fetch.fulfillRequest answers with a whole body at once): window.held lists
+# them, each with the request's body; an abort errors its stream as a real fetch's would.
+_HOLD = """(() => {
+  const real = window.fetch, encoder = new TextEncoder();
+  window.held = [];
+  window.fetch = (url, options = {}) => {
+    if (!/\\/v1\\/(chat\\/)?completions$/.test(String(url))) return real(url, options);
+    let control;
+    const stream = new ReadableStream({start(c) { control = c; }});
+    const entry = {url: String(url), body: options.body, open: true,
+                   push: text => control.enqueue(encoder.encode(text)),
+                   end: () => { entry.open = false; control.close(); }};
+    if (options.signal) options.signal.addEventListener("abort", () => {
+      if (entry.open) { entry.open = false; control.error(new DOMException("aborted", "AbortError")); }
+    });
+    window.held.push(entry);
+    return Promise.resolve(new Response(stream, {status: 200, headers: {"Content-Type": "text/event-stream"}}));
+  };
+})()"""
+
+
+class HeldReplies:
+    """The page's generation requests answered by streams this test writes, piece by piece, and ends
+    when it wants (or never: a reply still streaming when the page reloads or switches chats). Installed
+    again after each reload, since a new document has its own fetch."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.install()
+
+    def install(self) -> None:
+        self.page.evaluate(_HOLD)
+
+    def request(self, index: int) -> dict[str, Any]:
+        """The body of the page's `index`th generation request (waiting for it)."""
+        return json.loads(self.page.wait(f"window.held.length > {index} && window.held[{index}].body"))
+
+    def push(self, index: int, events: str, end: bool = False) -> None:
+        self.page.evaluate(f"window.held[{index}].push({json.dumps(events)})" + (f"; window.held[{index}].end()" if end else ""))

@@ -1,0 +1,7 @@
+// Last of the page's own files: every name the others declare exists by now.
+if (!chat()) current = chats.length ? chats[chats.length - 1].id : null;
+render();
+grow();
+// For tests and bookmarks: /?q=hello sends a first message as soon as the page loads.
+const first = new URLSearchParams(location.search).get("q");
+loadModel().then(() => { if (first) { newChat(); input.value = first; submit(); } });
