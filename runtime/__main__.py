@@ -54,10 +54,16 @@ def _rpc_worker(plan: Plan, payload: Payload | None) -> int:
     return rpc_worker.run(plan, payload)
 
 
+def _list_devices(plan: Plan, payload: Payload | None) -> int:
+    from .about import device_list
+
+    return device_list.run(plan, payload)
+
+
 # Explicit dispatch (no string imports: PyInstaller must see every module). Modes are imported when
 # chosen, so --cli never pays for importing the server or the chat's terminal toolkit.
 MODES: dict[str, ModeRunner] = {"cli": _cli, "chat": _chat, "server": _server, "default": _default,
-                                "rpc_server": _rpc_worker}
+                                "rpc_server": _rpc_worker, "list_devices": _list_devices}
 
 
 def configure_logging(settings: Settings) -> None:
@@ -172,7 +178,7 @@ def _main(argv: list[str], edge: _Edge) -> int:
     route_native_logs(2 if settings.verbose else 4)
     # Every flag checked (a refused --grammar exits 2) before the weights load; the executable names the model.
     plan = resolve(settings, mode, payload.executable if payload is not None else None)
-    edge.one_shot = mode == "cli"
+    edge.one_shot = mode in ("cli", "list_devices")
     return MODES[mode](plan, payload)
 
 

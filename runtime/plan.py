@@ -127,5 +127,7 @@ def engine_config(settings: Settings, n_seq_max: int = 1, mode: str = "cli") -> 
         rpc_servers=rpc_endpoints(settings.rpc) if settings.rpc else (),
         tensor_split=tensor_split(settings.tensor_split) if settings.tensor_split else (),
         devices=device_names(settings.device) if settings.device is not None else None,
+        split_mode=settings.split_mode,
+        main_gpu=settings.main_gpu,
         survive_lost_worker=mode == "server",
     )

@@ -192,8 +192,8 @@ def test_a_worker_listens_on_port_50052_unless_told() -> None:
     assert parse_args([]).settings.port == 8080
 
 
-def test_rpc_without_ngl_says_the_workers_get_no_layer(tiny_bundle: Path, two_workers) -> None:
-    result = cli(tiny_bundle, "--rpc", two_workers[0].endpoint)
+def test_rpc_with_ngl_0_says_the_workers_get_no_layer(tiny_bundle: Path, two_workers) -> None:
+    result = cli(tiny_bundle, "--rpc", two_workers[0].endpoint, "-ngl", "0")
     assert result.returncode == 0
     assert "llmpack: " + warning_line(messages.RPC_WITHOUT_LAYERS) in result.stderr.splitlines()
 

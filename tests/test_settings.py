@@ -25,7 +25,7 @@ def test_llamafile_defaults() -> None:
     assert settings.ctx_size == 8192
     assert settings.temperature("cli") == 0.8 and settings.temperature("chat") == 0.0
     assert (settings.host, settings.port) == ("127.0.0.1", 8080)
-    assert settings.n_gpu_layers == 0 and settings.n_predict == -1
+    assert settings.n_gpu_layers == -1 and settings.n_predict == -1  # llama.cpp's -ngl auto: the GPU when there is one
 
 
 def test_values_are_parsed() -> None:
@@ -44,7 +44,8 @@ def test_later_flag_wins() -> None:
     (["-c", "lots"], "-c/--ctx-size: expected an integer, got 'lots'"),
     (["--temp", "hot"], "--temp/--temperature: expected a number, got 'hot'"),
     (["--top-p", "1.5"], "--top-p: must be between 0.0 and 1.0, got 1.5"),
-    (["-ngl", "-3"], "must be at least 0"),
+    (["-ngl", "-3"], "must be at least -1"),
+    (["-sm", "rows"], "-sm/--split-mode"),
     (["--port", "70000"], "--port: must be between 0 and 65535"),
     (["--frobnicate"], messages.UNKNOWN_FLAG.format(arg="--frobnicate")),
     (["--cli", "--server"], messages.CONFLICTING_MODES),

@@ -104,10 +104,24 @@ def load_engine(settings: Settings, payload: Payload | None, config: EngineConfi
     source = resolve_source(settings, payload)
     devices = load_backends()
     if settings.n_gpu_layers > 0 and not gpu_offload_supported():
-        log.warning(messages.GPU_UNAVAILABLE.format(n=settings.n_gpu_layers, backends=", ".join(devices) or "none"))
+        warn_no_gpu(settings.n_gpu_layers, devices)
     progress = Progress("loading model", not settings.log_disable)
     engine = Engine(source, config, progress.update)
     context = describe_context(engine.n_ctx, engine.context_size)
-    progress.done(f"{engine.model_name}, context {context}, {settings.thread_count()} threads")
+    placement = engine.offload.describe()
+    progress.done(f"{engine.model_name}, context {context}, {settings.thread_count()} threads"
+                  + (f", {placement}" if placement else ""))
     return engine
+
+
+def warn_no_gpu(n_gpu_layers: int, devices: list[str]) -> None:
+    """-ngl given, nothing to offload to: one warning that says why (no GPU backend in this file, or
+    each carried backend's reason), and the CPU computes everything."""
+    from ..engine.native_libs import gpu_status
+
+    reasons = gpu_status()
+    if reasons:
+        log.warning(messages.GPU_NOT_FOUND.format(n=n_gpu_layers, reasons="; ".join(reasons)))
+    else:
+        log.warning(messages.GPU_UNAVAILABLE.format(n=n_gpu_layers, backends=", ".join(devices) or "none"))
 

@@ -85,6 +85,9 @@ def chat(plan: Plan, engine: Engine, formatter: ChatFormatter, server_url: str |
 def describe_compute(settings: Settings, engine: Engine) -> str:
     count = settings.thread_count()
     threads = f"{count} CPU thread{'s' if count > 1 else ''}"
+    placement = getattr(engine, "offload", None)  # where the engine put the layers (-ngl auto included)
+    if placement is not None and placement.offloaded:
+        return f"{placement.describe()}, {threads}"
     if settings.n_gpu_layers > 0 and gpu_offload_supported():
         devices = ", ".join(d for d in load_backends() if not d.upper().startswith("CPU")) or "GPU"
         total = int(engine.metadata.get(f"{engine.metadata.get('general.architecture', '')}.block_count", 0) or 0)

@@ -27,7 +27,7 @@ from ..errors import (
     GrammarInvalid,
     ModelLoadFailed,
 )
-from . import devices, rpc
+from . import devices, offload, rpc
 from .context_size import ContextSize
 from .native import (
     FLASH_ATTN_TYPES,
@@ -107,19 +107,11 @@ class Engine(TokenMethods, EmbeddingMethods):
     # -- loading ---------------------------------------------------------------------------------
 
     def _load_model(self, source: ModelSource, config: EngineConfig, progress):
-        params = llama.llama_model_default_params()
-        params.n_gpu_layers = config.n_gpu_layers
-        params.use_extra_bufts = config.repack
-        if config.devices is not None:
-            self._device_arrays.append(devices.offload_list(config.devices))
-            params.devices = ctypes.cast(self._device_arrays[-1], ctypes.c_void_p)
-        if config.tensor_split:
-            self._device_arrays.append(devices.tensor_split_array(config.tensor_split))
-            params.tensor_split = self._device_arrays[-1]
-        if config.use_mmap:
-            params.load_mode = llama.LLAMA_LOAD_MODE_MMAP_MLOCK if config.use_mlock else llama.LLAMA_LOAD_MODE_MMAP
-        else:
-            params.load_mode = llama.LLAMA_LOAD_MODE_MLOCK if config.use_mlock else llama.LLAMA_LOAD_MODE_NONE
+        params = self._model_params(config)
+        self.offload = offload.plan_offload(config.n_gpu_layers, config.devices, config.split_mode, config.main_gpu,
+                                            lambda: self._measure(source, config))
+        params.n_gpu_layers = self.offload.layers
+        params.split_mode, params.main_gpu = self.offload.split_mode, self.offload.main_gpu
         if progress is not None:
             def on_progress(fraction: float, _user: ctypes.c_void_p) -> bool:
                 progress(fraction)
@@ -135,8 +127,43 @@ class Engine(TokenMethods, EmbeddingMethods):
         if not model:
             if self._file:
                 self._file.close()
+            if self.offload.offloaded:  # the weights read before the GPU load: most likely its memory
+                raise EngineFailure(messages.GPU_LOAD_FAILED.format(**self._offload_words()))
             raise ModelLoadFailed(source.path)
         return model
+
+    def _model_params(self, config: EngineConfig):
+        params = llama.llama_model_default_params()
+        params.n_gpu_layers = 0
+        params.use_extra_bufts = config.repack
+        if config.devices is not None:
+            self._device_arrays.append(devices.offload_list(config.devices))
+            params.devices = ctypes.cast(self._device_arrays[-1], ctypes.c_void_p)
+        if config.tensor_split:
+            self._device_arrays.append(devices.tensor_split_array(config.tensor_split))
+            params.tensor_split = self._device_arrays[-1]
+        if config.use_mmap:
+            params.load_mode = llama.LLAMA_LOAD_MODE_MMAP_MLOCK if config.use_mlock else llama.LLAMA_LOAD_MODE_MMAP
+        else:
+            params.load_mode = llama.LLAMA_LOAD_MODE_MLOCK if config.use_mlock else llama.LLAMA_LOAD_MODE_NONE
+        return params
+
+    def _measure(self, source: ModelSource, config: EngineConfig) -> offload.ModelSize | None:
+        params = self._model_params(config)
+        params.no_alloc, params.n_gpu_layers = True, -1
+        if not source.offset:
+            return offload.measure(llama.llama_model_load_from_file(os.fsencode(source.path), params), config)
+        probe_file = CFile(source.path, source.offset)
+        try:
+            return offload.measure(llama.llama_model_load_from_file_ptr(ctypes.c_void_p(probe_file.pointer), params), config)
+        finally:
+            probe_file.close()
+
+    def _offload_words(self) -> dict[str, object]:
+        size = self.offload.size
+        return {"offloaded": self.offload.offloaded, "total": self.offload.total or "?",
+                "devices": ", ".join(d.describe() for d in self.offload.used_devices()),
+                "size": (size.weights if size else 0) / 2**30, "fewer": max(1, self.offload.offloaded // 2)}
 
     def _create_context(self, config: EngineConfig):
         params = llama.llama_context_default_params()
@@ -167,6 +194,8 @@ class Engine(TokenMethods, EmbeddingMethods):
             params.pooling_type = POOLING_TYPES[config.pooling]
         params.no_perf = True
         context = llama.llama_init_from_model(self.model, params)
+        if not context and self.offload.offloaded:
+            raise EngineFailure(messages.GPU_CONTEXT_FAILED.format(n_ctx=config.n_ctx, **self._offload_words()))
         if not context:
             if {config.type_k, config.type_v} & QUANTIZED_CACHE_TYPES:  # the likelier reason then
                 raise EngineFailure(messages.CONTEXT_FAILED_CACHE_TYPES.format(type_k=config.type_k, type_v=config.type_v))

@@ -35,7 +35,12 @@ SIGNATURES = {
     "ggml_backend_reg_by_name": (_pointer, [_text]),
     "ggml_backend_reg_get_proc_address": (_pointer, [_pointer, _text]),
     "ggml_backend_register": (None, [_pointer]),
+    "ggml_backend_reg_dev_count": (_size, [_pointer]),
 }
+# GPU backends a runtime may carry (libggml-NAME.so), ggml's registry name for each, and what each needs
+# from the user's machine: only the driver (llamafile's and Ollama's rule; cudart and cuBLAS travel along).
+GPU_BACKENDS = {"vulkan": ("Vulkan", "a Vulkan driver"), "cuda": ("CUDA", "NVIDIA's driver, libcuda.so.1"),
+                "hip": ("ROCm", "AMD's ROCm driver"), "sycl": ("SYCL", "Intel's oneAPI runtime")}
 _ggml: ctypes.CDLL | None = None
 _log_callback = None  # kept referenced: ggml calls it from its own threads
 _registered = False
@@ -143,3 +148,38 @@ def load_backends() -> list[str]:
     """The devices found, once the backends are registered (what --version lists)."""
     register_backends()
     return device_names()
+
+
+def gpu_libraries() -> dict[str, Path]:
+    """The GPU backends this runtime carries (beside the CPU variants), by name: {'vulkan': path}."""
+    backend_dir = os.environ.get("LLMPACK_BACKEND_DIR") or find_backend_dir()
+    found: dict[str, Path] = {}
+    for name in GPU_BACKENDS:
+        for path in sorted(Path(backend_dir).glob(f"*ggml-{name}*")) if backend_dir else ():
+            if path.suffix in (".so", ".dll", ".dylib"):
+                found.setdefault(name, path)
+    return found
+
+
+def gpu_status() -> list[str]:
+    """Each GPU backend carried and what became of it at start: 'Vulkan (2 devices)', 'Vulkan (no device
+    found)', 'CUDA (not loaded: libcuda.so.1 ... not found)'. ggml loads the backends silently; the
+    reason a library did not load is asked again here (dlopen's message), only when it is wanted."""
+    register_backends()
+    ggml = open_ggml()
+    lines = []
+    for name, path in gpu_libraries().items():
+        label, driver = GPU_BACKENDS[name]
+        reg = ggml.ggml_backend_reg_by_name(label.encode()) if ggml is not None else None
+        if reg:
+            count = ggml.ggml_backend_reg_dev_count(reg)
+            lines.append(f"{label} ({count} device{'s' if count != 1 else ''})" if count else f"{label} (no device found)")
+            continue
+        try:
+            ctypes.CDLL(str(path), mode=getattr(os, "RTLD_LOCAL", 0))
+            reason = f"{driver} found no usable device"
+        except OSError as exc:
+            missing = str(exc).split(":")[1].strip() if str(exc).count(":") >= 2 else str(exc)
+            reason = f"{missing} not found: {driver}" if missing.startswith("lib") else str(exc)
+        lines.append(f"{label} (not loaded: {reason})")
+    return lines

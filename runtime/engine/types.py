@@ -19,7 +19,7 @@ class EngineConfig:
     n_ctx: int = 8192  # the whole KV cache, shared by all sequences
     n_batch: int = 2048
     n_threads: int = 1
-    n_gpu_layers: int = 0
+    n_gpu_layers: int = 0  # -1: auto (every layer on the GPUs found, fitted to their free memory)
     use_mmap: bool = True
     repack: bool = True  # llama.cpp's extra buffer types: weights repacked for this CPU (-nr turns it off)
     use_mlock: bool = False
@@ -35,6 +35,8 @@ class EngineConfig:
     rpc_servers: tuple[str, ...] = ()  # --rpc: llama.cpp RPC workers (HOST:PORT) that become devices
     tensor_split: tuple[float, ...] = ()  # -ts: the offloaded layers' shares, in device order
     devices: tuple[str, ...] | None = None  # -dev: the devices to offload to; None: llama.cpp's choice
+    split_mode: str = "layer"  # -sm: none, layer or row
+    main_gpu: int = 0  # -mg: the offload device that holds everything with -sm none
     # A lost RPC worker fails the requests at hand and later ones, and the process keeps running (a
     # server, reporting unhealthy); else the process exits with one line (a terminal has no one else).
     survive_lost_worker: bool = False

@@ -49,7 +49,10 @@ class Settings:
 
     # Model and compute
     model: str | None = _flag("-m", "--model", help="GGUF weights to use instead of the embedded ones", metavar="FILE", group="model")
-    n_gpu_layers: int = _flag("-ngl", "--n-gpu-layers", "--gpu-layers", help="layers to offload to the GPU (999 = all)", default=0, metavar="N", group="model", minimum=0)
+    n_gpu_layers: int = _flag("-ngl", "--n-gpu-layers", "--gpu-layers", help="layers to offload to the GPU: -1 = auto (as llama.cpp: every layer on the GPUs found, as many as their free memory holds; none without a GPU), 0 = the CPU only, 999 = all", default=-1, metavar="N", group="model", minimum=-1)
+    main_gpu: int = _flag("-mg", "--main-gpu", help="the GPU (index among the offload devices) that holds the whole model with -sm none, or the intermediate results with -sm row", default=0, metavar="INDEX", group="model", minimum=0)
+    split_mode: str = _flag("-sm", "--split-mode", help="how a model is split over several GPUs: none (one GPU, -mg), layer (layers and KV cache shared out, as -ts says) or row (rows shared out, where the backend supports it)", default="layer", metavar="{none,layer,row}", group="model", choices={k: k for k in ("none", "layer", "row")})
+    list_devices: bool = _flag("--list-devices", help="list the devices found (GPUs with their free memory, the CPU) and exit", default=False, group="mode")
     ctx_size: int = _flag("-c", "--ctx-size", help="context size in tokens (0 = the model's trained maximum)", default=8192, metavar="N", group="model", minimum=0)
     batch_size: int = _flag("-b", "--batch-size", help="prompt tokens processed per batch", default=2048, metavar="N", group="model", minimum=1)
     ubatch_size: int = _flag("-ub", "--ubatch-size", help="physical batch: tokens computed in one go (at most -b)", default=512, metavar="N", group="model", minimum=1)
@@ -130,6 +133,8 @@ class Settings:
     @property
     def mode(self) -> str | None:
         """The mode flag given, or None (then the caller picks the default mode)."""
+        if self.list_devices:
+            return "list_devices"
         if self.rpc_server:
             return "rpc_server"
         return next((m for m in MODES if getattr(self, m)), None)
