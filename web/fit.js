@@ -67,13 +67,16 @@ async function makeRoom(c, raw, continuing, signal) {
   return gone.length;
 }
 
+// `tokens`: the prompt's length, when the page counted it (null: the server refused it for length).
 function tooLong(tokens, continuing) {
-  const size = tokens ? `about ${tokens} tokens` : "more than that";
+  const context = "the model's context" + (nCtx ? ` of ${nCtx} tokens` : "");
   const message = continuing
-    ? `This reply cannot go on: your message and the reply so far fill the model's context of ${nCtx} tokens. ` +
+    ? `This reply cannot go on: your message and the reply so far fill ${context}. ` +
       "Edit your message to make it shorter, or start a new chat."
-    : `This message is too long for the model: it needs ${size} with the system prompt, and the model's ` +
-      `context holds ${nCtx} tokens. Shorten it, or attach a smaller part of the file.`;
+    : "This message is too long for the model: " +
+      (tokens ? `it is about ${tokens} tokens with the system prompt, and the model's context holds ${nCtx} tokens. `
+              : `with the system prompt it does not fit in ${context}. `) +
+      "Shorten it.";
   return Object.assign(new Error(message), {kind: "too-long"});
 }
 

@@ -166,7 +166,8 @@ function failed(error, c, fresh) {
     text.textContent = "error: the server is unreachable (is it still running?)";
     showBanner(text, button("Retry", () => { hideBanner(); generate(c); }));
   } else if (error.kind === "too-long") {
-    text.textContent = error.message;
+    const files = fresh ? fresh.attachments.length : c.messages.some(m => m.context && !m.dropped);
+    text.textContent = error.message + (files ? " Or attach a smaller part of the file." : "");
     showBanner(text, button("OK", () => { hideBanner(); input.focus(); }));
   } else {
     text.textContent = "error: " + error.message;

@@ -30,6 +30,9 @@ class DevTools:
         def give_fds() -> None:  # in the child: the pipe ends become fds 3 and 4
             os.dup2(to_chrome_r, 3)
             os.dup2(from_chrome_w, 4)
+            # dup2 onto the same fd (a process whose first pipe got fd 3) leaves it close-on-exec.
+            os.set_inheritable(3, True)
+            os.set_inheritable(4, True)
 
         self.process = subprocess.Popen(
             [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
