@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from llmpack.runtime.formats import chat_template, messages
+from llmpack.runtime import messages
+from llmpack.runtime.formats import chat_template
 from llmpack.runtime.formats.chat_template import ChatFormatter, TemplateError, formatter_for
 from llmpack.runtime.flags.settings import Settings
 from llmpack.runtime.server.state import EngineHolder
@@ -241,3 +242,14 @@ def test_a_model_without_a_template_chats_in_chatml_in_the_chat_and_the_server(u
                               timeout=30).json()["tokens"]
     # The same message is the same prompt in both: ChatML, not raw text.
     assert answer["usage"]["prompt_tokens"] == chat_prompt == len(expected)
+
+
+def test_templates_get_todays_date_as_llama_cpp_gives_it() -> None:
+    """llama.cpp's templates context has `date_string` (and `datetime`): Llama 3.x's template prints
+    today's date instead of its own fixed "26 Jul 2024"."""
+    from support.templates import LLAMA31
+
+    prompt = formatter_for(LLAMA31, "<|begin_of_text|>", "<|eot_id|>", None).render([{"role": "user", "content": "hi"}])
+    assert f"Today Date: {datetime.date.today().strftime('%d %b %Y')}" in prompt
+    dated = formatter_for("{{ datetime }}|{{ date_string }}", "", "", None).render([])
+    assert dated == datetime.datetime.now().strftime("%b %d %Y|%d %b %Y")

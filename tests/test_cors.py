@@ -86,3 +86,17 @@ def test_a_bad_origin_is_one_line_and_exit_2(tiny_bundle: Path) -> None:
     result = run([str(tiny_bundle), "--server", "--nobrowser", "--port", "0", "--cors-origins", "good.example/"])
     assert one_error_line(result) == error_line(messages.CORS_ORIGIN_INVALID.format(origin="good.example/"))
     assert result.returncode == 2
+
+
+def test_localhost_allows_this_machines_pages_on_any_port(tiny_bundle: Path, tmp_path: Path) -> None:
+    """llama-server's keyword: --cors-origins localhost admits http(s)://localhost, 127.0.0.1 and [::1]
+    on any port, and no other site (localhost.evil.com included)."""
+    with running_server(tiny_bundle, "-c", "256", "--cors-origins", "localhost", log_path=tmp_path / "s.log") as server:
+        def preflight(origin: str) -> httpx.Response:
+            return httpx.options(server.base_url + "/chat/completions", headers={"Origin": origin, **PREFLIGHT})
+
+        for origin in ("http://localhost", "http://localhost:8080", "https://127.0.0.1:3000", "http://[::1]:3000"):
+            answer = preflight(origin)
+            assert answer.status_code == 200 and answer.headers["access-control-allow-origin"] == origin
+        for origin in ("http://evil.com", "http://notlocalhost", "http://localhost.evil.com"):
+            assert "access-control-allow-origin" not in preflight(origin).headers

@@ -282,12 +282,19 @@ def test_rerank_on_a_reranker_model(tmp_path_factory: pytest.TempPathFactory) ->
         result = post(reranker, "rerank", {"query": "capital of france", "documents": documents})
         alone = [post(reranker, "v1/rerank", {"query": "capital of france", "documents": [d]}) for d in documents]
         top = post(reranker, "reranking", {"query": "capital of france", "documents": documents, "top_n": 2})
+        tei = post(reranker, "rerank", {"query": "capital of france", "texts": documents, "top_n": 2,
+                                        "return_text": True})  # Hugging Face TEI's shape
+        both = httpx.post(reranker.url + "rerank", json={"query": "q", "texts": documents, "documents": documents},
+                          timeout=10)
     scores = [r["relevance_score"] for r in result["results"]]
     assert sorted(r["index"] for r in result["results"]) == [0, 1, 2]
     assert scores == sorted(scores, reverse=True) and len(set(scores)) == 3
     assert {r["index"]: r["relevance_score"] for r in result["results"]} == pytest.approx(
         {i: a["results"][0]["relevance_score"] for i, a in enumerate(alone)})
     assert top["results"] == result["results"][:2]
+    assert tei == [{"index": r["index"], "score": r["relevance_score"], "text": documents[r["index"]]}
+                   for r in top["results"]]
+    assert llama_error(both, 400)["message"]
     assert result["usage"]["prompt_tokens"] == sum(a["usage"]["prompt_tokens"] for a in alone) > 0
     assert result["object"] == "list" and result["model"] == "reranker"  # reranker.llmpack
 
@@ -433,3 +440,14 @@ def test_vertex_ai_prediction_mode(tiny_bundle: Path, tmp_path: Path, monkeypatc
         assert refused.status_code == 401  # the key guards /predict as every API route
         assert httpx.post(vertex.url + "predict", headers={"Authorization": "Bearer k"}, json={"x": 1},
                           timeout=10).status_code == 400
+
+
+def test_generation_settings_list_the_logit_biases_and_what_ignore_eos_bans(server: ServerProcess) -> None:
+    """As llama-server: `generation_settings.logit_bias` lists the request's biases, and with
+    `ignore_eos` each end-of-generation token with a null (-inf) bias."""
+    banned = post(server, "completion", {"prompt": "the cat", "n_predict": 2, "ignore_eos": True,
+                                         "logit_bias": [[5, -2.5]]})["generation_settings"]["logit_bias"]
+    assert banned[0] == {"token": 5, "bias": -2.5}
+    assert {"token": 2, "bias": None} in banned[1:] and all(b["bias"] is None for b in banned[1:])
+    plain = post(server, "completion", {"prompt": "the cat", "n_predict": 2})["generation_settings"]
+    assert plain["logit_bias"] == [] and plain["ignore_eos"] is False

@@ -28,7 +28,10 @@ LLAMACPP_METRICS = {
     "llamacpp:n_decode_total": "counter", "llamacpp:prompt_tokens_seconds": "gauge",
     "llamacpp:predicted_tokens_seconds": "gauge", "llamacpp:kv_cache_usage_ratio": "gauge",
     "llamacpp:kv_cache_tokens": "gauge", "llamacpp:requests_processing": "gauge",
-    "llamacpp:requests_deferred": "gauge",
+    "llamacpp:requests_deferred": "gauge", "llamacpp:prompt_tokens_cached_total": "counter",
+    "llamacpp:n_tokens_max": "counter", "llamacpp:spec_decode_num_draft_tokens_total": "counter",
+    "llamacpp:spec_decode_num_accepted_tokens_total": "counter", "llamacpp:spec_decode_num_drafts_total": "counter",
+    "llamacpp:n_busy_slots_per_decode": "gauge",
 }
 NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 SAMPLE = re.compile(rf'^(?P<name>{NAME})(?P<labels>\{{[a-zA-Z_][a-zA-Z0-9_]*="[^"\\\n]*"(?:,[a-zA-Z_][a-zA-Z0-9_]*="[^"\\\n]*")*\}})? '
@@ -173,8 +176,13 @@ def test_the_executables_metrics_after_real_requests(tiny_bundle: Path, tmp_path
         assert before["llamacpp:kv_cache_tokens"] == 0 and before["llamacpp:n_decode_total"] == 0
         usages = [client.completions.create(model="m", prompt=f"hello {i}", max_tokens=16, temperature=0).usage
                   for i in range(3)]
-        after = parse_strictly(httpx.get(server.url + "metrics").text)
-    assert after["llamacpp:prompt_tokens_total"] == sum(u.prompt_tokens for u in usages)
+        response = httpx.get(server.url + "metrics")
+        after = parse_strictly(response.text)
+    assert abs(int(response.headers["Process-Start-Time-Unix"]) - time.time()) < 600  # llama-server's header
+    # As llama-server counts them: the prompt tokens decoded, and apart, those found in the KV cache.
+    assert after["llamacpp:prompt_tokens_total"] + after["llamacpp:prompt_tokens_cached_total"] == sum(
+        u.prompt_tokens for u in usages)
+    assert after["llamacpp:spec_decode_num_drafts_total"] == 0 and after["llamacpp:n_tokens_max"] > 0
     assert after["llamacpp:tokens_predicted_total"] == sum(u.completion_tokens for u in usages)
     # One decode for the prompt, one per generated token but the last (sampled, never decoded).
     assert after["llamacpp:n_decode_total"] >= len(usages)

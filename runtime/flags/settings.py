@@ -112,7 +112,7 @@ class Settings:
     no_ui: bool = _flag("--no-ui", help="serve no web chat page at / (the API only), as llama-server's --no-ui", default=False, group="server")
     slots: bool = _flag("--slots", help="serve GET /slots (each sequence's state and settings); --no-slots turns it off, as in llama-server", default=True, group="server", negations=("--no-slots",))
     allowed_hosts: str | None = _flag("--allowed-hosts", help="host names the server answers to besides localhost, its IP addresses and --host (a guard against DNS rebinding): comma-separated; *.example.com for subdomains, * for any", metavar="NAME[,NAME...]", group="server")
-    cors_origins: str | None = _flag("--cors-origins", help="web pages from these origins may call the API from a browser (CORS; off by default): comma-separated scheme://host[:port], or * for any", metavar="ORIGIN[,ORIGIN...]", group="server")
+    cors_origins: str | None = _flag("--cors-origins", help="web pages from these origins may call the API from a browser (CORS; off by default): comma-separated scheme://host[:port], localhost for any page from this machine (http(s)://localhost, 127.0.0.1 or [::1], any port), or * for any", metavar="ORIGIN[,ORIGIN...]", group="server")
 
     # Several machines (llama.cpp RPC)
     rpc: str | None = _flag("--rpc", help="use the llama.cpp RPC workers at these addresses (started with --rpc-server, or llama.cpp's rpc-server) as devices: -ngl layers are offloaded to them, shared as -ts says", metavar="HOST:PORT[,HOST:PORT...]", group="rpc")

@@ -145,9 +145,13 @@ class ChatFormatter:
             raise TemplateError(texts.TEMPLATE_REJECTED.format(reason=rejected)) from None
 
     def _render(self, messages: list[dict[str, Any]], add_generation_prompt: bool, **extra: Any) -> str:
+        # As llama.cpp's common_chat_extra_context: today's date, which Llama 3.x's templates print as
+        # "Today Date" (else their own fixed "26 Jul 2024").
+        now = datetime.datetime.now()
+        dates = {"date_string": now.strftime("%d %b %Y"), "datetime": now.strftime("%b %d %Y")}
         try:
             return self._compiled.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                         bos_token=self.bos_token, eos_token=self.eos_token, **extra)
+                                         bos_token=self.bos_token, eos_token=self.eos_token, **{**dates, **extra})
         except TemplateRejected:
             raise
         except jinja2.TemplateError as exc:

@@ -4,7 +4,8 @@ Off by default: a page on any other site must not be able to use the model on th
 (see app.py's JsonOnly: without CORS, a cross-site page cannot even send a JSON body). With
 `--cors-origins https://app.example,http://localhost:5173` those origins get Starlette's
 CORSMiddleware: preflight OPTIONS answered (no API key needed: browsers never send one there) and
-`Access-Control-Allow-*` on the answers; `*` allows every origin, with a warning at start.
+`Access-Control-Allow-*` on the answers; `*` allows every origin, with a warning at start, and
+`localhost` (llama-server's keyword) the pages of this machine's loopback names, on any port.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ log = logging.getLogger(__name__)
 # scheme://host[:port], as a browser sends it in Origin (no path, no trailing slash).
 _ORIGIN = re.compile(r"^[a-z][a-z0-9+.-]*://[^/\s?#]+$", re.IGNORECASE)
 METHODS = ["GET", "POST", "DELETE", "OPTIONS"]
+# llama-server's keyword `localhost`: pages served from this machine's loopback names, any port.
+LOCALHOST = "localhost"
+LOCALHOST_ORIGINS = r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?"
 
 
 class CorsOriginInvalid(UsageError):
@@ -37,7 +41,7 @@ def parse_origins(value: str | None) -> list[str]:
     if not origins:
         raise CorsOriginInvalid(messages.CORS_ORIGIN_INVALID.format(origin=value))
     for origin in origins:
-        if origin != "*" and not _ORIGIN.match(origin):
+        if origin not in ("*", LOCALHOST) and not _ORIGIN.match(origin):
             raise CorsOriginInvalid(messages.CORS_ORIGIN_INVALID.format(origin=origin))
     return ["*"] if "*" in origins else [o.rstrip("/").lower() for o in origins]
 
@@ -48,6 +52,8 @@ def add_cors(app: FastAPI, value: str | None) -> None:
         return
     if origins == ["*"]:
         log.warning("%s", messages.CORS_ANY_ORIGIN)
+    loopback = LOCALHOST in origins
     # Headers: whatever the page asks for in its preflight (Authorization, x-api-key, the SDKs' own).
-    app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=METHODS, allow_headers=["*"],
-                       allow_credentials=False, max_age=600)
+    app.add_middleware(CORSMiddleware, allow_origins=[o for o in origins if o != LOCALHOST],
+                       allow_origin_regex=LOCALHOST_ORIGINS if loopback else None, allow_methods=METHODS,
+                       allow_headers=["*"], allow_credentials=False, max_age=600)

@@ -163,7 +163,7 @@ class Generation:
             elif item.timings is not None:
                 t = item.timings
                 self.metrics.finished(t.prompt_tokens, t.prompt_ms, t.generation_ms,
-                                      t.prompt_per_second, t.generation_per_second)
+                                      t.prompt_per_second, t.generation_per_second, t.cached_tokens)
         post(item)
         if not isinstance(item, Piece) or item.finish_reason is not None:
             self._end()

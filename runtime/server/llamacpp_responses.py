@@ -11,15 +11,28 @@ from ..engine.interface import ServingEngine
 from ..engine.types import GenerationRequest, Piece, Timings, TokenLogprob
 
 
-def generation_settings(request: GenerationRequest, n_ctx: int, model: str) -> dict[str, Any]:
+def generation_settings(request: GenerationRequest, n_ctx: int, model: str,
+                        eog_tokens: Sequence[int] = ()) -> dict[str, Any]:
+    """`eog_tokens`: the end-of-generation tokens, which `ignore_eos` bans: llama-server lists them in
+    `logit_bias` with a bias of null (-inf), after the request's own biases."""
     s = request.sampling
-    return {"n_ctx": n_ctx, "n_predict": request.max_tokens, "model": model, "temperature": s.temperature,
+    biases = [{"token": token, "bias": None if math.isinf(bias) else bias} for token, bias in s.logit_bias]
+    if s.ignore_eos:
+        biases += [{"token": token, "bias": None} for token in eog_tokens]
+    return {"logit_bias": biases, "n_ctx": n_ctx, "n_predict": request.max_tokens, "model": model, "temperature": s.temperature,
             "top_k": s.top_k, "top_p": s.top_p, "min_p": s.min_p, "repeat_penalty": s.repeat_penalty,
             "repeat_last_n": s.repeat_last_n, "presence_penalty": s.presence_penalty,
             "frequency_penalty": s.frequency_penalty, "seed": s.seed, "stop": list(request.stop),
             "grammar": s.grammar or "", "ignore_eos": s.ignore_eos, "n_probs": request.logprobs or 0,
             "samplers": [name for name, on in (("penalties", True), ("top_k", s.top_k > 0), ("top_p", s.top_p < 1),
                                                ("min_p", s.min_p > 0), ("temperature", True)) if on]}
+
+
+def eog_tokens(engine: ServingEngine, request: GenerationRequest) -> tuple[int, ...]:
+    """The tokens `ignore_eos` bans, when it is on (an engine without the list, a test's fake, has none)."""
+    if not request.sampling.ignore_eos:
+        return ()
+    return tuple(getattr(engine, "end_of_generation_tokens", ()))
 
 
 def probabilities(engine: ServingEngine, logprobs: Sequence[TokenLogprob]) -> list[dict[str, Any]]:
@@ -67,7 +80,7 @@ def final_result(engine: ServingEngine, model: str, request: GenerationRequest, 
         "id_slot": -1,  # requests are not pinned to slots here
         "stop": True, "model": model,
         "tokens_predicted": len(token_ids), "tokens_evaluated": len(request.prompt_tokens),
-        "generation_settings": generation_settings(request, engine.n_ctx, model),
+        "generation_settings": generation_settings(request, engine.n_ctx, model, eog_tokens(engine, request)),
         "prompt": prompt_text, "has_new_line": "\n" in text, "truncated": False,
         "stop_type": stop_type, "stopping_word": word,
         "tokens_cached": t.cached_tokens if t else 0,

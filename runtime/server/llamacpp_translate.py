@@ -97,7 +97,11 @@ class EmbeddingsBody(_Body):
 
 class RerankBody(_Body):
     query: str
-    documents: list[str] = Field(min_length=1)
+    documents: list[str] | None = Field(default=None, min_length=1)
+    # Hugging Face TEI's shape (llama-server takes it too): `texts` instead of `documents`, answered as a
+    # bare list of {"index", "score"} (with "text" when return_text).
+    texts: list[str] | None = Field(default=None, min_length=1)
+    return_text: bool = False
     top_n: int | None = Field(default=None, ge=0)
 
 

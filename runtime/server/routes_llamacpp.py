@@ -232,11 +232,16 @@ async def rerank(request: Request):
     if engine.pooling != "rank":
         # llama-server answers 501 here; a server started without --reranking is the client's to fix.
         raise ApiError(400, messages.LLAMA_NO_RERANKING)
+    tei = body.texts is not None
+    documents = body.texts if tei else body.documents
+    if documents is None or (tei and body.documents is not None):
+        raise ApiError(400, "send the documents to rank as \"documents\" (or TEI's \"texts\"), one of them",
+                       param="documents")
 
     def score_all() -> tuple[list[float], int]:
         query = engine.tokenize(body.query, False, False)
         scores, total = [], 0
-        for document in body.documents:
+        for document in documents:
             tokens = _rerank_tokens(engine, query, engine.tokenize(document, False, False))
             scores.append(engine.embed_each(tokens)[0][0])
             total += len(tokens)
@@ -246,6 +251,8 @@ async def rerank(request: Request):
     request.app.state.metrics.add(prompt_tokens=total)
     order = sorted(range(len(scores)), key=lambda i: -scores[i])
     top = order if body.top_n is None else order[:body.top_n]
+    if tei:
+        return [{"index": i, "score": scores[i], **({"text": documents[i]} if body.return_text else {})} for i in top]
     results = []
     for i in top:
         results.append({"index": i, "relevance_score": scores[i]})

@@ -48,7 +48,8 @@ async def health(request: Request):
 async def metrics(request: Request):
     state = request.app.state
     return PlainTextResponse(state.metrics.render(state.holder.ready, scheduler_stats(state.holder.engine)),
-                             media_type="text/plain; version=0.0.4; charset=utf-8")
+                             media_type="text/plain; version=0.0.4; charset=utf-8",
+                             headers={"Process-Start-Time-Unix": str(int(state.metrics.started))})  # llama-server's
 
 
 @router.get("/v1/models")

@@ -77,6 +77,7 @@ class Metrics:
     requests: dict[str, int] = field(default_factory=dict)
     errors: dict[int, int] = field(default_factory=dict)
     prompt_tokens: int = 0
+    cached_tokens: int = 0  # of prompt_tokens, found in the KV cache (not decoded)
     generated_tokens: int = 0
     prompt_seconds: float = 0.0
     generation_seconds: float = 0.0
@@ -101,9 +102,10 @@ class Metrics:
                 setattr(self, name, getattr(self, name) + delta)
 
     def finished(self, prompt_tokens: int, prompt_ms: float, generation_ms: float,
-                 prompt_per_second: float, generation_per_second: float) -> None:
+                 prompt_per_second: float, generation_per_second: float, cached_tokens: int = 0) -> None:
         with self._lock:
             self.prompt_tokens += prompt_tokens
+            self.cached_tokens += cached_tokens
             self.prompt_seconds += prompt_ms / 1000
             self.generation_seconds += generation_ms / 1000
             if prompt_per_second:
@@ -128,20 +130,30 @@ class Metrics:
         waiting = stats.waiting if stats else 0
         kv_tokens = stats.kv_tokens if stats else 0
         kv_ratio = kv_tokens / stats.kv_capacity if stats and stats.kv_capacity else 0.0
+        processed = self.prompt_tokens - self.cached_tokens  # llama-server's: decoded, the cached apart
         rows = [
-            ("prompt_tokens_total", "counter", "Number of prompt tokens processed.", self.prompt_tokens),
+            ("prompt_tokens_total", "counter", "Number of prompt tokens processed.", processed),
+            ("prompt_tokens_cached_total", "counter", "Number of prompt tokens reused from the KV cache.",
+             self.cached_tokens),
             ("prompt_seconds_total", "counter", "Prompt process time", self.prompt_seconds),
             ("tokens_predicted_total", "counter", "Number of generation tokens processed.", self.generated_tokens),
             ("tokens_predicted_seconds_total", "counter", "Predict process time", self.generation_seconds),
             ("n_decode_total", "counter", "Total number of llama_decode() calls", stats.n_decode if stats else 0),
+            ("n_tokens_max", "counter", "Largest observed n_tokens.", stats.kv_capacity if stats else 0),
+            # No speculative decoding here: llama-server's counters, always 0, for dashboards built on them.
+            ("spec_decode_num_draft_tokens_total", "counter", "Number of draft tokens generated.", 0),
+            ("spec_decode_num_accepted_tokens_total", "counter", "Number of draft tokens accepted.", 0),
+            ("spec_decode_num_drafts_total", "counter", "Number of drafts generated.", 0),
             ("prompt_tokens_seconds", "gauge", "Average prompt throughput in tokens/s.",
-             self.prompt_tokens / self.prompt_seconds if self.prompt_seconds else 0.0),
+             processed / self.prompt_seconds if self.prompt_seconds else 0.0),
             ("predicted_tokens_seconds", "gauge", "Average generation throughput in tokens/s.",
              self.generated_tokens / self.generation_seconds if self.generation_seconds else 0.0),
             ("kv_cache_usage_ratio", "gauge", "KV-cache usage. 1 means 100 percent usage.", kv_ratio),
             ("kv_cache_tokens", "gauge", "KV-cache tokens.", kv_tokens),
             ("requests_processing", "gauge", "Number of requests processing.", running),
             ("requests_deferred", "gauge", "Number of requests deferred.", waiting),
+            ("n_busy_slots_per_decode", "gauge", "Average number of busy slots per llama_decode() call.",
+             running),
         ]
         return [(f"llamacpp:{name}", kind, help_text, [("", value)]) for name, kind, help_text, value in rows]
 
