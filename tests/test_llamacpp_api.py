@@ -307,7 +307,7 @@ def test_reranking_needs_a_reranker_model(fim_bundle: Path) -> None:
 @pytest.mark.parametrize("body, words", [
     (b"{not json", "not valid JSON"),
     (b'{"prompt": "a", "n_predict": "many"}', "n_predict"),
-    (b'{"prompt": ["a", "b"]}', "one prompt"),
+    (b'{"prompt": [[1, [2]]]}', "token ids mixed with strings"),
     (b'{"prompt": [999999]}', "out of range"),
     (b'{"prompt": []}', "empty"),
     (b'{"prompt": "a", "samplers": ["mirostat_v9"]}', "unknown sampler"),
@@ -451,3 +451,18 @@ def test_generation_settings_list_the_logit_biases_and_what_ignore_eos_bans(serv
     assert {"token": 2, "bias": None} in banned[1:] and all(b["bias"] is None for b in banned[1:])
     plain = post(server, "completion", {"prompt": "the cat", "n_predict": 2})["generation_settings"]
     assert plain["logit_bias"] == [] and plain["ignore_eos"] is False
+
+
+def test_several_prompts_are_answered_as_a_list(server: ServerProcess) -> None:
+    """llama-server's shapes: a list of prompts (text, token ids, {"prompt_string"}) is answered as a list in
+    their order, each as that prompt alone; several prompts cannot stream."""
+    ids = tokenize(server, "the cat and")
+    one = post(server, "completion", {"prompt": "the cat and", **GREEDY})
+    several = post(server, "completion", {"prompt": [ids, "the cat and", {"prompt_string": "the cat and"}], **GREEDY})
+    assert [(r["index"], r["content"]) for r in several] == [(i, one["content"]) for i in range(3)]
+    assert post(server, "completion", {"prompt": {"prompt_string": "the cat and"}, **GREEDY})["content"] == one["content"]
+    streamed = httpx.post(server.url + "completion", json={"prompt": ["a", "b"], "stream": True}, timeout=10)
+    assert llama_error(streamed, 400)["message"]
+    images = httpx.post(server.url + "completion", timeout=10,
+                        json={"prompt": {"prompt_string": "hi", "multimodal_data": ["AAAA"]}})
+    assert llama_error(images, 400)["message"]

@@ -190,10 +190,11 @@ def test_streamed_chat_chunks() -> None:
         events = [line.removeprefix("data: ") for line in response.iter_lines() if line]
     assert events[-1] == "[DONE]"
     chunks = [json.loads(e) for e in events[:-1]]
-    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
-    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]) == "hello world"
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": None}  # llama-server's first chunk
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == "hello world"
     assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 11
+    assert chunks[-1]["timings"]["predicted_n"] == 11  # llama-server's timings beside the usage
     assert chunks[1]["choices"][0]["logprobs"]["content"][0]["top_logprobs"][0]["logprob"] == -0.5
 
 

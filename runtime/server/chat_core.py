@@ -26,7 +26,7 @@ from starlette.requests import Request
 
 from ..formats.chat_template import tokenize_prompt_text
 from ..engine.interface import ServingEngine
-from ..engine.types import GenerationRequest, Piece
+from ..engine.types import GenerationRequest, Piece, Timings
 from ..flags.values import verbose_prompt_line
 from ..tools.families import Family, detect
 from ..tools.prompt import template_messages
@@ -144,6 +144,7 @@ class ChatRun:
         self.cached_tokens = 0
         self.want_logprobs = generation_requests[0].logprobs is not None
         self.prompt_text = ""  # the rendered prompt, for llama-server's `__verbose`
+        self.timings: Timings | None = None  # the last choice's to end, for llama-server's `timings`
         self._tools = tools  # the family whose calls to read from the output; None: text only
         self._generations = [Generation(engine, g, state.metrics, state.active_generations)
                              for g in generation_requests]
@@ -162,6 +163,7 @@ class ChatRun:
                 yield TextDelta(choice, text, self._logprob_entries(piece))
             if piece.timings is not None:
                 self.cached_tokens = max(self.cached_tokens, piece.timings.cached_tokens)
+                self.timings = piece.timings
             if not piece.finish_reason:
                 continue
             finish = tr.finish_reason(piece.finish_reason)

@@ -170,7 +170,7 @@ def prompt_tokens(engine: ServingEngine, prompt: Any, add_special: bool = True, 
 
 
 def embedding_inputs(value: Any, param: str) -> list[Any]:
-    """llama-server's shapes of an embeddings request: one input (a string, token ids, ids mixed with
+    """llama-server's shapes of an embeddings request (and of /completion's prompts): one input (a string, token ids, ids mixed with
     strings, {"prompt_string": TEXT} or {"content": [text parts]}), or a list of such inputs (a list
     with no token id at its top level)."""
     if value is None:
@@ -182,7 +182,7 @@ def embedding_inputs(value: Any, param: str) -> list[Any]:
     return [value]
 
 
-def embedding_tokens(engine: ServingEngine, item: Any, param: str) -> list[int]:
+def embedding_tokens(engine: ServingEngine, item: Any, param: str, parse_special: bool = False) -> list[int]:
     """One embeddings input's tokens; an object is read for its text (llama-server's `prompt_string`, or
     OpenAI's content parts, which must all be text: this model reads no images, audio or video)."""
     if isinstance(item, dict):
@@ -204,7 +204,7 @@ def embedding_tokens(engine: ServingEngine, item: Any, param: str) -> list[int]:
                            param=param)
     if isinstance(item, list) and any(isinstance(v, list) for v in item):
         raise ApiError(400, f"\"{param}\" must be a string, token ids, or token ids mixed with strings", param=param)
-    return prompt_tokens(engine, item, True, False, param=param)
+    return prompt_tokens(engine, item, True, parse_special, param=param)
 
 
 def infill_tokens(engine: ServingEngine, body: InfillBody, n_predict: int) -> list[int]:

@@ -6,6 +6,7 @@ llamacpp_translate.py, answers shaped in llamacpp_responses.py; generation is th
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
@@ -52,7 +53,10 @@ def _sse(data: dict[str, Any]) -> bytes:
 
 
 async def _complete(request: Request, engine: ServingEngine, body: lt.CompletionBody,
-                    make: Callable[[], tuple[list[int], GenerationRequest]]) -> Any:
+                    make: Callable[[], tuple[list[int], GenerationRequest]], index: int = 0,
+                    prompt: Any = None) -> Any:
+    """A whole answer (a dict, `index` set) or the stream of one. `prompt`: the prompt's own text when it
+    is one of several (else the body's)."""
     state = request.app.state
 
     def prepare() -> tuple[list[int], GenerationRequest]:
@@ -65,7 +69,8 @@ async def _complete(request: Request, engine: ServingEngine, body: lt.Completion
 
     tokens, generation_request = await run_in_threadpool(prepare)
     # The prompt as the model read it: a built prompt (token ids, /infill's) shows its special tokens.
-    prompt_text = body.prompt if isinstance(body.prompt, str) and not isinstance(body, lt.InfillBody) else (
+    prompt = body.prompt if prompt is None else prompt
+    prompt_text = prompt if isinstance(prompt, str) and not isinstance(body, lt.InfillBody) else (
         engine.detokenize(tokens, special=True))
     generation = Generation(engine, generation_request, state.metrics, state.active_generations)
     model = state.holder.model_name
@@ -73,7 +78,8 @@ async def _complete(request: Request, engine: ServingEngine, body: lt.Completion
         outcome = await run_to_completion(request.receive, generation)
         result = lr.final_result(engine, model, generation_request, prompt_text, outcome.pieces, outcome.text, False,
                                  body.return_tokens)
-        return JSONResponse(lr.select_fields(result, body.response_fields) if body.response_fields else result)
+        result["index"] = index
+        return lr.select_fields(result, body.response_fields) if body.response_fields else result
     return StreamingResponse(_stream(engine, model, generation, prompt_text, body.return_tokens),
                              media_type="text/event-stream", headers=SSE_HEADERS)
 
@@ -105,11 +111,25 @@ async def completion(request: Request):
     engine, _holder = ready_engine(request)
     state = request.app.state
 
-    def make() -> tuple[list[int], GenerationRequest]:
-        tokens = lt.prompt_tokens(engine, body.prompt)
-        return tokens, lt.generation_request(state.settings, state.base_sampling, body, tokens, engine)
+    # llama-server's shapes: one prompt (text, token ids, both mixed, {"prompt_string"}), or a list of
+    # prompts, answered as a list in their order (generated together, up to -np at once).
+    prompts = lt.embedding_inputs(body.prompt, "prompt")
 
-    return await _complete(request, engine, body, make)
+    def make_for(prompt: Any, param: str) -> Callable[[], tuple[list[int], GenerationRequest]]:
+        def make() -> tuple[list[int], GenerationRequest]:
+            tokens = lt.embedding_tokens(engine, prompt, param, parse_special=True)
+            return tokens, lt.generation_request(state.settings, state.base_sampling, body, tokens, engine)
+        return make
+
+    if len(prompts) == 1:
+        answer = await _complete(request, engine, body, make_for(prompts[0], "prompt"), prompt=prompts[0])
+        return JSONResponse(answer) if isinstance(answer, dict) else answer
+    if body.stream:
+        raise ApiError(400, "several prompts are answered whole: send them with stream false, or one at a time",
+                       param="stream")
+    answers = await asyncio.gather(*(_complete(request, engine, body, make_for(p, f"prompt.{i}"), i, p)
+                                     for i, p in enumerate(prompts)))
+    return JSONResponse(list(answers))
 
 
 @router.post("/infill")
@@ -126,7 +146,8 @@ async def infill(request: Request):
         tokens = lt.infill_tokens(engine, body, request_.max_tokens)
         return tokens, lt.generation_request(state.settings, state.base_sampling, body, tokens, engine)
 
-    return await _complete(request, engine, body, make)
+    answer = await _complete(request, engine, body, make)
+    return JSONResponse(answer) if isinstance(answer, dict) else answer
 
 
 @router.post("/apply-template")

@@ -33,6 +33,7 @@ from .chat_core import (
 from .errors import error_payload
 from .fingerprint import system_fingerprint
 from .generation import Generation, run_to_completion
+from .llamacpp_responses import timings as llama_timings
 from .schemas import ChatCompletionRequest, CompletionRequest
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ async def _chat_stream(run: ChatRun, include_usage: bool) -> AsyncIterator[bytes
                                             "logprobs": logprobs}]})
 
     for choice in range(run.n):
-        yield chunk(choice, {"role": "assistant", "content": ""})
+        yield chunk(choice, {"role": "assistant", "content": None})  # as llama-server: no text yet
     completion_tokens = 0
     try:
         async for event in run.events():
@@ -109,8 +110,10 @@ async def _chat_stream(run: ChatRun, include_usage: bool) -> AsyncIterator[bytes
         yield tr.sse(payload)
     else:
         if include_usage:
+            # llama-server's `timings` beside the usage (prompt_n, predicted_per_second, ...).
             yield tr.sse({**base, "choices": [], "usage": tr.usage(run.prompt_tokens, completion_tokens,
-                                                                   run.cached_tokens)})
+                                                                   run.cached_tokens),
+                          "timings": llama_timings(run.timings)})
     yield tr.SSE_DONE
 
 
