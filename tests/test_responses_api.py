@@ -77,6 +77,13 @@ def test_plain_text_input(client: openai.OpenAI) -> None:
     assert again.output_text == response.output_text and again.id != response.id
 
 
+def test_a_base_url_without_v1_works(server: ServerProcess) -> None:
+    """As llama-server: /responses answers as /v1/responses, for clients given the server's bare URL."""
+    bare = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, _strict_response_validation=True)
+    response = bare.responses.create(model="tiny", input="hello there", max_output_tokens=2, temperature=0)
+    assert response.object == "response" and response.usage.output_tokens <= 2
+
+
 def test_message_list_and_instructions_reach_the_prompt(client: openai.OpenAI, server: ServerProcess) -> None:
     response = client.responses.create(
         model="tiny", instructions="answer like zorblax", max_output_tokens=4, temperature=0,

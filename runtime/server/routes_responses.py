@@ -21,6 +21,7 @@ from . import responses_translate as rt
 from .chat_core import (
     ChatRun,
     ChoiceEnd,
+    ReasoningDelta,
     TextDelta,
     ToolCallArgs,
     ToolCallStart,
@@ -45,6 +46,7 @@ def _not_found(response_id: str, param: str | None) -> ApiError:
 
 
 @router.post("/v1/responses")
+@router.post("/responses")  # as llama-server: clients given a base URL without /v1 work too
 async def create_response(body: rt.ResponsesRequest, request: Request):
     rt.refuse_unsupported(body)
     history: list[dict[str, Any]] = []
@@ -112,6 +114,7 @@ class _StreamRenderer:
         self.output: list[dict[str, Any]] = []  # finished items, and the open one last
         self.text: list[str] | None = None  # the open message's text so far
         self.arguments: list[str] | None = None  # the open function call's arguments so far
+        self.thought: list[str] | None = None  # the open reasoning item's text so far
         self.final: dict[str, Any] | None = None
         # Blank text before any item: held back, as the plain answer drops it before tool calls.
         self.pending = ""
@@ -134,12 +137,32 @@ class _StreamRenderer:
     def _position(self) -> dict[str, Any]:
         return {"item_id": self.output[-1]["id"], "output_index": len(self.output) - 1}
 
+    def reasoning_delta(self, text: str) -> list[bytes]:
+        events = []
+        if self.thought is None:
+            events = self.close_text("completed") + self.close_call("completed")
+            self.thought = []
+            self.output.append(rt.reasoning_item(rt.new_id("rs"), "", "in_progress"))
+            events.append(self.event("response.output_item.added", output_index=len(self.output) - 1,
+                                     item=self.output[-1]))
+        self.thought.append(text)
+        return events + [self.event("response.reasoning_text.delta", **self._position(), content_index=0, delta=text)]
+
+    def close_thought(self, status: str) -> list[bytes]:
+        if self.thought is None:
+            return []
+        text, self.thought = "".join(self.thought), None
+        position = self._position()
+        self.output[-1] = rt.reasoning_item(position["item_id"], text, status)
+        return [self.event("response.reasoning_text.done", **position, content_index=0, text=text),
+                self.event("response.output_item.done", output_index=position["output_index"], item=self.output[-1])]
+
     def text_delta(self, text: str) -> list[bytes]:
         if self.text is None and self.arguments is None and not (self.pending + text).strip():
             self.pending += text
             return []
         text, self.pending = self.pending + text, ""
-        return self.close_call("completed") + self._append(text)
+        return self.close_thought("completed") + self.close_call("completed") + self._append(text)
 
     def _append(self, text: str) -> list[bytes]:
         events = self.open_message() if self.text is None else []
@@ -169,7 +192,7 @@ class _StreamRenderer:
 
     def call_start(self, call_id: str, name: str) -> list[bytes]:
         self.pending = ""
-        events = self.close_text("completed") + self.close_call("completed")
+        events = self.close_thought("completed") + self.close_text("completed") + self.close_call("completed")
         self.arguments = []
         self.output.append(rt.function_call_item(rt.new_id("fc"), call_id, name, "", "in_progress"))
         events.append(self.event("response.output_item.added", output_index=len(self.output) - 1,
@@ -198,7 +221,8 @@ class _StreamRenderer:
         events = []
         if self.pending:
             events += self._append(self.pending)
-        if not self.output:
+        events += self.close_thought(status)
+        if not any(item["type"] != "reasoning" for item in self.output):
             # Nothing generated: still one (empty) message, as the plain answer has.
             events += self.open_message()
         events += self.close_text(status) + self.close_call(status)
@@ -210,7 +234,7 @@ class _StreamRenderer:
 
     def fail(self, exc: Exception) -> list[bytes]:
         _status, payload = error_payload(exc)
-        events = self.close_text("incomplete") + self.close_call("incomplete")
+        events = self.close_thought("incomplete") + self.close_text("incomplete") + self.close_call("incomplete")
         error = {"code": "server_error", "message": payload["error"]["message"]}
         return events + [self.event("response.failed", response=self.response("failed", error=error))]
 
@@ -224,6 +248,8 @@ async def _stream(request: Request, run: ChatRun, body: rt.ResponsesRequest, res
         async for event in run.events():
             if isinstance(event, TextDelta):
                 chunks = renderer.text_delta(event.text) if event.text else []
+            elif isinstance(event, ReasoningDelta):
+                chunks = renderer.reasoning_delta(event.text) if event.text else []
             elif isinstance(event, ToolCallStart):
                 chunks = renderer.call_start(event.id, event.name)
             elif isinstance(event, ToolCallArgs):
