@@ -65,6 +65,32 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     "$VPY" -m pip install -q -e '.[dev]'
     echo "$want" > "$stamp"
 fi
+# GPU backends (build/gpu-backend.sh): compiled once from the same sdist, patches and flags as the
+# wheel, cached, and put beside the installed wheel's CPU variants, where ggml and the runtime's freeze
+# find them (in gpu/: the runtime loads them itself, where a GPU may be). LLMPACK_GPU lists them (default: vulkan on Linux x86_64; none: skip); CUDA takes hours on 2
+# cores, so it is asked for (LLMPACK_GPU=vulkan,cuda) or built by CI (.github/workflows/runtimes.yml).
+case "$target" in linux-x86_64) default_gpu=vulkan ;; *) default_gpu=none ;; esac
+backend_dir=$("$VPY" -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("llama_cpp").origin).parent.parent / "bin" / "gpu")')
+for backend in $(printf '%s' "${LLMPACK_GPU:-$default_gpu}" | tr ',' ' '); do
+    [ "$backend" = none ] && continue
+    if folder=$(PYTHON="$VPY" bash build/gpu-backend.sh "$backend" | tail -1) && [ -d "$folder" ]; then
+        mkdir -p "$backend_dir"
+        for lib in "$folder"/*.so*; do
+            cmp -s "$lib" "$backend_dir/$(basename "$lib")" || cp -p "$lib" "$backend_dir/"
+        done
+    else
+        log "the $backend backend could not be built (see above): executables will carry no $backend backend"
+        [ -n "${LLMPACK_GPU:-}" ] && exit 1
+    fi
+done
+# llama.cpp's chat library (templates, the chat formats' parsers, tool-call grammars) behind a C ABI:
+# build/chat-shim.sh compiles it once from the same sdist and patches, cached, and it goes beside the
+# installed libllama, where the runtime finds it and the freeze takes it (about 6 minutes on 2 cores).
+engine_lib=$("$VPY" -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("llama_cpp").origin).parent / "lib")')
+folder=$(PYTHON="$VPY" bash build/chat-shim.sh "$engine_lib" | tail -1) || { log "the chat library could not be built (see above)"; exit 1; }
+for lib in "$folder"/libllmpack-chat.*; do
+    cmp -s "$lib" "$engine_lib/$(basename "$lib")" || cp -p "$lib" "$engine_lib/"
+done
 # The web chat page's libraries, pinned in web/package-lock.json: web/build_page.py inlines them into
 # templates/server_chat.html, and a test checks that the committed page is what they build. Once per lock.
 if command -v npm >/dev/null; then

@@ -2,8 +2,9 @@
 # System packages the end-to-end tests drive: tmux (the chat in a real terminal), Chromium (the web chat
 # page, headless), node and npm (the web page's libraries, web/), qemu-user (the executable on an older
 # CPU model), binutils (readelf), a C compiler and zlib's headers (the native launcher at the head of
-# every executable, runtime/launcher/). Installs only what is missing; needs root and apt (Debian/Ubuntu),
-# otherwise says what to install.
+# every executable, runtime/launcher/), glslc, the Vulkan loader and Mesa's software Vulkan driver (the
+# Vulkan backend, build/gpu-backend.sh, and its tests). Installs only what is missing; needs root and apt
+# (Debian/Ubuntu), otherwise says what to install.
 set -euo pipefail
 need=()
 command -v tmux >/dev/null || need+=(tmux)
@@ -14,6 +15,11 @@ command -v cc >/dev/null || need+=(gcc libc6-dev)
 [ -f /usr/include/zlib.h ] || need+=(zlib1g-dev)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)  # replicas behind a load balancer
 command -v npm >/dev/null || need+=(nodejs npm)
+# The Vulkan backend (build/gpu-backend.sh): glslc compiles its shaders, libvulkan-dev brings the loader
+# to link against (its headers are too old: trixie's are fetched there), Mesa's lavapipe runs it on the CPU.
+command -v glslc >/dev/null || need+=(glslc)
+[ -e /usr/lib/x86_64-linux-gnu/libvulkan.so ] || [ "$(uname -m)" != x86_64 ] || need+=(libvulkan-dev)
+ls /usr/share/vulkan/icd.d/lvp_icd.*.json >/dev/null 2>&1 || need+=(mesa-vulkan-drivers)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "system-deps: installing ${need[*]}" >&2

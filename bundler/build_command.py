@@ -127,7 +127,7 @@ def bundle_weights(args: BuildOptions, gguf: Path, source: dict[str, Any], outpu
     check_writable(output, gguf)
     if args.quantize:
         check_quantizable(info, args.quantize, args.force_quantize)
-    runtime = select_runtime(args.runtime, args.target, args.rebuild_runtime)
+    runtime = select_runtime(args.runtime, args.target, args.rebuild_runtime, args.gpu)
     with contextlib.ExitStack() as cleanup:
         if args.quantize:
             quantized = output.parent / f".{output.name}.{args.quantize}.gguf.partial"

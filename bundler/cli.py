@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                              **_help("runtime"))
     runtime.add_argument("-o", "--output-dir", type=Path, help="also copy it with its runtime.json into this folder")
     runtime.add_argument("--rebuild-runtime", action="store_true", help="freeze again even if cached")
+    _gpu_option(runtime)
 
     inspect = sub.add_parser("inspect", help="show what an executable contains",
                              **_help("inspect"))
@@ -141,6 +142,13 @@ def _runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", metavar="OS-ARCH",
                         help="the target the runtime is for: linux-x86_64, linux-aarch64, darwin-arm64, windows-x86_64")
     parser.add_argument("--rebuild-runtime", action="store_true", help="freeze the runtime again even if cached")
+    _gpu_option(parser)
+
+
+def _gpu_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gpu", metavar="vulkan,cuda|none",
+                        help="the GPU backends the executable carries, each loaded at start where its driver is "
+                             "(default: vulkan, where it was built; none: the CPU only, a smaller file)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -207,7 +215,7 @@ def _repack(args: argparse.Namespace) -> int:
 def _runtime(args: argparse.Namespace) -> int:
     from .runtime_build import export_runtime
 
-    print(export_runtime(args.output_dir, args.rebuild_runtime))
+    print(export_runtime(args.output_dir, args.rebuild_runtime, args.gpu))
     return 0
 
 

@@ -30,6 +30,11 @@ QUANT_ALREADY = "{path} is already quantized ({current}); re-quantizing loses qu
 QUANT_FAILED = "llama.cpp could not quantize the model: {detail}"
 UNKNOWN_TARGET = "--target {target}: unknown target (known: {targets})"
 TARGET_MISMATCH = "runtime {path} was built for {declared}, not {target}"
+GPU_UNKNOWN = "--gpu {name}: expected vulkan, cuda, a comma-separated list of them, or none"
+GPU_BACKEND_MISSING = ("--gpu {name}: this machine has no {name} backend built: `LLMPACK_GPU={name} make setup` (or "
+                       "`bash build/gpu-backend.sh {name}`) builds it; available here: {available}")
+GPU_DEFAULT_MISSING = "no GPU backend is built on this machine (build/gpu-backend.sh): the executable runs on the CPU only"
+GPU_WITH_RUNTIME_DIR = "--gpu chooses what a runtime frozen here carries; a --runtime-dir runtime carries what it was built with"
 NO_RUNTIME_FOR_TARGET = "no runtime for {target} on this machine: build one there (or with .github/workflows/runtimes.yml), then pass it with --runtime-dir DIR"
 SIDECAR_WRITTEN = "note: the weights were written beside {path} as {weights} (Windows and macOS cannot run executables over 4 GB); keep the two files together"
 REPACK_NOTHING = "repack needs --model GGUF, --runtime PATH, --rebuild-runtime or --args"

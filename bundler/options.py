@@ -15,6 +15,7 @@ class RuntimeChoice:
     runtime: Path | None = None  # a runtime folder built elsewhere (--runtime-dir)
     target: str | None = None  # OS-ARCH of the executable (default: this machine's)
     rebuild_runtime: bool = False
+    gpu: str | None = None  # --gpu: vulkan, cuda, vulkan,cuda or none (default: vulkan where it is built)
 
 
 @dataclass(frozen=True)

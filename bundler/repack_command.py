@@ -25,15 +25,15 @@ log = logging.getLogger(__name__)
 
 def repack(args: RepackOptions) -> Path:
     old = read_bundle(args.bundle)
-    if args.model is None and args.runtime is None and not args.rebuild_runtime and args.args is None:
+    if args.model is None and args.runtime is None and not args.rebuild_runtime and args.args is None and args.gpu is None:
         raise BuildError(messages.REPACK_NOTHING)
     output = Path(args.output or args.bundle)
     manifest = dict(old.manifest)
     default_args = parse_default_args(args.args) if args.args is not None else list(manifest.get("default_args", []))
     sidecar_flag = bool(old.flags & FLAG_SIDECAR)
 
-    if args.runtime is not None or args.rebuild_runtime:
-        runtime = select_runtime(args.runtime, args.target, args.rebuild_runtime)
+    if args.runtime is not None or args.rebuild_runtime or args.gpu is not None:
+        runtime = select_runtime(args.runtime, args.target, args.rebuild_runtime, args.gpu)
         image, runtime_info = read_runtime(runtime.path), runtime.info
     else:
         image, runtime_info = runtime_image(old), manifest.get("runtime", {})

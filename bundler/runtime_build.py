@@ -92,6 +92,36 @@ def source_dirs() -> dict[str, Path]:
     return {"runtime": _package_dir("llmpack.runtime"), "templates": _package_dir("llmpack.templates")}
 
 
+# ggml's GPU backends a runtime can carry: libggml-NAME.so in gpu/ beside the CPU variants (build/gpu-backend.sh),
+# with the runtime libraries each needs from its vendor (CUDA's: cudart, cuBLAS), never the driver.
+GPU_BACKENDS = ("vulkan", "cuda")
+DEFAULT_GPU = ("vulkan",)
+
+
+def available_gpu_backends() -> list[str]:
+    names = {p.name for d in native_library_dirs() if (d / "gpu").is_dir() for p in (d / "gpu").iterdir()}
+    return [b for b in GPU_BACKENDS if any(n.startswith(f"libggml-{b}.") or n == f"ggml-{b}.dll" for n in names)]
+
+
+def choose_gpu(request: str | None) -> tuple[str, ...]:
+    """--gpu's backends: None is the default (Vulkan where it was built, else none, with a warning)."""
+    available = available_gpu_backends()
+    if request is None:
+        chosen = tuple(b for b in DEFAULT_GPU if b in available)
+        if not chosen:
+            log.warning(messages.GPU_DEFAULT_MISSING)
+        return chosen
+    names = [n.strip().lower() for n in request.split(",") if n.strip()]
+    if names == ["none"]:
+        return ()
+    for name in names:
+        if name not in GPU_BACKENDS:
+            raise BuildError(messages.GPU_UNKNOWN.format(name=name))
+        if name not in available:
+            raise BuildError(messages.GPU_BACKEND_MISSING.format(name=name, available=", ".join(available) or "none"))
+    return tuple(b for b in GPU_BACKENDS if b in names)
+
+
 def native_library_dirs() -> list[Path]:
     """llama-cpp-python's shared libraries, and the CPU backend variants of a GGML_BACKEND_DL build."""
     package = _package_dir("llama_cpp")
@@ -103,8 +133,9 @@ def _files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.is_file() and not any(i in p.name or i in p.parts for i in _IGNORED))
 
 
-def runtime_key() -> str:
+def runtime_key(gpu: tuple[str, ...] = ()) -> str:
     digest = hashlib.sha256()
+    digest.update(f"gpu={','.join(gpu)}\0".encode())
     for label, directory in sorted(source_dirs().items()):
         for path in _files(directory):
             digest.update(f"{label}/{path.relative_to(directory).as_posix()}\0".encode())
@@ -131,9 +162,10 @@ def runtime_versions() -> dict[str, str]:
             "pyinstaller": _version("pyinstaller")}
 
 
-def ensure_runtime(rebuild: bool = False) -> Runtime:
-    """The cached runtime for this machine, built first if needed."""
-    key = runtime_key()
+def ensure_runtime(rebuild: bool = False, gpu: str | None = None) -> Runtime:
+    """The cached runtime for this machine with --gpu's backends, built first if needed."""
+    backends = choose_gpu(gpu)
+    key = runtime_key(backends)
     target = cache_root() / "runtimes" / f"{host_target()}-{key}" / RUNTIME_NAME
     if target.exists() and (target.parent / RUNTIME_INFO).exists() and not rebuild:
         log.info("runtime: %s (cached)", target)
@@ -142,14 +174,14 @@ def ensure_runtime(rebuild: bool = False) -> Runtime:
     started = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="llmpack-freeze-") as work:
-        folder = _freeze(Path(work), target.parent / "freeze.log")
+        folder = _freeze(Path(work), target.parent / "freeze.log", backends)
         launcher = build_launcher(Path(work) / "launcher")
         with open(Path(work) / "pack", "w+b") as pack:
             length, digest = write_pack(folder, pack, RUNTIME_NAME)
             pack.seek(0)
             image = RuntimeImage(launcher.read_bytes(), pack.read(), digest)
         info = {"target": host_target(), "key": key, "min_glibc": minimum_glibc([launcher, *folder.rglob("*")]),
-                "runtime_sha256": digest, **runtime_versions()}
+                "runtime_sha256": digest, "gpu": list(backends), **runtime_versions()}
         # runtime.json first: the runtime file, written atomically, is what marks the entry complete.
         (target.parent / RUNTIME_INFO).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
         write_bare_runtime(image, target)
@@ -189,13 +221,13 @@ def _stage_sources(stage: Path) -> None:
             shutil.copy2(path, destination)
 
 
-def _freeze(work: Path, log_path: Path) -> Path:
+def _freeze(work: Path, log_path: Path, gpu: tuple[str, ...]) -> Path:
     stage = work / "stage"
     _stage_sources(stage)
     templates = source_dirs()["templates"]
     env = dict(os.environ, LLMPACK_STAGE=str(stage), LLMPACK_RUNTIME_NAME=RUNTIME_NAME,
                LLMPACK_NATIVE_DIRS=os.pathsep.join(str(d) for d in native_library_dirs()),
-               PYTHONHASHSEED="0")
+               LLMPACK_GPU_BACKENDS=",".join(gpu), PYTHONHASHSEED="0")
     command = [sys.executable, "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN",
                "--distpath", str(work / "dist"), "--workpath", str(work / "build"),
                str(templates / "runtime.spec")]
@@ -207,10 +239,10 @@ def _freeze(work: Path, log_path: Path) -> Path:
     return built
 
 
-def export_runtime(directory: Path | None, rebuild: bool) -> Path:
+def export_runtime(directory: Path | None, rebuild: bool, gpu: str | None = None) -> Path:
     """`llmpack runtime`: this machine's runtime, optionally copied with its runtime.json into a folder
     (what the CI workflow uploads, and what `llmpack build --runtime-dir` takes elsewhere)."""
-    runtime = ensure_runtime(rebuild=rebuild)
+    runtime = ensure_runtime(rebuild=rebuild, gpu=gpu)
     if directory is None:
         return runtime.path
     directory.mkdir(parents=True, exist_ok=True)

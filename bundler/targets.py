@@ -14,12 +14,14 @@ KNOWN_TARGETS = ("linux-x86_64", "linux-aarch64", "darwin-arm64", "windows-x86_6
 EXECUTABLE_SIZE_LIMIT = {"windows": 4 << 30, "darwin": 4 << 30}
 
 
-def select_runtime(runtime: Path | None, target: str | None, rebuild: bool) -> Runtime:
+def select_runtime(runtime: Path | None, target: str | None, rebuild: bool, gpu: str | None = None) -> Runtime:
     """A runtime given as a file or folder (built elsewhere, e.g. by the CI workflow), or this machine's
     cached one. A target other than this machine's needs a runtime built for it."""
     if target and target not in KNOWN_TARGETS:
         raise BuildError(messages.UNKNOWN_TARGET.format(target=target, targets=", ".join(KNOWN_TARGETS)))
     if runtime is not None:
+        if gpu is not None:
+            raise BuildError(messages.GPU_WITH_RUNTIME_DIR)
         chosen = load_runtime(runtime)
         declared = chosen.info.get("target")
         if target and declared and declared != target:
@@ -29,7 +31,7 @@ def select_runtime(runtime: Path | None, target: str | None, rebuild: bool) -> R
         return chosen
     if target and target != host_target():
         raise BuildError(messages.NO_RUNTIME_FOR_TARGET.format(target=target))
-    return ensure_runtime(rebuild=rebuild)
+    return ensure_runtime(rebuild=rebuild, gpu=gpu)
 
 
 def wants_sidecar(target: str, weights_size: int, forced: bool) -> bool:

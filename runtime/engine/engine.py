@@ -151,6 +151,7 @@ class Engine(TokenMethods, EmbeddingMethods):
     def _measure(self, source: ModelSource, config: EngineConfig) -> offload.ModelSize | None:
         params = self._model_params(config)
         params.no_alloc, params.n_gpu_layers = True, -1
+        params.load_mode = llama.LLAMA_LOAD_MODE_NONE  # as llama.cpp's fit: a no_alloc load maps nothing
         if not source.offset:
             return offload.measure(llama.llama_model_load_from_file(os.fsencode(source.path), params), config)
         probe_file = CFile(source.path, source.offset)

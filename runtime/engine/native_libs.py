@@ -7,10 +7,12 @@ registers its backends through the same functions (runtime/engine/native.py), so
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib.util
 import logging
 import os
+import sys
 from pathlib import Path
 
 # ggml's log callback type: void (*)(enum ggml_log_level, const char *, void *).
@@ -24,6 +26,7 @@ SIGNATURES = {
     "ggml_version": (_text, []),
     "ggml_commit": (_text, []),
     "ggml_log_set": (None, [LOG_CALLBACK, _pointer]),
+    "ggml_log_get": (None, [ctypes.POINTER(_pointer), ctypes.POINTER(_pointer)]),
     "ggml_set_abort_callback": (_pointer, [ABORT_CALLBACK]),
     "ggml_backend_load_all_from_path": (None, [_text]),
     "ggml_backend_dev_count": (_size, []),
@@ -36,13 +39,18 @@ SIGNATURES = {
     "ggml_backend_reg_get_proc_address": (_pointer, [_pointer, _text]),
     "ggml_backend_register": (None, [_pointer]),
     "ggml_backend_reg_dev_count": (_size, [_pointer]),
+    "ggml_backend_load": (_pointer, [_text]),
 }
 # GPU backends a runtime may carry (libggml-NAME.so), ggml's registry name for each, and what each needs
 # from the user's machine: only the driver (llamafile's and Ollama's rule; cudart and cuBLAS travel along).
 GPU_BACKENDS = {"vulkan": ("Vulkan", "a Vulkan driver"), "cuda": ("CUDA", "NVIDIA's driver, libcuda.so.1"),
                 "hip": ("ROCm", "AMD's ROCm driver"), "sycl": ("SYCL", "Intel's oneAPI runtime")}
+# Why a backend whose library loads registered nothing: its driver is missing, or found no device.
+_NOTHING_FOUND = {"vulkan": "no Vulkan driver, or none with a usable device",
+                  "cuda": "NVIDIA's driver found no usable GPU"}
 _ggml: ctypes.CDLL | None = None
 _log_callback = None  # kept referenced: ggml calls it from its own threads
+_SILENT = LOG_CALLBACK(lambda _level, _text, _user: None)
 _registered = False
 
 
@@ -134,6 +142,42 @@ def register_backends() -> None:
         ggml = open_ggml()
         if ggml is not None and hasattr(ggml, "ggml_backend_load_all_from_path"):
             ggml.ggml_backend_load_all_from_path(os.fsencode(backend_dir))
+            for name, path in gpu_libraries().items():
+                if gpu_may_be_present(name) and hasattr(ggml, "ggml_backend_load"):
+                    with _quiet_ggml(ggml):  # a GPU backend that finds no driver is not an error here
+                        ggml.ggml_backend_load(os.fsencode(str(path)))
+
+
+@contextlib.contextmanager
+def _quiet_ggml(ggml: ctypes.CDLL):
+    """ggml's log silenced for a moment (ggml_backend_load logs a backend that found nothing as an
+    error, where ggml_backend_load_all is silent), then the callback in place before restored."""
+    if not hasattr(ggml, "ggml_log_get"):
+        yield
+        return
+    previous, user = ctypes.c_void_p(), ctypes.c_void_p()
+    ggml.ggml_log_get(ctypes.byref(previous), ctypes.byref(user))
+    ggml.ggml_log_set(_SILENT, ctypes.c_void_p(0))
+    try:
+        yield
+    finally:
+        ggml.ggml_log_set(ctypes.cast(previous, LOG_CALLBACK), user)
+
+
+# The device files a GPU driver creates on Linux: without any, a GPU backend can find no GPU (Mesa's
+# software Vulkan driver is skipped by ggml unless GGML_VK_VISIBLE_DEVICES names it), so it is not even
+# loaded: creating a Vulkan instance loads every installed ICD (Mesa's pull in LLVM), ~40 ms measured.
+_DEVICE_FILES = {"cuda": ("/dev/nvidiactl", "/dev/nvidia0"), "vulkan": ("/dev/dri/renderD*", "/dev/nvidia0", "/dev/dxg")}
+
+
+def gpu_may_be_present(name: str) -> bool:
+    if not sys.platform.startswith("linux") or os.environ.get("LLMPACK_GPU_PROBE") == "always":
+        return True
+    if name == "vulkan" and os.environ.get("GGML_VK_VISIBLE_DEVICES"):
+        return True
+    import glob
+
+    return any(glob.glob(pattern) for pattern in _DEVICE_FILES.get(name, ("/",)))
 
 
 def device_names() -> list[str]:
@@ -151,11 +195,12 @@ def load_backends() -> list[str]:
 
 
 def gpu_libraries() -> dict[str, Path]:
-    """The GPU backends this runtime carries (beside the CPU variants), by name: {'vulkan': path}."""
+    """The GPU backends this runtime carries, by name: {'vulkan': path}. They are kept in gpu/ beside the
+    CPU variants, out of ggml_backend_load_all's sight, and loaded one by one where a GPU may be."""
     backend_dir = os.environ.get("LLMPACK_BACKEND_DIR") or find_backend_dir()
     found: dict[str, Path] = {}
     for name in GPU_BACKENDS:
-        for path in sorted(Path(backend_dir).glob(f"*ggml-{name}*")) if backend_dir else ():
+        for path in sorted(Path(backend_dir, "gpu").glob(f"*ggml-{name}*")) if backend_dir else ():
             if path.suffix in (".so", ".dll", ".dylib"):
                 found.setdefault(name, path)
     return found
@@ -171,13 +216,16 @@ def gpu_status() -> list[str]:
     for name, path in gpu_libraries().items():
         label, driver = GPU_BACKENDS[name]
         reg = ggml.ggml_backend_reg_by_name(label.encode()) if ggml is not None else None
+        if not gpu_may_be_present(name):
+            lines.append(f"{label} (not loaded: no GPU device file in /dev)")
+            continue
         if reg:
             count = ggml.ggml_backend_reg_dev_count(reg)
             lines.append(f"{label} ({count} device{'s' if count != 1 else ''})" if count else f"{label} (no device found)")
             continue
         try:
             ctypes.CDLL(str(path), mode=getattr(os, "RTLD_LOCAL", 0))
-            reason = f"{driver} found no usable device"
+            reason = _NOTHING_FOUND.get(name, f"{driver} found no usable device")
         except OSError as exc:
             missing = str(exc).split(":")[1].strip() if str(exc).count(":") >= 2 else str(exc)
             reason = f"{missing} not found: {driver}" if missing.startswith("lib") else str(exc)
