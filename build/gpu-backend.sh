@@ -73,8 +73,19 @@ vulkan)
 cuda)
     nvcc=${CUDACXX:-$(command -v nvcc || echo "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc")}
     [ -x "$nvcc" ] || { log "nvcc not found (CUDA toolkit, or pip install nvidia-cuda-nvcc; set CUDACXX)"; exit 1; }
-    extra_args="$extra_args -DCMAKE_CUDA_COMPILER=$nvcc"
+    # The toolkit is where nvcc is (a CUDA install, or PyPI's nvidia-cuda-nvcc, -runtime, -cublas, -cccl,
+    # -crt and nvidia-nvvm, which lay out one: site-packages/nvidia/cu13).
+    extra_args="$extra_args -DCMAKE_CUDA_COMPILER=$nvcc -DCUDAToolkit_ROOT=$(dirname "$(dirname "$nvcc")")"
     tools=$("$nvcc" --version | tail -2 | tr '\n' ' ')
+    cuda_root=$(dirname "$(dirname "$nvcc")")
+    if ! ls "$cuda_root"/lib*/stubs/libcuda.so "$cuda_root"/lib*/libcuda.so >/dev/null 2>&1; then
+        # PyPI's toolkit has no driver stub to link against: an empty libcuda.so.1 does (ggml-cuda's own
+        # symbols stay undefined until the user's driver provides them, as with NVIDIA's stub).
+        stub="$CACHE/cuda-driver-stub/libcuda.so"
+        mkdir -p "$(dirname "$stub")"
+        [ -f "$stub" ] || echo 'void llmpack_cuda_stub(void) {}' | ${CC:-cc} -shared -x c -Wl,-soname,libcuda.so.1 -o "$stub" -
+        extra_args="$extra_args -DCUDA_cuda_driver_LIBRARY=$stub"
+    fi
     ;;
 esac
 compiler=$(${CXX:-c++} --version | head -1)

@@ -12,6 +12,7 @@ import ctypes
 import importlib.util
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -43,7 +44,7 @@ SIGNATURES = {
 }
 # GPU backends a runtime may carry (libggml-NAME.so), ggml's registry name for each, and what each needs
 # from the user's machine: only the driver (llamafile's and Ollama's rule; cudart and cuBLAS travel along).
-GPU_BACKENDS = {"vulkan": ("Vulkan", "a Vulkan driver"), "cuda": ("CUDA", "NVIDIA's driver, libcuda.so.1"),
+GPU_BACKENDS = {"vulkan": ("Vulkan", "a Vulkan driver"), "cuda": ("CUDA", "NVIDIA's driver"),
                 "hip": ("ROCm", "AMD's ROCm driver"), "sycl": ("SYCL", "Intel's oneAPI runtime")}
 # Why a backend whose library loads registered nothing: its driver is missing, or found no device.
 _NOTHING_FOUND = {"vulkan": "no Vulkan driver, or none with a usable device",
@@ -226,8 +227,8 @@ def gpu_status() -> list[str]:
         try:
             ctypes.CDLL(str(path), mode=getattr(os, "RTLD_LOCAL", 0))
             reason = _NOTHING_FOUND.get(name, f"{driver} found no usable device")
-        except OSError as exc:
-            missing = str(exc).split(":")[1].strip() if str(exc).count(":") >= 2 else str(exc)
-            reason = f"{missing} not found: {driver}" if missing.startswith("lib") else str(exc)
+        except OSError as exc:  # dlopen's "libcuda.so.1: cannot open shared object file: ..."
+            missing = re.search(r"([^\s:/]+\.so[.\d]*): cannot open shared object file", str(exc))
+            reason = f"{missing.group(1)} ({driver}) not found" if missing else str(exc)
         lines.append(f"{label} (not loaded: {reason})")
     return lines
