@@ -118,8 +118,8 @@ def ensure_models() -> dict[str, Path]:
         "story": lambda p: write_tiny_gguf(p, n_ctx=8192, chat_template=None, fim=True, name="stories standin"),
         "fim": lambda p: write_tiny_gguf(p, n_ctx=8192, chat_template=None, fim=True, name="stories infill standin"),
         "gemma": lambda p: write_tiny_gguf(p, n_ctx=8192, name="tinygemma3 standin"),
-        "reranker": lambda p: write_tiny_reranker(p, n_ctx=512),
-        "bert": lambda p: write_tiny_reranker(p, n_ctx=1024, pooling=gguf.PoolingType.CLS),
+        "reranker": lambda p: write_tiny_reranker(p, n_ctx=512, unused_tokens=64),
+        "bert": lambda p: write_tiny_reranker(p, n_ctx=1024, pooling=gguf.PoolingType.CLS, unused_tokens=64),
         "split": lambda p: write_tiny_gguf(p.parent / "stories15M-standin.gguf", n_ctx=8192, chat_template=None,
                                            split_max_tensors=8),
     }

@@ -98,5 +98,7 @@ def test_localhost_allows_this_machines_pages_on_any_port(tiny_bundle: Path, tmp
         for origin in ("http://localhost", "http://localhost:8080", "https://127.0.0.1:3000", "http://[::1]:3000"):
             answer = preflight(origin)
             assert answer.status_code == 200 and answer.headers["access-control-allow-origin"] == origin
+            # Spelled as llama-server sends it: clients that copy the headers into a dict look it up so.
+            assert (b"Access-Control-Allow-Origin", origin.encode()) in answer.headers.raw
         for origin in ("http://evil.com", "http://notlocalhost", "http://localhost.evil.com"):
             assert "access-control-allow-origin" not in preflight(origin).headers

@@ -179,6 +179,7 @@ def test_the_executables_metrics_after_real_requests(tiny_bundle: Path, tmp_path
         response = httpx.get(server.url + "metrics")
         after = parse_strictly(response.text)
     assert abs(int(response.headers["Process-Start-Time-Unix"]) - time.time()) < 600  # llama-server's header
+    assert b"Process-Start-Time-Unix" in [name for name, _ in response.headers.raw]  # and its spelling
     # As llama-server counts them: the prompt tokens decoded, and apart, those found in the KV cache.
     assert after["llamacpp:prompt_tokens_total"] + after["llamacpp:prompt_tokens_cached_total"] == sum(
         u.prompt_tokens for u in usages)

@@ -15,6 +15,7 @@ import re
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import messages
 from ..errors import UsageError
@@ -46,6 +47,27 @@ def parse_origins(value: str | None) -> list[str]:
     return ["*"] if "*" in origins else [o.rstrip("/").lower() for o in origins]
 
 
+class _CorsHeaderCase:
+    """Spells the Access-Control-* headers as llama-server and most servers send them (Starlette writes
+    them lower-case; HTTP does not mind, but clients that copy headers into a dict look them up so)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def cased(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [(_CASED.get(k.lower(), k), v) for k, v in message.get("headers", [])]
+            await send(message)
+
+        await self.app(scope, receive, cased if scope["type"] == "http" else send)
+
+
+_CASED = {name.lower().encode(): name.encode() for name in (
+    "Access-Control-Allow-Origin", "Access-Control-Allow-Methods", "Access-Control-Allow-Headers",
+    "Access-Control-Allow-Credentials", "Access-Control-Max-Age", "Access-Control-Expose-Headers")}
+
+
 def add_cors(app: FastAPI, value: str | None) -> None:
     origins = parse_origins(value)
     if not origins:
@@ -57,3 +79,4 @@ def add_cors(app: FastAPI, value: str | None) -> None:
     app.add_middleware(CORSMiddleware, allow_origins=[o for o in origins if o != LOCALHOST],
                        allow_origin_regex=LOCALHOST_ORIGINS if loopback else None, allow_methods=METHODS,
                        allow_headers=["*"], allow_credentials=False, max_age=600)
+    app.add_middleware(_CorsHeaderCase)

@@ -47,9 +47,12 @@ async def health(request: Request):
 @router.get("/metrics")
 async def metrics(request: Request):
     state = request.app.state
-    return PlainTextResponse(state.metrics.render(state.holder.ready, scheduler_stats(state.holder.engine)),
-                             media_type="text/plain; version=0.0.4; charset=utf-8",
-                             headers={"Process-Start-Time-Unix": str(int(state.metrics.started))})  # llama-server's
+    response = PlainTextResponse(state.metrics.render(state.holder.ready, scheduler_stats(state.holder.engine)),
+                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+    # llama-server's header, spelled as it sends it (Starlette would lower-case it; clients that copy
+    # headers into a dict look it up by this spelling).
+    response.raw_headers.append((b"Process-Start-Time-Unix", str(int(state.metrics.started)).encode()))
+    return response
 
 
 @router.get("/v1/models")

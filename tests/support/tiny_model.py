@@ -106,14 +106,17 @@ RERANKER_WORDS = ["the", "cat", "dog", "sat", "on", "mat", "is", "hello", "world
 
 
 def write_tiny_reranker(path: Path, *, n_embd: int = 32, n_layer: int = 1, n_head: int = 2, n_ff: int = 64,
-                        n_ctx: int = 128, seed: int = 0, pooling: int = gguf.PoolingType.RANK) -> Path:
+                        n_ctx: int = 128, seed: int = 0, pooling: int = gguf.PoolingType.RANK,
+                        unused_tokens: int = 0) -> Path:
     """A tiny random-weight BERT cross-encoder with a classification head and rank pooling, as
     convert_hf_to_gguf writes bge-reranker: llama.cpp loads it and scores (query, document) pairs.
-    With another `pooling` (CLS, as bge-small's), an embedding model."""
+    With another `pooling` (CLS, as bge-small's), an embedding model; `unused_tokens`: BERT's [unusedN]
+    tokens appended, for a larger vocabulary."""
     # A WordPiece vocabulary as convert_hf_to_gguf writes it: word starts marked with U+2581, "##" dropped.
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + ["\u2581" + c for c in letters] + letters
     tokens += ["\u2581" + w for w in RERANKER_WORDS if len(w) > 1]
+    tokens += [f"[unused{i}]" for i in range(unused_tokens)]
     types = [gguf.TokenType.CONTROL] * 5 + [gguf.TokenType.NORMAL] * (len(tokens) - 5)
     rng = np.random.default_rng(seed)
     writer = gguf.GGUFWriter(str(path), "bert")
