@@ -33,6 +33,8 @@ GPU_LOAD_FAILED = ("the model did not fit: {offloaded}/{total} layers on {device
                    "weights in all); try fewer layers (-ngl {fewer}), -ngl 0 for the CPU, or a smaller model")
 GPU_CONTEXT_FAILED = ("llama.cpp could not create a context of {n_ctx} tokens beside {offloaded}/{total} layers on {devices} "
                       "(out of GPU memory?): lower -c, or offload fewer layers (-ngl {fewer})")
+GPU_LOAD_ABORTED = ("llama.cpp stopped while putting {offloaded}/{total} layers on {devices} ({reason}): try fewer "
+                    "layers (-ngl {fewer}), a smaller context (-c), or -ngl 0 for the CPU")
 LIST_DEVICES_HEADER = "Available devices:"
 WEIGHTS_VERIFIED = "weights verified: sha256 {sha256}"
 RUNTIME_VERIFIED = "runtime verified: sha256 {sha256}"

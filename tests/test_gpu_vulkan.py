@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from support.commands import build_bundle, run, warning_line
+from support.commands import build_bundle, one_error_line, run, warning_line
 from support.server_fixtures import running_server
 
 from llmpack.runtime import messages
@@ -133,3 +133,12 @@ def test_the_server_streams_two_sequences_batched_on_lavapipe(tiny_bundle: Path,
             if ngl == "99":
                 assert "layers on Vulkan0" in server.log
     assert results["99"] == results["0"] and all(results["0"].values()), results
+
+
+def test_what_the_gpu_cannot_hold_is_one_line(tiny_bundle: Path) -> None:
+    """A KV cache of 6 M tokens: lavapipe cannot address one layer's keys (ggml would abort the process
+    with a backtrace); the user gets one line that says what was being put where, and what to try."""
+    result = cli(tiny_bundle, "-p", "hi", "-n", "2", "-ngl", "99", "-c", "6000000", "--log-disable", env=LAVAPIPE)
+    line = one_error_line(result)
+    assert line.startswith("error: llama.cpp stopped while putting 3/3 layers on Vulkan0 (llvmpipe"), line
+    assert "try fewer layers (-ngl 1), a smaller context (-c), or -ngl 0" in line

@@ -80,7 +80,8 @@ class Engine(TokenMethods, EmbeddingMethods):
             self.close()
             raise EngineFailure(messages.RERANK_NEEDS_RERANKER)
         try:
-            self.context = self._create_context(config)
+            with offload.abort_as_one_line(self.offload, self._offload_words):
+                self.context = self._create_context(config)
         except BaseException:
             self.close()  # else the model's memory and the weights' FILE* outlive the failed start
             raise
@@ -119,11 +120,12 @@ class Engine(TokenMethods, EmbeddingMethods):
 
             self._progress_callback = llama.llama_progress_callback(on_progress)
             params.progress_callback = self._progress_callback
-        if source.offset:
-            self._file = CFile(source.path, source.offset)
-            model = llama.llama_model_load_from_file_ptr(ctypes.c_void_p(self._file.pointer), params)
-        else:
-            model = llama.llama_model_load_from_file(os.fsencode(source.path), params)
+        with offload.abort_as_one_line(self.offload, self._offload_words):
+            if source.offset:
+                self._file = CFile(source.path, source.offset)
+                model = llama.llama_model_load_from_file_ptr(ctypes.c_void_p(self._file.pointer), params)
+            else:
+                model = llama.llama_model_load_from_file(os.fsencode(source.path), params)
         if not model:
             if self._file:
                 self._file.close()

@@ -9,15 +9,20 @@ read), against each device's free memory less llama.cpp's 1 GiB margin. Without 
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
+import os
+import sys
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from .. import messages
-from ..errors import UsageError
+from ..errors import UsageError, error_line
 from .context_size import ContextSize
 from .devices import CPU, GPU, IGPU, Device, all_devices, by_names
-from .native import llama
+from .native import llama, open_ggml
+from .native_libs import ABORT_CALLBACK
 from .types import QUANTIZED_CACHE_TYPES, EngineConfig
 
 log = logging.getLogger(__name__)
@@ -134,3 +139,33 @@ def measure(model, config: EngineConfig) -> ModelSize | None:
         return ModelSize(int(llama.llama_model_size(model)), n_layer, kv, compute)
     finally:
         llama.llama_model_free(model)
+
+
+@contextlib.contextmanager
+def abort_as_one_line(offload: Offload, words: Callable[[], dict]):
+    """ggml aborts the process on some GPU failures while a model loads (a KV cache tensor larger than
+    the device can address, a refused allocation): during the load, that is one line and exit 1, not
+    a backtrace. Not with --rpc workers, whose own handler (engine/rpc.py) reports a lost worker."""
+    lib = open_ggml()
+    if not offload.offloaded or lib is None or not hasattr(lib, "ggml_set_abort_callback") or \
+            any(d.name.startswith("RPC") for d in offload.devices):
+        yield
+        return
+
+    def on_abort(native_message: bytes | None) -> None:
+        reason = (native_message or b"").decode("utf-8", "replace").strip().rsplit(": ", 1)[-1]
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass
+        sys.stderr.write(error_line(messages.GPU_LOAD_ABORTED.format(reason=reason, **words())) + "\n")
+        sys.stderr.flush()
+        os._exit(1)
+
+    callback = ABORT_CALLBACK(on_abort)
+    previous = lib.ggml_set_abort_callback(callback)
+    try:
+        yield
+    finally:
+        lib.ggml_set_abort_callback(ctypes.cast(previous, ABORT_CALLBACK) if previous else ABORT_CALLBACK())
+        del callback
