@@ -107,7 +107,7 @@ def plan_offload(requested: int, names: Sequence[str] | None, split_mode: str, m
     if requested == AUTO:
         usable = [devices[main_gpu]] if mode == SPLIT_MODES["none"] else list(devices)
         layers = fit_layers(size, usable) if size is not None else AUTO
-        if size is not None and layers < size.total_layers:
+        if size is not None and layers != AUTO and layers < size.total_layers:
             log.info("-ngl auto: %d of %d layers fit in the free memory of %s (1 GiB left free on each)",
                      layers, size.total_layers, ", ".join(d.name for d in usable))
     return Offload(layers, devices, mode, main_gpu, size)
