@@ -56,6 +56,7 @@ def describe(info: BundleInfo) -> str:
         ("default args", " ".join(m.get("default_args", [])) or "(none)"),
         ("runtime", f"{runtime.get('target')} (llama-cpp-python {runtime.get('llama_cpp_python')}, "
                     f"Python {runtime.get('python')}, needs glibc >= {runtime.get('min_glibc') or 'n/a'})"),
+        ("gpu backends", ", ".join(runtime.get("gpu") or []) or "none (the CPU only: llmpack build --gpu)"),
         ("runtime cache", _describe_cache_entry(info)),
         ("built", f"{m.get('built_at')} by {builder.get('name')} {builder.get('version')}"),
         ("payload format", str(info.format_version)),

@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from support.commands import build_bundle, one_error_line, run, warning_line
+from support.commands import build_bundle, llmpack, one_error_line, run, warning_line
 from support.server_fixtures import running_server
 
 from llmpack.runtime import messages
@@ -42,6 +42,9 @@ def test_the_default_build_carries_vulkan_and_none_leaves_it_out(tiny_bundle: Pa
     backends = {b: next(line for line in text.splitlines() if line.startswith("backends: ")) for b, text in versions.items()}
     assert "; Vulkan (" in backends[tiny_bundle], backends
     assert "Vulkan" not in backends[cpu_only_bundle], backends
+    shown = {b: next(line for line in llmpack("inspect", str(b)).stdout.splitlines() if line.startswith("gpu backends"))
+             for b in (tiny_bundle, cpu_only_bundle)}
+    assert shown[tiny_bundle].split()[2:] == ["vulkan"] and shown[cpu_only_bundle].split()[2] == "none", shown
     # The flavours' sizes differ by the Vulkan backend (its shaders are compiled into it).
     assert tiny_bundle.stat().st_size > cpu_only_bundle.stat().st_size + 5_000_000
 
