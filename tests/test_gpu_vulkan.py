@@ -52,10 +52,10 @@ def test_the_default_build_carries_vulkan_and_none_leaves_it_out(tiny_bundle: Pa
 def test_without_a_gpu_device_file_the_backend_is_not_even_loaded(tiny_bundle: Path) -> None:
     """No /dev/dri/renderD*, /dev/nvidia* or /dev/dxg (this machine): no GPU driver can answer, so the
     Vulkan backend stays unloaded and costs the start nothing (Mesa's ICDs would cost ~26 ms)."""
-    if any(Path("/dev").glob("dri/renderD*")) or Path("/dev/nvidia0").exists():
-        pytest.fail("this test describes a machine without a GPU; this one has one")
     result = run([str(tiny_bundle), "--version"], env={"GGML_VK_VISIBLE_DEVICES": ""})
-    assert "; Vulkan (not loaded: no GPU device file in /dev);" in result.stdout, result.stdout
+    skipped = "; Vulkan (not loaded: no GPU device file in /dev);" in result.stdout
+    has_gpu_files = any(Path("/dev").glob("dri/renderD*")) or Path("/dev/nvidia0").exists() or Path("/dev/dxg").exists()
+    assert skipped != has_gpu_files, result.stdout  # loaded exactly where a GPU's device file is
 
 
 def test_lavapipe_is_found_and_listed(tiny_bundle: Path) -> None:
