@@ -29,6 +29,7 @@ CONFLICTING_MODES = "choose one of --cli, --chat and --server"
 GPU_UNAVAILABLE = "-ngl {n} asked for GPU layers, but this build has no GPU backend ({backends}); running on the CPU"
 GPU_NOT_FOUND = "-ngl {n} asked for GPU layers, but no GPU was found ({reasons}); running on the CPU"
 GPU_OFFLOAD = "{offloaded}/{total} layers on {devices}"
+GPU_DRIVER_UNUSABLE = "this machine has a GPU, but no GPU backend could use it ({reasons}); running on the CPU"
 GPU_LOAD_FAILED = ("the model did not fit: {offloaded}/{total} layers on {devices} could not be allocated ({size:.1f} GiB of "
                    "weights in all); try fewer layers (-ngl {fewer}), -ngl 0 for the CPU, or a smaller model")
 GPU_CONTEXT_FAILED = ("llama.cpp could not create a context of {n_ctx} tokens beside {offloaded}/{total} layers on {devices} "

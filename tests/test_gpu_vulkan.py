@@ -76,10 +76,14 @@ def test_no_gpu_driver_runs_on_the_cpu_with_one_warning(tiny_bundle: Path, cpu_o
     plain = cli(cpu_only_bundle, *PROMPT[:-1], "-ngl", "99", env=NO_DRIVER)
     assert "llmpack: " + warning_line(messages.GPU_UNAVAILABLE.format(n=99, backends="CPU")) in plain.stderr.splitlines()
     assert ours.stdout == plain.stdout
-    # Without -ngl (auto) and without a GPU: no warning at all, the CPU, as before.
-    quiet = cli(tiny_bundle, *PROMPT[:-1], env=NO_DRIVER)
+    # Without -ngl (auto): a GPU whose driver fails (here: a device file, LLMPACK_GPU_PROBE, and no
+    # Vulkan driver) is one warning; without a GPU at all, nothing is said: the CPU, as before.
+    broken = cli(tiny_bundle, *PROMPT[:-1], env=NO_DRIVER)
+    warnings = [line for line in broken.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "this machine has a GPU, but no GPU backend could use it (Vulkan (" in warnings[0]
+    quiet = cli(tiny_bundle, *PROMPT[:-1], env={"GGML_VK_VISIBLE_DEVICES": ""})
     assert "warning" not in quiet.stderr, quiet.stderr
-    assert quiet.stdout == plain.stdout
+    assert quiet.stdout == broken.stdout == plain.stdout
 
 
 def test_every_layer_on_lavapipe_gives_the_cpus_text(tiny_bundle: Path) -> None:

@@ -103,7 +103,7 @@ def _extract_once(payload: Payload) -> Path:
 def load_engine(settings: Settings, payload: Payload | None, config: EngineConfig) -> Engine:
     source = resolve_source(settings, payload)
     devices = load_backends()
-    if settings.n_gpu_layers > 0 and not gpu_offload_supported():
+    if settings.n_gpu_layers != 0 and not gpu_offload_supported():
         warn_no_gpu(settings.n_gpu_layers, devices)
     progress = Progress("loading model", not settings.log_disable)
     engine = Engine(source, config, progress.update)
@@ -115,12 +115,17 @@ def load_engine(settings: Settings, payload: Payload | None, config: EngineConfi
 
 
 def warn_no_gpu(n_gpu_layers: int, devices: list[str]) -> None:
-    """-ngl given, nothing to offload to: one warning that says why (no GPU backend in this file, or
-    each carried backend's reason), and the CPU computes everything."""
+    """Nothing to offload to: with -ngl N, one warning that says why (no GPU backend in this file, or each
+    carried backend's reason); with -ngl auto, one only where a GPU's device file is but its backend
+    found nothing (a driver missing or broken). The CPU computes everything."""
     from ..engine.native_libs import gpu_status
 
     reasons = gpu_status()
-    if reasons:
+    if n_gpu_layers < 0:  # -ngl auto: silent without a GPU; a GPU whose driver fails says so once
+        probed = [reason for reason in reasons if "no GPU device file" not in reason]
+        if probed:
+            log.warning(messages.GPU_DRIVER_UNUSABLE.format(reasons="; ".join(probed)))
+    elif reasons:
         log.warning(messages.GPU_NOT_FOUND.format(n=n_gpu_layers, reasons="; ".join(reasons)))
     else:
         log.warning(messages.GPU_UNAVAILABLE.format(n=n_gpu_layers, backends=", ".join(devices) or "none"))
