@@ -11,7 +11,8 @@
 #
 # Targets: generation and prompt >= 0.97x native, the server at 1/4/8 clients >= 0.97x.
 # Rerunnable: the build folder and the model stay in bench/.gpu/work while the machine is warm.
-# On a CPU (testing the script): GPU_CHECK_PRESET=tiny GPU_CHECK_NATIVE_BIN=<llama.cpp bin folder or ->
+# On a CPU (testing the script): GPU_CHECK_PRESET=tiny GPU_CHECK_DEVICES=Vulkan0 GPU_CHECK_NATIVE_BIN=<a copy of
+# bench/native.py's bin folder, or - for ours alone>
 # runs the same steps on lavapipe (VK_ICD_FILENAMES, GGML_VK_VISIBLE_DEVICES=0) without building CUDA.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -113,9 +114,13 @@ def ours_cli(device):
         tg.append(float(m.group(1))); pp.append(float(m.group(2)))
     return statistics.median(pp), statistics.median(tg)
 
+# The native tools find their libraries beside them (ours never see this variable).
+native_env = {**os.environ, "LD_LIBRARY_PATH": native}
+native_env.pop("LLMPACK_BACKEND_DIR", None)
+
 def native_bench(device):
     r = subprocess.run([f"{native}/llama-bench", "-m", model, "-ngl", "999", "-dev", device, "-p", "512", "-n", "128",
-                        "-r", str(runs), "-o", "json"], capture_output=True, text=True)
+                        "-r", str(runs), "-o", "json"], capture_output=True, text=True, env=native_env)
     if r.returncode:
         raise SystemExit(f"llama-bench on {device}: {r.stderr[-2000:]}")
     rows = json.loads(r.stdout)
@@ -123,8 +128,8 @@ def native_bench(device):
     tg = next(x["avg_ts"] for x in rows if x["n_gen"] > 0 and x["n_prompt"] == 0)
     return pp, tg
 
-def serve(command, port):
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def serve(command, port, env=None):
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     for _ in range(600):
         try:
             if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).status == 200:
@@ -153,7 +158,7 @@ def servers(device):
                                 ("native", [f"{native}/llama-server", "--port", "18081", *common], 18081)):
         if name == "native" and native == "-":
             continue
-        proc = serve(command, port)
+        proc = serve(command, port, native_env if name == "native" else None)
         try:
             load(port, 1)  # warm-up
             rows[name] = {c: statistics.median(load(port, c) for _ in range(runs)) for c in (1, 4, 8)}
