@@ -87,7 +87,12 @@ run() {
     model="$work/model-$PRESET.gguf"
     if [ ! -f "$model" ]; then
         log "making a random-weight $PRESET model"
-        PYTHONPATH="$work/llama.cpp/gguf-py" python3 "$STAGE/random_llama.py" "$model.f16" --preset "$PRESET"
+        local pypath="$work/llama.cpp/gguf-py"
+        if ! python3 -c 'import yaml' 2>/dev/null; then  # gguf-py imports it for model cards, unused here
+            mkdir -p "$work/shim" && echo 'def safe_load(*a, **k): return {}' > "$work/shim/yaml.py"
+            pypath="$pypath:$work/shim"
+        fi
+        PYTHONPATH="$pypath" python3 "$STAGE/random_llama.py" "$model.f16" --preset "$PRESET"
         if [ "$native" != - ] && [ -x "$native/llama-quantize" ]; then
             "$native/llama-quantize" "$model.f16" "$model" Q4_K_M > "$out/quantize.log" 2>&1 && rm -f "$model.f16"
         else
