@@ -5,7 +5,8 @@
 # build/setup.sh compiles, with its patches (build/patches/), and linked against the engine's own
 # libllama (the wheel's, named by $1: its llama_cpp/lib folder), so the runtime carries it beside it.
 # Only llama.cpp's common library is compiled here (not llama nor ggml: CMake's optimized dependencies
-# skip them): about 6 minutes on 2 cores. Cached under $LLMPACK_CACHE/chat-shim/<key>/, keyed by
+# skip them): about 11 minutes on 2 busy cores, cached under $LLMPACK_CACHE/chat-shim/common-*; the shim
+# itself links in seconds. Cached under $LLMPACK_CACHE/chat-shim/<key>/, keyed by
 # everything that goes into it; the last line printed is that folder.
 #
 #   bash build/chat-shim.sh .venv/lib/python3.11/site-packages/llama_cpp/lib
@@ -28,9 +29,13 @@ esac
 [ -e "$engine_lib/$engine" ] || { log "$engine_lib/$engine not found"; exit 1; }
 llama_version=$(sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' pyproject.toml)
 patches=$(cat build/patches/*.patch 2>/dev/null | digest)
-sources=$(cat build/chat-shim/* build/chat-shim.sh | digest)
 compiler=$(${CXX:-c++} --version | head -1)
-key=$(printf '%s|%s|%s|%s|%s' "$llama_version" "$target" "$patches" "$sources" "$compiler" | digest)
+# Two caches: llama.cpp's common library (the long compile), keyed by what goes into it; and the shim,
+# keyed by its own source too, relinked in seconds when only the shim changes.
+common_key=$(printf '%s|%s|%s|%s' "$llama_version" "$target" "$patches" "$compiler" | digest)
+common="$CACHE/chat-shim/common-$target-$common_key"
+sources=$(cat build/chat-shim/* build/chat-shim.sh | digest)
+key=$(printf '%s|%s' "$common_key" "$sources" | digest)
 out="$CACHE/chat-shim/$target-$key"
 if [ -f "$out/$name" ]; then
     log "cached: $out/$name"
@@ -38,44 +43,52 @@ if [ -f "$out/$name" ]; then
     exit 0
 fi
 
-log "compiling llama.cpp's chat library from llama-cpp-python $llama_version, once (about 6 minutes on 2 cores)..."
 started=$(date +%s)
-work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-sdist="$CACHE/sdist/llama_cpp_python-$llama_version.tar.gz"
-if [ ! -f "$sdist" ]; then
-    mkdir -p "$(dirname "$sdist")"
-    "$PYTHON" -m pip download -q --no-deps --no-binary :all: -d "$work" "llama-cpp-python==$llama_version" \
-        || { log "downloading llama-cpp-python failed"; exit 1; }
-    mv "$work"/llama_cpp_python-*.tar.gz "$sdist"
+if [ ! -f "$common/lib/libllama-common.a" ]; then
+    log "compiling llama.cpp's chat library from llama-cpp-python $llama_version, once (about 11 minutes on 2 busy cores)..."
+    work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+    sdist="$CACHE/sdist/llama_cpp_python-$llama_version.tar.gz"
+    if [ ! -f "$sdist" ]; then
+        mkdir -p "$(dirname "$sdist")"
+        "$PYTHON" -m pip download -q --no-deps --no-binary :all: -d "$work" "llama-cpp-python==$llama_version" \
+            || { log "downloading llama-cpp-python failed"; exit 1; }
+        mv "$work"/llama_cpp_python-*.tar.gz "$sdist"
+    fi
+    tar -xzf "$sdist" -C "$work"
+    source_dir=$(ls -d "$work"/llama_cpp_python-*/)
+    for fix in build/patches/*.patch; do
+        [ -f "$fix" ] || continue
+        (cd "$source_dir" && git apply "$OLDPWD/$fix") || { log "applying $fix failed"; exit 1; }
+    done
+    llama="$source_dir/vendor/llama.cpp"
+    # common as a static, position-independent library; its link dependencies (llama, ggml) are not
+    # built (CMAKE_OPTIMIZE_DEPENDENCIES): the shim links the engine's own libllama instead.
+    cmake -S "$llama" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
+        -DCMAKE_POSITION_INDEPENDENT_CODE=ON -DCMAKE_OPTIMIZE_DEPENDENCIES=ON -DLLAMA_BUILD_COMMON=ON \
+        -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
+        -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_SUBPROCESS=OFF -DGGML_NATIVE=OFF \
+        -DCMAKE_CXX_VISIBILITY_PRESET=hidden > "$work/build.log" 2>&1 \
+        || { tail -30 "$work/build.log" >&2; log "configuring failed"; exit 1; }
+    cmake --build "$work/build" --target llama-common llama-common-base -j "$JOBS" >> "$work/build.log" 2>&1 \
+        || { tail -30 "$work/build.log" >&2; log "compiling failed"; exit 1; }
+    rm -rf "$common.tmp" && mkdir -p "$common.tmp/lib" "$common.tmp/include"
+    find "$work/build" \( -name 'libllama-common.a' -o -name 'libllama-common-base.a' \) -exec cp {} "$common.tmp/lib/" \;
+    # The headers the shim compiles against, kept with the libraries they belong to.
+    (cd "$llama" && tar -cf - common include ggml/include vendor/nlohmann) | tar -xf - -C "$common.tmp/include"
+    printf 'build_seconds %s\n' "$(( $(date +%s) - started ))" > "$common.tmp/build-info.txt"
+    rm -rf "$common" && mv "$common.tmp" "$common"
 fi
-tar -xzf "$sdist" -C "$work"
-source_dir=$(ls -d "$work"/llama_cpp_python-*/)
-for fix in build/patches/*.patch; do
-    [ -f "$fix" ] || continue
-    (cd "$source_dir" && git apply "$OLDPWD/$fix") || { log "applying $fix failed"; exit 1; }
-done
-llama="$source_dir/vendor/llama.cpp"
-# common as a static, position-independent library; its link dependencies (llama, ggml) are not
-# built (CMAKE_OPTIMIZE_DEPENDENCIES): the shim links the engine's own libllama instead.
-cmake -S "$llama" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
-    -DCMAKE_POSITION_INDEPENDENT_CODE=ON -DCMAKE_OPTIMIZE_DEPENDENCIES=ON -DLLAMA_BUILD_COMMON=ON \
-    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
-    -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_SUBPROCESS=OFF -DGGML_NATIVE=OFF \
-    -DCMAKE_CXX_VISIBILITY_PRESET=hidden > "$work/build.log" 2>&1 \
-    || { tail -30 "$work/build.log" >&2; log "configuring failed"; exit 1; }
-cmake --build "$work/build" --target llama-common llama-common-base -j "$JOBS" >> "$work/build.log" 2>&1 \
-    || { tail -30 "$work/build.log" >&2; log "compiling failed"; exit 1; }
-libs=$(find "$work/build" -name 'libllama-common.a' -o -name 'libllama-common-base.a' | sort -r)
+inc="$common/include"
 mkdir -p "$out.tmp"
 case "$target" in
 darwin-*) link=(-Wl,-install_name,@rpath/$name) ;;
 *) link=(-Wl,--exclude-libs,ALL -Wl,--no-undefined -Wl,-soname,$name) ;;
 esac
-# shellcheck disable=SC2086
 ${CXX:-c++} -std=c++17 -O2 -fPIC -shared -fvisibility=hidden -o "$out.tmp/$name" build/chat-shim/llmpack_chat.cpp \
-    -I"$llama/common" -I"$llama/include" -I"$llama/ggml/include" -I"$llama/vendor" \
-    $libs -L"$engine_lib" -lllama -lggml -lggml-base -lpthread "${link[@]}" "-Wl,-rpath,$rpath" >> "$work/build.log" 2>&1 \
-    || { tail -30 "$work/build.log" >&2; log "linking the shim failed"; exit 1; }
+    -I"$inc/common" -I"$inc/include" -I"$inc/ggml/include" -I"$inc/vendor" \
+    "$common/lib/libllama-common.a" "$common/lib/libllama-common-base.a" \
+    -L"$engine_lib" -lllama -lggml -lggml-base -lpthread "${link[@]}" "-Wl,-rpath,$rpath" \
+    || { log "linking the shim failed"; exit 1; }
 strip --strip-unneeded "$out.tmp/$name" 2>/dev/null || true
 printf 'llama-cpp-python %s\ncompiler %s\nbuild_seconds %s\n' "$llama_version" "$compiler" \
     "$(( $(date +%s) - started ))" > "$out.tmp/build-info.txt"

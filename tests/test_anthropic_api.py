@@ -29,6 +29,7 @@ from llmpack.runtime.server.generation import ServerShuttingDown
 from llmpack.runtime.server.routes_anthropic import message_stream
 from llmpack.runtime.server.state import EngineHolder
 from support.apps import app_for
+from support.forced_tools import forced_tool_server, hermes_call
 from support.server_fixtures import ServerProcess, running_server
 from support.tiny_model import write_tiny_gguf
 from test_server_shutdown_stream import EndlessEngine
@@ -202,7 +203,7 @@ def test_bad_requests_are_anthropic_errors(client: anthropic.Anthropic, server: 
             param="messages.0.content.1", kind=kind)
     with pytest.raises(anthropic.BadRequestError) as raised:
         client.messages.create(model="tiny", max_tokens=64, messages=USER,
-                               thinking={"type": "enabled", "budget_tokens": 1024})
+                               thinking={"type": "loud", "budget_tokens": 1024})
     assert raised.value.body["error"]["message"] == messages.ANTHROPIC_THINKING
     disabled = client.messages.create(model="tiny", max_tokens=2, messages=USER, thinking={"type": "disabled"},
                                       extra_body=GREEDY)
@@ -249,7 +250,16 @@ def test_api_key(tiny_bundle: Path, tmp_path: Path) -> None:
 
 # -- tools -------------------------------------------------------------------------------------------
 
-def test_tool_loop(client: anthropic.Anthropic) -> None:
+@pytest.fixture(scope="module")
+def tool_client(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A model that calls get_weather (support/forced_tools.py)."""
+    call = hermes_call("get_weather", {"city": "Paris", "days": 3})
+    with forced_tool_server(tiny_bundle, tmp_path_factory.mktemp("anthropic_tools"), call) as running:
+        yield anthropic.Anthropic(base_url=running.url.rstrip("/"), api_key="x", max_retries=0)
+
+
+def test_tool_loop(tool_client: anthropic.Anthropic) -> None:
+    client = tool_client
     """tool_choice any forces a call whose input matches the schema; its result goes back as a
     tool_result block, and the model answers in text."""
     ask = [{"role": "user", "content": "What is the weather in Paris?"}]
@@ -269,7 +279,8 @@ def test_tool_loop(client: anthropic.Anthropic) -> None:
     assert answer.stop_reason in ("end_turn", "max_tokens") and [b.type for b in answer.content] == ["text"]
 
 
-def test_named_tool_streamed(client: anthropic.Anthropic) -> None:
+def test_named_tool_streamed(tool_client: anthropic.Anthropic) -> None:
+    client = tool_client
     with client.messages.stream(model="tiny", max_tokens=400, tools=[WEATHER], extra_body=GREEDY,
                                 tool_choice={"type": "tool", "name": "get_weather"},
                                 messages=[{"role": "user", "content": "Weather in Oslo?"}]) as stream:

@@ -97,7 +97,7 @@ def test_bad_logit_bias_is_a_400_naming_it(client: openai.OpenAI, bias: dict, pa
 @pytest.mark.parametrize("field, value", [
     ("audio", {"voice": "alloy", "format": "wav"}), ("modalities", ["text", "audio"]),
     ("functions", [{"name": "f", "parameters": {"type": "object"}}]), ("function_call", "auto"),
-    ("web_search_options", {}), ("reasoning_effort", "high"), ("verbosity", "low"),
+    ("web_search_options", {}), ("reasoning_effort", 7), ("verbosity", "low"),
 ])
 def test_output_changing_fields_it_cannot_honour_are_refused(client: openai.OpenAI, field: str, value) -> None:
     with pytest.raises(openai.BadRequestError) as refused:

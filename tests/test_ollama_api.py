@@ -16,6 +16,7 @@ from llmpack.runtime.flags.settings import Settings
 from llmpack.runtime.server.app import cancel_generations
 from llmpack.runtime.server.state import EngineHolder
 from support.apps import app_for
+from support.forced_tools import forced_tool_server, hermes_call
 from support.server_fixtures import ServerProcess, running_server
 from support.tiny_model import write_tiny_gguf
 from test_server_shutdown_stream import EndlessEngine
@@ -167,9 +168,17 @@ def add_two_numbers(a: int, b: int) -> int:
     return a + b
 
 
-def test_a_tool_call_has_its_arguments_as_an_object(client: ollama.Client) -> None:
-    """Ollama has no tool_choice: random weights choose between a call and words, so the first seed
-    that calls is kept, and its call is checked, plain and streamed."""
+@pytest.fixture(scope="module")
+def tool_client(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A model that calls add_two_numbers (support/forced_tools.py), named as the shared server's."""
+    call = hermes_call("add_two_numbers", {"a": 2, "b": 3})
+    with forced_tool_server(tiny_bundle, tmp_path_factory.mktemp("ollama_tools"), call, MODEL) as running:
+        yield ollama.Client(host=running.url, timeout=60)
+
+
+def test_a_tool_call_has_its_arguments_as_an_object(tool_client: ollama.Client) -> None:
+    """Ollama has no tool_choice: the model's call is checked, plain and streamed, and goes back."""
+    client = tool_client
     question = [{"role": "user", "content": "what is 2 plus 3?"}]
     options = {"temperature": 1.0, "num_predict": 300}
     for seed in range(8):
@@ -221,7 +230,7 @@ def test_errors_in_ollamas_shape(server: ServerProcess, client: ollama.Client) -
         assert status == 403 and "one built-in model" in error
     assert _status(lambda: client.chat(model=MODEL, messages=[{"role": "user", "content": "hi",
                                                               "images": ["aGk="]}]))[0] == 400
-    assert _status(lambda: client.chat(model=MODEL, messages=MESSAGES, think=True))[0] == 400
+    assert _status(lambda: client.chat(model=MODEL, messages=MESSAGES, think="loudly"))[0] == 400
     status, error = _status(lambda: client.chat(model=MODEL, messages=[{"role": "user", "content": "cat " * (N_CTX + 100)}]))
     assert status == 400 and "context" in error
     # The raw shape: {"error": "..."} and nothing else, for refusals of the route, of validation, and of

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 from typing import Literal
 
 import httpx
@@ -22,6 +23,7 @@ from llmpack.runtime.server.response_store import (
 from llmpack.runtime.server.state import EngineHolder
 from support.apps import app_for
 from support.commands import build_bundle
+from support.forced_tools import forced_tool_server, hermes_call
 from support.server_fixtures import ServerProcess, running_server
 from support.tiny_model import write_tiny_gguf
 from test_server_shutdown_stream import EndlessEngine, _wait_until
@@ -217,7 +219,22 @@ def summary(response) -> list[tuple]:
              "".join(part.text for part in getattr(item, "content", None) or [])) for item in response.output]
 
 
-def test_function_tool_round_trip(client: openai.OpenAI) -> None:
+@pytest.fixture(scope="module")
+def tool_server(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A model that calls get_weather (support/forced_tools.py)."""
+    call = hermes_call("get_weather", {"city": "Oslo"})
+    with forced_tool_server(tiny_bundle, tmp_path_factory.mktemp("responses_tools"), call) as running:
+        yield running
+
+
+@pytest.fixture()
+def tool_client(tool_server: ServerProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=tool_server.base_url, api_key="unused", max_retries=0,
+                         _strict_response_validation=True, timeout=60)
+
+
+def test_function_tool_round_trip(tool_client: openai.OpenAI) -> None:
+    client = tool_client
     question = {"role": "user", "content": "weather in Paris?"}
     # The tiny model writes about a token per character: room for the call's JSON.
     first = client.responses.create(model="tiny", input=[question], tools=[WEATHER_TOOL], tool_choice="required",
@@ -238,7 +255,8 @@ def test_function_tool_round_trip(client: openai.OpenAI) -> None:
     assert chained.usage.input_tokens == second.usage.input_tokens
 
 
-def test_streamed_function_call(client: openai.OpenAI) -> None:
+def test_streamed_function_call(tool_client: openai.OpenAI) -> None:
+    client = tool_client
     with client.responses.stream(model="tiny", input="weather in Oslo?", tools=[WEATHER_TOOL],
                                  tool_choice={"type": "function", "name": "get_weather"}, max_output_tokens=400,
                                  parallel_tool_calls=False, temperature=0) as stream:
@@ -258,7 +276,8 @@ def test_streamed_function_call(client: openai.OpenAI) -> None:
     assert [e.sequence_number for e in events] == list(range(len(events)))
 
 
-def test_openai_agents_sdk_runs_a_tool_agent(server: ServerProcess) -> None:
+def test_openai_agents_sdk_runs_a_tool_agent(tool_server: ServerProcess) -> None:
+    server = tool_server
     from agents import (
         Agent,
         ModelSettings,

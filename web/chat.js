@@ -117,9 +117,27 @@ function addTurn(message, index, c) {
     if (unanswered(c, index)) addRetry(meta);
   } else {
     renderMarkdown(bubble, message.content);
+    if (message.reasoning) showThought(bubble, message);
     fillMeta(meta, message, index === c.messages.length - 1);
   }
   log.appendChild(turn);
+}
+
+// A thinking model's thought, set apart above its answer: folded once the answer comes, open while it thinks.
+function showThought(bubble, message) {
+  let box = bubble.previousElementSibling;
+  if (!box || !box.classList.contains("thought")) {
+    box = document.createElement("details");
+    box.className = "thought";
+    box.appendChild(document.createElement("summary"));
+    box.appendChild(document.createElement("div"));
+    bubble.parentNode.insertBefore(box, bubble);
+  }
+  const thinking = !message.content && message.pending;
+  box.open = thinking || box.dataset.opened === "1";
+  box.ontoggle = () => { if (!thinking) box.dataset.opened = box.open ? "1" : ""; };
+  box.firstChild.textContent = thinking ? "thinking…" : `thought for ${message.thoughtPieces || "some"} tokens`;
+  box.lastChild.textContent = message.reasoning;
 }
 
 // Raw mode: the whole chat as one text, the model's pieces marked; its meta line is the last reply's.

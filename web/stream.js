@@ -36,7 +36,7 @@ function conversationFor(c) {
     // Two messages of one role in a row (a question that got no answer, then another) are one turn, as in
     // the terminal chat: strict templates (Gemma's) refuse anything but user/assistant alternation.
     if (previous && previous.role === m.role) previous.content += "\n\n" + content;
-    else messages.push({role: m.role, content});
+    else messages.push(m.reasoning ? {role: m.role, content, reasoning_content: m.reasoning} : {role: m.role, content});
   }
   return system ? [{role: "system", content: system}, ...messages] : messages;
 }
@@ -84,6 +84,7 @@ async function generate(c = chat(), {continuing = false, fresh = null} = {}) {
     const following = log.scrollHeight - log.scrollTop - log.clientHeight < 60;
     if (raw) bubble.textContent = reply.content;
     else renderMarkdown(bubble, reply.content);
+    if (reply.reasoning) showThought(bubble, reply);
     if (following) log.scrollTop = log.scrollHeight;
   };
   try {
@@ -121,6 +122,14 @@ async function generate(c = chat(), {continuing = false, fresh = null} = {}) {
         const choice = chunk.choices && chunk.choices.length ? chunk.choices[0] : {};
         if (choice.finish_reason) finish = choice.finish_reason;
         const piece = raw ? choice.text : choice.delta && choice.delta.content;
+        const thought = !raw && choice.delta && choice.delta.reasoning_content;  // a thinking model's
+        if (thought) {
+          if (firstToken === null) firstToken = performance.now();
+          reply.reasoning = (reply.reasoning || "") + thought;
+          reply.thoughtPieces = (reply.thoughtPieces || 0) + 1;
+          saveSoon();
+          if (!scheduled) { scheduled = true; requestAnimationFrame(paint); }
+        }
         if (piece) {
           if (firstToken === null) firstToken = performance.now();
           reply.content += piece;

@@ -12,6 +12,7 @@
 
 #include "chat.h"
 #include "json.h"
+#include "reasoning-budget.h"
 
 #include <cstring>
 #include <random>
@@ -359,6 +360,43 @@ LLMPACK_API char * llmpack_chat_stream_feed(void * handle, const char * text, si
         return error_json(e.what());
     } catch (...) {
         return error_json("unknown error");
+    }
+}
+
+// llama.cpp's reasoning budget sampler, set up as llama-server sets it up (server-schema.cpp,
+// common/sampling.cpp): `params` gives the thought's start tag, its end tags, the budget message, the
+// budget in tokens (-1: none, only watched) and the generation prompt, whose tokens it sees first (a
+// prompt that opens the thought starts the count). The caller's sampler chain owns what is returned;
+// null on error.
+LLMPACK_API void * llmpack_chat_reasoning_budget(const void * vocab_ptr, const char * params) {
+    try {
+        const auto * vocab = static_cast<const llama_vocab *>(vocab_ptr);
+        json p = json::parse(params ? params : "{}");
+        auto tokens = [&](const std::string & text) { return common_tokenize(vocab, text, false, true); };
+        std::string start = p.value("start", std::string());
+        std::vector<std::string> ends = p.value("ends", std::vector<std::string>());
+        if (start.empty() || ends.empty()) {
+            return nullptr;
+        }
+        std::vector<llama_tokens> end_seqs;
+        for (const auto & end : ends) {
+            end_seqs.push_back(tokens(end));
+        }
+        llama_tokens forced = end_seqs.front();
+        std::string message = p.value("message", std::string());
+        if (!message.empty()) {
+            llama_tokens message_tokens = tokens(message);
+            forced.insert(forced.begin(), message_tokens.begin(), message_tokens.end());
+        }
+        int budget = p.value("budget", -1);
+        auto * sampler = common_reasoning_budget_init(vocab, { tokens(start) }, end_seqs, forced,
+                                                      budget < 0 ? INT32_MAX : budget);
+        for (const auto token : tokens(p.value("prefill", std::string()))) {
+            llama_sampler_accept(sampler, token);
+        }
+        return sampler;
+    } catch (...) {
+        return nullptr;
     }
 }
 

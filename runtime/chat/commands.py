@@ -155,6 +155,17 @@ def _upload(session: ChatSession, console: Console, arg: str) -> None:
     console.line(messages.CHAT_UPLOADED.format(path=path, n_tokens=n_tokens))
 
 
+def _think(session: ChatSession, console: Console, arg: str) -> None:
+    thinking = session.thinking
+    if thinking is None or not thinking.available:
+        console.line(messages.CHAT_THINK_UNAVAILABLE)
+    elif arg.strip() in ("on", "off"):
+        thinking.enabled = arg.strip() == "on"
+        console.line(messages.CHAT_THINK_SET.format(state=arg.strip()))
+    else:
+        console.line(messages.CHAT_THINK_SET.format(state="on" if thinking.enabled else "off"))
+
+
 def _system(session: ChatSession, console: Console, arg: str) -> None:
     text = arg.strip()
     conversation = session.conversation
@@ -181,6 +192,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("pop", "", "go back to the latest restore point (and drop it from the stack)", _pop),
     Command("stack", "", "list the restore points, latest first", _stack),
     Command("upload", "FILE", "add a text file to the conversation, as your next message's context", _upload, "path"),
+    Command("think", "[on|off]", "let a thinking model think before it answers, or not", _think),
     Command("system", "[TEXT]", "show the system prompt, or replace it with TEXT ('-' removes it)", _system),
 )}
 

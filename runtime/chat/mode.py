@@ -70,7 +70,8 @@ def chat(plan: Plan, engine: Engine, formatter: ChatFormatter, server_url: str |
     settings = plan.settings
     session = ChatSession(engine, formatter, plan.sampling, settings.n_predict,
                           system=plan.system_prompt, stop=settings.reverse_prompt or (),
-                          verbose_prompt=settings.verbose_prompt)
+                          verbose_prompt=settings.verbose_prompt, thinking=settings.reasoning != "off",
+                          reasoning_format=settings.reasoning_format)
     if sys.stdin.isatty():
         console = Console()
         show_banner(console, banner_lines(settings, engine, server_url, formatter, plan.names.id(engine.model_name)))

@@ -33,6 +33,7 @@ STYLE = merge_styles([default_pygments_style(), Style.from_dict({
     "error": "#ff5555",
     "banner.key": "bold",
     "code": "",
+    "thought": "#888888 italic",
 })])
 
 

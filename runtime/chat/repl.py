@@ -23,6 +23,7 @@ from prompt_toolkit.keys import Keys
 from .. import messages
 from ..errors import UserError, user_line
 from .commands import CommandCompleter, is_command, run_command
+from .thinking import ThoughtPrinter
 from .render import Console, ReplyRenderer
 from .session import ChatSession
 
@@ -205,16 +206,19 @@ class Repl:
     def answer(self, message: str) -> None:
         renderer = ReplyRenderer(self.console)
         tail: list[str] = []
+        thought = ThoughtPrinter(self.console)
 
         def on_text(text: str) -> None:
+            thought.close()
             renderer.feed(text)
             if text:
                 tail[:] = [text]
 
         try:
             with keys_not_echoed(self.terminal_fd):
-                reply = self.session.ask(message, on_text, self._room_made)
+                reply = self.session.ask(message, on_text, self._room_made, thought.feed)
         finally:
+            thought.close()
             renderer.finish()
         if tail and not tail[0].endswith("\n"):
             self.console.write("\n")

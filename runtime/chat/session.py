@@ -19,6 +19,7 @@ from ..engine.types import GenerationRequest, Piece, SamplingParams, Timings
 from ..errors import UserError
 from ..flags.values import verbose_prompt_line
 from .conversation import Conversation
+from .thinking import ChatThinking, ReplySplitter
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +47,14 @@ class Reply:
     finish_reason: str  # "stop" | "length" | "cancelled" | "full" (the context filled up)
     timings: Timings | None
     dropped: int  # oldest messages dropped to make room before this reply
+    thought: str = ""  # a thinking model's thought, apart from its answer (`text`)
+    thought_tokens: int = 0
 
 
 class ChatSession:
     def __init__(self, engine: ChatEngine, formatter: ChatFormatter, sampling: SamplingParams,
                  n_predict: int = -1, system: str | None = None, stop: tuple[str, ...] = (),
-                 verbose_prompt: bool = False) -> None:
+                 verbose_prompt: bool = False, thinking: bool = True, reasoning_format: str = "auto") -> None:
         self.engine = engine
         self.formatter = formatter
         self.sampling = sampling
@@ -60,6 +63,11 @@ class ChatSession:
         self.verbose_prompt = verbose_prompt
         self.conversation = Conversation(system)
         self.last_timings: Timings | None = None
+        # llama.cpp's chat library where the runtime carries it: the template as llama-server renders
+        # it, and the reply split into thought and answer (runtime/chat/thinking.py).
+        chat = formatter.llama_chat(engine) if hasattr(formatter, "llama_chat") else None
+        self.thinking = ChatThinking(chat, thinking, reasoning_format) if chat is not None else None
+        self._applied = None
 
     # -- tokens ----------------------------------------------------------------------------------
 
@@ -67,7 +75,11 @@ class ChatSession:
         rendered = self.conversation.for_template()
         if not rendered:
             return []
-        text = self.formatter.render(rendered, add_generation_prompt=add_generation_prompt)
+        if self.thinking is not None:
+            self._applied = self.thinking.render(rendered, add_generation_prompt)
+            text = self._applied.prompt
+        else:
+            text = self.formatter.render(rendered, add_generation_prompt=add_generation_prompt)
         add_special, parse_special = tokenize_prompt_text(text, self.engine.bos_token)
         return self.engine.tokenize(text, add_special=add_special, parse_special=parse_special)
 
@@ -105,7 +117,8 @@ class ChatSession:
     # -- replies ---------------------------------------------------------------------------------
 
     def ask(self, text: str, on_text: Callable[[str], None],
-            on_room_made: Callable[[int], None] = lambda dropped: None) -> Reply:
+            on_room_made: Callable[[int], None] = lambda dropped: None,
+            on_thought: Callable[[str], None] | None = None) -> Reply:
         """Adds the user's message, streams the reply to `on_text`, and keeps what was said, even
         when Ctrl-C stopped it. A KeyboardInterrupt raised while waiting or inside `on_text` stops
         the generation at the next token; the partial reply is kept."""
@@ -120,8 +133,14 @@ class ChatSession:
             if self.verbose_prompt:
                 text = self.formatter.render(self.conversation.for_template(), add_generation_prompt=True)
                 log.info("%s", verbose_prompt_line(text, len(tokens)))
-            last = stream_interruptibly(self.engine, request,
-                                        lambda piece: (parts.append(piece.text), on_text(piece.text)))
+            splitter = ReplySplitter(self._applied, on_text, on_thought) if self.thinking is not None else None
+            if splitter is not None:
+                parts = splitter.answer
+                last = stream_interruptibly(self.engine, request, lambda piece: splitter.feed(piece.text))
+                splitter.finish()
+            else:
+                last = stream_interruptibly(self.engine, request,
+                                            lambda piece: (parts.append(piece.text), on_text(piece.text)))
         except BaseException:
             # Not answered at all (refused, failed, or stopped before a word): the conversation is the
             # user's, so it goes back exactly as it was, older turns dropped for room included.
@@ -135,6 +154,8 @@ class ChatSession:
         if reply.strip():
             self.conversation.add("assistant", reply)
         self.last_timings = last.timings
+        if splitter is not None:
+            return Reply(reply, finish, last.timings, dropped, "".join(splitter.thought), splitter.thought_tokens)
         return Reply(reply, finish, last.timings, dropped)
 
     def _context_is_full(self, timings: Timings) -> bool:

@@ -25,10 +25,23 @@ def check_grammar_text(grammar: str) -> None:
 
 def _grammar_sampler(engine: Engine, params: SamplingParams):
     if not params.grammar_triggers:
-        return llama.llama_sampler_init_grammar(engine.vocab, params.grammar.encode(), b"root")
+        grammar = llama.llama_sampler_init_grammar(engine.vocab, params.grammar.encode(), b"root")
+        if grammar and params.grammar_prefill:
+            _prefill(engine, grammar, params.grammar_prefill)
+        return grammar
     patterns = (ctypes.c_char_p * len(params.grammar_triggers))(*(p.encode() for p in params.grammar_triggers))
     return llama.llama_sampler_init_grammar_lazy_patterns(engine.vocab, params.grammar.encode(), b"root",
                                                           patterns, len(params.grammar_triggers), None, 0)
+
+
+def _prefill(engine: Engine, grammar, text: str) -> None:
+    """The generation prompt's tokens, accepted by the grammar before any is sampled (llama.cpp's
+    common_sampler_init: a leading space piece some tokenizers add is skipped)."""
+    tokens = engine.tokenize(text, add_special=False, parse_special=True)
+    if tokens and not text[:1].isspace() and engine.detokenize(tokens[:1], special=True)[:1].isspace():
+        tokens = tokens[1:]
+    for token in tokens:
+        llama.llama_sampler_accept(grammar, token)
 
 
 class SamplerChain:
@@ -38,6 +51,12 @@ class SamplerChain:
         self._engine = engine
         self._chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
         add = lambda sampler: llama.llama_sampler_chain_add(self._chain, sampler)  # noqa: E731
+        if params.reasoning_budget:  # first, as in llama.cpp's common sampler: it may force the thought's end
+            from ..formats.llama_chat import reasoning_budget_sampler
+
+            budget = reasoning_budget_sampler(engine.vocab, params.reasoning_budget)
+            if budget:
+                add(ctypes.cast(budget, llama.llama_sampler_p_ctypes))
         bias = list(params.logit_bias)
         if params.ignore_eos:  # as llama.cpp's --ignore-eos: a logit bias of -inf on every EOG token
             bias += [(t, -math.inf) for t in engine.end_of_generation_tokens]

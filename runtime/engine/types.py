@@ -80,6 +80,12 @@ class SamplingParams:
     # Lazy grammar (tool calls in `auto`): regular expressions over the text generated so far; the
     # grammar applies once one matches, from its first group on. Empty: the grammar applies throughout.
     grammar_triggers: tuple[str, ...] = ()
+    # A thinking model's budget: llama.cpp's reasoning budget sampler's parameters (JSON: the thought's
+    # tags, the budget in tokens, its message; runtime/formats/llama_chat.py), or None.
+    reasoning_budget: str | None = None
+    # A tool-call grammar of llama.cpp's chat library starts at the generation prompt: its text, which
+    # the grammar is given first (as llama.cpp's common sampler prefills it). Empty: none.
+    grammar_prefill: str = ""
     # (token id, bias) added to the logits, as OpenAI's logit_bias; -inf bans the token.
     logit_bias: tuple[tuple[int, float], ...] = ()
 

@@ -121,6 +121,25 @@ class ChatFormatter:
         source = "the model's chat template" if self.name == "gguf" else "--chat-template"
         object.__setattr__(self, "_compiled", compile_template(self.template, source))
 
+    def llama_chat(self, engine: Any) -> Any:
+        """llama.cpp's chat library for this template and `engine`'s model (runtime/formats/llama_chat.py),
+        made once; None where the runtime carries no such library, or the engine has no model (a test's
+        fake). Raises TemplateError when llama.cpp cannot read the template."""
+        cached = self.__dict__.get("_llama")
+        if cached is not None or "_llama" in self.__dict__:
+            return cached
+        from . import llama_chat
+
+        chat = None
+        model = getattr(engine, "model", None)
+        if model is not None and llama_chat.available():
+            try:
+                chat = llama_chat.LlamaChat.from_model(model, None if self.name == "gguf" else self.template)
+            except llama_chat.ChatFormatError as exc:
+                raise TemplateError(texts.TEMPLATE_FAILED.format(reason=exc)) from None
+        object.__setattr__(self, "_llama", chat)
+        return chat
+
     @property
     def description(self) -> str:
         """Which template this is, for the chat's banner and /v1/models."""

@@ -78,6 +78,9 @@ def _library() -> ctypes.CDLL:
             lib.llmpack_chat_stream_feed.argtypes = [p, s, ctypes.c_size_t, ctypes.c_int]
             lib.llmpack_chat_stream_feed.restype = p
             lib.llmpack_chat_string_free.argtypes = [p]
+            if hasattr(lib, "llmpack_chat_reasoning_budget"):
+                lib.llmpack_chat_reasoning_budget.argtypes = [p, s]
+                lib.llmpack_chat_reasoning_budget.restype = p
             _lib = lib
         return _lib
 
@@ -100,7 +103,20 @@ def _call_json(lib: ctypes.CDLL, pointer: int | None) -> dict[str, Any]:
 
 
 def _encode(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False).encode("utf-8", errors="surrogatepass")
+    try:
+        return json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800"): no UTF-8 text can hold it
+        raise ChatFormatError("the text holds a lone surrogate, which is no Unicode character") from None
+
+
+def reasoning_budget_sampler(vocab: Any, params: str) -> int | None:
+    """llama.cpp's reasoning budget sampler (a llama_sampler *, for the front of a sampler chain, which
+    then owns it) from `params` (JSON: start, ends, message, budget, prefill); None where it cannot be
+    made. The thought is closed after `budget` tokens, as llama-server closes it."""
+    lib = _library()
+    if not hasattr(lib, "llmpack_chat_reasoning_budget"):
+        return None
+    return lib.llmpack_chat_reasoning_budget(ctypes.cast(vocab, ctypes.c_void_p), params.encode()) or None
 
 
 class LlamaChat:
@@ -185,7 +201,7 @@ class ChatStream:
         self.message: dict[str, Any] | None = None
 
     def _feed(self, text: str, partial: bool) -> dict[str, Any]:
-        data = text.encode("utf-8", errors="surrogatepass")
+        data = text.encode("utf-8", errors="replace")
         return _call_json(self._lib, self._lib.llmpack_chat_stream_feed(self._handle, data, len(data), int(partial)))
 
     def feed(self, text: str) -> list[dict[str, Any]]:

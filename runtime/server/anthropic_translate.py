@@ -205,7 +205,7 @@ def _tools(body: CountTokensRequest) -> dict[str, Any]:
 
 def chat_fields(body: CountTokensRequest) -> dict[str, Any]:
     """The chat-completions body (as a dict) that says what `body` says."""
-    if body.thinking is not None and body.thinking.type != "disabled":
+    if body.thinking is not None and body.thinking.type not in ("enabled", "disabled", "adaptive"):
         raise _refuse(messages.ANTHROPIC_THINKING, "thinking")
     chat: list[dict[str, Any]] = []
     if body.system is not None:
@@ -216,6 +216,10 @@ def chat_fields(body: CountTokensRequest) -> dict[str, Any]:
         else:
             chat.append(_assistant_message(message.content, f"messages.{i}.content"))
     fields: dict[str, Any] = {"messages": chat, **_tools(body)}
+    if body.thinking is not None:  # llama.cpp's chat template variable, as llama-server maps it
+        fields["chat_template_kwargs"] = {"enable_thinking": body.thinking.type != "disabled"}
+        if body.thinking.type == "enabled" and body.thinking.budget_tokens is not None:
+            fields["thinking_budget_tokens"] = body.thinking.budget_tokens
     config = body.output_config or OutputConfig()
     if config.effort is not None:
         raise _refuse(messages.ANTHROPIC_EFFORT, "output_config.effort")
@@ -275,6 +279,8 @@ def tool_input(arguments: str) -> dict[str, Any]:
 
 def content_blocks(choice: ChoiceResult) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
+    if getattr(choice, "reasoning", ""):  # a thinking model's thought, first, as Anthropic's thinking block
+        blocks.append({"type": "thinking", "thinking": choice.reasoning, "signature": ""})
     if choice.text or not choice.tool_calls:
         # An empty answer is still one (empty) text block: clients read content[0].text.
         blocks.append({"type": "text", "text": choice.text or ""})

@@ -33,6 +33,8 @@ from ..tools.prompt import template_messages
 from ..tools.spec import ToolRequestError, parse_tools, tool_choice
 from ..tools.stream import CallSplitter
 from . import translate as tr
+from .chat_formats import ChoiceParser, Prepared, formats_request
+from .chat_formats import prepare as prepare_formats
 from .errors import ApiError
 from .generation import Generation
 from .schemas import ChatCompletionRequest, CompletionRequest
@@ -49,6 +51,13 @@ class TextDelta:
     text: str
     # OpenAI's logprobs content entries ({"token", "logprob", "bytes", "top_logprobs"}), one per token.
     logprobs: tuple | None = None
+
+
+@dataclass(frozen=True)
+class ReasoningDelta:
+    """A thinking model's thought, apart from its answer (llama-server's reasoning_content)."""
+    choice: int
+    text: str
 
 
 @dataclass(frozen=True)
@@ -74,7 +83,7 @@ class ChoiceEnd:
     stop_sequence: str | None = None  # the stop string that ended the choice (a client's, or the template's)
 
 
-ChatEvent = TextDelta | ToolCallStart | ToolCallArgs | ChoiceEnd
+ChatEvent = TextDelta | ReasoningDelta | ToolCallStart | ToolCallArgs | ChoiceEnd
 
 
 @dataclass
@@ -92,6 +101,7 @@ class ChoiceResult:
     completion_tokens: int = 0
     logprobs: tuple | None = None
     stop_sequence: str | None = None
+    reasoning: str = ""  # the thought, apart (empty: none)
 
 
 @dataclass
@@ -134,7 +144,8 @@ class ChatRun:
     """One prepared chat request: its n choices run as concurrent generations in the engine."""
 
     def __init__(self, request: Request, engine: ServingEngine, model: str,
-                 generation_requests: list[GenerationRequest], tools: Family | None = None) -> None:
+                 generation_requests: list[GenerationRequest], tools: Family | None = None,
+                 formats: Prepared | None = None, streaming: bool = True) -> None:
         state = request.app.state
         self._receive = request.receive
         self.engine = engine
@@ -146,6 +157,7 @@ class ChatRun:
         self.prompt_text = ""  # the rendered prompt, for llama-server's `__verbose`
         self.timings: Timings | None = None  # the last choice's to end, for llama-server's `timings`
         self._tools = tools  # the family whose calls to read from the output; None: text only
+        self._formats, self._streaming = formats, streaming  # llama.cpp's chat library reads the output
         self._generations = [Generation(engine, g, state.metrics, state.active_generations)
                              for g in generation_requests]
 
@@ -154,7 +166,44 @@ class ChatRun:
             return None
         return tuple(tr.chat_logprobs(self.engine, piece.logprobs)["content"])
 
+    def _parsed(self, choice: int, events: list[tuple]) -> list[ChatEvent]:
+        out: list[ChatEvent] = []
+        for event in events:
+            kind = event[0]
+            if kind == "content":
+                out.append(TextDelta(choice, event[1]))
+            elif kind == "reasoning":
+                out.append(ReasoningDelta(choice, event[1]))
+            elif kind == "call":
+                out.append(ToolCallStart(choice, event[1], event[2], event[3]))
+            else:
+                out.append(ToolCallArgs(choice, event[1], event[2]))
+        return out
+
+    async def _formats_events(self, choice: int) -> AsyncIterator[ChatEvent]:
+        """A choice read by llama.cpp's chat library: content, reasoning and tool calls as they stream."""
+        generation = self._generations[choice]
+        parser = ChoiceParser(self._formats.applied, self._streaming)
+        async for piece in generation.pieces():
+            for event in self._parsed(choice, parser.feed(piece.text)):
+                yield event
+            if piece.logprobs and self.want_logprobs:
+                yield TextDelta(choice, "", self._logprob_entries(piece))
+            if piece.timings is not None:
+                self.cached_tokens = max(self.cached_tokens, piece.timings.cached_tokens)
+                self.timings = piece.timings
+            if not piece.finish_reason:
+                continue
+            for event in self._parsed(choice, parser.finish()):
+                yield event
+            finish = "tool_calls" if parser.calls else tr.finish_reason(piece.finish_reason)
+            yield ChoiceEnd(choice, finish, generation.completion_tokens, piece.stop if finish == "stop" else None)
+
     async def _choice_events(self, choice: int) -> AsyncIterator[ChatEvent]:
+        if self._formats is not None:
+            async for event in self._formats_events(choice):
+                yield event
+            return
         generation = self._generations[choice]
         splitter = CallSplitter(self._tools) if self._tools is not None else None
         async for piece in generation.pieces():
@@ -226,6 +275,7 @@ class ChatRun:
         texts: list[list[str]] = [[] for _ in range(self.n)]
         logprobs: list[list[Any]] = [[] for _ in range(self.n)]
         calls: list[list[ToolCall]] = [[] for _ in range(self.n)]
+        thoughts: list[list[str]] = [[] for _ in range(self.n)]
         ends: dict[int, ChoiceEnd] = {}
         watcher = asyncio.ensure_future(self._watch_disconnect())
         try:
@@ -234,10 +284,12 @@ class ChatRun:
                     texts[event.choice].append(event.text)
                     if event.logprobs:
                         logprobs[event.choice].extend(event.logprobs)
+                elif isinstance(event, ReasoningDelta):
+                    thoughts[event.choice].append(event.text)
                 elif isinstance(event, ToolCallStart):
                     calls[event.choice].append(ToolCall(event.id, event.name, ""))
                 elif isinstance(event, ToolCallArgs):
-                    calls[event.choice][-1].arguments += event.fragment
+                    calls[event.choice][event.index].arguments += event.fragment
                 elif isinstance(event, ChoiceEnd):
                     ends[event.choice] = event
         finally:
@@ -248,7 +300,8 @@ class ChatRun:
             text = "".join(texts[i])
             choices.append(ChoiceResult(None if calls[i] and not text.strip() else text, calls[i], end.finish_reason,
                                         end.completion_tokens,
-                                        tuple(logprobs[i]) if self.want_logprobs else None, end.stop_sequence))
+                                        tuple(logprobs[i]) if self.want_logprobs else None, end.stop_sequence,
+                                        "".join(thoughts[i])))
         return ChatResult(choices, self.prompt_tokens, self.cached_tokens,
                           sum(c.completion_tokens for c in choices))
 
@@ -263,7 +316,14 @@ async def prepare_chat(request: Request, body: ChatCompletionRequest) -> ChatRun
         raise ApiError(400, f"n={n} is more than the {engine.config.n_seq_max} sequences this server decodes "
                        "at once (its -np)", param="n")
 
+    chat = await run_in_threadpool(holder.formatter.llama_chat, engine)
+    formats: Prepared | None = None
+
     def prepare() -> tuple[GenerationRequest, Family | None, str]:
+        nonlocal formats
+        if chat is not None:  # llama.cpp's chat library: every format it knows, as llama-server
+            formats = prepare_formats(state.settings, chat, body)
+            return formats_request(state, engine, holder, body, formats, log_prompt), None, formats.text
         text, tokens, family, tool_grammar = render_chat(engine, holder, body)
         engine.check_fits(len(tokens))
         tr.check_logit_bias(engine, body)
@@ -293,7 +353,7 @@ async def prepare_chat(request: Request, body: ChatCompletionRequest) -> ChatRun
         seed = generation_request.sampling.seed
         requests.append(dataclasses.replace(generation_request, sampling=dataclasses.replace(
             generation_request.sampling, seed=seed + i if seed >= 0 else seed)))
-    run = ChatRun(request, engine, holder.model_name, requests, family)
+    run = ChatRun(request, engine, holder.model_name, requests, family, formats, bool(body.stream))
     run.prompt_text = prompt_text
     return run
 

@@ -142,8 +142,18 @@ def check_model(requested: str | None, served: str, aliases: tuple[str, ...] = (
 # -- requests ------------------------------------------------------------------------------------
 
 def refuse_thinking(body: _Generating, served: str) -> None:
-    if body.think not in (None, False, "", "false"):
+    """Ollama's think: true, false, or a level ("low", "medium", "high"); anything else is a 400."""
+    if body.think not in (None, True, False, "", "true", "false", "low", "medium", "high"):
         raise ApiError(400, messages.OLLAMA_NO_THINKING.format(model=listed_name(served)), param="think")
+
+
+def think_fields(body: _Generating) -> dict[str, Any]:
+    """think as llama.cpp's chat template variables: on or off, or a reasoning effort."""
+    if body.think in (None, ""):
+        return {}
+    if body.think in (True, False, "true", "false"):
+        return {"chat_template_kwargs": {"enable_thinking": body.think in (True, "true")}}
+    return {"reasoning_effort": body.think}
 
 
 def sampling_fields(body: _Generating) -> dict[str, Any]:
@@ -214,7 +224,7 @@ def _answer(pending: list[tuple[str, str]], name: str | None) -> str | None:
 
 
 def chat_request(body: ChatBody, stream: bool) -> ChatCompletionRequest:
-    data: dict[str, Any] = {"messages": chat_messages(body), "stream": stream, **sampling_fields(body)}
+    data: dict[str, Any] = {"messages": chat_messages(body), "stream": stream, **sampling_fields(body), **think_fields(body)}
     fmt = response_format(body.format)
     if fmt is not None:
         data["response_format"] = fmt
@@ -230,7 +240,7 @@ def generate_request(body: GenerateBody, stream: bool) -> ChatCompletionRequest:
     if body.system:
         chat.append({"role": "system", "content": body.system})
     chat.append({"role": "user", "content": body.prompt or ""})
-    data: dict[str, Any] = {"messages": chat, "stream": stream, **sampling_fields(body)}
+    data: dict[str, Any] = {"messages": chat, "stream": stream, **sampling_fields(body), **think_fields(body)}
     fmt = response_format(body.format)
     if fmt is not None:
         data["response_format"] = fmt

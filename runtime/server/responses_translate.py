@@ -62,7 +62,7 @@ def refuse_unsupported(body: ResponsesRequest) -> None:
             raise ApiError(400, message, param=name, code="unsupported_parameter")
     if body.truncation == "auto":
         raise ApiError(400, messages.RESPONSES_TRUNCATION, param="truncation", code="unsupported_value")
-    if body.reasoning and any(v is not None for v in body.reasoning.values()):
+    if body.reasoning and any(v is not None for k, v in body.reasoning.items() if k not in ("effort", "summary")):
         raise ApiError(400, messages.RESPONSES_REASONING, param="reasoning", code="unsupported_parameter")
 
 
@@ -195,6 +195,8 @@ def chat_request(body: ResponsesRequest, history: list[dict[str, Any]],
             fields[theirs] = getattr(body, ours)
     if body.tools:
         fields["tools"] = chat_tools(body.tools)
+    if body.reasoning and body.reasoning.get("effort") is not None:  # the template's reasoning effort
+        fields["reasoning_effort"] = body.reasoning["effort"]
     if body.tool_choice is not None:
         fields["tool_choice"] = chat_tool_choice(body.tool_choice)
     try:
@@ -267,10 +269,18 @@ def response_object(response_id: str, created_at: int, model: str, body: Respons
             "store": body.store is not False, "background": False, "user": body.user, "usage": usage_}
 
 
+def reasoning_item(item_id: str, text: str, status: str) -> dict[str, Any]:
+    """OpenAI's reasoning output item, its text as llama-server gives it (reasoning_text content)."""
+    return {"type": "reasoning", "id": item_id, "summary": [], "content": [{"type": "reasoning_text", "text": text}],
+            "status": status}
+
+
 def output_items(result: ChatResult) -> list[dict[str, Any]]:
     choice = result.choices[0]
     status, _ = status_of(choice.finish_reason)
     items = []
+    if getattr(choice, "reasoning", ""):  # a thinking model's thought: a reasoning item first
+        items.append(reasoning_item(new_id("rs"), choice.reasoning, status))
     if choice.text or not choice.tool_calls:
         items.append(message_item(new_id("msg"), choice.text or "", status))
     for call in choice.tool_calls:
@@ -287,4 +297,7 @@ def history_of(output: list[dict[str, Any]]) -> list[dict[str, Any]]:
     message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
     if calls:
         message["tool_calls"] = calls
+    thought = "".join(part["text"] for item in output if item["type"] == "reasoning" for part in item["content"])
+    if thought:  # given back to the template, which keeps or drops it as the model expects
+        message["reasoning_content"] = thought
     return [message]

@@ -16,6 +16,7 @@ from . import anthropic_translate as at
 from .chat_core import (
     ChatRun,
     ChoiceEnd,
+    ReasoningDelta,
     TextDelta,
     ToolCallArgs,
     ToolCallStart,
@@ -64,6 +65,9 @@ async def message_stream(run: ChatRun, stop_sequences: list[str] | None = None) 
                 if event.text:
                     for data in blocks.text(event.text):
                         yield data
+            elif isinstance(event, ReasoningDelta):  # a thinking block, with thinking_deltas
+                for data in blocks.thinking(event.text):
+                    yield data
             elif isinstance(event, ToolCallStart):
                 for data in blocks.open({"type": "tool_use", "id": event.id, "name": event.name, "input": {}}):
                     yield data
@@ -115,6 +119,11 @@ class _Blocks:
     def text(self, text: str) -> list[bytes]:
         out = self.open({"type": "text", "text": ""}) if self.open_type != "text" else []
         out.append(self.delta({"type": "text_delta", "text": text}))
+        return out
+
+    def thinking(self, text: str) -> list[bytes]:
+        out = self.open({"type": "thinking", "thinking": "", "signature": ""}) if self.open_type != "thinking" else []
+        out.append(self.delta({"type": "thinking_delta", "thinking": text}))
         return out
 
     def finish(self) -> list[bytes]:

@@ -25,6 +25,7 @@ from . import llamacpp_responses as lr
 from . import llamacpp_translate as lt
 from . import translate as tr
 from .chat_core import log_prompt, ready_engine
+from .chat_formats import prepare as prepare_formats
 from .errors import ApiError
 from .generation import Generation, run_to_completion
 from .schemas import ChatCompletionRequest
@@ -154,7 +155,11 @@ async def infill(request: Request):
 @llama_errors
 async def apply_template(request: Request):
     body = lt.parse(ChatCompletionRequest, await request.body())
-    _engine, holder = ready_engine(request)
+    engine, holder = ready_engine(request)
+    chat = await run_in_threadpool(holder.formatter.llama_chat, engine)
+    if chat is not None:  # llama.cpp's chat library: the prompt llama-server renders (tools, thinking...)
+        prepared = await run_in_threadpool(prepare_formats, request.app.state.settings, chat, body)
+        return {"prompt": prepared.text}
     prompt = await run_in_threadpool(holder.formatter.render, tr.chat_messages(body))
     return {"prompt": prompt}
 

@@ -25,6 +25,7 @@ from . import ollama_translate as ot
 from . import translate as tr
 from .chat_core import (
     ChoiceEnd,
+    ReasoningDelta,
     TextDelta,
     ToolCallArgs,
     ToolCallStart,
@@ -216,6 +217,7 @@ class _Reply:
     def __init__(self) -> None:
         self.calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
         self.end: ChoiceEnd | None = None
+        self.thinking = ""  # a thinking model's thought (message.thinking)
 
     def take(self, event) -> None:
         if isinstance(event, ToolCallStart):
@@ -270,9 +272,17 @@ async def _answer(request: Request, events: AsyncIterator, prompt_tokens: int, m
     answer: dict[str, Any] = {"model": model, "created_at": ot.created_at(), **content("".join(texts) + leftover)}
     if calls:
         answer["message"]["tool_calls"] = calls
+    if reply.thinking:
+        _think(answer, reply.thinking)
     if logprobs:
         answer["logprobs"] = ot.ollama_logprobs(tuple(logprobs))
     return JSONResponse({**answer, **reply.final(prompt_tokens, clock)})
+
+
+def _think(line: dict[str, Any], thought: str) -> dict[str, Any]:
+    """Ollama's thinking: message.thinking in /api/chat, thinking in /api/generate."""
+    (line["message"] if "message" in line else line)["thinking"] = thought
+    return line
 
 
 async def _gather(events: AsyncIterator, clock: Clock) -> tuple[list[str], list[Any], _Reply]:
@@ -285,6 +295,8 @@ async def _gather(events: AsyncIterator, clock: Clock) -> tuple[list[str], list[
         if isinstance(event, TextDelta):
             texts.append(event.text)
             logprobs.extend(event.logprobs or ())
+        elif isinstance(event, ReasoningDelta):
+            reply.thinking += event.text
         else:
             reply.take(event)
     return texts, logprobs, reply
@@ -302,6 +314,10 @@ async def _lines(events: AsyncIterator, prompt_tokens: int, model: str, clock: C
                 if event.logprobs:
                     line["logprobs"] = ot.ollama_logprobs(event.logprobs)
                 yield ot.ndjson(line)
+                continue
+            if isinstance(event, ReasoningDelta):
+                yield ot.ndjson(_think({"model": model, "created_at": ot.created_at(), **content(""), "done": False},
+                                       event.text))
                 continue
             reply.take(event)
             if isinstance(event, ChoiceEnd):

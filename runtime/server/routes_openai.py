@@ -22,6 +22,7 @@ from .chat_core import (
     ChatResult,
     ChatRun,
     ChoiceEnd,
+    ReasoningDelta,
     TextDelta,
     count_chat_tokens,
     ToolCallArgs,
@@ -66,6 +67,8 @@ def chat_completion(model: str, result: ChatResult, want_logprobs: bool) -> dict
     choices = []
     for i, choice in enumerate(result.choices):
         message: dict[str, Any] = {"role": "assistant", "content": choice.text, "refusal": None}
+        if choice.reasoning:  # llama-server's field for a thinking model's thought
+            message["reasoning_content"] = choice.reasoning
         if choice.tool_calls:
             message["tool_calls"] = [{"id": call.id, "type": "function",
                                       "function": {"name": call.name, "arguments": call.arguments}}
@@ -96,6 +99,8 @@ async def _chat_stream(run: ChatRun, include_usage: bool) -> AsyncIterator[bytes
             if isinstance(event, TextDelta):
                 logprobs = {"content": list(event.logprobs), "refusal": None} if event.logprobs else None
                 yield chunk(event.choice, {"content": event.text}, None, logprobs)
+            elif isinstance(event, ReasoningDelta):
+                yield chunk(event.choice, {"reasoning_content": event.text})
             elif isinstance(event, ToolCallStart):
                 yield chunk(event.choice, {"tool_calls": [{"index": event.index, "id": event.id, "type": "function",
                                                            "function": {"name": event.name, "arguments": ""}}]})

@@ -25,6 +25,7 @@ class ChatMessage(_Body):
     name: str | None = None
     tool_calls: list[dict[str, Any]] | None = None  # an assistant's earlier calls (OpenAI's shape)
     tool_call_id: str | None = None  # a tool message: the call it answers
+    reasoning_content: str | None = None  # an assistant's earlier thinking (llama-server's field)
 
 
 class StreamOptions(_Body):
@@ -83,6 +84,12 @@ class ChatCompletionRequest(SamplingFields):
     # which adds `__verbose` (the rendered prompt) to the answer.
     json_schema: dict[str, Any] | None = None
     verbose: bool = False
+    # Thinking, as llama-server: where thoughts go, and more variables for the chat template.
+    reasoning_format: str | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+    reasoning_budget_tokens: int | None = Field(default=None, ge=-1)
+    thinking_budget_tokens: int | None = Field(default=None, ge=-1)
+    reasoning_budget_message: str | None = None
     # OpenAI fields that change the output and that this server cannot honour: refused by name when
     # set (translate.refuse_unsupported), never ignored.
     audio: Any = None

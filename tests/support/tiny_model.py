@@ -48,7 +48,8 @@ def _vocabulary(fim: bool = False) -> tuple[list[str], list[float], list[int]]:
 
 def write_tiny_gguf(path: Path, *, n_embd: int = 64, n_layer: int = 2, n_head: int = 4, n_ff: int = 128,
                     n_ctx: int = 512, seed: int = 0, chat_template: str | None = GEMMA_TEMPLATE,
-                    name: str = "tiny-test-model", split_max_tensors: int = 0, fim: bool = False) -> Path:
+                    name: str = "tiny-test-model", split_max_tensors: int = 0, fim: bool = False,
+                    space_prefix: bool = True) -> Path:
     """With `split_max_tensors`, a split GGUF as llama.cpp's gguf-split writes it (`tiny-00001-of-00003.gguf`,
     ...; the same model as without): the path of its first part is returned. `fim`: with fill-in-the-middle
     tokens (FIM_TOKENS, declared as the model's FIM prefix, suffix and middle)."""
@@ -74,6 +75,8 @@ def write_tiny_gguf(path: Path, *, n_embd: int = 64, n_layer: int = 2, n_head: i
     writer.add_bos_token_id(1)
     writer.add_eos_token_id(2)
     writer.add_add_bos_token(True)
+    if not space_prefix:  # a tag then tokenizes alike alone and inside a text (no "▁" before it)
+        writer.add_add_space_prefix(False)
     if fim:
         for key, token in zip((gguf.Keys.Tokenizer.FIM_PRE_ID, gguf.Keys.Tokenizer.FIM_SUF_ID,
                                gguf.Keys.Tokenizer.FIM_MID_ID), FIM_TOKENS):
