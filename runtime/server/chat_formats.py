@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from . import translate as tr
 from .errors import ApiError
 from .schemas import ChatCompletionRequest
 
+log = logging.getLogger(__name__)
 REASONING_FORMATS = ("auto", "deepseek", "deepseek-legacy", "none")
 
 
@@ -215,6 +217,13 @@ class ChoiceParser:
         return self._events(self._stream.feed(text)) if text else []
 
     def finish(self) -> list[tuple]:
-        events = self._events(self._stream.finish("".join(self._held)))
+        try:
+            events = self._events(self._stream.finish("".join(self._held)))
+        except ChatFormatError as exc:
+            # Output the format cannot read (llama-server answers an error): a whole answer keeps its
+            # words as text; a stream has already sent what could be read.
+            log.warning("%s", exc)
+            self._stream.close()
+            return [("content", "".join(self._held))] if not self._streaming and any(self._held) else []
         self._stream.close()
         return events
