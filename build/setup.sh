@@ -87,10 +87,14 @@ done
 # build/chat-shim.sh compiles it once from the same sdist and patches, cached, and it goes beside the
 # installed libllama, where the runtime finds it and the freeze takes it (llama.cpp's common library: 654 s on 2 loaded cores, once; the shim then links in ~11 s).
 engine_lib=$("$VPY" -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("llama_cpp").origin).parent / "lib")')
-folder=$(PYTHON="$VPY" bash build/chat-shim.sh "$engine_lib" | tail -1) || { log "the chat library could not be built (see above)"; exit 1; }
-for lib in "$folder"/libllmpack-chat.*; do
-    cmp -s "$lib" "$engine_lib/$(basename "$lib")" || cp -p "$lib" "$engine_lib/"
-done
+case "$target" in
+linux-*|darwin-*)
+    folder=$(PYTHON="$VPY" bash build/chat-shim.sh "$engine_lib" | tail -1) || { log "the chat library could not be built (see above)"; exit 1; }
+    for lib in "$folder"/libllmpack-chat.*; do
+        cmp -s "$lib" "$engine_lib/$(basename "$lib")" || cp -p "$lib" "$engine_lib/"
+    done ;;
+*) log "no chat library recipe for $target yet: its runtime renders chat templates with its own Jinja (no thinking, four tool-call families)" ;;
+esac
 # The web chat page's libraries, pinned in web/package-lock.json: web/build_page.py inlines them into
 # templates/server_chat.html, and a test checks that the committed page is what they build. Once per lock.
 if command -v npm >/dev/null; then
