@@ -12,6 +12,7 @@
 
 #include "chat.h"
 #include "json.h"
+#include "log.h"
 #include "reasoning-budget.h"
 
 #include <cstring>
@@ -29,6 +30,13 @@
 using json = common_json;
 
 namespace {
+
+// llama.cpp's chat library logs what it works around ("Removing system prompt...") on stderr, where
+// the terminal chat draws: silenced here (its failures reach the caller as errors instead).
+const int quiet = [] {
+    common_log_set_verbosity_thold(LOG_LEVEL_OUTPUT);
+    return 0;
+}();
 
 char * dup(const std::string & text) {
     char * out = static_cast<char *>(std::malloc(text.size() + 1));
