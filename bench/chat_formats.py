@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
 import socket
@@ -56,23 +55,27 @@ REASONING, ANSWER = "Let me think: Paris is the capital.", "Paris."
 
 
 def templates_dir() -> Path:
-    import importlib.util
-
-    lib = Path(importlib.util.find_spec("llama_cpp").origin).parent
-    for candidate in (Path(tempfile.gettempdir()) / "sdist", REPO / ".cache"):
-        found = sorted(candidate.glob("llama_cpp_python-*/vendor/llama.cpp/models/templates"))
-        if found:
-            return found[-1]
-    sdist = next((Path.home() / ".cache" / "llmpack" / "sdist").glob("llama_cpp_python-*.tar.gz"), None)
-    if sdist is None:
-        raise SystemExit(f"no llama.cpp models/templates found (llama_cpp at {lib})")
+    """The vendored llama.cpp's models/templates/, taken once from the sdist the set-up cached
+    (build/chat-shim.sh keeps it in $LLMPACK_CACHE/sdist) into a folder beside it."""
     import tarfile
 
-    out = Path(tempfile.mkdtemp(prefix="llmpack-templates-"))
-    with tarfile.open(sdist) as archive:
-        members = [m for m in archive.getmembers() if "/vendor/llama.cpp/models/templates/" in m.name]
-        archive.extractall(out, members=members, filter="data")
-    return next(out.glob("llama_cpp_python-*/vendor/llama.cpp/models/templates"))
+    # The set-up's cache: $LLMPACK_CACHE when it ran, else the default (the tests point LLMPACK_CACHE elsewhere).
+    caches = [Path(os.environ["LLMPACK_CACHE"]) / "sdist"] if os.environ.get("LLMPACK_CACHE") else []
+    caches.append(Path.home() / ".cache" / "llmpack" / "sdist")
+    sdist = next((s for cache in caches for s in sorted(cache.glob("llama_cpp_python-*.tar.gz"))), None)
+    if sdist is None:
+        raise SystemExit(f"no llama-cpp-python sdist in {' or '.join(map(str, caches))}: run make setup")
+    cache = sdist.parent
+    out = cache / sdist.name.removesuffix(".tar.gz")
+    found = out / "vendor" / "llama.cpp" / "models" / "templates"
+    if not found.is_dir():
+        staging = Path(tempfile.mkdtemp(prefix=".templates-", dir=cache))
+        with tarfile.open(sdist) as archive:
+            members = [m for m in archive.getmembers() if "/vendor/llama.cpp/models/templates/" in m.name]
+            archive.extractall(staging, members=members, filter="data")
+        (staging / out.name).rename(out)  # whole or not at all: another run may be reading it
+        staging.rmdir()
+    return found
 
 
 def free_port() -> int:

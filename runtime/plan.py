@@ -109,6 +109,7 @@ def server_sampling(settings: Settings, grammar: str | None) -> SamplingParams:
 def engine_config(settings: Settings, n_seq_max: int = 1, mode: str = "cli") -> EngineConfig:
     return EngineConfig(
         n_ctx=settings.ctx_size,
+        n_ctx_given=settings.ctx_size_given,
         n_batch=settings.batch_size,
         n_threads=settings.thread_count(),
         n_gpu_layers=settings.n_gpu_layers,

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from llmpack.runtime.formats import llama_chat
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not llama_chat.available(), reason="libllmpack-chat is built by make setup")]
+              pytest.mark.skipif(sys.platform == "win32", reason="build/chat-shim.sh has no Windows recipe yet")]
 
 
 def test_every_template_renders_and_parses_as_native_llama_server(tmp_path: Path) -> None:

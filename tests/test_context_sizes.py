@@ -33,6 +33,15 @@ def test_each_sequence_gets_its_share_of_c(requested: int, n_seq: int,
     assert ContextSize(requested, n_seq, 8192).per_sequence() == per_sequence
 
 
+def test_the_default_c_is_capped_at_the_training_context_and_a_given_one_is_not() -> None:
+    default = ContextSize(8192, 4, 512, given=False)
+    assert default.per_sequence() == 512 and default.capped() and not default.beyond_training()
+    assert default.origin() == "-c 8192 (the default) divided among -np 4, capped at the model's training context of 512"
+    given = ContextSize(8192, 4, 512)
+    assert given.per_sequence() == 2048 and given.beyond_training() and not given.capped()
+    assert ContextSize(1024, 4, 512, given=False).per_sequence() == 256  # within it: nothing to cap
+
+
 def test_the_overflow_message_names_the_flags_that_change_the_context() -> None:
     split = str(ContextOverflow(5000, 4096, ContextSize(8192, 2, 8192)))
     assert split == ("the prompt is 5000 tokens but the context holds 4096 tokens per sequence "
@@ -85,6 +94,16 @@ def test_c_above_the_training_context_is_honoured_with_a_warning(
             "past it (RoPE scaling such as YaRN extends a model that supports it)"], server.log
         assert "context 2048 tokens per sequence (-c 4096 divided among -np 2, beyond the model's training " \
                "context of 1024)" in server.log
+
+
+@pytest.mark.slow
+def test_without_c_each_sequence_gets_at_most_the_training_context(
+        tiny_bundle: Path, trained_1024: Path, tmp_path: Path) -> None:
+    # The default -c 8192 over -np 2 would give 4096 each to a model trained for 1024: capped, no warning.
+    with running_server(tiny_bundle, "-m", str(trained_1024), "-np", "2", log_path=tmp_path / "server.log") as server:
+        assert _served_context(server) == TRAINED
+        assert "warning: " not in server.log
+        assert "(-c 8192 (the default) divided among -np 2, capped at the model's training context of 1024)" in server.log
 
 
 @pytest.mark.slow

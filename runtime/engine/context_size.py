@@ -2,9 +2,11 @@
 
 llama-server gives each of its -np slots -c/-np tokens (`n_ctx_slot` in tools/server/server-context.cpp),
 and with -c 0 sizes the cache so that every slot gets the training context (`common_fit_params`: n_ctx_train
-times the number of sequences). A share beyond the model's training context is honoured, with llama.cpp's
-warning ("possible training context overflow"), as llama-cli and llama-completion honour it: long-context
-use with RoPE scaling (YaRN) needs it, and the user who typed -c asked for it.
+times the number of sequences). A share beyond the model's training context is honoured when -c was
+given, with llama.cpp's warning ("possible training context overflow"), as llama-cli and llama-completion
+honour it: long-context use with RoPE scaling (YaRN) needs it, and the user who typed -c asked for it.
+Our default -c (8192, where llama.cpp's is the training context) is capped at the training context
+instead: a model trained for less should not degrade because of a default nobody typed.
 """
 
 from __future__ import annotations
@@ -17,12 +19,18 @@ class ContextSize:
     requested: int  # -c (0 = the model's training context per sequence)
     n_seq: int  # -np: sequences decoded together (1 outside the server)
     n_ctx_train: int  # the model's training context (0 when the GGUF does not say)
+    given: bool = True  # -c was given; the default is capped at the training context
 
     def per_sequence(self) -> int:
         """The tokens each sequence may hold, before llama.cpp rounds it up to its cache's padding."""
         if self.requested == 0:
             return self.n_ctx_train or 4096  # llama.cpp refuses a context of 0; a GGUF without one is rare
-        return max(1, self.requested // max(1, self.n_seq))
+        share = max(1, self.requested // max(1, self.n_seq))
+        return min(share, self.n_ctx_train) if self.capped() else share
+
+    def capped(self) -> bool:
+        """The default -c's share, cut to the training context."""
+        return not self.given and self.requested != 0 and 0 < self.n_ctx_train < self.requested // max(1, self.n_seq)
 
     def beyond_training(self) -> bool:
         """Each sequence holds more than the model was trained for: honoured, with a warning."""
@@ -34,8 +42,11 @@ class ContextSize:
         if self.requested == 0:
             text = "-c 0: the model's training context" + (f" for each of -np {self.n_seq}" if self.n_seq > 1 else "")
         else:
-            text = f"-c {self.requested}" + (f" divided among -np {self.n_seq}" if self.n_seq > 1 else "")
-            if self.beyond_training():
+            text = f"-c {self.requested}{'' if self.given else ' (the default)'}" + (
+                f" divided among -np {self.n_seq}" if self.n_seq > 1 else "")
+            if self.capped():
+                text += f", capped at the model's training context of {self.n_ctx_train}"
+            elif self.beyond_training():
                 text += f", beyond the model's training context of {self.n_ctx_train}"
         if actual is not None and actual > self.per_sequence():
             text += ", rounded up by llama.cpp"

@@ -17,6 +17,7 @@ class ModelSource:
 @dataclass(frozen=True)
 class EngineConfig:
     n_ctx: int = 8192  # the whole KV cache, shared by all sequences
+    n_ctx_given: bool = True  # -c was typed (or stored): honoured beyond the training context
     n_batch: int = 2048
     n_threads: int = 1
     n_gpu_layers: int = 0  # -1: auto (every layer on the GPUs found, fitted to their free memory)

@@ -53,7 +53,7 @@ class Settings:
     main_gpu: int = _flag("-mg", "--main-gpu", help="the GPU (index among the offload devices) that holds the whole model with -sm none, or the intermediate results with -sm row", default=0, metavar="INDEX", group="model", minimum=0)
     split_mode: str = _flag("-sm", "--split-mode", help="how a model is split over several GPUs: none (one GPU, -mg), layer (layers and KV cache shared out, as -ts says) or row (rows shared out, where the backend supports it)", default="layer", metavar="{none,layer,row}", group="model", choices={k: k for k in ("none", "layer", "row")})
     list_devices: bool = _flag("--list-devices", help="list the devices found (GPUs with their free memory, the CPU) and exit", default=False, group="mode")
-    ctx_size: int = _flag("-c", "--ctx-size", help="context size in tokens (0 = the model's trained maximum)", default=8192, metavar="N", group="model", minimum=0)
+    ctx_size: int = _flag("-c", "--ctx-size", help="context size in tokens, divided among -np sequences (0 = the model's training context each); a -c given is honoured beyond the training context, with a warning; the default is capped at it", default=8192, metavar="N", group="model", minimum=0)
     batch_size: int = _flag("-b", "--batch-size", help="prompt tokens processed per batch", default=2048, metavar="N", group="model", minimum=1)
     ubatch_size: int = _flag("-ub", "--ubatch-size", help="physical batch: tokens computed in one go (at most -b)", default=512, metavar="N", group="model", minimum=1)
     threads: int = _flag("-t", "--threads", help="CPU threads (0 = all usable cores; ggml's maximum is 512)", default=0, metavar="N", group="model", minimum=0, maximum=512)
@@ -137,6 +137,8 @@ class Settings:
     metrics: bool = _flag("--metrics", help="accepted for compatibility: the server always serves GET /metrics", default=False, group="compat")
     cont_batching: bool = _flag("-cb", "--cont-batching", help="accepted for compatibility: the server always batches continuously (-np sequences at once)", default=False, group="compat")
 
+    ctx_size_given: bool = False  # -c on the command line or among the stored arguments (not a flag itself)
+
     @property
     def mode(self) -> str | None:
         """The mode flag given, or None (then the caller picks the default mode)."""
@@ -184,7 +186,7 @@ class ParsedArgs:
 def parse_args(argv: Sequence[str]) -> ParsedArgs:
     """Parses the (already merged) command line. Raises UsageError with one line for the user."""
     line = parse_line(argv, option_fields())
-    settings = Settings(**line.values)
+    settings = Settings(**line.values, ctx_size_given="ctx_size" in line.values)
     if sum(getattr(settings, m) for m in MODES) > 1:
         raise UsageError(messages.CONFLICTING_MODES)
     if settings.rpc_server:
