@@ -47,19 +47,7 @@ started=$(date +%s)
 if [ ! -f "$common/lib/libllama-common.a" ]; then
     log "compiling llama.cpp's chat library from llama-cpp-python $llama_version, once (about 11 minutes on 2 busy cores)..."
     work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-    sdist="$CACHE/sdist/llama_cpp_python-$llama_version.tar.gz"
-    if [ ! -f "$sdist" ]; then
-        mkdir -p "$(dirname "$sdist")"
-        "$PYTHON" -m pip download -q --no-deps --no-binary :all: -d "$work" "llama-cpp-python==$llama_version" \
-            || { log "downloading llama-cpp-python failed"; exit 1; }
-        mv "$work"/llama_cpp_python-*.tar.gz "$sdist"
-    fi
-    tar -xzf "$sdist" -C "$work"
-    source_dir=$(ls -d "$work"/llama_cpp_python-*/)
-    for fix in build/patches/*.patch; do
-        [ -f "$fix" ] || continue
-        (cd "$source_dir" && git apply "$OLDPWD/$fix") || { log "applying $fix failed"; exit 1; }
-    done
+    source_dir=$(PYTHON="$PYTHON" build/patched-source.sh "$llama_version" "$work")
     llama="$source_dir/vendor/llama.cpp"
     # common as a static, position-independent library; its link dependencies (llama, ggml) are not
     # built (CMAKE_OPTIMIZE_DEPENDENCIES): the shim links the engine's own libllama instead.

@@ -101,19 +101,7 @@ fi
 log "compiling ggml's $backend backend from llama-cpp-python $llama_version ($recipe), once..."
 started=$(date +%s)
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-sdist="$CACHE/sdist/llama_cpp_python-$llama_version.tar.gz"
-if [ ! -f "$sdist" ]; then
-    mkdir -p "$(dirname "$sdist")"
-    "$PYTHON" -m pip download -q --no-deps --no-binary :all: -d "$work" "llama-cpp-python==$llama_version" \
-        || { log "downloading llama-cpp-python failed"; exit 1; }
-    mv "$work"/llama_cpp_python-*.tar.gz "$sdist"
-fi
-tar -xzf "$sdist" -C "$work"
-source_dir=$(ls -d "$work"/llama_cpp_python-*/)
-for fix in build/patches/*.patch; do
-    [ -f "$fix" ] || continue
-    (cd "$source_dir" && git apply "$OLDPWD/$fix") || { log "applying $fix failed"; exit 1; }
-done
+source_dir=$(PYTHON="$PYTHON" build/patched-source.sh "$llama_version" "$work")
 # Configured as pip configures the sdist (its CMakeLists, Release, shared libraries); only the backend
 # is built. Its RUNPATH is $ORIGIN: libggml-base.so.0 is beside it in the runtime.
 # shellcheck disable=SC2086

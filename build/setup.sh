@@ -41,17 +41,10 @@ if ! ls "$wheel_dir"/llama_cpp_python-*.whl >/dev/null 2>&1; then
     log "compiling llama-cpp-python $llama_version ($recipe), once; about 20 minutes on 2 cores..."
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
-    "$VPY" -m pip download -q --no-deps --no-binary :all: -d "$tmp" "llama-cpp-python==$llama_version" \
-        > "$tmp/build.log" 2>&1 || { tail -30 "$tmp/build.log" >&2; log "downloading llama-cpp-python failed"; exit 1; }
-    tar -xzf "$tmp"/llama_cpp_python-*.tar.gz -C "$tmp"
-    source_dir=$(ls -d "$tmp"/llama_cpp_python-*/)
-    for fix in build/patches/*.patch; do
-        [ -f "$fix" ] || continue
-        (cd "$source_dir" && git apply "$OLDPWD/$fix") || { log "applying $fix failed"; exit 1; }
-    done
+    source_dir=$(PYTHON="$VPY" build/patched-source.sh "$llama_version" "$tmp")
     CMAKE_ARGS="$CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(cpus)} \
         "$VPY" -m pip wheel --no-deps --no-cache-dir -w "$tmp" "$source_dir" \
-        >> "$tmp/build.log" 2>&1 || { tail -30 "$tmp/build.log" >&2; log "compiling llama-cpp-python failed"; exit 1; }
+        > "$tmp/build.log" 2>&1 || { tail -30 "$tmp/build.log" >&2; log "compiling llama-cpp-python failed"; exit 1; }
     mkdir -p "$wheel_dir"
     mv "$tmp"/llama_cpp_python-*.whl "$wheel_dir/"
     log "cached $(ls "$wheel_dir")"
