@@ -29,7 +29,7 @@ esac
 [ -e "$engine_lib/$engine" ] || { log "$engine_lib/$engine not found"; exit 1; }
 llama_version=$(sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' pyproject.toml)
 patches=$(cat build/patches/*.patch 2>/dev/null | digest)
-compiler=$(${CXX:-c++} --version | head -1)
+compiler=$(${CXX:-c++} --version | sed -n 1p)
 # Two caches: llama.cpp's common library (the long compile), keyed by what goes into it; and the shim,
 # keyed by its own source too, relinked in seconds when only the shim changes.
 common_key=$(printf '%s|%s|%s|%s' "$llama_version" "$target" "$patches" "$compiler" | digest)

@@ -68,7 +68,7 @@ vulkan)
     fi
     header_version=$(sed -n 's/^#define VK_HEADER_VERSION \([0-9]*\)/\1/p' "$VULKAN_HEADERS_PREFIX/include/vulkan/vulkan_core.h")
     extra_args="$extra_args -DVulkan_INCLUDE_DIR=$VULKAN_HEADERS_PREFIX/include -DCMAKE_PREFIX_PATH=$VULKAN_HEADERS_PREFIX"
-    tools="headers $header_version; $(glslc --version 2>&1 | head -1)"
+    tools="headers $header_version; $(glslc --version 2>&1 | sed -n 1p)"
     ;;
 cuda)
     nvcc=${CUDACXX:-$(command -v nvcc || echo "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc")}
@@ -88,7 +88,7 @@ cuda)
     fi
     ;;
 esac
-compiler=$(${CXX:-c++} --version | head -1)
+compiler=$(${CXX:-c++} --version | sed -n 1p)
 key=$(printf '%s|%s|%s|%s|%s|%s|%s' "$llama_version" "$backend_args" "$target" "$patches" "$tools" "$compiler" "$extra_args" | digest)
 out="$CACHE/backends/$target-$backend-$key"
 library="$out/libggml-$backend.so"
@@ -110,7 +110,7 @@ cmake -S "$source_dir" -B "$work/build" -DCMAKE_BUILD_TYPE=Release $backend_args
     || { tail -30 "$work/build.log" >&2; log "configuring failed"; exit 1; }
 cmake --build "$work/build" --target "ggml-$backend" -j "$JOBS" >> "$work/build.log" 2>&1 \
     || { tail -30 "$work/build.log" >&2; log "compiling failed"; exit 1; }
-built=$(find "$work/build" -name "libggml-$backend.so" -type f | head -1)
+built=$(find "$work/build" -name "libggml-$backend.so" -type f -print -quit)
 [ -n "$built" ] || { log "libggml-$backend.so not found after the build"; exit 1; }
 mkdir -p "$out.tmp"
 cp "$built" "$out.tmp/"
