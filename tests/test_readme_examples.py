@@ -54,12 +54,11 @@ def demo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def stand_ins(demo_folder: Path) -> dict[str, Path]:
     """For each CPU path, a folder whose dist/ holds scripts that run the demo's executables on it."""
-    folders = {}
-    for cpu in ("nehalem", "sse42"):
-        folders[cpu] = demo_folder / cpu
-        for bundle in (demo_folder / "dist").glob("*.llmpack"):
-            runtime = unpack(bundle, demo_folder / "cache")
-            write_wrapper(runtime, folders[cpu] / "dist" / bundle.name, cpu)
+    folders = {cpu: demo_folder / cpu for cpu in ("nehalem", "sse42")}
+    for bundle in (demo_folder / "dist").glob("*.llmpack"):
+        runtime = unpack(bundle, demo_folder / "cache")  # once per executable, for both paths
+        for cpu, folder in folders.items():
+            write_wrapper(runtime, folder / "dist" / bundle.name, cpu)
     return folders
 
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from support.commands import REPO, run
 from support.devtools import DevTools, Page, canned_completion, canned_reply, fulfil
-from support.server_fixtures import ServerProcess, running_server, start_server
+from support.server_fixtures import PAGE_SERVER_ARGS, ServerProcess, running_server, start_server
 from support.tiny_model import write_tiny_gguf
 
 pytestmark = pytest.mark.slow
@@ -43,11 +43,8 @@ def add(a, b):
 
 @pytest.fixture(scope="module")
 def server(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    # The server's own --grammar (letters and spaces, no end) makes random weights write exactly -n 24
-    # tokens of readable text.
     log_path = tmp_path_factory.mktemp("web") / "server.log"
-    with running_server(tiny_bundle, "-n", "24", "-c", "512", "--grammar", "root ::= [a-z ] root",
-                        log_path=log_path) as running:
+    with running_server(tiny_bundle, *PAGE_SERVER_ARGS, log_path=log_path) as running:
         yield running
 
 

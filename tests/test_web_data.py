@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from support.devtools import DevTools, HeldReplies, Page, canned_reply, fulfil, reply_end, reply_pieces
-from support.server_fixtures import ServerProcess, running_server
+from support.server_fixtures import PAGE_SERVER_ARGS, ServerProcess, running_server
 
 pytestmark = pytest.mark.slow
 
@@ -29,8 +29,7 @@ STORED = "JSON.parse(localStorage.getItem('llmpack-chats') || '[]')"
 @pytest.fixture(scope="module")
 def server(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     log_path = tmp_path_factory.mktemp("web-data") / "server.log"
-    with running_server(tiny_bundle, "-n", "24", "-c", "512", "--grammar", "root ::= [a-z ] root",
-                        log_path=log_path) as running:
+    with running_server(tiny_bundle, *PAGE_SERVER_ARGS, log_path=log_path) as running:
         yield running
 
 

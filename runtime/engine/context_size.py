@@ -12,6 +12,10 @@ instead: a model trained for less should not degrade because of a default nobody
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .types import EngineConfig
 
 
 @dataclass(frozen=True)
@@ -20,6 +24,14 @@ class ContextSize:
     n_seq: int  # -np: sequences decoded together (1 outside the server)
     n_ctx_train: int  # the model's training context (0 when the GGUF does not say)
     given: bool = True  # -c was given; the default is capped at the training context
+
+    @classmethod
+    def of(cls, config: EngineConfig, n_ctx_train: int) -> ContextSize:
+        return cls(config.n_ctx, config.n_seq_max, n_ctx_train, config.n_ctx_given)
+
+    def cache_cells(self, embeddings: bool) -> int:
+        """The whole KV cache: a share for each sequence, and one more for the embeddings' own sequence."""
+        return self.per_sequence() * (self.n_seq + (1 if embeddings else 0))
 
     def per_sequence(self) -> int:
         """The tokens each sequence may hold, before llama.cpp rounds it up to its cache's padding."""

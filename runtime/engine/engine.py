@@ -172,8 +172,8 @@ class Engine(TokenMethods, EmbeddingMethods):
         params = llama.llama_context_default_params()
         # -c divided among the sequences (llama-server's rule, runtime/engine/context_size.py); the
         # embeddings' extra sequence gets a share of the same size.
-        self.context_size = ContextSize(config.n_ctx, config.n_seq_max, self.n_ctx_train, config.n_ctx_given)
-        params.n_ctx = self.context_size.per_sequence() * (config.n_seq_max + (1 if config.embeddings else 0))
+        self.context_size = ContextSize.of(config, self.n_ctx_train)
+        params.n_ctx = self.context_size.cache_cells(config.embeddings)
         params.n_batch = config.n_batch
         params.n_ubatch = min(config.n_batch, config.n_ubatch)
         params.n_seq_max = config.n_seq_max + (1 if config.embeddings else 0)

@@ -130,8 +130,7 @@ def measure(model, config: EngineConfig) -> ModelSize | None:
     try:
         n_layer, n_embd, n_head = llama.llama_model_n_layer(model), llama.llama_model_n_embd(model), max(1, llama.llama_model_n_head(model))
         n_head_kv = llama.llama_model_n_head_kv(model) or n_head
-        cells = ContextSize(config.n_ctx, config.n_seq_max, llama.llama_model_n_ctx_train(model), config.n_ctx_given).per_sequence()
-        cells *= config.n_seq_max + (1 if config.embeddings else 0)
+        cells = ContextSize.of(config, llama.llama_model_n_ctx_train(model)).cache_cells(config.embeddings)
         bytes_per_value = 1 if {config.type_k, config.type_v} & QUANTIZED_CACHE_TYPES else 2
         kv = cells * 2 * (n_embd // n_head) * n_head_kv * bytes_per_value
         n_vocab = llama.llama_vocab_n_tokens(llama.llama_model_get_vocab(model))

@@ -75,6 +75,11 @@ def start_server(executable: Path, *args: str, log_path: Path, timeout: float = 
     raise AssertionError(f"server not ready after {timeout} s: {log_path.read_text(errors='replace')}")
 
 
+# The web page's tests serve the tiny model with its own --grammar (letters and spaces, no end), so random
+# weights write exactly -n 24 tokens of readable text.
+PAGE_SERVER_ARGS = ("-n", "24", "-c", "512", "--grammar", "root ::= [a-z ] root")
+
+
 @contextmanager
 def running_server(executable: Path, *args: str, log_path: Path) -> Iterator[ServerProcess]:
     server = start_server(executable, *args, log_path=log_path)
