@@ -88,6 +88,42 @@ def test_ollama_thinking(server):
     assert (thinking.strip(), "".join(line["message"]["content"] for line in lines)) == (THOUGHT, ANSWER)
 
 
+def test_ollama_client_thinking(server):
+    import ollama
+    client = ollama.Client(host=server.url.rstrip("/"))
+    answer = client.chat(model="qwen3-tiny", messages=ASK, think=True)
+    assert (answer.message.thinking.strip(), answer.message.content) == (THOUGHT, ANSWER)
+    parts = list(client.chat(model="qwen3-tiny", messages=ASK, think=True, stream=True))
+    thinking = "".join(part.message.thinking or "" for part in parts)
+    assert (thinking.strip(), "".join(part.message.content or "" for part in parts)) == (THOUGHT, ANSWER)
+
+
+def test_responses_reasoning_item_before_the_message(server):
+    client = openai.OpenAI(base_url=server.base_url, api_key="x")
+    response = client.responses.create(model="m", input="Capital of France?", max_output_tokens=200,
+                                       reasoning={"effort": "low"})
+    assert [item.type for item in response.output] == ["reasoning", "message"]
+    assert response.output[0].content[0].text.strip() == THOUGHT
+    assert response.output_text == ANSWER
+    events = list(client.responses.create(model="m", input="Capital of France?", max_output_tokens=200, stream=True))
+    thought = "".join(e.delta for e in events if e.type == "response.reasoning_text.delta")
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert (thought.strip(), text) == (THOUGHT, ANSWER)
+    done = next(e for e in events if e.type == "response.completed").response
+    assert [item.type for item in done.output] == ["reasoning", "message"]
+
+
+def test_raw_completion_keeps_the_thought_in_the_text(server):
+    """llama-server's /completion and /v1/completions apply no chat format: the model's text, thought
+    included, as generated (no reasoning fields), and so do we."""
+    native = httpx.post(server.url + "completion", json={"prompt": "Capital of France?", "n_predict": 200},
+                        timeout=60).json()
+    assert native["content"] == RAW and "reasoning_content" not in native
+    oai = httpx.post(server.base_url + "/completions", json={"prompt": "Capital of France?", "max_tokens": 200},
+                     timeout=60).json()
+    assert oai["choices"][0]["text"] == RAW and "reasoning_content" not in oai["choices"][0]
+
+
 def test_hostile_thinking_fields_are_400s(server):
     for body in ({"reasoning_format": "loud"}, {"reasoning_effort": 7}, {"chat_template_kwargs": {"enable_thinking": "yes"}},
                  {"chat_template_kwargs": "nope"}):
