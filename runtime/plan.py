@@ -131,4 +131,6 @@ def engine_config(settings: Settings, n_seq_max: int = 1, mode: str = "cli") -> 
         split_mode=settings.split_mode,
         main_gpu=settings.main_gpu,
         survive_lost_worker=mode == "server",
+        mmproj=None if settings.no_mmproj else settings.mmproj,  # the embedded one: runtime/bundle/model_loader.py
+        mmproj_offload=settings.mmproj_offload,
     )

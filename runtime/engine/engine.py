@@ -40,6 +40,7 @@ from .embeddings import EmbeddingMethods
 from .scheduler import Scheduler
 from .slots import SchedulerStats
 from .tokens import TokenMethods
+from .multimodal import MediaMethods
 from .types import (
     KV_CACHE_TYPES,
     POOLING_TYPES,
@@ -56,7 +57,7 @@ from .types import (
 log = logging.getLogger(__name__)
 
 
-class Engine(TokenMethods, EmbeddingMethods):
+class Engine(TokenMethods, EmbeddingMethods, MediaMethods):
     """A loaded model and its context. `generate` and `embed` are safe to call from many threads at
     once: every request joins the running batch of the one decoding thread (runtime/engine/scheduler.py)."""
 
@@ -82,6 +83,7 @@ class Engine(TokenMethods, EmbeddingMethods):
         try:
             with offload.abort_as_one_line(self.offload, self._offload_words):
                 self.context = self._create_context(config)
+            self._load_projector()  # --mmproj's, or the embedded one: images and audio in
         except BaseException:
             self.close()  # else the model's memory and the weights' FILE* outlive the failed start
             raise

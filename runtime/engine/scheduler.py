@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator
 
 from .. import messages
 from ..errors import EngineFailure, UserError
+from . import media_steps
 from .slots import BatchBackend, KvSequence, Outbox, SchedulerStats, Slot, common_prefix, settle
 from .types import GenerationRequest, Piece, Timings
 
@@ -208,7 +209,7 @@ class Scheduler:
             prompt = list(slot.request.prompt_tokens)
             seq = self._choose_sequence(prompt)
             # At least the last prompt token is decoded again: its logits are needed.
-            keep = min(common_prefix(seq.tokens, prompt), len(prompt) - 1)
+            keep = media_steps.keep_before_media(slot.request, min(common_prefix(seq.tokens, prompt), len(prompt) - 1))
             try:
                 slot.sampler = self._backend.sampler(slot.request.sampling)
             except Exception as exc:  # this request fails with one line; the others go on
@@ -231,6 +232,10 @@ class Scheduler:
         return max(self._free, key=lambda s: common_prefix(s.tokens, prompt))
 
     def _step(self) -> None:
+        for slot in [s for s in self._active if s.pending and media_steps.is_placeholder(s.pending[0])]:
+            ended = media_steps.decode_pending_media(self._backend, slot)  # an image or sound, on its own
+            if ended:
+                self._finish(slot, "length") if ended == "length" else self._finish(slot, None, slot.failure)
         members: list[tuple[Slot, list[int], bool]] = []  # slot, its tokens in this batch, is prompt
         room = self._n_batch
         for slot in self._active:  # generation first: one token each keeps every stream moving
@@ -239,7 +244,7 @@ class Scheduler:
                 room -= 1
         for slot in self._active:
             if slot.pending and room > 0:
-                members.append((slot, slot.pending[:room], True))
+                members.append((slot, media_steps.text_run(slot.pending[:room]), True))
                 room -= len(members[-1][1])
         if not members:
             return

@@ -42,6 +42,8 @@ class TokenMethods:
         return piece
 
     def _token_bytes_uncached(self, token: int, special: bool) -> bytes:
+        if token < 0:  # an image's or a sound's placeholder (runtime/engine/multimodal.py): no text
+            return b""
         buf = ctypes.create_string_buffer(64)
         n = llama.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
         if n < 0:

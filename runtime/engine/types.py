@@ -41,6 +41,8 @@ class EngineConfig:
     # A lost RPC worker fails the requests at hand and later ones, and the process keeps running (a
     # server, reporting unhealthy); else the process exits with one line (a terminal has no one else).
     survive_lost_worker: bool = False
+    mmproj: str | None = None  # a projector GGUF (images, audio: runtime/engine/multimodal.py), or None
+    mmproj_offload: bool = True  # the projector on the GPU where there is one (--no-mmproj-offload: the CPU)
 
 
 # The KV cache types llama.cpp's -ctk/-ctv accept (common/arg.cpp kv_cache_types), and their ggml ids.
@@ -100,6 +102,8 @@ class GenerationRequest:
     # None: no log-probabilities; k >= 0: each token's own, plus the k most likely alternatives.
     logprobs: int | None = None
     special: bool = False  # special tokens' text in the pieces (the end-of-generation token's too)
+    # multimodal.MediaPrompt: the image and audio chunks behind the prompt's negative placeholder ids.
+    media: object = None
 
 
 @dataclass(frozen=True)
