@@ -32,6 +32,7 @@ from ..tools.families import Family, detect
 from ..tools.prompt import template_messages
 from ..tools.spec import ToolRequestError, parse_tools, tool_choice
 from ..tools.stream import CallSplitter
+from . import media_parts
 from . import translate as tr
 from .chat_formats import ChoiceParser, Prepared, formats_request
 from .chat_formats import prepare as prepare_formats
@@ -311,6 +312,7 @@ async def prepare_chat(request: Request, body: ChatCompletionRequest) -> ChatRun
     refused, before the caller has sent anything."""
     state = request.app.state
     engine, holder = ready_engine(request)
+    body, files = media_parts.extract(body, getattr(engine, "projector", None))  # images and sounds: markers
     n = body.n or 1
     if n > engine.config.n_seq_max:
         raise ApiError(400, f"n={n} is more than the {engine.config.n_seq_max} sequences this server decodes "
@@ -347,6 +349,8 @@ async def prepare_chat(request: Request, body: ChatCompletionRequest) -> ChatRun
         return dataclasses.replace(generation_request, sampling=sampling), family, text
 
     generation_request, family, prompt_text = await run_in_threadpool(prepare)
+    if files:  # the prompt again, with its files, through libmtmd
+        generation_request = await run_in_threadpool(media_parts.attach, engine, generation_request, prompt_text, files)
     requests = [generation_request]
     for i in range(1, n):
         # A fixed seed gives each choice its own, else the n choices would be one answer n times.
