@@ -112,6 +112,11 @@ class EngineUnavailable(EngineFailure):
     """The engine can no longer compute (an RPC worker was lost): the server answers 503 until restarted."""
 
 
+class KvPoolFull(EngineUnavailable):
+    """The KV pool shared by the sequences has no room for a request's prompt (runtime/engine/pool.py):
+    503, which clients retry."""
+
+
 class GrammarInvalid(EngineFailure):
     """A GBNF grammar (--grammar, or a request's) that grammar/check.py or llama.cpp refused: the user's
     to fix. `reason` is the checker's, when it found one."""

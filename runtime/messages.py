@@ -9,6 +9,7 @@ MODEL_LOAD_FAILED = "llama.cpp could not load the model in {path} (unsupported a
 CORRUPT_BUNDLE = "{path} is damaged: {reason}; download or build it again"
 NO_MODEL = "no model: this runtime has no embedded weights; pass -m FILE.gguf"
 PROMPT_TOO_LONG = "the prompt is {n_prompt} tokens but the context holds {n_ctx} tokens{per_sequence} ({origin}); {remedy}"
+KV_POOL_FULL = "the KV pool is full ({n_pool} tokens, shared by the running requests): try again, or raise -c"
 PROMPT_TOO_LONG_FOR_BATCH = "the input is {n_prompt} tokens but at most {n_ctx} fit in one batch; shorten it"
 PROMPT_FILE_UNREADABLE = "cannot read prompt file {path}: {reason}"
 NO_PROMPT = "--cli needs a prompt: pass -p TEXT or -f FILE (-f - reads stdin)"

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 
 from . import messages
-from .engine.types import EngineConfig, SamplingParams
+from .engine.types import EngineConfig, SamplingParams, SpeculativeConfig
 from .errors import UsageError
 from .flags.settings import Settings
 from .flags.values import device_names, rpc_endpoints, tensor_split
@@ -117,6 +117,11 @@ def engine_config(settings: Settings, n_seq_max: int = 1, mode: str = "cli") -> 
         repack=not settings.no_repack,
         use_mlock=settings.mlock,
         n_seq_max=n_seq_max,
+        kv_unified=settings.kv_unified,
+        kv_unified_per_slot=settings.kv_unified_per_slot,
+        cache_ram_mib=settings.cache_ram,
+        speculative=SpeculativeConfig(settings.spec_ngram_simple_size_n, settings.spec_ngram_simple_size_m)
+        if settings.spec_type == "ngram-simple" else None,
         embeddings=settings.embedding or settings.reranking,  # llama-server: --reranking turns embeddings on
         pooling="rank" if settings.reranking else settings.pooling,
         n_ubatch=settings.ubatch_size,

@@ -54,7 +54,7 @@ def server(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory):
     # A training context long enough for the tools' descriptions (the tiny vocabulary spends about a
     # token per character): 2048 tokens per sequence.
     gguf = write_tiny_gguf(folder / "tiny-4k.gguf", n_ctx=4096)
-    with running_server(tiny_bundle, "-m", str(gguf), "-c", "8192", "-np", "4", log_path=folder / "server.log") as running:
+    with running_server(tiny_bundle, "-m", str(gguf), "-c", "8192", "-np", "4", "-no-kvu", log_path=folder / "server.log") as running:
         yield running
 
 

@@ -1,4 +1,5 @@
-"""-c divided among -np sequences as llama-server divides it: each gets -c/-np, honoured beyond the model's
+"""-c divided among -np sequences as llama-server divides it without --kv-unified (-no-kvu; one pool is
+tests/test_kv_pool.py's): each gets -c/-np, honoured beyond the model's
 training context with a warning, as llama.cpp honours it (and -c 0 gives each the training context); a
 prompt that does not fit is refused with a message naming the per-sequence size and the flags that change it."""
 
@@ -80,7 +81,7 @@ def _overflow(server) -> dict:
 def test_c_above_the_training_context_is_honoured_with_a_warning(
         tiny_bundle: Path, trained_1024: Path, tmp_path: Path) -> None:
     # -c 4096 -np 2 on a model trained for 1024: 2048 each, as llama.cpp honours -c, with one warning line.
-    with running_server(tiny_bundle, "-m", str(trained_1024), "-c", "4096", "-np", "2",
+    with running_server(tiny_bundle, "-m", str(trained_1024), "-c", "4096", "-np", "2", "-no-kvu",
                         log_path=tmp_path / "server.log") as server:
         assert _served_context(server) == 2048
         long_prompt = "the cat " * 190  # about 1500 tokens: over the training context, within the share
@@ -100,7 +101,7 @@ def test_c_above_the_training_context_is_honoured_with_a_warning(
 def test_without_c_each_sequence_gets_at_most_the_training_context(
         tiny_bundle: Path, trained_1024: Path, tmp_path: Path) -> None:
     # The default -c 8192 over -np 2 would give 4096 each to a model trained for 1024: capped, no warning.
-    with running_server(tiny_bundle, "-m", str(trained_1024), "-np", "2", log_path=tmp_path / "server.log") as server:
+    with running_server(tiny_bundle, "-m", str(trained_1024), "-np", "2", "-no-kvu", log_path=tmp_path / "server.log") as server:
         assert _served_context(server) == TRAINED
         assert "warning: " not in server.log
         assert "(-c 8192 (the default) divided among -np 2, capped at the model's training context of 1024)" in server.log
@@ -108,7 +109,7 @@ def test_without_c_each_sequence_gets_at_most_the_training_context(
 
 @pytest.mark.slow
 def test_a_prompt_over_a_share_of_c_names_np(tiny_bundle: Path, trained_1024: Path, tmp_path: Path) -> None:
-    with running_server(tiny_bundle, "-m", str(trained_1024), "-c", "1024", "-np", "2",
+    with running_server(tiny_bundle, "-m", str(trained_1024), "-c", "1024", "-np", "2", "-no-kvu",
                         log_path=tmp_path / "server.log") as server:
         assert _served_context(server) == 512
         error = _overflow(server)

@@ -129,7 +129,8 @@ class ChatSession:
             tokens, dropped = self.make_room()
             if dropped:
                 on_room_made(dropped)
-            request = GenerationRequest(tuple(tokens), self.n_predict, self.sampling, (*self.formatter.stop, *self.stop))
+            request = GenerationRequest(tuple(tokens), self.n_predict, self.sampling, (*self.formatter.stop, *self.stop),
+                                        interactive=True)  # API traffic gives way to it in a full KV pool
             if self.verbose_prompt:
                 text = self.formatter.render(self.conversation.for_template(), add_generation_prompt=True)
                 log.info("%s", verbose_prompt_line(text, len(tokens)))

@@ -93,12 +93,16 @@ class Engine(TokenMethods, EmbeddingMethods, MediaMethods):
         # What one request may use: llama.cpp's per-sequence size (it pads it to 256). Beyond the training
         # context it is honoured, with llama.cpp's warning (runtime/engine/context_size.py says why).
         self.n_ctx = llama.llama_n_ctx_seq(self.context)
+        if self.context_size.unified:  # llama.cpp's per-sequence size is then the whole cache
+            self.n_ctx = min(self.n_ctx, self.context_size.per_sequence())
         if self.context_size.beyond_training():
             log.warning(messages.CONTEXT_BEYOND_TRAINING.format(n_ctx=self.n_ctx, n_ctx_train=self.n_ctx_train))
         self._batch = llama.llama_batch_init(config.n_batch, 0, 1)
         # Sequence ids 0..n_seq_max-1 serve generation; one more is kept for embeddings.
         self._embedding_seq = config.n_seq_max
-        self._scheduler = Scheduler(self, config.n_seq_max, config.n_batch)
+        self.pool_cells = self.context_size.pool() if self.context_size.unified else self.n_ctx * config.n_seq_max
+        self._scheduler = Scheduler(self, config.n_seq_max, config.n_batch, self.context_size.unified,
+                                    config.cache_ram_mib, config.speculative)
         if config.rpc_servers and config.survive_lost_worker:
             rpc.on_lost_worker(lambda text: self._scheduler.fail(EngineUnavailable(text)))
         if config.warmup:
@@ -186,10 +190,10 @@ class Engine(TokenMethods, EmbeddingMethods, MediaMethods):
             # aborts the process (GGML_ASSERT) when n_ubatch is not a multiple of their number.
             params.n_ubatch = max(params.n_seq_max, params.n_ubatch - params.n_ubatch % params.n_seq_max)
         self.n_ubatch = params.n_ubatch
-        # A cache per sequence (-c split among them, as llama-server does): a request then attends over
-        # exactly the cells it would alone, so greedy output is the same alone or batched. (One unified
-        # cache changes the order of the attention sums with the other requests' cells.)
-        params.kv_unified = False
+        # One pool (-kvu, llama-server's default): any sequence may use all of -c while the others are
+        # idle. Split (-no-kvu): a cache per sequence, so a request attends over exactly the cells it
+        # would alone (one pool changes the order of the attention sums with the other requests' cells).
+        params.kv_unified = self.context_size.unified
         params.n_threads = config.n_threads
         params.n_threads_batch = config.n_threads_batch or config.n_threads
         params.flash_attn_type = FLASH_ATTN_TYPES[config.flash_attn]
@@ -367,6 +371,18 @@ class Engine(TokenMethods, EmbeddingMethods, MediaMethods):
 
     def forget(self, seq: int, from_position: int) -> None:
         llama.llama_memory_seq_rm(llama.llama_get_memory(self.context), seq, from_position, -1)
+
+    def save_state(self, seq: int) -> bytes:
+        """A sequence's KV cells as bytes in host memory (llama_state_seq_get_data), for the prompt cache."""
+        size = llama.llama_state_seq_get_size(self.context, seq)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama.llama_state_seq_get_data(self.context, buffer, size, seq)
+        return bytes(memoryview(buffer)[:written])
+
+    def load_state(self, seq: int, data: bytes) -> bool:
+        """Puts saved cells back into `seq` (llama.cpp clears it first); False where the cache has no room."""
+        buffer = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        return llama.llama_state_seq_set_data(self.context, buffer, len(data), seq) == len(data)
 
     def sampler(self, params: SamplingParams) -> "SamplerChain":
         return SamplerChain(self, params)

@@ -21,9 +21,11 @@ from typing import Any, Callable, Iterator
 
 from .. import messages
 from ..errors import EngineFailure, UserError
-from . import media_steps
+from . import media_steps, pool
+from .prompt_cache import PromptCache
 from .slots import BatchBackend, KvSequence, Outbox, SchedulerStats, Slot, common_prefix, settle
-from .types import GenerationRequest, Piece, Timings
+from .speculative import NgramDrafter, SpecCounts, Speculation
+from .types import GenerationRequest, Piece, SpeculativeConfig, Timings
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +33,16 @@ log = logging.getLogger(__name__)
 KV_CACHE_FULL = 1  # llama_decode's "no room in the KV cache for this batch"
 
 
-class Scheduler:
-    def __init__(self, backend: BatchBackend, n_seq: int, n_batch: int) -> None:
+class Scheduler(Speculation, pool.GivingWay):
+    def __init__(self, backend: BatchBackend, n_seq: int, n_batch: int, unified: bool = False,
+                 cache_ram_mib: int = 0, speculative: SpeculativeConfig | None = None) -> None:
         self._backend = backend
         self._n_batch = n_batch
+        self._unified = unified
+        self._pool_cells = getattr(backend, "pool_cells", n_seq * backend.n_ctx)
+        self._cache = PromptCache(backend, cache_ram_mib) if cache_ram_mib else None  # type: ignore[arg-type]
+        self._spec, self._spec_counts = speculative, SpecCounts()
+        self._deferred: list[Slot] = []  # gave way to a full KV pool: back in line when a request ends
         self._free: list[KvSequence] = [KvSequence(i) for i in range(n_seq)]
         self._sequences = tuple(self._free)
         self._n_decode = 0
@@ -101,7 +109,7 @@ class Scheduler:
     @property
     def busy(self) -> int:
         """Requests running or waiting."""
-        return len(self._active) + len(self._waiting)
+        return len(self._active) + len(self._waiting) + len(self._deferred)
 
     def sequences_in_use(self) -> frozenset[int]:
         return frozenset(slot.seq.id for slot in list(self._active))
@@ -109,11 +117,16 @@ class Scheduler:
     def stats(self) -> SchedulerStats:
         thread = self._thread
         return SchedulerStats(
-            running=len(self._active), waiting=len(self._waiting),
+            running=len(self._active), waiting=len(self._waiting) + len(self._deferred),
             kv_tokens=sum(len(seq.tokens) for seq in self._sequences),
-            kv_capacity=len(self._sequences) * self._backend.n_ctx, n_decode=self._n_decode,
+            kv_capacity=self._pool_cells, n_decode=self._n_decode,
             decoding=(thread is None or thread.is_alive()) and self._failure is None,
-            failure=str(self._failure) if self._failure is not None else None)
+            failure=str(self._failure) if self._failure is not None else None,
+            kv_unified=self._unified,
+            prompt_cache=self._cache.counts if self._cache else None,
+            prompt_cache_entries=len(self._cache) if self._cache else 0,
+            prompt_cache_bytes=self._cache.size if self._cache else 0,
+            spec=self._spec_counts if self._spec else None)
 
     @property
     def failed(self) -> bool:
@@ -129,8 +142,9 @@ class Scheduler:
         self._failure = error
         locked = self._wake.acquire(timeout=1.0)
         try:
-            slots, jobs = [*self._active, *self._waiting], [*self._running_jobs, *self._jobs]
+            slots, jobs = [*self._active, *self._waiting, *self._deferred], [*self._running_jobs, *self._jobs]
             self._waiting.clear()
+            self._deferred.clear()
             self._jobs.clear()
             if locked:
                 self._wake.notify()  # an idle decoding thread ends
@@ -193,7 +207,7 @@ class Scheduler:
                 self._fail_active(EngineFailure(messages.ENGINE_INTERNAL_ERROR.format(kind=type(exc).__name__, detail=exc)))
             self._outbox.hand_over()
         shutdown = EngineFailure(messages.ENGINE_SHUT_DOWN)
-        for slot in [*self._active, *self._waiting]:
+        for slot in [*self._active, *self._waiting, *self._deferred]:
             slot.out.put(shutdown)
         self._outbox.hand_over()
         for _, future in self._jobs:
@@ -207,20 +221,24 @@ class Scheduler:
                 slot.out.put(Piece("", (), "cancelled", Timings(len(slot.request.prompt_tokens), 0, 0.0, 0, 0.0)))
                 continue
             prompt = list(slot.request.prompt_tokens)
-            seq = self._choose_sequence(prompt)
-            # At least the last prompt token is decoded again: its logits are needed.
-            keep = media_steps.keep_before_media(slot.request, min(common_prefix(seq.tokens, prompt), len(prompt) - 1))
             try:
                 slot.sampler = self._backend.sampler(slot.request.sampling)
             except Exception as exc:  # this request fails with one line; the others go on
                 slot.out.put(exc if isinstance(exc, UserError) else
                              EngineFailure(messages.ENGINE_INTERNAL_ERROR.format(kind=type(exc).__name__, detail=exc)))
                 continue
+            seq = self._choose_sequence(prompt)
+            if self._cache is not None:  # a saved prompt may hold more of it; what is overwritten is saved
+                seq = self._cache.restore_into(self._free, prompt, seq)
+                self._cache.save(seq, common_prefix(seq.tokens, prompt))
+            # At least the last prompt token is decoded again: its logits are needed.
+            keep = media_steps.keep_before_media(slot.request, min(common_prefix(seq.tokens, prompt), len(prompt) - 1))
             self._free.remove(seq)
             self._backend.forget(seq.id, keep)
             del seq.tokens[keep:]
             slot.seq, slot.reused, slot.pending = seq, keep, prompt[keep:]
             slot.admitted = time.perf_counter()
+            slot.drafter = NgramDrafter(self._spec) if self._spec else None
             self._active.append(slot)
 
     def _choose_sequence(self, prompt: list[int]) -> KvSequence:
@@ -242,6 +260,10 @@ class Scheduler:
             if slot.next_token is not None and room > 0:
                 members.append((slot, [slot.next_token], False))
                 room -= 1
+        for slot, chunk, _ in members if self._spec else ():  # then their drafts, where room is left
+            slot.draft = self._draft(slot, room)
+            chunk += slot.draft
+            room -= len(slot.draft)
         for slot in self._active:
             if slot.pending and room > 0:
                 members.append((slot, media_steps.text_run(slot.pending[:room]), True))
@@ -259,11 +281,12 @@ class Scheduler:
         for slot, chunk, is_prompt in members:
             start = len(slot.seq.tokens)
             want_logits = not is_prompt or len(chunk) == len(slot.pending)
+            slot.batch_index = len(tokens) + (0 if not is_prompt else len(chunk) - 1) if want_logits else None
             tokens.extend(chunk)
             positions.extend(range(start, start + len(chunk)))
             seqs.extend([slot.seq.id] * len(chunk))
-            logits.extend([False] * (len(chunk) - 1) + [want_logits])
-            slot.batch_index = len(tokens) - 1 if want_logits else None
+            # A generating slot's drafted tokens each need their logits, to be verified.
+            logits.extend([not is_prompt] * (len(chunk) - 1) + [want_logits])
         status = self._backend.decode(tokens, positions, seqs, logits)
         self._n_decode += 1
         if self._failure is not None:
@@ -272,8 +295,7 @@ class Scheduler:
             status = self._backend.decode(tokens, positions, seqs, logits)
             self._n_decode += 1
         if status == KV_CACHE_FULL:
-            self._finish(max(self._active, key=lambda s: len(s.seq.tokens)), "length")  # the context is full
-            return
+            return self._give_way()  # the next step is made without the request that gave way
         if status != 0:
             failure = EngineFailure(messages.DECODE_FAILED.format(status=status))
             for slot, _, _ in members:
@@ -290,9 +312,10 @@ class Scheduler:
                 slot.next_token = None
         for slot, _, _ in members:
             if slot.batch_index is not None and slot in self._active:
-                self._sample(slot)
+                self._verify(slot) if slot.draft else self._sample(slot)
 
-    def _sample(self, slot: Slot) -> None:
+    def _sample(self, slot: Slot) -> bool:
+        """Samples the slot's next token, streams it and sets next_token; False when the request ended."""
         request = slot.request
         if slot.cancelled:
             return self._finish(slot, "cancelled")
@@ -317,10 +340,14 @@ class Scheduler:
         if 0 <= request.max_tokens <= slot.generated or len(slot.seq.tokens) >= self._backend.n_ctx:
             return self._finish(slot, "length")
         slot.next_token = token
+        return True
 
-    def _finish(self, slot: Slot, reason: str | None, error: BaseException | None = None) -> None:
-        """Ends a request: its last piece (or an error), its sampler freed, its sequence kept for reuse."""
+    def _finish(self, slot: Slot, reason: str | None, error: BaseException | None = None) -> bool:
+        """Ends a request: its last piece (or an error), its sampler freed, its sequence kept for reuse.
+        Returns False (the request goes on no more), for _sample."""
         self._active.remove(slot)
+        self._waiting.extendleft(reversed(self._deferred))  # room has come free: they try again first
+        self._deferred.clear()
         if slot.sampler is not None:
             slot.sampler.free()
             slot.sampler = None
@@ -336,17 +363,8 @@ class Scheduler:
                               slot.generated, (now - prompt_done) * 1000)
             slot.out.put(Piece(tail, (), reason, timings, stop=slot.stops.matched if reason == "stop" else None))
         self._free.append(slot.seq)
+        return False
 
     def _fail_active(self, error: EngineFailure) -> None:
         for slot in list(self._active):
             self._finish(slot, None, error)
-
-    def _evict_idle_sequences(self) -> bool:
-        """Frees the cache held by finished requests' sequences; True when anything was freed."""
-        freed = False
-        for seq in self._free:
-            if seq.tokens:
-                self._backend.forget(seq.id, 0)
-                seq.tokens.clear()
-                freed = True
-        return freed

@@ -48,6 +48,11 @@ class SchedulerStats:
     n_decode: int  # llama_decode calls made
     decoding: bool  # the decoding thread is alive (or not started yet: it starts on the first request)
     failure: str | None = None  # why the engine cannot compute any more (Scheduler.fail), if it cannot
+    kv_unified: bool = False  # one pool shared by the sequences
+    prompt_cache: Any = None  # prompt_cache.CacheCounts, with entries and size_bytes, where --cache-ram is on
+    prompt_cache_entries: int = 0
+    prompt_cache_bytes: int = 0
+    spec: Any = None  # speculative.SpecCounts where --spec-type is on
 
 
 def settle(future: Future, result: Any, error: BaseException | None) -> None:
@@ -128,6 +133,8 @@ class Slot:
         self.pending: list[int] = []  # prompt tokens not yet decoded
         self.next_token: int | None = None  # sampled, not yet decoded
         self.batch_index: int | None = None  # where this slot's logits are in the last batch
+        self.draft: list[int] = []  # speculated tokens decoded after next_token in the last batch
+        self.drafter: Any = None  # speculative.NgramDrafter, where --spec-type is on
         self.stops = StopMatcher(request.stop)
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.generated = 0

@@ -25,6 +25,11 @@ class EngineConfig:
     repack: bool = True  # llama.cpp's extra buffer types: weights repacked for this CPU (-nr turns it off)
     use_mlock: bool = False
     n_seq_max: int = 1  # requests decoded together (the server's -np)
+    # One KV pool shared by the sequences (llama.cpp's unified cache, -kvu), else -c split into -np shares.
+    kv_unified: bool = False
+    kv_unified_per_slot: int = 0  # the most one sequence of the pool may hold (0: the whole pool)
+    cache_ram_mib: int = 0  # --cache-ram: host memory for idle sequences' KV states (-1: no limit, 0: off)
+    speculative: "SpeculativeConfig | None" = None  # --spec-type: drafting without a second model
     embeddings: bool = False
     n_ubatch: int = 512  # tokens computed in one go (capped at n_batch)
     n_threads_batch: int = 0  # threads for prompt processing; 0: n_threads
@@ -43,6 +48,15 @@ class EngineConfig:
     survive_lost_worker: bool = False
     mmproj: str | None = None  # a projector GGUF (images, audio: runtime/engine/multimodal.py), or None
     mmproj_offload: bool = True  # the projector on the GPU where there is one (--no-mmproj-offload: the CPU)
+
+
+@dataclass(frozen=True)
+class SpeculativeConfig:
+    """N-gram speculation (llama-server's --spec-type ngram-simple): the last `size_n` tokens looked up
+    earlier in the sequence, and up to `size_m` tokens that followed them there proposed as a draft."""
+
+    size_n: int = 12  # --spec-ngram-simple-size-n
+    size_m: int = 48  # --spec-ngram-simple-size-m
 
 
 # The KV cache types llama.cpp's -ctk/-ctv accept (common/arg.cpp kv_cache_types), and their ggml ids.
@@ -104,6 +118,8 @@ class GenerationRequest:
     special: bool = False  # special tokens' text in the pieces (the end-of-generation token's too)
     # multimodal.MediaPrompt: the image and audio chunks behind the prompt's negative placeholder ids.
     media: object = None
+    # The terminal chat's: when the KV pool is full, API requests give way to it (runtime/engine/pool.py).
+    interactive: bool = False
 
 
 @dataclass(frozen=True)

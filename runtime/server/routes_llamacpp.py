@@ -170,8 +170,16 @@ def _params(engine: ServingEngine, request: Request) -> dict[str, Any]:
                                   engine.n_ctx, request.app.state.holder.model_name)
 
 
+def _pool(engine: ServingEngine) -> dict[str, Any]:
+    """How the sequences share the KV cache: one pool any of them may fill (-kvu), or fixed shares."""
+    config = engine.config
+    return {"kv_unified": getattr(engine, "context_size", None) is not None and engine.context_size.unified,
+            "n_ctx_pool": getattr(engine, "pool_cells", engine.n_ctx * config.n_seq_max)}
+
+
 def _slot(engine: ServingEngine, request: Request, index: int, busy: frozenset[int]) -> dict[str, Any]:
-    slot = {"id": index, "id_task": -1, "n_ctx": engine.n_ctx, "speculative": False, "is_processing": index in busy}
+    slot = {"id": index, "id_task": -1, "n_ctx": engine.n_ctx, **_pool(engine),
+            "speculative": getattr(engine.config, "speculative", None) is not None, "is_processing": index in busy}
     if index in busy:  # llama-server reports a slot's params only once it has a task
         slot["params"] = _params(engine, request)
     return slot
@@ -193,7 +201,7 @@ async def props(request: Request):
             "total_slots": engine.config.n_seq_max, "model_alias": holder.model_name,
             "general_name": holder.gguf_name,  # the GGUF's own name; model_alias is the one clients send
             "model_path": _model_path(settings), "chat_template": holder.formatter.template,
-            "modalities": {"vision": False, "audio": False}, "n_ctx": engine.n_ctx,
+            "modalities": {"vision": False, "audio": False}, "n_ctx": engine.n_ctx, **_pool(engine),
             "build_info": f"llmpack {__version__}", "bos_token": engine.bos_token, "eos_token": engine.eos_token}
 
 
