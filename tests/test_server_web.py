@@ -76,7 +76,7 @@ def test_the_page_is_served_with_a_policy_that_forbids_other_origins(server: Ser
     assert directives["default-src"] == "'self'" and directives["connect-src"] == "'self'"
     assert directives["frame-ancestors"] == "'none'" and "unsafe-inline" not in policy
     # Every inline script and the style are allowed by their hash, and nothing else is.
-    assert directives["script-src"].count("'sha256-") == response.text.count("<script>") == 4
+    assert directives["script-src"].count("'sha256-") == response.text.count("<script>") == 5
     assert directives["style-src"].count("'sha256-") == response.text.count("<style>") == 1
     assert "src=\"http" not in response.text and "href=\"http" not in response.text
 

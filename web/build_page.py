@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import re
 import shutil
 import subprocess
 import sys
@@ -26,14 +27,19 @@ from pathlib import Path
 WEB = Path(__file__).resolve().parent
 PAGE = WEB.parent / "templates" / "server_chat.html"
 # Classic (non-module) browser builds, each defining one global: markdownit, DOMPurify, hljs (highlight.js's
-# "common" build: 36 of its 190 languages).
+# "common" build: 36 of its 190 languages), katex.
 SCRIPTS = ("markdown-it/dist/markdown-it.min.js", "dompurify/dist/purify.min.js",
-           "@highlightjs/cdn-assets/highlight.min.js")
+           "@highlightjs/cdn-assets/highlight.min.js", "katex/dist/katex.min.js")
 # The page's own files, in order: store.js first (chat.js loads the conversations with it), start.js last
 # (it starts the page once every other file has declared its names).
-OWN_SCRIPTS = ("store.js", "chat.js", "connect.js", "fit.js", "stream.js", "files.js", "start.js")
+OWN_SCRIPTS = ("store.js", "chat.js", "math.js", "list.js", "branches.js", "connect.js", "fit.js", "stream.js", "files.js",
+               "start.js")
 LIGHT = "@highlightjs/cdn-assets/styles/github.min.css"
 DARK = "@highlightjs/cdn-assets/styles/github-dark.min.css"
+KATEX_CSS = "katex/dist/katex.min.css"
+# KaTeX's fonts, each offered as woff2, woff and ttf: every browser that runs the page reads woff2, so only
+# those are inlined (260 KB), as data: URLs.
+_FONT_SRC = re.compile(r'src:url\((fonts/[\w-]+)\.woff2\) format\("woff2"\)(,url\([^)]*\) format\("[a-z]+"\))*')
 
 
 def ensure_packages() -> Path:
@@ -67,19 +73,32 @@ def _inline_script(text: str) -> str:
     return text.strip()
 
 
+def _katex_css(modules: Path) -> str:
+    css = (modules / KATEX_CSS).read_text()
+
+    def inline(match: re.Match) -> str:
+        font = (modules / "katex/dist" / (match.group(1) + ".woff2")).read_bytes()
+        return f'src:url(data:font/woff2;base64,{base64.b64encode(font).decode()}) format("woff2")'
+
+    css, count = _FONT_SRC.subn(inline, css)
+    if count == 0 or "url(fonts/" in css:
+        raise SystemExit(f"build_page: {KATEX_CSS}'s fonts are not where this script expects them")
+    return css.strip()
+
+
 def build() -> str:
     modules = ensure_packages()
-    missing = [name for name in (*SCRIPTS, LIGHT, DARK) if not (modules / name).is_file()]
+    missing = [name for name in (*SCRIPTS, LIGHT, DARK, KATEX_CSS) if not (modules / name).is_file()]
     if missing:
         raise SystemExit(f"build_page: {modules / missing[0]} is missing: run `npm ci` in {WEB}")
-    style = "\n".join([(WEB / "page.css").read_text().strip(), (modules / LIGHT).read_text().strip(),
+    style = "\n".join([(WEB / "page.css").read_text().strip(), _katex_css(modules), (modules / LIGHT).read_text().strip(),
                        "@media (prefers-color-scheme: dark) {" + (modules / DARK).read_text().strip() + "}"])
     scripts = [_inline_script((modules / name).read_text()) for name in SCRIPTS]
     # The page's own script, one file per job, run as one (they share its top-level names).
     scripts.append(_inline_script("\n".join((WEB / name).read_text() for name in OWN_SCRIPTS)))
     csp = "; ".join([
         "default-src 'self'", "script-src " + " ".join(_sha256(s) for s in scripts),
-        "style-src " + _sha256(style), "img-src 'self' data:", "connect-src 'self'", "object-src 'none'",
+        "style-src " + _sha256(style), "img-src 'self' data:", "font-src data:", "connect-src 'self'", "object-src 'none'",
         "base-uri 'none'", "form-action 'self'"])
     page = (WEB / "page.html").read_text()
     for marker in ("@CSP@", "<!-- @STYLE@ -->", "<!-- @SCRIPTS@ -->"):

@@ -37,17 +37,21 @@ DOMPurify.addHook("afterSanitizeAttributes", node => {
 function renderMarkdown(element, text) {
   element.innerHTML = DOMPurify.sanitize(md.render(text), {FORBID_TAGS: ["img", "style", "form", "input"],
                                                            FORBID_ATTR: ["style"]});
+  renderMath(element);  // math.js
   for (const pre of element.querySelectorAll("pre")) {
     const code = pre.querySelector("code");
     if (code) code.classList.add("hljs");
-    const box = document.createElement("div");
-    box.className = "code";
-    pre.replaceWith(box);
-    box.appendChild(pre);
+    // The code's bar, above it: a button floating over the code would hide the end of long lines.
+    const box = document.createElement("div"), bar = document.createElement("div");
+    box.className = "code"; bar.className = "code-bar";
+    const language = code && [...code.classList].find(name => name.startsWith("language-"));
+    bar.appendChild(label("language", language ? language.slice(9) : ""));
     const copy = button("Copy", () => copyText(pre.textContent, copy));
     copy.className = "copy";
     copy.setAttribute("aria-label", "Copy the code");
-    box.appendChild(copy);
+    bar.appendChild(copy);
+    pre.replaceWith(box);
+    box.append(bar, pre);
   }
 }
 
@@ -113,12 +117,15 @@ function addTurn(message, index, c) {
       files.textContent = "attached: " + message.files.join(", ");
       meta.appendChild(files);
     }
-    meta.appendChild(button("Edit", () => startEdit(index)));
+    const actions = actionsOf(meta);
+    actions.appendChild(button("Edit", () => startEdit(index)));
+    const versions = versionSwitch(c, index);
+    if (versions) actions.appendChild(versions);
     if (unanswered(c, index)) addRetry(meta);
   } else {
     renderMarkdown(bubble, message.content);
     if (message.reasoning) showThought(bubble, message);
-    fillMeta(meta, message, index === c.messages.length - 1);
+    fillMeta(meta, message, index === c.messages.length - 1, message.content, c, index);
   }
   log.appendChild(turn);
 }
@@ -160,7 +167,7 @@ function addDocument(c) {
   turn.append(doc, meta);
   const files = c.messages.flatMap(m => m.files || []);
   const last = c.messages[c.messages.length - 1];
-  if (last.role === "assistant") fillMeta(meta, last, true, promptOf(c));
+  if (last.role === "assistant") fillMeta(meta, last, true, promptOf(c), c, c.messages.length - 1);
   else meta.appendChild(button("Copy", event => copyText(promptOf(c), event.target)));
   if (unanswered(c, c.messages.length - 1)) addRetry(meta);
   if (files.length) {
@@ -187,7 +194,14 @@ function label(className, text) {
   return span;
 }
 
-function fillMeta(meta, message, last, copy = message.content) {
+// The buttons of a meta line, kept together on one line (the stats before them may wrap).
+function actionsOf(meta) {
+  let actions = meta.querySelector(".actions");
+  if (!actions) { actions = document.createElement("span"); actions.className = "actions"; meta.appendChild(actions); }
+  return actions;
+}
+
+function fillMeta(meta, message, last, copy = message.content, c = null, index = -1) {
   meta.replaceChildren();
   if (message.pending) return;  // still streaming: the buttons come with its end
   if (message.stopped) meta.appendChild(label("stopped-label", "stopped"));
@@ -197,44 +211,22 @@ function fillMeta(meta, message, last, copy = message.content) {
     stats.className = "stats"; stats.textContent = message.stats;
     meta.appendChild(stats);
   }
-  meta.appendChild(button("Copy", event => copyText(copy, event.target)));
-  if (last && (message.stopped || message.cut) && message.content) meta.appendChild(button("Continue", continueReply));
-  if (last) meta.appendChild(button("Regenerate", regenerate));
-}
-
-function renderList() {
-  const list = $("chats");
-  list.replaceChildren();
-  for (const c of chats.slice().sort((a, b) => b.updated - a.updated)) {
-    const item = document.createElement("li");
-    const b = button(c.title || "New chat", () => { switchTo(c.id); closeSidebar(); });
-    b.title = c.title || "New chat";
-    if (c.id === current) b.setAttribute("aria-current", "true");
-    item.appendChild(b);
-    list.appendChild(item);
-  }
-}
-
-// A reply still streaming in the chat left goes on in the background (stream.js).
-function switchTo(id) {
-  current = id; cancelEdit(); save(); render(); input.focus();
-}
-
-function newChat() {
-  const c = chat();
-  if (c && !c.messages.length) { input.focus(); return; }  // already on an empty one
-  const fresh = {id: newId(), title: "", created: Date.now(), updated: Date.now(), messages: []};
-  chats.push(fresh);
-  switchTo(fresh.id);
+  const actions = actionsOf(meta);
+  actions.appendChild(button("Copy", event => copyText(copy, event.target)));
+  if (last && (message.stopped || message.cut) && message.content) actions.appendChild(button("Continue", continueReply));
+  if (last) actions.appendChild(button("Regenerate", regenerate));
+  const versions = c && versionSwitch(c, index);
+  if (versions) actions.appendChild(versions);
 }
 
 // --- the conversation's own buttons and the input ---------------------------------------------------
 function regenerate() {
   const c = chat();
   if (!c || running.has(c.id) || !c.messages.length) return;
-  if (c.messages[c.messages.length - 1].role === "assistant") c.messages.pop();
+  // The reply regenerated stays, as another version (branches.js).
+  const fork = c.messages[c.messages.length - 1].role === "assistant" ? forkAt(c, c.messages.length - 1) : null;
   render();
-  generate(c);
+  generate(c, {fork});
 }
 
 // Raw mode's text goes on as a new piece, as an empty input does; a chat reply is continued in place.
@@ -265,15 +257,17 @@ function submit() {
   if (raw && !text && !attachments.length) { generate(); return; }
   if (!chat()) newChat();
   const c = chat();
-  if (editIndex !== null) { c.messages = c.messages.slice(0, editIndex); editIndex = null; $("editing").hidden = true; }
+  let fork = null;  // an edit starts another version from the message edited; the old one stays (branches.js)
+  if (editIndex !== null) { fork = forkAt(c, editIndex); editIndex = null; $("editing").hidden = true; }
   const last = c.messages[c.messages.length - 1];
-  if (!raw && !attachments.length && last && last.role === "user" && !last.context && last.content === text) {
+  if (!fork && !raw && !attachments.length && last && last.role === "user" && !last.context && last.content === text) {
     input.value = ""; grow();  // the unanswered question typed again: retried, not asked twice
     generate(c);
     return;
   }
   const fresh = {text: input.value, attachments: attachments.slice()};
   const message = fresh.message = {role: "user", content: text};
+  if (fork) message.fork = fork;
   if (attachments.length) {
     message.files = attachments.map(a => a.name);
     message.context = attachments.map(a => `File ${a.name}:\n\`\`\`\n${a.text}\n\`\`\``).join("\n\n");
@@ -322,43 +316,6 @@ $("settings-form").addEventListener("input", () => {
 });
 $("settings-button").addEventListener("click", () => { loadSettings(); $("settings").showModal(); });
 $("settings").addEventListener("close", () => input.focus());
-
-function download(name, type, text) {
-  const link = document.createElement("a");
-  link.href = URL.createObjectURL(new Blob([text], {type}));
-  link.download = name;
-  document.body.appendChild(link); link.click(); link.remove();
-  setTimeout(() => URL.revokeObjectURL(link.href), 1000);
-}
-function fileName(c, extension) {
-  return ((c.title || "chat").replace(/[^\w.-]+/g, "-").slice(0, 40) || "chat") + extension;
-}
-$("export-json").addEventListener("click", () => {
-  const c = chat();
-  if (c) download(fileName(c, ".json"), "application/json", JSON.stringify(c, null, 2));
-});
-$("export-md").addEventListener("click", () => {
-  const c = chat();
-  if (!c) return;
-  const parts = [`# ${c.title || "Chat"}`];
-  for (const m of c.messages) parts.push(`## ${m.role}${m.stopped ? " (stopped)" : ""}\n\n${m.content}`);
-  download(fileName(c, ".md"), "text/markdown", parts.join("\n\n") + "\n");
-});
-$("rename").addEventListener("click", () => {
-  const c = chat();
-  if (!c) return;
-  const title = prompt("Name of this chat:", c.title);
-  if (title !== null && title.trim()) { c.title = title.trim(); save(); renderList(); }
-});
-$("delete").addEventListener("click", () => {
-  const c = chat();
-  if (!c || !confirm(`Delete "${c.title || "New chat"}"?`)) return;
-  if (running.has(c.id)) running.get(c.id).abort();
-  chats = chats.filter(other => other.id !== c.id);
-  current = chats.length ? chats.reduce((a, b) => (a.updated > b.updated ? a : b)).id : null;
-  if (!current) localStorage.removeItem(CURRENT);
-  save(); render();
-});
 
 // --- the input and the keyboard ----------------------------------------------------------------------
 function grow() {

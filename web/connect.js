@@ -3,8 +3,9 @@
 function showBanner(...parts) {
   banner.replaceChildren(...parts);
   banner.hidden = false;
+  banner.dataset.kind = "";
 }
-function hideBanner() { banner.hidden = true; banner.replaceChildren(); }
+function hideBanner() { banner.hidden = true; banner.replaceChildren(); banner.dataset.kind = ""; }
 
 function askForKey(then) {
   const field = document.createElement("input");

@@ -19,6 +19,9 @@ async function attachFiles(files) {
     const text = document.createElement("span");
     text.textContent = "error: " + refused.join("; ");
     showBanner(text, button("OK", () => { hideBanner(); input.focus(); }));
+    banner.dataset.kind = "attachment";
+  } else if (banner.dataset.kind === "attachment") {
+    hideBanner();  // the last refusal is old news once a file is taken
   }
   input.focus();
 }

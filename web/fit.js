@@ -6,6 +6,7 @@
 // conversation may hold: /v1/models' meta.n_ctx is the server's per-sequence context.
 const REPLY_ROOM = 512;  // tokens kept free for the reply, at most a quarter of the context
 const CUT_LABELS = {context: "cut: context full", tokens: "cut: token limit"};
+const promptCounts = new WeakMap();  // chat -> its last prompt's length in tokens (a stopped reply's stats)
 
 function replyRoom() {
   const wanted = Number(settings.max_tokens) > 0 ? Number(settings.max_tokens) : REPLY_ROOM;
@@ -60,6 +61,7 @@ async function makeRoom(c, raw, continuing, signal) {
     gone.push(...more);
     tokens = await promptTokens(c, raw, signal);
   }
+  if (tokens !== null) promptCounts.set(c, tokens);
   if (tokens !== null && tokens >= nCtx) {
     for (const m of gone) delete m.dropped;  // nothing will be sent: the conversation stays as it was
     throw tooLong(tokens, continuing);

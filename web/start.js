@@ -1,4 +1,5 @@
 // Last of the page's own files: every name the others declare exists by now.
+dropAbandoned(current);
 if (!chat()) current = chats.length ? chats[chats.length - 1].id : null;
 render();
 grow();

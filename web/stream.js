@@ -68,12 +68,13 @@ async function requestReply(c, raw, continuing, signal) {
 
 // Streams a reply to `c` (its last message is the user's; with `continuing`, a reply to go on with).
 // `fresh`: the input's text and attachments just sent, given back if the message cannot fit at all.
-async function generate(c = chat(), {continuing = false, fresh = null} = {}) {
+// `fork`: the versions this reply joins as the newest (a regenerated reply, branches.js).
+async function generate(c = chat(), {continuing = false, fresh = null, fork = null} = {}) {
   if (!c || running.has(c.id)) return;
   const raw = !!settings.raw, controller = new AbortController(), signal = controller.signal;
   running.set(c.id, controller);
   if (chat() === c) { hideBanner(); render(); }  // Stop for Send; an unanswered turn loses its Retry
-  let reply = null, usage = null, timings = null, finish = null, firstToken = null, scheduled = false;
+  let reply = null, usage = null, timings = null, finish = null, firstToken = null, scheduled = false, pieces = 0;
   const started = performance.now();
   const paint = () => {
     scheduled = false;
@@ -96,6 +97,7 @@ async function generate(c = chat(), {continuing = false, fresh = null} = {}) {
       delete reply.stopped; delete reply.cut; delete reply.stats;
     } else {
       reply = {role: "assistant", content: ""};
+      if (fork) reply.fork = fork;
       c.messages.push(reply);
     }
     reply.pending = true;  // saved with it: a reload mid-reply finds it stopped (store.js)
@@ -127,12 +129,14 @@ async function generate(c = chat(), {continuing = false, fresh = null} = {}) {
           if (firstToken === null) firstToken = performance.now();
           reply.reasoning = (reply.reasoning || "") + thought;
           reply.thoughtPieces = (reply.thoughtPieces || 0) + 1;
+          pieces++;
           saveSoon();
           if (!scheduled) { scheduled = true; requestAnimationFrame(paint); }
         }
         if (piece) {
           if (firstToken === null) firstToken = performance.now();
           reply.content += piece;
+          pieces++;
           saveSoon();
           if (!scheduled) { scheduled = true; requestAnimationFrame(paint); }
         }
@@ -140,18 +144,18 @@ async function generate(c = chat(), {continuing = false, fresh = null} = {}) {
     }
     const cut = cutOf(finish, usage);
     if (cut) reply.cut = cut;
-    if (usage) {
-      const seconds = (performance.now() - (firstToken || started)) / 1000;
-      const speed = timings && timings.predicted_per_second ? timings.predicted_per_second
-                                                           : usage.completion_tokens / Math.max(seconds, 1e-3);
-      reply.stats = `${usage.completion_tokens} tokens, ${speed.toFixed(1)} tok/s, prompt ${usage.prompt_tokens} tokens`;
-      c.lastUsage = usage;
-    }
+    if (usage) showStats(c, reply, usage, timings, firstToken || started);
   } catch (error) {
     const stopped = error.name === "AbortError";  // Stop, or the chat deleted
-    // A reply that failed before its first word goes, leaving its question unanswered (with a Retry).
-    if (reply && !reply.content && !continuing && !stopped) c.messages.splice(c.messages.indexOf(reply), 1);
+    // A reply that failed before its first word goes, leaving its question unanswered (with a Retry);
+    // a new version that failed so gives the one before it back (branches.js).
+    if (reply && !reply.content && !continuing && !stopped) dropVersion(c, c.messages.indexOf(reply));
     else if (reply) reply.stopped = true;
+    // Stopped: no usage comes, so the stats count the pieces streamed (one token each) and the prompt as
+    // fit.js counted it, and the gauge moves with them.
+    if (reply && stopped && pieces) {
+      showStats(c, reply, {prompt_tokens: promptCounts.get(c) || 0, completion_tokens: pieces}, null, firstToken || started);
+    }
     if (!stopped) failed(error, c, fresh);
   } finally {
     if (reply) delete reply.pending;
@@ -159,6 +163,14 @@ async function generate(c = chat(), {continuing = false, fresh = null} = {}) {
     save();
     if (chat() === c) { render(); input.focus(); }
   }
+}
+
+function showStats(c, reply, usage, timings, since) {
+  const seconds = (performance.now() - since) / 1000;
+  const speed = timings && timings.predicted_per_second ? timings.predicted_per_second
+                                                       : usage.completion_tokens / Math.max(seconds, 1e-3);
+  reply.stats = `${usage.completion_tokens} tokens, ${speed.toFixed(1)} tok/s, prompt ${usage.prompt_tokens} tokens`;
+  c.lastUsage = usage;
 }
 
 // What went wrong, in the banner of the chat it happened in; a chat in the background keeps its Retry in
@@ -188,7 +200,7 @@ function failed(error, c, fresh) {
 // A message that cannot fit goes back into the input (with its files) to be shortened, unsent.
 function giveBack(c, fresh) {
   const index = c.messages.lastIndexOf(fresh.message);
-  if (index >= 0) c.messages.splice(index, 1);
+  if (index >= 0) dropVersion(c, index);
   if (!c.messages.length) c.title = "";
   if (chat() !== c || input.value) return;
   input.value = fresh.text;
