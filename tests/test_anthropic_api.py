@@ -26,6 +26,7 @@ from llmpack.runtime.server.chat_core import (
     ToolCallStart,
 )
 from llmpack.runtime.server.generation import ServerShuttingDown
+from llmpack.runtime.server.media_parts import NO_PROJECTOR
 from llmpack.runtime.server.routes_anthropic import message_stream
 from llmpack.runtime.server.state import EngineHolder
 from support.apps import app_for
@@ -199,8 +200,9 @@ def test_bad_requests_are_anthropic_errors(client: anthropic.Anthropic, server: 
         with pytest.raises(anthropic.BadRequestError) as raised:
             client.messages.create(model="tiny", max_tokens=4, messages=[
                 {"role": "user", "content": [{"type": "text", "text": "look"}, block]}])
-        assert raised.value.body["error"]["message"] == messages.ANTHROPIC_MEDIA_BLOCK.format(
-            param="messages.0.content.1", kind=kind)
+        expected = NO_PROJECTOR.format(param="messages.0.content.1", what="images") if kind == "image" else \
+            messages.ANTHROPIC_MEDIA_BLOCK.format(param="messages.0.content.1", kind=kind)
+        assert raised.value.body["error"]["message"] == expected  # images: a model without a projector
     with pytest.raises(anthropic.BadRequestError) as raised:
         client.messages.create(model="tiny", max_tokens=64, messages=USER,
                                thinking={"type": "loud", "budget_tokens": 1024})

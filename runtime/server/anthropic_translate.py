@@ -22,7 +22,7 @@ from .errors import ApiError
 from .schemas import ChatCompletionRequest
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
-MEDIA_BLOCKS = ("image", "document")
+MEDIA_BLOCKS = ("image", "document")  # in a user turn an image is read (chat_core: media_parts.py)
 TOOL_ERROR_PREFIX = "Error: "
 
 
@@ -113,6 +113,17 @@ def _text_of(block: Block, param: str) -> dict[str, str]:
     return {"type": "text", "text": block.text}
 
 
+def _image_part(block: Block, param: str) -> dict[str, Any]:
+    """An image block as the chat core's image_url part (checked there, like OpenAI's): base64 as a data:
+    URL; a `url` source passes as it is and is refused there, as every remote URL is."""
+    source = (block.model_extra or {}).get("source")
+    if not isinstance(source, dict) or source.get("type") not in ("base64", "url"):
+        raise _refuse(messages.ANTHROPIC_BLOCK_UNSUPPORTED, f"{param}.source", kind="image source", allowed="base64, url")
+    url = source.get("url") if source["type"] == "url" else \
+        f"data:{source.get('media_type') or 'image/*'};base64,{source.get('data') or ''}"
+    return {"type": "image_url", "image_url": {"url": url if isinstance(url, str) else ""}}
+
+
 def _texts(content: str | list[Block], param: str) -> str | list[dict[str, str]]:
     if isinstance(content, str):
         return content
@@ -145,6 +156,8 @@ def _user_messages(content: str | list[Block], param: str) -> list[dict[str, Any
             out.append(_tool_result(block, where))
         elif block.type == "tool_use":
             raise _refuse(messages.ANTHROPIC_BLOCK_MISPLACED, where, kind="tool_use", role="assistant")
+        elif block.type == "image":
+            texts.append(_image_part(block, where))
         else:
             texts.append(_text_of(block, where))
     if texts or not out:

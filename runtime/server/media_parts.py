@@ -24,8 +24,8 @@ MEDIA_PARTS = ("image_url", "input_audio")
 REMOTE_REFUSED = ("{param}: remote URLs are not fetched by this server (it would reach into its user's network "
                   "for whoever writes the request): send the file inline, as a base64 data: URL "
                   "(data:image/png;base64,...)")
-NO_PROJECTOR = ("{param}: this model reads text only: it has no projector (llmpack build --mmproj FILE, or run "
-                "it with --mmproj FILE), so {kind} parts are not supported")
+NO_PROJECTOR = ("{param}: {what} are not supported: this model reads only text (it has no projector: llmpack build "
+                "--mmproj FILE, or run it with --mmproj FILE)")
 NO_AUDIO = "{param}: this model's projector reads images only, not sound"
 NO_IMAGES = "{param}: this model's projector reads sound only, not images"
 BAD_URL = "{param}: not a base64 data: URL of an image or a sound (data:image/png;base64,...)"
@@ -59,7 +59,7 @@ def extract(body: ChatCompletionRequest, projector: Any) -> tuple[ChatCompletion
                 continue
             param = f"messages.{i}.content.{j}"
             if projector is None:
-                raise _refuse(NO_PROJECTOR, param, kind=part.type)
+                raise _refuse(NO_PROJECTOR, param, what="images" if part.type == "image_url" else "sounds")
             data, label = _decode(part, param)
             try:
                 info = inspect(data, label)

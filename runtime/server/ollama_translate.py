@@ -194,9 +194,8 @@ def chat_messages(body: ChatBody) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     pending: list[tuple[str, str]] = []  # (id, name) of calls without a result yet
     for i, message in enumerate(body.messages):
-        if message.images:
-            raise ApiError(400, messages.OLLAMA_NO_IMAGES, param=f"messages.{i}.images")
-        entry: dict[str, Any] = {"role": message.role, "content": message.content or ""}
+        entry: dict[str, Any] = {"role": message.role, "content": _with_images(message.content or "", message.images,
+                                                                            f"messages.{i}.images")}
         if message.role == "assistant" and message.tool_calls:
             calls = []
             for j, call in enumerate(message.tool_calls):
@@ -239,7 +238,7 @@ def generate_request(body: GenerateBody, stream: bool) -> ChatCompletionRequest:
     chat: list[dict[str, Any]] = []
     if body.system:
         chat.append({"role": "system", "content": body.system})
-    chat.append({"role": "user", "content": body.prompt or ""})
+    chat.append({"role": "user", "content": _with_images(body.prompt or "", body.images, "images")})
     data: dict[str, Any] = {"messages": chat, "stream": stream, **sampling_fields(body), **think_fields(body)}
     fmt = response_format(body.format)
     if fmt is not None:
@@ -247,8 +246,18 @@ def generate_request(body: GenerateBody, stream: bool) -> ChatCompletionRequest:
     return internal_request(data)
 
 
+def _with_images(text: str, images: list[Any] | None, param: str) -> str | list[dict[str, Any]]:
+    """Ollama's base64 `images` as image_url parts after the text (chat_core reads and checks them)."""
+    if not images:
+        return text
+    if not all(isinstance(image, str) for image in images):
+        raise ApiError(400, f"{param}: each image must be a base64 string", param=param)
+    return [{"type": "text", "text": text},
+            *({"type": "image_url", "image_url": {"url": f"data:image/*;base64,{image}"}} for image in images)]
+
+
 def refuse_generate_extras(body: GenerateBody) -> None:
-    if body.images:
+    if body.images and body.raw:  # a raw prompt has no template to place them in
         raise ApiError(400, messages.OLLAMA_NO_IMAGES, param="images")
     if body.suffix:
         raise ApiError(400, messages.OLLAMA_NO_SUFFIX, param="suffix")

@@ -79,6 +79,24 @@ def _text_of_parts(parts: list[Any], param: str, allowed: tuple[str, ...]) -> st
     return "\n".join(texts)
 
 
+MEDIA_PARTS = ("input_image", "input_audio")
+
+
+def _media_parts(parts: list[Any], param: str) -> list[dict[str, Any]]:
+    """A user message with images (or sounds) as chat-completions parts; chat_core reads the files."""
+    out: list[dict[str, Any]] = []
+    for j, part in enumerate(parts):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "input_image":
+            url = part.get("image_url")
+            out.append({"type": "image_url", "image_url": {"url": url if isinstance(url, str) else ""}})
+        elif kind == "input_audio":
+            out.append({"type": "input_audio", "input_audio": part.get("input_audio")})
+        else:
+            out.append({"type": "text", "text": _text_of_parts([part], param, ("input_text",))})
+    return out
+
+
 def _content(value: Any, param: str, allowed: tuple[str, ...]) -> str:
     if isinstance(value, str):
         return value
@@ -108,7 +126,12 @@ def input_messages(items: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
             if role not in ("user", "assistant", "system", "developer"):
                 raise ApiError(400, messages.RESPONSES_ROLE.format(role=role), param=f"{param}.role")
             allowed = ("output_text", "input_text") if role == "assistant" else ("input_text",)
-            converted.append({"role": role, "content": _content(item.get("content"), f"{param}.content", allowed)})
+            content = item.get("content")
+            if role == "user" and isinstance(content, list) and any(
+                    isinstance(p, dict) and p.get("type") in MEDIA_PARTS for p in content):
+                converted.append({"role": role, "content": _media_parts(content, f"{param}.content")})
+                continue
+            converted.append({"role": role, "content": _content(content, f"{param}.content", allowed)})
         elif kind == "function_call":
             call = {"id": _required_str(item, "call_id", param), "type": "function",
                     "function": {"name": _required_str(item, "name", param),
