@@ -246,8 +246,13 @@ class Scheduler(Speculation, pool.GivingWay):
         (the free list is in the order sequences were freed). Which id a request gets does not make
         the batch cost more while every sequence is busy (the batch is built in id order, _step);
         with some idle, a gap in the running ids (0 and 2) costs llama.cpp a second compute per step,
-        which is accepted rather than overwriting a cached conversation to close it."""
-        return max(self._free, key=lambda s: common_prefix(s.tokens, prompt))
+        which is accepted rather than overwriting a cached conversation to close it. A sequence that
+        shares less than a tenth of what it holds (llama-server's --slot-prompt-similarity 0.1) is not
+        worth destroying for it: the free one that loses least is taken instead."""
+        best = max(self._free, key=lambda s: common_prefix(s.tokens, prompt))
+        if common_prefix(best.tokens, prompt) * 10 >= len(best.tokens):
+            return best
+        return min(self._free, key=lambda s: len(s.tokens) - common_prefix(s.tokens, prompt))
 
     def _step(self) -> None:
         for slot in [s for s in self._active if s.pending and media_steps.is_placeholder(s.pending[0])]:

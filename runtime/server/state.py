@@ -117,7 +117,7 @@ class Metrics:
         """Prometheus text exposition format (version 0.0.4): llama-server's `llamacpp:` metrics, under
         its names, for load balancers and autoscalers written against it, then our own."""
         with self._lock:
-            rows = self._llamacpp_rows(stats) + self._own_rows(model_loaded)
+            rows = self._llamacpp_rows(stats) + self._own_rows(model_loaded) + _engine_rows(stats)
         lines: list[str] = []
         for name, kind, help_text, samples in rows:
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
@@ -131,6 +131,7 @@ class Metrics:
         kv_tokens = stats.kv_tokens if stats else 0
         kv_ratio = kv_tokens / stats.kv_capacity if stats and stats.kv_capacity else 0.0
         processed = self.prompt_tokens - self.cached_tokens  # llama-server's: decoded, the cached apart
+        spec = stats.spec if stats else None
         rows = [
             ("prompt_tokens_total", "counter", "Number of prompt tokens processed.", processed),
             ("prompt_tokens_cached_total", "counter", "Number of prompt tokens reused from the KV cache.",
@@ -140,10 +141,10 @@ class Metrics:
             ("tokens_predicted_seconds_total", "counter", "Predict process time", self.generation_seconds),
             ("n_decode_total", "counter", "Total number of llama_decode() calls", stats.n_decode if stats else 0),
             ("n_tokens_max", "counter", "Largest observed n_tokens.", stats.kv_capacity if stats else 0),
-            # No speculative decoding here: llama-server's counters, always 0, for dashboards built on them.
-            ("spec_decode_num_draft_tokens_total", "counter", "Number of draft tokens generated.", 0),
-            ("spec_decode_num_accepted_tokens_total", "counter", "Number of draft tokens accepted.", 0),
-            ("spec_decode_num_drafts_total", "counter", "Number of drafts generated.", 0),
+            # --spec-type's counts (0 without it), under llama-server's names.
+            ("spec_decode_num_draft_tokens_total", "counter", "Number of draft tokens generated.", spec.drafted if spec else 0),
+            ("spec_decode_num_accepted_tokens_total", "counter", "Number of draft tokens accepted.", spec.accepted if spec else 0),
+            ("spec_decode_num_drafts_total", "counter", "Number of drafts generated.", spec.drafts if spec else 0),
             ("prompt_tokens_seconds", "gauge", "Average prompt throughput in tokens/s.",
              processed / self.prompt_seconds if self.prompt_seconds else 0.0),
             ("predicted_tokens_seconds", "gauge", "Average generation throughput in tokens/s.",
@@ -181,6 +182,20 @@ class Metrics:
             ("llmpack_model_loaded", "gauge", "1 once the weights are loaded", [("", int(model_loaded))]),
             ("llmpack_uptime_seconds", "gauge", "seconds since the server started", [("", time.time() - self.started)]),
         ]
+
+
+def _engine_rows(stats: SchedulerStats | None) -> list[tuple[str, str, str, list[tuple[str, float]]]]:
+    """The KV pool and --cache-ram's prompt cache (runtime/engine/prompt_cache.py)."""
+    cache = stats.prompt_cache if stats else None
+    rows = [("llmpack_kv_unified", "gauge", "1 when the sequences share one KV pool (-kvu)", int(bool(stats and stats.kv_unified))),
+            ("llmpack_prompt_cache_entries", "gauge", "prompts held in host memory (--cache-ram)", stats.prompt_cache_entries if stats else 0),
+            ("llmpack_prompt_cache_bytes", "gauge", "host memory the prompt cache holds", stats.prompt_cache_bytes if stats else 0)]
+    for name, help_text in (("saved", "sequences saved to the prompt cache"),
+                            ("restored", "requests whose prefix the prompt cache gave back"),
+                            ("tokens_restored", "prompt tokens restored instead of decoded"),
+                            ("evicted", "prompts dropped to stay within --cache-ram")):
+        rows.append((f"llmpack_prompt_cache_{name}_total", "counter", help_text, getattr(cache, name) if cache else 0))
+    return [(name, kind, help_text, [("", value)]) for name, kind, help_text, value in rows]
 
 
 def _number(value: float) -> str:
