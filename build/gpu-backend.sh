@@ -86,6 +86,19 @@ cuda)
         [ -f "$stub" ] || echo 'void llmpack_cuda_stub(void) {}' | ${CC:-cc} -shared -x c -Wl,-soname,libcuda.so.1 -o "$stub" -
         extra_args="$extra_args -DCUDA_cuda_driver_LIBRARY=$stub"
     fi
+    cuda_lib=$(dirname "$(ls "$cuda_root"/lib*/libcudart.so* | sed -n 1p)")
+    if [ ! -e "$cuda_lib/libcudart.so" ]; then
+        # PyPI's toolkit has only the versioned runtime libraries (libcudart.so.13), which CMake's
+        # FindCUDAToolkit does not look for: the unversioned names a linker wants, as links, in the cache.
+        links="$CACHE/cuda-dev-links/$(printf '%s' "$cuda_lib" | digest)"
+        mkdir -p "$links"
+        for name in cudart cublas cublasLt; do
+            ln -sf "$(ls "$cuda_lib/lib$name.so."* | sed -n 1p)" "$links/lib$name.so"
+        done
+        extra_args="$extra_args -DCMAKE_LIBRARY_PATH=$links"
+    fi
+    # ldd, after the build, finds cudart and cuBLAS here to copy them beside the backend.
+    export LD_LIBRARY_PATH="$cuda_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     ;;
 esac
 compiler=$(${CXX:-c++} --version | sed -n 1p)
@@ -100,8 +113,16 @@ fi
 
 log "compiling ggml's $backend backend from llama-cpp-python $llama_version ($recipe), once..."
 started=$(date +%s)
-work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-source_dir=$(PYTHON="$PYTHON" build/patched-source.sh "$llama_version" "$work")
+# The work folder is kept until the library is cached: an interrupted build (CUDA's takes hours on 2
+# cores) resumes where it stopped, the sources untouched so make recompiles nothing it finished.
+work="$CACHE/backends/.work-$target-$backend-$key"
+if [ -d "$work/llama_cpp_python-$llama_version" ] && [ -f "$work/build/CMakeCache.txt" ]; then
+    source_dir="$work/llama_cpp_python-$llama_version"
+    log "resuming the build in $work"
+else
+    rm -rf "$work" && mkdir -p "$work"
+    source_dir=$(PYTHON="$PYTHON" build/patched-source.sh "$llama_version" "$work")
+fi
 # Configured as pip configures the sdist (its CMakeLists, Release, shared libraries); only the backend
 # is built. Its RUNPATH is $ORIGIN: libggml-base.so.0 is beside it in the runtime.
 # shellcheck disable=SC2086
@@ -125,5 +146,6 @@ fi
 printf 'llama-cpp-python %s\nflags %s %s\ntools %s\ncompiler %s\nbuild_seconds %s\n' "$llama_version" "$backend_args" \
     "$extra_args" "$tools" "$compiler" "$(( $(date +%s) - started ))" > "$out.tmp/build-info.txt"
 rm -rf "$out" && mv "$out.tmp" "$out"
+rm -rf "$work"
 log "cached $library ($(( $(date +%s) - started )) s)"
 printf '%s\n' "$out"
