@@ -86,8 +86,9 @@ cuda)
         [ -f "$stub" ] || echo 'void llmpack_cuda_stub(void) {}' | ${CC:-cc} -shared -x c -Wl,-soname,libcuda.so.1 -o "$stub" -
         extra_args="$extra_args -DCUDA_cuda_driver_LIBRARY=$stub"
     fi
-    cuda_lib=$(dirname "$(ls "$cuda_root"/lib*/libcudart.so* | sed -n 1p)")
-    if [ ! -e "$cuda_lib/libcudart.so" ]; then
+    cudart=$(ls "$cuda_root"/lib*/libcudart.so* 2>/dev/null | sed -n 1p || true)
+    cuda_lib=$(dirname "${cudart:-$cuda_root/lib64/.}")
+    if [ -n "$cudart" ] && [ ! -e "$cuda_lib/libcudart.so" ]; then
         # PyPI's toolkit has only the versioned runtime libraries (libcudart.so.13), which CMake's
         # FindCUDAToolkit does not look for: the unversioned names a linker wants, as links, in the cache.
         links="$CACHE/cuda-dev-links/$(printf '%s' "$cuda_lib" | digest)"
