@@ -12,8 +12,8 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
-from . import __version__, messages
-from .bundle import BundleResult, Weights, read_runtime, write_bundle
+from . import __version__, messages, mmproj
+from .bundle import BundleResult, Projector, Weights, read_runtime, write_bundle
 from .errors import BuildError
 from .gguf_info import GgufInfo, read_gguf_info
 from .gguf_split import merge_splits, merged_name, split_parts
@@ -118,10 +118,12 @@ def resolve_weights(args: BuildOptions) -> Iterator[tuple[Path, dict[str, Any], 
 
 def build(args: BuildOptions) -> Path:
     with resolve_weights(args) as (gguf, source, output):
-        return bundle_weights(args, gguf, source, output)
+        projector = mmproj.for_build(args.mmproj, args.no_mmproj, args.mmproj_file, gguf, source, args.quiet)
+        return bundle_weights(args, gguf, source, output, projector)
 
 
-def bundle_weights(args: BuildOptions, gguf: Path, source: dict[str, Any], output: Path) -> Path:
+def bundle_weights(args: BuildOptions, gguf: Path, source: dict[str, Any], output: Path,
+                   projector: Projector | None = None) -> Path:
     info = read_gguf_info(str(gguf))
     default_args = parse_default_args(args.args)
     check_writable(output, gguf)
@@ -142,7 +144,7 @@ def bundle_weights(args: BuildOptions, gguf: Path, source: dict[str, Any], outpu
         result = write_bundle(
             read_runtime(runtime.path), Weights(gguf), output,
             lambda sha256: make_manifest(info, gguf, sha256, args.name, default_args, source, runtime.info),
-            progress.update, sidecar=sidecar)
+            progress.update, sidecar=sidecar, projector=projector)
         progress.done()
     if runtime.target == host_target():
         check_default_args(result.path, default_args)

@@ -63,10 +63,16 @@ def write_bare_runtime(image: RuntimeImage, output: Path) -> None:
 
 
 def write_bundle(image: RuntimeImage, weights: Weights, output: Path, manifest: Callable[[str], dict[str, Any]],
-                 progress: Progress | None = None, sidecar: bool = False) -> BundleResult:
+                 progress: Progress | None = None, sidecar: bool = False,
+                 projector: Projector | None = None) -> BundleResult:
     """`manifest(sha256)` builds the manifest once the weights' hash is known (computed while copying).
-    With `sidecar`, the weights go to a file beside the executable instead of inside it."""
+    With `sidecar`, the weights go to a file beside the executable instead of inside it. A `projector`
+    (images and audio) follows the weights, its place and sha256 in the manifest's "mmproj"."""
     length = weights.size
+    if projector is not None and not sidecar:
+        return _write_with_projector(image, weights, output, manifest, progress, projector)
+    if sidecar and projector is not None:
+        raise BuildError(messages.MMPROJ_WITH_SIDECAR)
     if sidecar:
         beside = output.parent / sidecar_name(output)
         with atomic_output(beside) as out:
@@ -85,6 +91,34 @@ def write_bundle(image: RuntimeImage, weights: Weights, output: Path, manifest: 
         digest = copy_and_hash(weights, out, progress)
         out.write(layout.after_gguf)
         out.write(encode_trailer(manifest(digest), layout.gguf_offset, length, digest, layout.runtime))
+        size = out.tell()
+    return BundleResult(output, size, layout.gguf_offset, length, digest)
+
+
+@dataclass(frozen=True)
+class Projector:
+    """A projector GGUF to carry (llama.cpp's mmproj), and what the manifest says of where it came from."""
+
+    weights: Weights
+    entry: dict[str, Any]  # file, source, ...: offset, length and sha256 are added when written
+
+
+def _write_with_projector(image: RuntimeImage, weights: Weights, output: Path,
+                          manifest: Callable[[str], dict[str, Any]], progress: Progress | None,
+                          projector: Projector) -> BundleResult:
+    length, projector_length = weights.size, projector.weights.size
+    layout = lay_out(image, length, GGUF_ALIGNMENT, projector_length)
+    with atomic_output(output, mode=0o755) as out:
+        out.write(layout.head)
+        out.write(b"\0" * (layout.gguf_offset - len(layout.head)))
+        digest = copy_and_hash(weights, out, progress)
+        out.write(b"\0" * (layout.projector_offset - out.tell()))
+        projector_digest = copy_and_hash(projector.weights, out, None)
+        out.write(layout.after_gguf)
+        entry = {**projector.entry, "offset": layout.projector_offset, "length": projector_length,
+                 "sha256": projector_digest}
+        out.write(encode_trailer({**manifest(digest), "mmproj": entry}, layout.gguf_offset, length, digest,
+                                 layout.runtime))
         size = out.tell()
     return BundleResult(output, size, layout.gguf_offset, length, digest)
 

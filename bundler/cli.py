@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     _runtime_options(build)
     build.add_argument("--sidecar", action="store_true",
                        help="write the weights beside the executable (automatic over 4 GB for Windows and macOS)")
+    build.add_argument("--mmproj", metavar="GGUF", help="a multimodal projector (llama.cpp's mmproj-*.gguf) to carry: "
+                       "images and audio in (from the hub: the repository's is found unless --no-mmproj)")
+    build.add_argument("--mmproj-file", metavar="FILE", help="the projector's file in --hf-repo (default: llama-server's -hf choice)")
+    build.add_argument("--no-mmproj", action="store_true", help="carry no projector: text only")
     build.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
     repack = sub.add_parser("repack", help="rewrite an executable with a new runtime or new weights, keeping the rest",
@@ -109,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     repack.add_argument("--model", type=Path, metavar="GGUF", help="new weights (same runtime and default arguments)")
     repack.add_argument("-o", "--output", help="where to write (default: replace BUNDLE)")
     repack.add_argument("--args", metavar="ARGS", help="new default arguments (default: keep)")
+    repack.add_argument("--mmproj", type=Path, metavar="GGUF", help="a new projector (default: keep the carried one)")
+    repack.add_argument("--no-mmproj", action="store_true", help="leave the carried projector out")
     _runtime_options(repack)
     repack.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
@@ -128,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                             **_help("unpack"))
     unpack.add_argument("bundle")
     unpack.add_argument("-o", "--output", required=True, help="the GGUF file to write")
+    unpack.add_argument("--mmproj", type=Path, metavar="GGUF", help="also write the carried projector to this file")
 
     run = sub.add_parser("run", help="the runtime on loose weights, no bundling (runtime flags follow)",
                          add_help=False)
@@ -200,7 +207,7 @@ def _inspect(args: argparse.Namespace) -> int:
 def _unpack(args: argparse.Namespace) -> int:
     from .inspect_command import unpack
 
-    unpack(args.bundle, Path(args.output))
+    unpack(args.bundle, Path(args.output), args.mmproj)
     return 0
 
 

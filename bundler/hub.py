@@ -165,3 +165,20 @@ def _unreachable_reason(cause: BaseException | None) -> str:
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else ""
+
+
+def list_files(repo: str, commit: str | None, snapshot: Path | None) -> list[str]:
+    """The repository's files at `commit`, for finding its projector: the hub's listing, or offline
+    (HF_HUB_OFFLINE) what huggingface-hub's cache holds of that commit (`snapshot`: its folder)."""
+    if is_offline_mode():
+        return sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*.gguf")) if snapshot else []
+    from huggingface_hub import HfApi
+
+    try:
+        with _library_quiet(hide_progress=True):
+            return sorted(HfApi().list_repo_files(repo, revision=commit))
+    except Exception as exc:
+        error = _user_error(exc, repo, "(the file list)", commit, constants.ENDPOINT)
+        if error is None:
+            raise
+        raise error from None

@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from . import messages
+from . import messages, mmproj
 from .bundle import atomic_output
 from .errors import BuildError, error_line
 from .payload_format import FLAG_SIDECAR, BundleInfo, read_bundle, weights_path
@@ -53,6 +53,7 @@ def describe(info: BundleInfo) -> str:
         ("source", json.dumps(model.get("source"), sort_keys=True)),
         ("weights", f"offset {info.gguf_offset}, length {info.gguf_length}"),
         ("sha256", info.gguf_sha256),
+        ("projector", mmproj.describe(info)),
         ("default args", " ".join(m.get("default_args", [])) or "(none)"),
         ("runtime", f"{runtime.get('target')} (llama-cpp-python {runtime.get('llama_cpp_python')}, "
                     f"Python {runtime.get('python')}, needs glibc >= {runtime.get('min_glibc') or 'n/a'})"),
@@ -82,9 +83,11 @@ def _describe_cache_entry(info: BundleInfo) -> str:
 
 def inspect(path: str, as_json: bool, verify: bool) -> int:
     info = read_bundle(path)
-    verified = None
+    verified, projector_ok = None, True
     if verify:
         verified = hash_weights(info) == info.gguf_sha256
+        entry = info.manifest.get("mmproj")
+        projector_ok = not isinstance(entry, dict) or mmproj.hash_carried(info) == entry.get("sha256")
     if as_json:
         document = {"path": info.path, "size": info.size, "format_version": info.format_version,
                     "gguf_offset": info.gguf_offset, "gguf_length": info.gguf_length,
@@ -96,21 +99,34 @@ def inspect(path: str, as_json: bool, verify: bool) -> int:
                                    "sha256": info.runtime.sha256, "cache_entry": str(entry),
                                    "unpacked": (entry / RUNTIME_NAME).is_file()}
         if verify:
-            document["verified"] = verified
+            document["verified"] = verified and projector_ok
         sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
     else:
         sys.stdout.write(describe(info))
     if verified is False:
         print(error_line(messages.WEIGHTS_MISMATCH.format(path=path)), file=sys.stderr)
         return 1
+    if not projector_ok:
+        print(error_line(messages.MMPROJ_MISMATCH.format(path=path)), file=sys.stderr)
+        return 1
+    if verified and isinstance(info.manifest.get("mmproj"), dict):
+        log.info(messages.MMPROJ_VERIFIED.format(sha256=info.manifest["mmproj"]["sha256"]))
     if verified:
         log.info(messages.VERIFIED.format(sha256=info.gguf_sha256))
     return 0
 
 
-def unpack(path: str, output: Path) -> None:
+def unpack(path: str, output: Path, projector: Path | None = None) -> None:
     info = read_bundle(path)
+    entry = info.manifest.get("mmproj")
+    if projector is not None and not isinstance(entry, dict):
+        raise BuildError(messages.MMPROJ_NONE_IN_BUNDLE.format(path=path))
     with atomic_output(output) as out:
         if hash_weights(info, out, label="unpacking weights") != info.gguf_sha256:
             raise BuildError(messages.WEIGHTS_MISMATCH.format(path=path))
     log.info("wrote %s (%d bytes, sha256 %s)", output, info.gguf_length, info.gguf_sha256)
+    if projector is not None:
+        with atomic_output(projector) as out:
+            if mmproj.hash_carried(info, out, label="unpacking projector") != entry["sha256"]:
+                raise BuildError(messages.MMPROJ_MISMATCH.format(path=path))
+        log.info("wrote %s (%d bytes, sha256 %s)", projector, entry["length"], entry["sha256"])

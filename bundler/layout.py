@@ -51,13 +51,18 @@ def _align(value: int, alignment: int) -> int:
 class Layout:
     head: bytes  # written first, then zeros up to gguf_offset
     gguf_offset: int
-    after_gguf: bytes  # padding and the runtime pack, written right after the GGUF
+    after_gguf: bytes  # padding and the runtime pack, written right after the GGUF (and the projector)
     runtime: RuntimeRange
+    projector_offset: int = 0  # where a projector GGUF goes after the weights (zeros up to it), if one does
 
 
-def lay_out(image: RuntimeImage, gguf_length: int, alignment: int) -> Layout:
+def lay_out(image: RuntimeImage, gguf_length: int, alignment: int, projector_length: int = 0) -> Layout:
+    """With a projector (images and audio), it follows the weights at the same alignment:
+    [launcher][zeros][GGUF][zeros][projector GGUF][zeros to 8][runtime pack]."""
     gguf_offset = _align(len(image.launcher), alignment)
-    pack_offset = _align(gguf_offset + gguf_length, 8)
-    padding = b"\0" * (pack_offset - gguf_offset - gguf_length)
+    projector_offset = _align(gguf_offset + gguf_length, alignment) if projector_length else 0
+    end = projector_offset + projector_length if projector_length else gguf_offset + gguf_length
+    pack_offset = _align(end, 8)
+    padding = b"\0" * (pack_offset - end)
     runtime = RuntimeRange(pack_offset, len(image.pack), image.pack_sha256)
-    return Layout(image.launcher, gguf_offset, padding + image.pack, runtime)
+    return Layout(image.launcher, gguf_offset, padding + image.pack, runtime, projector_offset)

@@ -64,3 +64,12 @@ INTERNAL_ERROR = "internal error: {kind}: {detail} (LLMPACK_DEBUG=1 shows the tr
 # The native launcher (bundler/launcher_build.py)
 LAUNCHER_NO_COMPILER = "no C compiler {cc} to build the launcher: install one (and zlib's headers: zlib1g-dev on Debian/Ubuntu) or set CC"
 LAUNCHER_COMPILE_FAILED = "compiling the launcher with {cc} failed: {detail} (it needs zlib's headers and static library: zlib1g-dev on Debian/Ubuntu)"
+
+# The multimodal projector (--mmproj: images and audio)
+MMPROJ_WITH_SIDECAR = "a projector (--mmproj) is carried inside the executable only: build without --sidecar, or leave the projector out (--no-mmproj) and give it at run time with --mmproj FILE"
+MMPROJ_NOT_PROJECTOR = "{path} is not a multimodal projector GGUF (its architecture is {architecture!r}, a projector's is 'clip': llama.cpp's mmproj-*.gguf)"
+MMPROJ_MISMATCH = "the projector inside {path} does not match its recorded sha256: the file is damaged"
+MMPROJ_VERIFIED = "projector verified: sha256 {sha256}"
+MMPROJ_NONE_IN_BUNDLE = "{path} carries no projector (build it with --mmproj FILE)"
+MMPROJ_HUB_SEVERAL = "{repo} has several projectors ({names}): taking {chosen} (name another with --mmproj-file, or leave it out with --no-mmproj)"
+MMPROJ_HUB_FOUND = "{repo}: taking the projector {name} (images and audio; --no-mmproj leaves it out)"

@@ -31,6 +31,9 @@ class BuildOptions(RuntimeChoice):
     force_quantize: bool = False
     sidecar: bool = False
     quiet: bool = False
+    mmproj: str | None = None  # a projector GGUF to carry (images and audio)
+    no_mmproj: bool = False  # carry none, not even the hub repository's
+    mmproj_file: str | None = None  # the projector's file in --hf-repo (default: llama-server's choice)
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,8 @@ class RepackOptions(RuntimeChoice):
     output: str | None = None
     args: str | None = None  # None: keep the stored arguments
     quiet: bool = False
+    mmproj: Path | None = None  # a new projector (default: keep the carried one)
+    no_mmproj: bool = False  # leave the carried projector out
 
 
 def from_namespace(kind: type, namespace: argparse.Namespace):

@@ -49,12 +49,15 @@ def run(plan: Plan, payload: Payload | None) -> int:
 
 def complete(settings: Settings, engine: Engine, prompt: str, sampling: SamplingParams) -> int:
     # Everything that can be refused is checked before the first byte goes to stdout.
-    tokens = engine.tokenize(prompt, add_special=True, parse_special=True)
+    if settings.image:
+        tokens, media = _with_media(engine, prompt, settings.image)
+    else:
+        tokens, media = engine.tokenize(prompt, add_special=True, parse_special=True), None
     engine.check_fits(len(tokens))
     if sampling.grammar:
         engine.check_grammar(sampling.grammar)
     request = GenerationRequest(tuple(tokens), settings.n_predict, sampling, stop=settings.reverse_prompt or (),
-                                special=settings.special)
+                                special=settings.special, media=media)
     if settings.verbose_prompt:
         log.info("%s", verbose_prompt_line(prompt, len(tokens)))
     out = sys.stdout.buffer
@@ -81,6 +84,33 @@ def complete(settings: Settings, engine: Engine, prompt: str, sampling: Sampling
         # The reader went away (`| head`): stop quietly, as Unix tools do.
         _silence_stdout()
     return 0
+
+
+MEDIA_MARKER = "<__media__>"  # llama.cpp's default marker (mtmd_default_marker), as mtmd-cli's prompts write it
+MEDIA_FILE_REFUSED = "--image {path}: {problem}"
+
+
+def _with_media(engine: Engine, prompt: str, files: str) -> tuple[list[int], object]:
+    """--image/--audio: the files, checked from their headers, where -p marks them (else before it)."""
+    from ..engine.media_check import MediaProblem, inspect
+
+    data = []
+    for path in [p for p in files.split(",") if p]:
+        try:
+            with open(path, "rb") as f:
+                content = f.read()
+            inspect(content)
+        except OSError as exc:
+            raise UsageError(MEDIA_FILE_REFUSED.format(path=path, problem=exc.strerror or exc)) from None
+        except MediaProblem as exc:
+            raise UsageError(MEDIA_FILE_REFUSED.format(path=path, problem=exc)) from None
+        data.append(content)
+    marker = engine.projector.marker if engine.projector is not None else MEDIA_MARKER
+    if MEDIA_MARKER in prompt:
+        text = prompt.replace(MEDIA_MARKER, marker)
+    else:
+        text = marker * len(data) + prompt
+    return engine.tokenize_media(text, data, True, True)
 
 
 def _stdout_is_stderr_terminal() -> bool:

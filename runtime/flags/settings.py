@@ -95,6 +95,7 @@ class Settings:
     prompt: str | None = _flag("-p", "--prompt", help="the prompt (--cli), or the chat's system prompt when -sys is not given", metavar="TEXT", group="prompt")
     system_prompt: str | None = _flag("-sys", "--system-prompt", help="the chat's system prompt (--chat and the default mode; wins over -p there)", metavar="TEXT", group="prompt")
     escape: bool = _flag("-e", "--escape", help="process the escapes \\n \\r \\t \\' \\\" \\\\ \\xNN in -p and -r, as llama.cpp does; --no-escape takes them as typed (-f files are always read as they are)", default=True, group="prompt", negations=("--no-escape",))
+    image: str | None = _flag("--image", "--audio", help="--cli: images or sounds for the prompt (comma-separated, as llama.cpp's mtmd-cli), read through the projector; each goes where -p has a <__media__>, else before the prompt", metavar="FILE[,FILE...]", group="prompt")
     file: str | None = _flag("-f", "--file", help="read the prompt from FILE ('-' reads stdin)", metavar="FILE", group="prompt")
     n_predict: int = _flag("-n", "--n-predict", help="tokens to generate (-1 = until the model stops or the context is full)", default=-1, metavar="N", group="prompt", minimum=-1)
     no_display_prompt: bool = _flag("--no-display-prompt", "--silent-prompt", help="do not echo the prompt before the completion (--cli)", default=False, group="prompt")

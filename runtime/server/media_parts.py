@@ -1,6 +1,6 @@
 """Images and sounds in a chat request, as llama-server takes them (server-common.cpp
 `oaicompat_content_load_media`): every `image_url` and `input_audio` content part is decoded from its
-base64 `data:` URL, checked (media_check.py), and replaced by a text part holding the projector's marker;
+base64 `data:` URL, checked (runtime/engine/media_check.py), and replaced by a text part holding the projector's marker;
 the rendered prompt then goes to libmtmd with the files in marker order (runtime/engine/multimodal.py).
 The other dialects (Responses, Anthropic, Ollama) turn their image blocks into `image_url` parts first.
 
@@ -17,7 +17,6 @@ from typing import Any
 from ..engine.types import GenerationRequest
 from ..formats.chat_template import tokenize_prompt_text
 from .errors import ApiError
-from .media_check import MediaProblem, inspect
 from .schemas import ChatCompletionRequest, ContentPart
 
 MEDIA_PARTS = ("image_url", "input_audio")
@@ -61,6 +60,8 @@ def extract(body: ChatCompletionRequest, projector: Any) -> tuple[ChatCompletion
             if projector is None:
                 raise _refuse(NO_PROJECTOR, param, what="images" if part.type == "image_url" else "sounds")
             data, label = _decode(part, param)
+            from ..engine.media_check import MediaProblem, inspect  # pure Python; imported when a file comes
+
             try:
                 info = inspect(data, label)
             except MediaProblem as exc:

@@ -15,6 +15,7 @@ never offline) and treats any failure there as "no registry".
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import threading
 from dataclasses import dataclass, field
@@ -98,6 +99,8 @@ class HubStandin:
         path = urlsplit(handler.path).path
         authorization = handler.headers.get("Authorization")
         self.requests.append(Request(handler.command, path, authorization))
+        if path.startswith("/api/models/") and "/tree/" in path:
+            return self._tree(handler, unquote(path[len("/api/models/"):].partition("/tree/")[0]), authorization)
         repo_id, sep, rest = path.lstrip("/").partition("/resolve/")
         revision, _, name = rest.partition("/")
         repo_id, revision, name = unquote(repo_id), unquote(revision), unquote(name)
@@ -113,6 +116,19 @@ class HubStandin:
         if name not in repo.files:
             return self._error(handler, 404, "EntryNotFound", "Entry not found", with_body, repo.commit)
         self._send_file(handler, repo, name, with_body)
+
+    def _tree(self, handler: BaseHTTPRequestHandler, repo_id: str, authorization: str | None) -> None:
+        """The hub's file listing (huggingface-hub's list_repo_files), one page, every file."""
+        repo = self.repos.get(repo_id)
+        if repo is None or (repo.token is not None and authorization != f"Bearer {repo.token}"):
+            return self._error(handler, 404, "RepoNotFound", "Repository not found", True)
+        body = json.dumps([{"type": "file", "path": name, "oid": oid, "size": (repo.folder / name).stat().st_size}
+                           for name, oid in sorted(repo.files.items())]).encode()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
 
     def _send_file(self, handler: BaseHTTPRequestHandler, repo: Repo, name: str, with_body: bool) -> None:
         data = (repo.folder / name).read_bytes()
