@@ -89,8 +89,8 @@ cuda)
     cudart=$(ls "$cuda_root"/lib*/libcudart.so* 2>/dev/null | sed -n 1p || true)
     cuda_lib=$(dirname "${cudart:-$cuda_root/lib64/.}")
     if [ -n "$cudart" ] && [ ! -e "$cuda_lib/libcudart.so" ]; then
-        # PyPI's toolkit has only the versioned runtime libraries (libcudart.so.13), which CMake's
-        # FindCUDAToolkit does not look for: the unversioned names a linker wants, as links, in the cache.
+        # PyPI's toolkit has only versioned libraries (libcudart.so.13), which FindCUDAToolkit does
+        # not look for: links with the names a linker wants.
         links="$CACHE/cuda-dev-links/$(printf '%s' "$cuda_lib" | digest)"
         mkdir -p "$links"
         for name in cudart cublas cublasLt; do
@@ -98,7 +98,7 @@ cuda)
         done
         extra_args="$extra_args -DCMAKE_LIBRARY_PATH=$links"
     fi
-    # ldd, after the build, finds cudart and cuBLAS here to copy them beside the backend.
+    # for ldd, which copies cudart and cuBLAS beside the backend
     export LD_LIBRARY_PATH="$cuda_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     ;;
 esac
@@ -115,7 +115,7 @@ fi
 log "compiling ggml's $backend backend from llama-cpp-python $llama_version ($recipe), once..."
 started=$(date +%s)
 # The work folder is kept until the library is cached: an interrupted build (CUDA's takes hours on 2
-# cores) resumes where it stopped, the sources untouched so make recompiles nothing it finished.
+# cores) resumes where it stopped, the sources untouched so make redoes nothing done.
 work="$CACHE/backends/.work-$target-$backend-$key"
 if [ -d "$work/llama_cpp_python-$llama_version" ] && [ -f "$work/build/CMakeCache.txt" ]; then
     source_dir="$work/llama_cpp_python-$llama_version"
