@@ -3,7 +3,7 @@
 # page, headless), node and npm (the web page's libraries, web/), qemu-user (the executable on an older
 # CPU model), binutils (readelf), a C compiler and zlib's headers (the native launcher at the head of
 # every executable, runtime/launcher/), glslc, the Vulkan loader and Mesa's software Vulkan driver (the
-# Vulkan backend, build/gpu-backend.sh, and its tests). Installs only what is missing; needs root and apt
+# Vulkan backend, build/gpu-backend.sh, and its tests), and the cross-platform tools below. Installs only what is missing; needs root and apt
 # (Debian/Ubuntu), otherwise says what to install.
 set -euo pipefail
 need=()
@@ -20,6 +20,19 @@ command -v npm >/dev/null || need+=(nodejs npm)
 command -v glslc >/dev/null || need+=(glslc)
 [ -e /usr/lib/x86_64-linux-gnu/libvulkan.so ] || [ "$(uname -m)" != x86_64 ] || need+=(libvulkan-dev)
 ls /usr/share/vulkan/icd.d/lvp_icd.*.json >/dev/null 2>&1 || need+=(mesa-vulkan-drivers)
+# Beyond Linux x86-64 (tests/test_launcher_windows.py, test_arm64.py): the Windows launcher cross-compiled
+# with mingw-w64 (and its static zlib) and run under wine64; chattr makes a read-only cache, script(1) a
+# console. The ARM64 runtime: llama.cpp cross-compiled with gcc-aarch64-linux-gnu, an ARM64 Debian root
+# made by debootstrap and run through qemu-user-static's binfmt_misc registration (build/arm64-runtime.sh).
+command -v x86_64-w64-mingw32-gcc >/dev/null || need+=(gcc-mingw-w64-x86-64)
+[ -f /usr/x86_64-w64-mingw32/lib/libz.a ] || need+=(libz-mingw-w64-dev)
+command -v wine >/dev/null && [ -x /usr/lib/wine/wine64 ] || need+=(wine wine64)
+command -v chattr >/dev/null || need+=(e2fsprogs)
+command -v script >/dev/null || need+=(bsdutils)
+command -v aarch64-linux-gnu-g++ >/dev/null || need+=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu)
+command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
+command -v update-binfmts >/dev/null || need+=(binfmt-support)
+command -v debootstrap >/dev/null || need+=(debootstrap)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "system-deps: installing ${need[*]}" >&2

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 RUNTIME_NAME = "llmpack-runtime"
 RUNTIME_INFO = "runtime.json"
+# The program the launcher runs, the pack's first entry: PyInstaller names it .exe on Windows.
+PROGRAM_NAME = RUNTIME_NAME + (".exe" if sys.platform == "win32" else "")
 
 
 @dataclass(frozen=True)
@@ -63,9 +65,12 @@ _IGNORED = ("__pycache__", ".pyc", ".pyo")
 
 
 def cache_root() -> Path:
-    """The launcher's rule (runtime/launcher/launcher.c): $LLMPACK_CACHE, $XDG_CACHE_HOME/llmpack, ~/.cache/llmpack."""
+    """The launcher's rule (runtime/launcher/launcher.c): $LLMPACK_CACHE, $XDG_CACHE_HOME/llmpack, ~/.cache/llmpack;
+    on Windows (launcher_windows.c) %LLMPACK_CACHE%, %LOCALAPPDATA%\\llmpack."""
     if os.environ.get("LLMPACK_CACHE"):
         return Path(os.environ["LLMPACK_CACHE"])
+    if sys.platform == "win32" and os.environ.get("LOCALAPPDATA"):
+        return Path(os.environ["LOCALAPPDATA"]) / "llmpack"
     if os.environ.get("XDG_CACHE_HOME"):
         return Path(os.environ["XDG_CACHE_HOME"]) / "llmpack"
     return Path.home() / ".cache" / "llmpack"
@@ -177,7 +182,7 @@ def ensure_runtime(rebuild: bool = False, gpu: str | None = None) -> Runtime:
         folder = _freeze(Path(work), target.parent / "freeze.log", backends)
         launcher = build_launcher(Path(work) / "launcher")
         with open(Path(work) / "pack", "w+b") as pack:
-            length, digest = write_pack(folder, pack, RUNTIME_NAME)
+            length, digest = write_pack(folder, pack, PROGRAM_NAME)
             pack.seek(0)
             image = RuntimeImage(launcher.read_bytes(), pack.read(), digest)
         info = {"target": host_target(), "key": key, "min_glibc": minimum_glibc([launcher, *folder.rglob("*")]),
@@ -234,7 +239,7 @@ def _freeze(work: Path, log_path: Path, gpu: tuple[str, ...]) -> Path:
     with open(log_path, "wb") as log_file:
         status = subprocess.run(command, env=env, stdout=log_file, stderr=subprocess.STDOUT, cwd=work).returncode
     built = work / "dist" / RUNTIME_NAME
-    if status != 0 or not (built / RUNTIME_NAME).exists():
+    if status != 0 or not (built / PROGRAM_NAME).exists():
         raise BuildError(messages.FREEZE_FAILED.format(log=log_path))
     return built
 

@@ -1,12 +1,14 @@
 """The per-user cache: where the launcher unpacks runtimes (runtime/<key>/), and where weights are
 extracted on platforms that cannot map them in place. The same rule as the launcher's
 (runtime/launcher/launcher.c) and the bundler's: $LLMPACK_CACHE, else $XDG_CACHE_HOME/llmpack, else
-~/.cache/llmpack."""
+~/.cache/llmpack; on Windows (runtime/launcher/launcher_windows.c) %LLMPACK_CACHE%, else
+%LOCALAPPDATA%\llmpack."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 # The launcher names a runtime's folder by the first 16 hex digits of the runtime pack's sha256.
@@ -16,6 +18,8 @@ KEY_LENGTH = 16
 def cache_root() -> Path:
     if os.environ.get("LLMPACK_CACHE"):
         return Path(os.environ["LLMPACK_CACHE"])
+    if sys.platform == "win32" and os.environ.get("LOCALAPPDATA"):
+        return Path(os.environ["LOCALAPPDATA"]) / "llmpack"
     if os.environ.get("XDG_CACHE_HOME"):
         return Path(os.environ["XDG_CACHE_HOME"]) / "llmpack"
     return Path.home() / ".cache" / "llmpack"

@@ -7,8 +7,9 @@
  * executed from, it unpacks into a temporary folder for that run and stays as a parent that removes it.
  *
  * The layout is written by the bundler (bundler/ side); the footer and pack formats are described there
- * and in tests/support/launcher_files.py, which builds them for the tests. C99 + POSIX, Linux and macOS;
- * zlib for crc32 and inflate; SHA-256 is ours (no libcrypto on every machine). */
+ * and in tests/support/launcher_files.py, which builds them for the tests. C99 + POSIX, Linux and macOS
+ * (launcher_windows.c is the Windows port); zlib for crc32 and inflate. The format's checks and SHA-256
+ * (ours: no libcrypto on every machine) are in launcher_format.h, shared by both. */
 
 #include <dirent.h>
 #include <errno.h>
@@ -26,98 +27,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
+#include "launcher_format.h"
 #ifdef __APPLE__
 #include <mach-o/dyld.h>
 #endif
 
 #define PATH_BUF 4096
-#define FOOTER_SIZE 156
-#define FOOTER_VERSION 2
-#define PACK_HEADER_SIZE 16
-#define PACK_VERSION 1
-#define ENTRY_FIXED_SIZE 54 /* kind, compression, mode, size, stored size, sha256 */
 #define PROGRAM "llmpack-runtime"
 #define BLOCK (256 * 1024)
-
-/* ---- SHA-256 (FIPS 180-4) ------------------------------------------------------------------------ */
-
-typedef struct {
-    uint32_t h[8];
-    uint64_t length;
-    unsigned char block[64];
-    size_t used;
-} sha256_ctx;
-
-static const uint32_t sha256_k[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-};
-
-static uint32_t ror32(uint32_t x, unsigned n) { return (x >> n) | (x << (32 - n)); }
-
-static void sha256_compress(uint32_t h[8], const unsigned char *p) {
-    uint32_t w[64], a, b, c, d, e, f, g, k, t1, t2;
-    int i;
-    for (i = 0; i < 16; i++)
-        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
-    for (i = 16; i < 64; i++) {
-        uint32_t s0 = ror32(w[i - 15], 7) ^ ror32(w[i - 15], 18) ^ (w[i - 15] >> 3);
-        uint32_t s1 = ror32(w[i - 2], 17) ^ ror32(w[i - 2], 19) ^ (w[i - 2] >> 10);
-        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    a = h[0]; b = h[1]; c = h[2]; d = h[3]; e = h[4]; f = h[5]; g = h[6]; k = h[7];
-    for (i = 0; i < 64; i++) {
-        t1 = k + (ror32(e, 6) ^ ror32(e, 11) ^ ror32(e, 25)) + ((e & f) ^ (~e & g)) + sha256_k[i] + w[i];
-        t2 = (ror32(a, 2) ^ ror32(a, 13) ^ ror32(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-        k = g; g = f; f = e; e = d + t1; d = c; c = b; b = a; a = t1 + t2;
-    }
-    h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e; h[5] += f; h[6] += g; h[7] += k;
-}
-
-static void sha256_init(sha256_ctx *c) {
-    static const uint32_t iv[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-    memcpy(c->h, iv, sizeof iv);
-    c->length = 0;
-    c->used = 0;
-}
-
-static void sha256_update(sha256_ctx *c, const void *data, size_t n) {
-    const unsigned char *p = data;
-    c->length += n;
-    if (c->used) {
-        size_t take = 64 - c->used < n ? 64 - c->used : n;
-        memcpy(c->block + c->used, p, take);
-        c->used += take; p += take; n -= take;
-        if (c->used < 64) return;
-        sha256_compress(c->h, c->block);
-        c->used = 0;
-    }
-    for (; n >= 64; p += 64, n -= 64) sha256_compress(c->h, p);
-    memcpy(c->block, p, n);
-    c->used = n;
-}
-
-static void sha256_final(sha256_ctx *c, unsigned char out[32]) {
-    uint64_t bits = c->length * 8;
-    int i;
-    c->block[c->used++] = 0x80;
-    if (c->used > 56) {
-        memset(c->block + c->used, 0, 64 - c->used);
-        sha256_compress(c->h, c->block);
-        c->used = 0;
-    }
-    memset(c->block + c->used, 0, 56 - c->used);
-    for (i = 0; i < 8; i++) c->block[56 + i] = (unsigned char)(bits >> (56 - 8 * i));
-    sha256_compress(c->h, c->block);
-    for (i = 0; i < 32; i++) out[i] = (unsigned char)(c->h[i / 4] >> (24 - 8 * (i % 4)));
-}
 
 /* ---- messages and small helpers ------------------------------------------------------------------- */
 
@@ -149,11 +66,6 @@ static void path_format(char *out, const char *format, ...) {
     if (n < 0 || n >= PATH_BUF) die("path too long: %.200s...", out);
 }
 
-static uint16_t le16(const unsigned char *p) { return (uint16_t)(p[0] | p[1] << 8); }
-static uint32_t le32(const unsigned char *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint64_t le64(const unsigned char *p) { return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32; }
 
 /* Reads n bytes at offset; returns how many it read (fewer at the end of the file), -1 on error. */
 static ssize_t pread_full(int fd, void *buf, size_t n, uint64_t offset) {
@@ -185,51 +97,28 @@ static void die_unreadable(void) { die("cannot read %s: %s", self_path, strerror
 
 struct bundle {
     int fd;
-    uint64_t runtime_offset, runtime_length;
-    unsigned char runtime_sha256[32];
-    uint64_t program_size; /* the first entry's uncompressed size: the cache entry's cheap check */
+    struct bundle_range range;
 };
 
 static void read_head(struct bundle *b) {
     unsigned char f[FOOTER_SIZE], head[128];
     struct stat st;
-    uint64_t size, room, manifest_length;
+    uint64_t size;
     size_t want;
     ssize_t got;
-    const unsigned char *entry;
+    const char *reason;
 
     if (fstat(b->fd, &st) != 0) die_unreadable();
     size = (uint64_t)st.st_size;
-    if (size < FOOTER_SIZE) die_damaged("truncated: no llmpack footer at its end");
-    got = pread_full(b->fd, f, FOOTER_SIZE, size - FOOTER_SIZE);
+    got = size < FOOTER_SIZE ? 0 : pread_full(b->fd, f, FOOTER_SIZE, size - FOOTER_SIZE);
     if (got < 0) die_unreadable();
-    if (got != FOOTER_SIZE || memcmp(f, "LLMPACK\0", 8) != 0) die_damaged("truncated: no llmpack footer at its end");
-    if (crc32(crc32(0L, Z_NULL, 0), f, FOOTER_SIZE - 4) != le32(f + FOOTER_SIZE - 4))
-        die_damaged("footer checksum mismatch");
-    if (le32(f + 8) != FOOTER_VERSION) die_damaged("unknown footer version; it needs another llmpack");
-    manifest_length = le64(f + 64);
-    b->runtime_offset = le64(f + 104);
-    b->runtime_length = le64(f + 112);
-    memcpy(b->runtime_sha256, f + 120, 32);
-    /* Each term checked against what is left, so that no sum can overflow. */
-    room = size - FOOTER_SIZE;
-    if (manifest_length > room || b->runtime_length > room - manifest_length ||
-        b->runtime_offset > room - manifest_length - b->runtime_length || b->runtime_length < PACK_HEADER_SIZE)
-        die_damaged("runtime out of range");
-
+    if ((reason = check_footer(f, (size_t)got, size, &b->range)) != NULL) die_damaged(reason);
     /* The pack's header and its first entry's header, which names the program, in one read. */
-    want = b->runtime_length < sizeof head ? (size_t)b->runtime_length : sizeof head;
-    got = pread_full(b->fd, head, want, b->runtime_offset);
+    want = b->range.runtime_length < sizeof head ? (size_t)b->range.runtime_length : sizeof head;
+    got = pread_full(b->fd, head, want, b->range.runtime_offset);
     if (got < 0) die_unreadable();
     if ((size_t)got != want) die_damaged("truncated: the runtime archive ends early");
-    if (memcmp(head, "LLMPACKR", 8) != 0 || le32(head + 8) != PACK_VERSION || le32(head + 12) == 0)
-        die_damaged("runtime archive damaged (bad header)");
-    entry = head + PACK_HEADER_SIZE;
-    if (want < PACK_HEADER_SIZE + 2 + sizeof PROGRAM - 1 + ENTRY_FIXED_SIZE ||
-        le16(entry) != sizeof PROGRAM - 1 || memcmp(entry + 2, PROGRAM, sizeof PROGRAM - 1) != 0 ||
-        entry[2 + sizeof PROGRAM - 1] != 0)
-        die_damaged("runtime archive damaged (bad entry)");
-    b->program_size = le64(entry + 2 + sizeof PROGRAM - 1 + 6);
+    if ((reason = check_pack_head(head, want, PROGRAM, &b->range.program_size)) != NULL) die_damaged(reason);
 }
 
 /* ---- removing folders ------------------------------------------------------------------------------ */
@@ -345,20 +234,6 @@ static int reader_read(struct reader *r, void *out, size_t n) {
         n -= got;
     }
     return UNPACK_OK;
-}
-
-/* Relative, '/'-separated, no empty, "." or ".." component: every entry lands inside the folder. */
-static int path_is_safe(const char *path, size_t length) {
-    const char *p = path, *end = path + length;
-    if (length == 0 || memchr(path, '\0', length) != NULL) return 0;
-    while (p <= end) {
-        const char *slash = memchr(p, '/', (size_t)(end - p));
-        size_t part = (size_t)((slash ? slash : end) - p);
-        if (part == 0 || (part == 1 && p[0] == '.') || (part == 2 && p[0] == '.' && p[1] == '.')) return 0;
-        if (!slash) break;
-        p = slash + 1;
-    }
-    return 1;
 }
 
 /* A link's target, resolved from the link's own folder without the disk, never climbs above the root. */
@@ -530,8 +405,8 @@ static int unpack(const struct bundle *b, const char *dir) {
     if (root < 0) return write_failed();
     memset(&r, 0, sizeof r);
     r.fd = b->fd;
-    r.position = b->runtime_offset;
-    r.end = b->runtime_offset + b->runtime_length;
+    r.position = b->range.runtime_offset;
+    r.end = b->range.runtime_offset + b->range.runtime_length;
     sha256_init(&r.sha);
     status = reader_read(&r, header, sizeof header);
     count = le32(header + 12);
@@ -540,7 +415,7 @@ static int unpack(const struct bundle *b, const char *dir) {
     if (status != UNPACK_OK) return status;
     if (r.at != r.length || r.position != r.end) return damaged("runtime archive damaged (bad entry)");
     sha256_final(&r.sha, digest);
-    if (memcmp(digest, b->runtime_sha256, 32) != 0) return damaged("runtime archive damaged (sha256 mismatch)");
+    if (memcmp(digest, b->range.runtime_sha256, 32) != 0) return damaged("runtime archive damaged (sha256 mismatch)");
     return UNPACK_OK;
 }
 
@@ -637,7 +512,7 @@ static int unpack_into_cache(const struct bundle *b, const char *runtimes, const
     if (rename(staging, entry) == 0) return 0;
     saved = errno;
     if (saved == EEXIST || saved == ENOTEMPTY) {
-        if (entry_is_valid(entry, b->program_size)) {  /* another launcher won the race */
+        if (entry_is_valid(entry, b->range.program_size)) {  /* another launcher won the race */
             remove_tree(staging);
             return 0;
         }
@@ -648,7 +523,7 @@ static int unpack_into_cache(const struct bundle *b, const char *runtimes, const
             remove_tree(aside);
             if (moved && rename(staging, entry) == 0) return 0;
             if (moved) saved = errno;
-            if ((saved == EEXIST || saved == ENOTEMPTY) && entry_is_valid(entry, b->program_size)) {
+            if ((saved == EEXIST || saved == ENOTEMPTY) && entry_is_valid(entry, b->range.program_size)) {
                 remove_tree(staging);
                 return 0;
             }
@@ -799,7 +674,7 @@ int main(int argc, char **argv) {
     b.fd = open(self_path, O_RDONLY | O_CLOEXEC);
     if (b.fd < 0) die_unreadable();
     read_head(&b);
-    for (i = 0; i < 8; i++) snprintf(key + 2 * i, 3, "%02x", b.runtime_sha256[i]);
+    for (i = 0; i < 8; i++) snprintf(key + 2 * i, 3, "%02x", b.range.runtime_sha256[i]);
 
     if (!cache_root(root)) {
         return run_from_temporary(&b, argc, argv, "~/.cache/llmpack", "no home folder: set HOME or LLMPACK_CACHE");
@@ -807,7 +682,7 @@ int main(int argc, char **argv) {
     path_format(runtimes, "%s/runtime", root);
     path_format(entry, "%s/%s", runtimes, key);
     errno = 0;
-    if (!entry_is_valid(entry, b.program_size) && unpack_into_cache(&b, runtimes, key, entry) != 0) {
+    if (!entry_is_valid(entry, b.range.program_size) && unpack_into_cache(&b, runtimes, key, entry) != 0) {
         return run_from_temporary(&b, argc, argv, runtimes, strerror(errno));
     }
     saved = exec_runtime(entry, argc, argv);
