@@ -33,7 +33,7 @@ SCRIPTS = ("markdown-it/dist/markdown-it.min.js", "dompurify/dist/purify.min.js"
 # The page's own files, in order: store.js first (chat.js loads the conversations with it), start.js last
 # (it starts the page once every other file has declared its names).
 OWN_SCRIPTS = ("store.js", "chat.js", "math.js", "list.js", "branches.js", "connect.js", "fit.js", "stream.js", "files.js",
-               "start.js")
+               "panel.js", "keys.js", "start.js")
 LIGHT = "@highlightjs/cdn-assets/styles/github.min.css"
 DARK = "@highlightjs/cdn-assets/styles/github-dark.min.css"
 KATEX_CSS = "katex/dist/katex.min.css"

@@ -7,13 +7,15 @@
 const $ = id => document.getElementById(id);
 const log = $("log"), input = $("input"), sendButton = $("send"), stopButton = $("stop"), banner = $("banner");
 const CHATS = "llmpack-chats", CURRENT = "llmpack-current", SETTINGS = "llmpack-settings", KEY = "llmpack-api-key";
-const NUMBERS = ["temperature", "top_p", "max_tokens", "seed"];
+// The sampling settings the server honours (settings.js), sent as numbers when set.
+const NUMBERS = ["temperature", "top_k", "top_p", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty",
+                 "max_tokens", "seed"];
 const MAX_ATTACHMENT = 512 * 1024;
 const RAW_SUGGESTED = "llmpack-raw-suggested";  // the models whose page has already suggested raw mode
 const NO_TEMPLATE = "(the model has none)";  // /v1/models' chat_template when ChatML stands in (messages.py)
 
 let chats = recoverInterrupted(load(CHATS, [])), current = localStorage.getItem(CURRENT), settings = load(SETTINGS, {});
-let editIndex = null, attachments = [], nCtx = null, modelName = null;
+let editIndex = null, attachments = [], nCtx = null, nCtxTrain = null, modelName = null;
 const running = new Map();  // chat id -> the AbortController of its reply in progress (stream.js)
 function chat() { return chats.find(c => c.id === current); }
 function newId() { return Date.now().toString(36) + Math.random().toString(36).slice(2, 8); }
@@ -298,24 +300,6 @@ $("file").addEventListener("change", async event => {
   await attachFiles([...event.target.files]);  // files.js
   event.target.value = "";
 });
-
-function loadSettings() {
-  $("set-system").value = settings.system || "";
-  $("set-raw").checked = !!settings.raw;
-  for (const name of NUMBERS) $("set-" + name).value = settings[name] ?? "";
-}
-$("settings-form").addEventListener("input", () => {
-  const wasRaw = !!settings.raw;
-  settings = {system: $("set-system").value, raw: $("set-raw").checked};
-  for (const name of NUMBERS) {
-    const value = $("set-" + name).value;
-    if (value !== "" && !Number.isNaN(Number(value))) settings[name] = value;
-  }
-  localStorage.setItem(SETTINGS, JSON.stringify(settings));
-  if (settings.raw !== wasRaw) { render(); if (settings.raw) $("suggest").hidden = true; }
-});
-$("settings-button").addEventListener("click", () => { loadSettings(); $("settings").showModal(); });
-$("settings").addEventListener("close", () => input.focus());
 
 // --- the input and the keyboard ----------------------------------------------------------------------
 function grow() {

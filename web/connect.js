@@ -33,6 +33,7 @@ async function loadModel() {
       const model = (await response.json()).data[0];
       modelName = model.id;
       nCtx = model.meta && model.meta.n_ctx;
+      nCtxTrain = model.meta && model.meta.n_ctx_train;
       $("model").textContent = model.id;
       showContext(chat() && chat().lastUsage);
       suggestRaw(model);

@@ -26,6 +26,7 @@ function requestBody(fields) {
   for (const name of NUMBERS) {
     if (settings[name] !== undefined && settings[name] !== "") body[name] = Number(settings[name]);
   }
+  if (Array.isArray(settings.stop) && settings.stop.length) body.stop = settings.stop;
   return body;
 }
 
