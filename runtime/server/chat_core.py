@@ -380,5 +380,6 @@ def render_chat(engine: ServingEngine, holder: EngineHolder, body: ChatCompletio
 async def count_chat_tokens(request: Request, body: ChatCompletionRequest) -> int:
     """The prompt tokens a chat request would have (llama-server's /chat/completions/input_tokens)."""
     engine, holder = ready_engine(request)
-    _text, tokens, _family, _grammar = await run_in_threadpool(render_chat, engine, holder, body)
-    return len(tokens)
+    body, files = media_parts.extract(body, getattr(engine, "projector", None))
+    text, tokens, _family, _grammar = await run_in_threadpool(render_chat, engine, holder, body)
+    return await run_in_threadpool(media_parts.count, engine, text, files) if files else len(tokens)

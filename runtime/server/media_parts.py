@@ -106,13 +106,24 @@ def _decode(part: ContentPart, param: str) -> tuple[bytes, str | None]:
     return data, label
 
 
-def attach(engine: Any, request: GenerationRequest, text: str, files: list[bytes]) -> GenerationRequest:
-    """The request's prompt tokenized again with its files (libmtmd), checked against the context."""
-    from ..engine.multimodal import MediaRejected  # the engine's types only: no llama.cpp is loaded by it
+def _tokenize(engine: Any, text: str, files: list[bytes]) -> tuple[list[int], Any]:
+    from ..engine.multimodal import MediaRejected  # loaded with the engine already: a file came
 
     try:
-        ids, prompt = engine.tokenize_media(text, files, *tokenize_prompt_text(text, engine.bos_token))
+        return engine.tokenize_media(text, files, *tokenize_prompt_text(text, engine.bos_token))
     except MediaRejected as exc:
         raise ApiError(400, str(exc), param="messages") from None
+
+
+def attach(engine: Any, request: GenerationRequest, text: str, files: list[bytes]) -> GenerationRequest:
+    """The request's prompt tokenized again with its files (libmtmd), checked against the context."""
+    ids, prompt = _tokenize(engine, text, files)
     engine.check_fits(len(ids))
     return dataclasses.replace(request, prompt_tokens=tuple(ids), media=prompt)
+
+
+def count(engine: Any, text: str, files: list[bytes]) -> int:
+    """The prompt's tokens with its images and sounds (what usage will say), for the token-count routes."""
+    ids, prompt = _tokenize(engine, text, files)
+    prompt.free()
+    return len(ids)
