@@ -8,7 +8,7 @@ sent as a header by the server (runtime/server/routes_misc.py reads them back).
 The built page is committed, so that a wheel, an editable checkout and the frozen runtime all serve it
 without node; tests/test_server_web.py checks that it matches what this script builds.
 
-    python web/build_page.py            # writes templates/server_chat.html
+    python web/build_page.py            # writes templates/server_chat.html (and server_sw.js)
     python web/build_page.py --check    # exits 1 if the committed page is out of date
     python web/build_page.py --install  # only `npm ci`, once per lock
 """
@@ -26,6 +26,9 @@ from pathlib import Path
 
 WEB = Path(__file__).resolve().parent
 PAGE = WEB.parent / "templates" / "server_chat.html"
+# The page's service worker (runtime/server/routes_web.py serves it at /sw.js): a file of its own, since a
+# worker is loaded by URL; copied as it is.
+WORKER, WORKER_OUT = WEB / "sw.js", WEB.parent / "templates" / "server_sw.js"
 # Classic (non-module) browser builds, each defining one global: markdownit, DOMPurify, hljs (highlight.js's
 # "common" build: 36 of its 190 languages), katex.
 SCRIPTS = ("markdown-it/dist/markdown-it.min.js", "dompurify/dist/purify.min.js",
@@ -98,7 +101,8 @@ def build() -> str:
     scripts.append(_inline_script("\n".join((WEB / name).read_text() for name in OWN_SCRIPTS)))
     csp = "; ".join([
         "default-src 'self'", "script-src " + " ".join(_sha256(s) for s in scripts),
-        "style-src " + _sha256(style), "img-src 'self' data:", "font-src data:", "connect-src 'self'", "object-src 'none'",
+        "style-src " + _sha256(style), "img-src 'self' data:", "font-src data:", "connect-src 'self'",
+        "worker-src 'self'", "manifest-src 'self'", "object-src 'none'",
         "base-uri 'none'", "form-action 'self'"])
     page = (WEB / "page.html").read_text()
     for marker in ("@CSP@", "<!-- @STYLE@ -->", "<!-- @SCRIPTS@ -->"):
@@ -118,13 +122,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.install:
         ensure_packages()
         return 0
-    page = build()
+    page, worker = build(), WORKER.read_text()
     if args.check:
-        if not args.output.is_file() or args.output.read_text() != page:
-            print(f"build_page: {args.output} is out of date: run `python web/build_page.py`", file=sys.stderr)
-            return 1
+        for path, text in ((args.output, page), (WORKER_OUT, worker)):
+            if not path.is_file() or path.read_text() != text:
+                print(f"build_page: {path} is out of date: run `python web/build_page.py`", file=sys.stderr)
+                return 1
         return 0
     args.output.write_text(page)
+    WORKER_OUT.write_text(worker)
     return 0
 
 

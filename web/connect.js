@@ -27,9 +27,17 @@ async function loadModel() {
     let response = null;
     try { response = await api("/v1/models"); } catch (error) {
       if (error.kind === "auth") { $("model").textContent = "API key needed"; askForKey(loadModel); return; }
-      $("model").textContent = "server unreachable, retrying…";
+      $("model").textContent = "server not running";
+      // Opened while the server is down (an installed app opens from the service worker's copy): said once,
+      // gone when it answers.
+      if (banner.hidden) {
+        showBanner(label("", "The server is not running: start the llmpack file again (--server). This page " +
+                             "connects by itself when it is back; your chats are kept in this browser."));
+        banner.dataset.kind = "offline";
+      }
     }
     if (response && response.ok) {
+      if (banner.dataset.kind === "offline") hideBanner();
       const model = (await response.json()).data[0];
       modelName = model.id;
       nCtx = model.meta && model.meta.n_ctx;

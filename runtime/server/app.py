@@ -22,6 +22,7 @@ from . import (
     routes_openai,
     routes_responses,
     routes_vertex,
+    routes_web,
 )
 from .cors import add_cors
 from .errors import error_body, install_error_handlers, shaped_for_path
@@ -34,7 +35,7 @@ from .state import EngineHolder, Metrics
 MAX_BODY_BYTES = 8 * 1024 * 1024
 # Routes that need the API key when one is set. The page itself and /health stay open: the page asks
 # for the key, and load balancers probe /health without credentials.
-OPEN_PATHS = ("/", "/health", "/favicon.ico")
+OPEN_PATHS = ("/", "/health", "/favicon.ico", *routes_web.WEB_APP_PATHS)
 # Load balancers and orchestrators probe /health under their own names for the host; it reveals nothing
 # but readiness, so it answers whatever the Host header says. Everything else is checked.
 ANY_HOST_PATHS = ("/health",)
@@ -53,7 +54,7 @@ def create_app(settings: Settings, holder: EngineHolder, base_sampling: Sampling
     app.state.response_store = ResponseStore()  # for previous_response_id (Responses API)
     install_error_handlers(app)
     routers = [module.router for module in (routes_openai, routes_responses, routes_misc, routes_ollama,
-                                            routes_anthropic, routes_llamacpp)]
+                                            routes_anthropic, routes_llamacpp, routes_web)]
     for router in routers:
         app.include_router(router)
     routes_vertex.install(app, routers)  # AIP_MODE=PREDICTION: Vertex AI's /predict over the routes above
