@@ -24,6 +24,10 @@ target=$(build/target.sh)
 case "$target" in
 darwin-*) name=libllmpack-chat.dylib; engine=libllama.dylib; rpath='@loader_path' ;;
 linux-*) name=libllmpack-chat.so; engine=libllama.so; rpath='$ORIGIN' ;;
+# Windows: MinGW-w64's g++ (the CI job's MSYS2; CMAKE_GENERATOR="MinGW Makefiles" for the common
+# library), linked straight against the wheel's llama.dll through the C API, so the compilers need not
+# match; not yet carried by the Windows runtime (issue 22): built by .github/workflows/runtimes.yml.
+windows-*) name=llmpack-chat.dll; engine=llama.dll; rpath= ;;
 *) log "no chat shim recipe for $target yet"; exit 1 ;;
 esac
 [ -e "$engine_lib/$engine" ] || { log "$engine_lib/$engine not found"; exit 1; }
@@ -70,12 +74,14 @@ inc="$common/include"
 mkdir -p "$out.tmp"
 case "$target" in
 darwin-*) link=(-Wl,-install_name,@rpath/$name) ;;
+windows-*) link=(-static-libstdc++ -static-libgcc -Wl,--exclude-libs,ALL -Wl,--no-undefined) ;;
 *) link=(-Wl,--exclude-libs,ALL -Wl,--no-undefined -Wl,-soname,$name) ;;
 esac
+[ -z "$rpath" ] || link+=("-Wl,-rpath,$rpath")
 ${CXX:-c++} -std=c++17 -O2 -fPIC -shared -fvisibility=hidden -o "$out.tmp/$name" build/chat-shim/llmpack_chat.cpp \
     -I"$inc/common" -I"$inc/include" -I"$inc/ggml/include" -I"$inc/vendor" \
     "$common/lib/libllama-common.a" "$common/lib/libllama-common-base.a" \
-    -L"$engine_lib" -lllama -lggml -lggml-base -lpthread "${link[@]}" "-Wl,-rpath,$rpath" \
+    -L"$engine_lib" -lllama -lggml -lggml-base -lpthread "${link[@]}" \
     || { log "linking the shim failed"; exit 1; }
 strip --strip-unneeded "$out.tmp/$name" 2>/dev/null || true
 printf 'llama-cpp-python %s\ncompiler %s\nbuild_seconds %s\n' "$llama_version" "$compiler" \

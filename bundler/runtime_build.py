@@ -27,6 +27,7 @@ from . import messages
 from .bundle import write_bare_runtime
 from .errors import BuildError
 from .launcher_build import build_launcher
+from .macos_signing import sign_mach_o_files, signing_identity
 from .layout import RuntimeImage
 from .runtime_pack import write_pack
 
@@ -152,6 +153,8 @@ def runtime_key(gpu: tuple[str, ...] = ()) -> str:
     for dist in ("llama-cpp-python", "pyinstaller", "jinja2", "fastapi", "uvicorn", "prompt_toolkit"):
         digest.update(f"{dist}={_version(dist)}\0".encode())
     digest.update(f"{sys.version}\0{host_target()}".encode())
+    if signing_identity():  # a signed runtime is another file (the key of an unsigned one is unchanged)
+        digest.update(f"codesign={signing_identity()}\0".encode())
     return digest.hexdigest()[:16]
 
 
@@ -181,6 +184,7 @@ def ensure_runtime(rebuild: bool = False, gpu: str | None = None) -> Runtime:
     with tempfile.TemporaryDirectory(prefix="llmpack-freeze-") as work:
         folder = _freeze(Path(work), target.parent / "freeze.log", backends)
         launcher = build_launcher(Path(work) / "launcher")
+        sign_mach_o_files([launcher, *folder.rglob("*")])  # macOS with a signing identity only
         with open(Path(work) / "pack", "w+b") as pack:
             length, digest = write_pack(folder, pack, PROGRAM_NAME)
             pack.seek(0)
