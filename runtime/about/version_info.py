@@ -22,7 +22,10 @@ def version_lines(payload: Payload | None) -> list[str]:
         native.route_ggml_logs(4)  # llama.cpp's errors only: stdout is the answer, stderr stays quiet
         lines.append(f"llama.cpp: {_llama_cpp_version(native, payload)}")
         gpu = "".join(f"; {status}" for status in native.gpu_status())  # each GPU backend carried, and what it found
-        lines.append(f"backends: {', '.join(native.load_backends()) or 'none found'}{gpu}{_rpc_backend(native)}")
+        devices = native.load_backends()
+        variant = native.cpu_variant()  # which of the CPU variants ggml picked for this CPU
+        devices = [f"CPU ({variant})" if d == "CPU" and variant else d for d in devices]
+        lines.append(f"backends: {', '.join(devices) or 'none found'}{gpu}{_rpc_backend(native)}")
     except Exception as exc:  # a broken native library is what a user runs --version to report
         lines.append(f"llama.cpp: cannot be loaded ({type(exc).__name__}: {exc})")
     lines.append(f"model: {describe_model(payload)}")

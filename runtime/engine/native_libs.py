@@ -195,6 +195,21 @@ def load_backends() -> list[str]:
     return device_names()
 
 
+_CPU_VARIANT = re.compile(r"libggml-cpu-([\w.]+?)\.so\b")
+
+
+def cpu_variant() -> str | None:
+    """The CPU variant ggml kept (haswell, armv8.6_2, ...: its libggml-cpu-NAME.so), read from this
+    process's mapped files: ggml loads every variant to score it and unloads all but the best. None where
+    there are no variants or no /proc (macOS, Windows)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            names = sorted(set(_CPU_VARIANT.findall(maps.read())))
+    except OSError:
+        return None
+    return ", ".join(names) or None
+
+
 def gpu_libraries() -> dict[str, Path]:
     """The GPU backends this runtime carries, by name: {'vulkan': path}. They are kept in gpu/ beside the
     CPU variants, out of ggml_backend_load_all's sight, and loaded one by one where a GPU may be."""
