@@ -14,7 +14,7 @@ const MAX_ATTACHMENT = 512 * 1024;
 const RAW_SUGGESTED = "llmpack-raw-suggested";  // the models whose page has already suggested raw mode
 const NO_TEMPLATE = "(the model has none)";  // /v1/models' chat_template when ChatML stands in (messages.py)
 
-let chats = recoverInterrupted(load(CHATS, [])), current = localStorage.getItem(CURRENT), settings = load(SETTINGS, {});
+let chats = recoverToolCalls(recoverInterrupted(load(CHATS, []))), current = localStorage.getItem(CURRENT), settings = load(SETTINGS, {});
 let editIndex = null, attachments = [], nCtx = null, nCtxTrain = null, modelName = null;
 const running = new Map();  // chat id -> the AbortController of its reply in progress (stream.js)
 function chat() { return chats.find(c => c.id === current); }
@@ -127,6 +127,10 @@ function addTurn(message, index, c) {
   } else {
     renderMarkdown(bubble, message.content);
     if (message.reasoning) showThought(bubble, message);
+    if (message.toolCalls) {
+      showToolCalls(turn, message);  // tools.js
+      bubble.hidden = !message.content && !message.pending;  // a reply that only called tools
+    }
     fillMeta(meta, message, index === c.messages.length - 1, message.content, c, index);
   }
   log.appendChild(turn);

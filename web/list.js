@@ -94,6 +94,12 @@ function cleanMessages(list, depth = 0) {
     for (const flag of ["stopped", "dropped"]) if (m[flag] === true) clean[flag] = true;
     for (const text of ["stats", "reasoning", "context"]) if (typeof m[text] === "string") clean[text] = m[text];
     if (Object.hasOwn(CUT_LABELS, m.cut)) clean.cut = m.cut;
+    if (Array.isArray(m.toolCalls)) {
+      clean.toolCalls = m.toolCalls.filter(t => t && typeof t.name === "string").map(t => Object.assign(
+        {id: String(t.id || ""), name: t.name, arguments: String(t.arguments || "{}"),
+         status: ["done", "denied", "error", "unknown"].includes(t.status) ? t.status : "interrupted"},
+        typeof t.result === "string" ? {result: t.result} : {}));
+    }
     if (Array.isArray(m.files)) clean.files = m.files.filter(f => typeof f === "string");
     if (m.fork && Array.isArray(m.fork.tails) && Number.isInteger(m.fork.at)) {
       const tails = m.fork.tails.map(t => (t === null ? null : cleanMessages(t, depth + 1)));

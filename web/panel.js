@@ -39,7 +39,7 @@ $("settings-form").addEventListener("input", () => {
   if (settings.raw !== wasRaw) { render(); if (settings.raw) $("suggest").hidden = true; }
 });
 $("settings-button").addEventListener("click", async () => {
-  loadSettings(); $("settings").showModal();
+  loadSettings(); showMcp(); $("settings").showModal();
   if (!props && await loadProps() && $("settings").open) loadSettings();
 });
 $("settings").addEventListener("close", () => input.focus());

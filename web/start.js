@@ -3,6 +3,7 @@ dropAbandoned(current);
 if (!chat()) current = chats.length ? chats[chats.length - 1].id : null;
 render();
 grow();
+for (const server of mcp.servers) connectMcp(server);  // mcp.js
 // The PWA's service worker (web/sw.js): the page opens, offline, from its copy. Browsers allow one only on
 // https or localhost.
 if ("serviceWorker" in navigator && window.isSecureContext) navigator.serviceWorker.register("sw.js").catch(() => {});

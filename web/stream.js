@@ -36,7 +36,8 @@ function conversationFor(c) {
     const content = m.role === "user" ? withFiles(m) : m.content, previous = messages[messages.length - 1];
     // Two messages of one role in a row (a question that got no answer, then another) are one turn, as in
     // the terminal chat: strict templates (Gemma's) refuse anything but user/assistant alternation.
-    if (previous && previous.role === m.role) previous.content += "\n\n" + content;
+    if (m.toolCalls && m.toolCalls.length) messages.push(...toolMessages(m));  // tools.js
+    else if (previous && previous.role === m.role && !previous.tool_calls) previous.content += "\n\n" + content;
     else messages.push(m.reasoning ? {role: m.role, content, reasoning_content: m.reasoning} : {role: m.role, content});
   }
   return system ? [{role: "system", content: system}, ...messages] : messages;
@@ -56,6 +57,7 @@ function withFiles(message) {
 async function requestReply(c, raw, continuing, signal) {
   for (;;) {
     const fields = raw ? {prompt: promptOf(c)} : {messages: conversationFor(c)};
+    if (!raw && mcpTools.size) fields.tools = offeredTools();  // mcp.js
     if (continuing) fields.continue_final_message = true;
     const response = await api(raw ? "/v1/completions" : "/v1/chat/completions",
                                 {method: "POST", signal, body: JSON.stringify(requestBody(fields))});
@@ -125,6 +127,7 @@ async function generate(c = chat(), {continuing = false, fresh = null, fork = nu
         const choice = chunk.choices && chunk.choices.length ? chunk.choices[0] : {};
         if (choice.finish_reason) finish = choice.finish_reason;
         const piece = raw ? choice.text : choice.delta && choice.delta.content;
+        for (const call of (!raw && choice.delta && choice.delta.tool_calls) || []) addToolCall(reply, call);
         const thought = !raw && choice.delta && choice.delta.reasoning_content;  // a thinking model's
         if (thought) {
           if (firstToken === null) firstToken = performance.now();
@@ -162,6 +165,7 @@ async function generate(c = chat(), {continuing = false, fresh = null, fork = nu
     if (reply) delete reply.pending;
     running.delete(c.id);
     save();
+    if (reply && reply.toolCalls && !reply.stopped) runToolCalls(c, reply);  // tools.js: then the model goes on
     if (chat() === c) { render(); input.focus(); }
   }
 }
