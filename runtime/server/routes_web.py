@@ -14,13 +14,15 @@ from importlib.resources import files
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from .. import messages
+from .. import __version__, messages
 from .errors import ApiError
 
 router = APIRouter()
 
 SERVICE_WORKER = "server_sw.js"
-WEB_APP_PATHS = ("/manifest.webmanifest", "/sw.js", "/icon.svg", "/icon-192.png", "/icon-512.png")
+# /_app/version.json: where llama-server's page (a SvelteKit app) says its version; clients and llama.cpp's
+# own tests look for it, with the rest, without the key.
+WEB_APP_PATHS = ("/manifest.webmanifest", "/sw.js", "/icon.svg", "/icon-192.png", "/icon-512.png", "/_app/version.json")
 ACCENT = (0x2F, 0x6F, 0xDE)  # the page's --accent
 
 # The icon: a white speech bubble on the page's blue, as SVG and drawn again as PNG below (Chrome wants
@@ -113,3 +115,9 @@ async def service_worker(request: Request):
     script = files("llmpack.templates").joinpath(SERVICE_WORKER).read_bytes()
     # no-cache: the browser checks for a new worker at each visit (a new llmpack, a new page).
     return Response(script, media_type="text/javascript", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/_app/version.json")
+async def version(request: Request):
+    _check_ui(request)
+    return JSONResponse({"version": __version__}, headers={"Cache-Control": "no-cache"})
