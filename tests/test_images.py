@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from llmpack.runtime.server.media_parts import REMOTE_REFUSED
 from support.commands import build_bundle, run
 from support.server_fixtures import ServerProcess, running_server
-from support.tiny_multimodal import IMAGE_TOKENS, png_bytes, png_header_only, wav_bytes, write_tiny_multimodal
+from support.tiny_multimodal import (IMAGE_TOKENS, png_bytes, png_header_only, wav_bytes, write_tiny_audio_projector,
+                                     write_tiny_multimodal)
 
 IMAGE_A, IMAGE_B = png_bytes(40, 30, seed=1), png_bytes(40, 30, seed=2)
 GREEDY = {"max_tokens": 8, "temperature": 0}
@@ -212,3 +213,37 @@ def test_after_the_fuzz_the_server_serves_with_bounded_memory(server: ServerProc
     grown_mib = (_peak_rss_kib(server) - server.peak_at_start) / 1024
     print(f"peak RSS {_peak_rss_kib(server) / 1024:.1f} MiB, grown by {grown_mib:.1f} MiB from the start over the module's images, bombs and fuzz")
     assert grown_mib < 128, grown_mib
+
+
+# -- sound -----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def audio_server(vision_bundle: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The same executable with an audio projector given at run time (--mmproj wins over the carried one)."""
+    folder = tmp_path_factory.mktemp("audio")
+    projector = write_tiny_audio_projector(folder / "mmproj-tiny-audio.gguf")
+    with running_server(vision_bundle, "-c", "1024", "--mmproj", str(projector), log_path=folder / "log") as running:
+        yield running
+
+
+def test_sounds_through_an_audio_projector(audio_server: ServerProcess) -> None:
+    client = openai.OpenAI(base_url=audio_server.base_url, api_key="-")
+
+    def hear(sound: bytes):
+        return client.chat.completions.create(model="tiny-vision", messages=[{"role": "user", "content": [
+            {"type": "text", "text": "what is this?"},
+            {"type": "input_audio", "input_audio": {"data": base64.b64encode(sound).decode(), "format": "wav"}}]}],
+            **GREEDY)
+
+    first, again, other = hear(wav_bytes(1.0, freq=440)), hear(wav_bytes(1.0, freq=440)), hear(wav_bytes(1.0, freq=880))
+    assert first.choices[0].message.content == again.choices[0].message.content
+    assert other.choices[0].message.content != first.choices[0].message.content
+    assert first.usage.prompt_tokens > 375  # a 30 s chunk: 1500 positions stacked by 4
+    for bad, words in ((wav_bytes(1.0)[:100], "cut short"), (b"RIFF\xff\xff\xff\x7fWAVEfmt ", "cut short"),
+                       (IMAGE_A, "labelled audio/wav, but the data is a PNG image")):
+        with pytest.raises(openai.BadRequestError) as raised:
+            hear(bad)
+        assert words in raised.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as image:
+        ask(client, IMAGE_A)
+    assert "sound only" in image.value.body["message"]

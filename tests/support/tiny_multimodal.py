@@ -5,8 +5,7 @@ layers into the LM's embedding space), with random weights.
 The projector is what clip.cpp's loader asks for (tools/mtmd/clip.cpp `load_hparams`, `load_tensors`):
 the `clip.*` keys, `v.*` tensors for the vision tower and `mm.0`/`mm.2` for LLaVA's projection. An
 image becomes (image_size / patch_size)^2 = 16 embeddings, i.e. 16 image tokens in the LM's sequence.
-No audio projector: every audio projector libmtmd loads sits on a Whisper-style encoder (conv1d stem,
-mel filters of the model's own), a size of work not done here.
+`write_tiny_audio_projector` makes an audio one of a real type too, Ultravox's (a Whisper-style encoder).
 
 Deterministic (seeded), a few hundred KB each.
 """
@@ -73,6 +72,64 @@ def write_tiny_projector(path: Path, *, n_embd_text: int = 64, n_embd: int = 32,
         linear(f"v.blk.{i}.ffn_down", n_embd, n_ff)
     linear("mm.0", n_embd_text, n_embd)
     linear("mm.2", n_embd_text, n_embd_text)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return Path(path)
+
+
+def write_tiny_audio_projector(path: Path, *, n_embd_text: int = 64, n_embd: int = 32, n_layer: int = 1, n_head: int = 2,
+                               n_ff: int = 64, n_mel: int = 128, stack: int = 4, seed: int = 2) -> Path:
+    """An Ultravox (`ultravox`) projector: a Whisper-style encoder (two conv1d over 128 mel bins, attention
+    layers over up to 1500 positions: 30 s), frames stacked by 4, then Ultravox's SwiGLU projector: 375 tokens
+    per 30 s chunk. (Stacked by 8, this llama.cpp counts 187 tokens for the 3000 frames of 30 s where its graph
+    makes 188, and aborts the process: clip_n_output_tokens rounds 1500 / 8 down, build_stack pads it up.)"""
+    rng = np.random.default_rng(seed)
+    writer = gguf.GGUFWriter(str(path), "clip")
+    writer.add_name("tiny-test-audio-projector")
+    writer.add_string("clip.projector_type", "ultravox")
+    writer.add_bool("clip.has_vision_encoder", False)
+    writer.add_bool("clip.has_audio_encoder", True)
+    writer.add_uint32("clip.audio.embedding_length", n_embd)
+    writer.add_uint32("clip.audio.feed_forward_length", n_ff)
+    writer.add_uint32("clip.audio.block_count", n_layer)
+    writer.add_uint32("clip.audio.projection_dim", n_embd_text)
+    writer.add_uint32("clip.audio.attention.head_count", n_head)
+    writer.add_float32("clip.audio.attention.layer_norm_epsilon", 1e-5)
+    writer.add_uint32("clip.audio.num_mel_bins", n_mel)
+    writer.add_uint32("clip.audio.projector.stack_factor", stack)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+
+    def weight(*shape: int, scale: float = 0.3) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    def norm(name: str, n: int) -> None:
+        writer.add_tensor(f"{name}.weight", np.ones(n, dtype=np.float32))
+        writer.add_tensor(f"{name}.bias", np.zeros(n, dtype=np.float32))
+
+    writer.add_tensor("a.conv1d.1.weight", weight(n_embd, n_mel, 3).astype(np.float16))
+    writer.add_tensor("a.conv1d.1.bias", weight(n_embd, 1, scale=0.1).reshape(n_embd, 1))
+    writer.add_tensor("a.conv1d.2.weight", weight(n_embd, n_embd, 3).astype(np.float16))
+    writer.add_tensor("a.conv1d.2.bias", weight(n_embd, 1, scale=0.1).reshape(n_embd, 1))
+    writer.add_tensor("a.position_embd.weight", weight(1500, n_embd, scale=0.1))
+    for i in range(n_layer):
+        for name in ("attn_q", "attn_v", "attn_out"):
+            writer.add_tensor(f"a.blk.{i}.{name}.weight", weight(n_embd, n_embd))
+            writer.add_tensor(f"a.blk.{i}.{name}.bias", weight(n_embd, scale=0.1))
+        writer.add_tensor(f"a.blk.{i}.attn_k.weight", weight(n_embd, n_embd))  # Whisper's keys have no bias
+        norm(f"a.blk.{i}.ln1", n_embd)
+        norm(f"a.blk.{i}.ln2", n_embd)
+        writer.add_tensor(f"a.blk.{i}.ffn_up.weight", weight(n_ff, n_embd))
+        writer.add_tensor(f"a.blk.{i}.ffn_up.bias", weight(n_ff, scale=0.1))
+        writer.add_tensor(f"a.blk.{i}.ffn_down.weight", weight(n_embd, n_ff))
+        writer.add_tensor(f"a.blk.{i}.ffn_down.bias", weight(n_embd, scale=0.1))
+    norm("a.post_ln", n_embd)
+    hidden = n_embd_text
+    writer.add_tensor("mm.a.norm_pre.weight", np.ones(n_embd * stack, dtype=np.float32))
+    writer.add_tensor("mm.a.mlp.1.weight", weight(2 * hidden, n_embd * stack))
+    writer.add_tensor("mm.a.norm_mid.weight", np.ones(hidden, dtype=np.float32))
+    writer.add_tensor("mm.a.mlp.2.weight", weight(n_embd_text, hidden))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
