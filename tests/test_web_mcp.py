@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from support.devtools import Page, canned_reply, fulfil, reply_end, sse
+from support.devtools import Page, canned_reply, fulfil
 from support.forced_tools import forced_tool_server, hermes_call
-from support.web_page import TEXTS, browser, server  # noqa: F401 (fixtures)
+from support.web_page import TEXTS, browser, server, tool_call_reply  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.slow
 
@@ -84,16 +84,6 @@ def mcp_server() -> Iterator[tuple[str, list[dict]]]:
     finally:
         httpd.shutdown()
         httpd.server_close()
-
-
-def tool_call_reply(call_id: str, name: str, *argument_pieces: str) -> str:
-    """A chat stream whose reply is one tool call, its arguments in pieces, as llama-server streams them."""
-    base = {"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 0, "model": "tiny"}
-    first = {"index": 0, "id": call_id, "type": "function", "function": {"name": name, "arguments": argument_pieces[0]}}
-    chunks = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": [first]}, "finish_reason": None}]}]
-    chunks += [{**base, "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]},
-                                     "finish_reason": None}]} for piece in argument_pieces[1:]]
-    return sse(*chunks)[:-len("data: [DONE]\n\n")] + reply_end(12, "tool_calls")
 
 
 def test_an_mcp_tool_is_offered_confirmed_called_and_its_result_answered(server, browser, mcp_server) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 from support.devtools import HeldReplies, Page, canned_reply, fulfil, reply_pieces
-from support.web_page import browser, buttons, click, contrasts, dark, server  # noqa: F401 (fixtures)
+from support.web_page import browser, buttons, click, contrasts, dark, server, tool_call_reply  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.slow
 
@@ -103,20 +103,29 @@ def test_at_phone_width_the_header_and_the_reply_buttons_keep_one_line(server, b
 
 def test_dark_mode_shows_the_dialog_backdrop_and_keeps_aa_contrast(server, browser) -> None:
     page = Page(browser, server.url, intercept=True)
+    measured = []
     try:
-        dark(page)
         page.send_message("Hello")
         fulfil(page, canned_reply("A [link](http://127.0.0.1:9/) and `code`", 9))
         page.wait("!!document.querySelector('.stats')")
-        page.evaluate("document.getElementById('stop').hidden = true")
-        measured = contrasts(page, ".meta button", ".stats", ".chat-tools button", "header button", "#model",
-                             "#context", ".hint", ".msg a", "#chats button", "#send", ".attach")
+        for mode in ("dark", "light"):
+            dark(page, mode == "dark")
+            measured += [[mode, *row] for row in contrasts(page, ".msg a", ".msg :not(pre) > code")]
+        click(page, "Regenerate", ".turn.assistant .meta")  # versions: < 2/2 >
+        fulfil(page, tool_call_reply("call_0", "lookup", '{"q": "x"}'))  # a tool call's box
+        page.wait("!!document.querySelector('.tool-call') && !!document.querySelector('.version')")
+        for mode in ("dark", "light"):
+            dark(page, mode == "dark")
+            measured += [[mode, *row] for row in contrasts(
+                page, ".meta button:not(:disabled)", ".stats", ".version", ".tool-call .tool-name", ".tool-status",
+                ".chat-tools button", "header button", "#model", "#context", ".hint", "#chats button", "#send", ".attach")]
+        dark(page)
         page.evaluate("document.getElementById('settings-button').click()")
         backdrop = page.evaluate("getComputedStyle(document.getElementById('settings'), '::backdrop').backgroundColor")
         in_dialog = contrasts(page, "dialog .hint", "dialog label")
     finally:
         page.close()
-    low = [row for row in measured + in_dialog if row[1] < 4.5]
-    assert measured and in_dialog and low == [], low
+    low = [row for row in measured + in_dialog if row[-1] < 4.5]
+    assert len(measured) > 20 and in_dialog and low == [], low
     alpha = float(backdrop.rstrip(")").split(",")[3]) if backdrop.startswith("rgba") else 1.0
     assert backdrop != "rgba(0, 0, 0, 0)" and alpha >= 0.3, backdrop

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.devtools import DevTools, Page
+from support.devtools import DevTools, Page, reply_end, sse
 from support.server_fixtures import PAGE_SERVER_ARGS, ServerProcess, running_server
 
 TEXTS = "[...document.querySelectorAll('.msg')].map(m => m.textContent.trim())"
@@ -73,3 +73,13 @@ CONTRAST = """(selector => {
 
 def contrasts(page: Page, *selectors: str) -> list[list]:
     return [row for s in selectors for row in page.evaluate(f"{CONTRAST}({json.dumps(s)})")]
+
+
+def tool_call_reply(call_id: str, name: str, *argument_pieces: str) -> str:
+    """A chat stream whose reply is one tool call, its arguments in pieces, as llama-server streams them."""
+    base = {"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 0, "model": "tiny"}
+    first = {"index": 0, "id": call_id, "type": "function", "function": {"name": name, "arguments": argument_pieces[0]}}
+    chunks = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": [first]}, "finish_reason": None}]}]
+    chunks += [{**base, "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]},
+                                     "finish_reason": None}]} for piece in argument_pieces[1:]]
+    return sse(*chunks)[:-len("data: [DONE]\n\n")] + reply_end(12, "tool_calls")
