@@ -102,5 +102,6 @@ function droppedNote(count) {
 function showContext(usage) {
   // Capped: a reply cut by the context reports one token more than the context holds (see cutOf).
   const used = usage ? Math.min(usage.prompt_tokens + usage.completion_tokens, nCtx || Infinity) : 0;
-  $("context").textContent = nCtx ? `context ${used} / ${nCtx}` : "";
+  // The word goes at phone width (CSS), where the header has one line for everything.
+  $("context").replaceChildren(...(nCtx ? [label("context-word", "context "), `${used} / ${nCtx}`] : []));
 }
