@@ -174,6 +174,10 @@ def test_the_server_speculates_and_counts_it(tiny_bundle: Path, model: Path, tmp
         body = {"prompt": "the cat the cat the cat", "n_predict": 64, "temperature": 0, "ignore_eos": True}
         answer = httpx.post(server.url + "completion", json=body, timeout=60).json()
         assert answer["tokens_predicted"] == 64, answer
+        # llama.cpp's ignore_eos on the OpenAI routes too (it stopped these at the end-of-generation token)
+        body = {"prompt": "the cat the cat the cat", "max_tokens": 64, "temperature": 0, "ignore_eos": True}
+        answer = httpx.post(server.base_url + "/completions", json=body, timeout=60).json()
+        assert answer["usage"]["completion_tokens"] == 64, answer
         slots = httpx.get(server.url + "slots", timeout=30).json()
         assert all(slot["speculative"] for slot in slots)
         metrics = server.metrics()

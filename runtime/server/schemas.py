@@ -58,6 +58,7 @@ class SamplingFields(_Body):
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     repeat_penalty: float | None = Field(default=None, ge=0)  # llama.cpp's extension
+    ignore_eos: bool | None = None  # llama.cpp's extension: end-of-generation tokens banned
     n: int | None = Field(default=None, ge=1)
     stream: bool = False
     stream_options: StreamOptions | None = None

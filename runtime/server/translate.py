@@ -207,7 +207,7 @@ def generation_request(settings: Settings, base: SamplingParams, body: SamplingF
     for name, field_name in (("temperature", "temperature"), ("top_p", "top_p"), ("top_k", "top_k"),
                              ("min_p", "min_p"), ("presence_penalty", "presence_penalty"),
                              ("frequency_penalty", "frequency_penalty"), ("repeat_penalty", "repeat_penalty"),
-                             ("seed", "seed")):
+                             ("seed", "seed"), ("ignore_eos", "ignore_eos")):
         value = getattr(body, field_name)
         if value is not None:
             overrides[name] = value
