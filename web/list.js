@@ -61,7 +61,13 @@ $("export-md").addEventListener("click", () => {
   const c = chat();
   if (!c) return;
   const parts = [`# ${c.title || "Chat"}`];
-  for (const m of c.messages) parts.push(`## ${m.role}${m.stopped ? " (stopped)" : ""}\n\n${m.content}`);
+  for (const m of c.messages) {
+    parts.push(`## ${m.role}${m.stopped ? " (stopped)" : ""}\n\n${m.content}`.trimEnd());
+    for (const call of m.toolCalls || []) {
+      parts.push(`Tool call: \`${call.name}\`\n\n\`\`\`json\n${call.arguments}\n\`\`\`` +
+                 (call.result !== undefined ? `\n\nResult:\n\n\`\`\`\n${call.result}\n\`\`\`` : ""));
+    }
+  }
   download(fileName(c, ".md"), "text/markdown", parts.join("\n\n") + "\n");
 });
 $("rename").addEventListener("click", () => {

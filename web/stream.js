@@ -89,6 +89,10 @@ async function generate(c = chat(), {continuing = false, fresh = null, fork = nu
     if (raw) bubble.textContent = reply.content;
     else renderMarkdown(bubble, reply.content);
     if (reply.reasoning) showThought(bubble, reply);
+    if (reply.toolCalls) {
+      for (const box of bubble.parentNode.querySelectorAll(".tool-call")) box.remove();
+      showToolCalls(bubble.parentNode, reply);
+    }
     if (following) log.scrollTop = log.scrollHeight;
   };
   try {
@@ -127,7 +131,10 @@ async function generate(c = chat(), {continuing = false, fresh = null, fork = nu
         const choice = chunk.choices && chunk.choices.length ? chunk.choices[0] : {};
         if (choice.finish_reason) finish = choice.finish_reason;
         const piece = raw ? choice.text : choice.delta && choice.delta.content;
-        for (const call of (!raw && choice.delta && choice.delta.tool_calls) || []) addToolCall(reply, call);
+        for (const call of (!raw && choice.delta && choice.delta.tool_calls) || []) {
+          addToolCall(reply, call);  // tools.js: its arguments drawn as they stream
+          if (!scheduled) { scheduled = true; requestAnimationFrame(paint); }
+        }
         const thought = !raw && choice.delta && choice.delta.reasoning_content;  // a thinking model's
         if (thought) {
           if (firstToken === null) firstToken = performance.now();

@@ -31,9 +31,10 @@ function showToolCalls(turn, message) {
   for (const call of message.toolCalls) {
     const box = document.createElement("details");
     box.className = "tool-call " + (call.status || "");
-    box.open = call.status === "asking" || call.status === "error";
+    box.open = call.status === "asking" || call.status === "error" || !!message.pending;
     const summary = document.createElement("summary");
-    summary.append(label("tool-name", "tool: " + call.name), label("tool-status", TOOL_STATUS[call.status] || call.status || ""));
+    const status = message.pending ? "writing…" : TOOL_STATUS[call.status] || call.status || "";
+    summary.append(label("tool-name", "tool: " + call.name), label("tool-status", status));
     const args = document.createElement("pre");
     args.className = "tool-arguments";
     try { args.textContent = JSON.stringify(JSON.parse(call.arguments || "{}"), null, 2); } catch (e) { args.textContent = call.arguments; }
