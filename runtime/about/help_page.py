@@ -32,6 +32,8 @@ CHAT_COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("pop", "", "go back to the latest restore point (and drop it from the stack)"),
     ("stack", "", "list the restore points, latest first"),
     ("upload", "FILE", "add a text file to the conversation, as your next message's context"),
+    ("image", "FILE", "attach an image to your next message (or drop the file on the terminal)"),
+    ("audio", "FILE", "attach a sound (WAV, MP3, FLAC) to your next message"),
     ("think", "[on|off]", "let a thinking model think before it answers, or not"),
     ("system", "[TEXT]", "show the system prompt, or replace it with TEXT ('-' removes it)"),
 )

@@ -19,6 +19,7 @@ from prompt_toolkit.completion import (
 from prompt_toolkit.document import Document
 
 from .. import messages
+from .attach import CHAT_MEDIA_USAGE, attach, dropped_files
 from .render import Console
 from .session import ChatSession
 
@@ -155,6 +156,25 @@ def _upload(session: ChatSession, console: Console, arg: str) -> None:
     console.line(messages.CHAT_UPLOADED.format(path=path, n_tokens=n_tokens))
 
 
+def _image(session: ChatSession, console: Console, arg: str) -> None:
+    _media_command(session, console, arg, "image")
+
+
+def _audio(session: ChatSession, console: Console, arg: str) -> None:
+    _media_command(session, console, arg, "audio")
+
+
+def _media_command(session: ChatSession, console: Console, arg: str, kind: str) -> None:
+    paths, rest = dropped_files(arg) if arg.strip() else ([], "")
+    if not arg.strip():
+        console.line(CHAT_MEDIA_USAGE.format(kind=kind), "class:error")
+    elif paths and not rest.strip():  # quoted or escaped as a dropped file is typed; several at once
+        for path in paths:
+            attach(session, console, path, kind)
+    else:
+        attach(session, console, arg.strip(), kind)  # say why this path is no file it reads
+
+
 def _think(session: ChatSession, console: Console, arg: str) -> None:
     thinking = session.thinking
     if thinking is None or not thinking.available:
@@ -192,6 +212,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("pop", "", "go back to the latest restore point (and drop it from the stack)", _pop),
     Command("stack", "", "list the restore points, latest first", _stack),
     Command("upload", "FILE", "add a text file to the conversation, as your next message's context", _upload, "path"),
+    Command("image", "FILE", "attach an image to your next message (or drop the file on the terminal)", _image, "path"),
+    Command("audio", "FILE", "attach a sound (WAV, MP3, FLAC) to your next message", _audio, "path"),
     Command("think", "[on|off]", "let a thinking model think before it answers, or not", _think),
     Command("system", "[TEXT]", "show the system prompt, or replace it with TEXT ('-' removes it)", _system),
 )}

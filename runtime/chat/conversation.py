@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 class Message:
     role: str  # "user" | "assistant"
     content: str
+    media: tuple[str, ...] = ()  # images and sounds (/image, /audio) sent with it, by path
 
 
 @dataclass(frozen=True)
@@ -30,19 +31,25 @@ class Conversation:
     def __len__(self) -> int:
         return len(self.messages)
 
-    def add(self, role: str, content: str) -> None:
-        self.messages.append(Message(role, content))
+    def add(self, role: str, content: str, media: tuple[str, ...] = ()) -> None:
+        self.messages.append(Message(role, content, media))
 
-    def for_template(self) -> list[dict[str, str]]:
+    def media(self) -> list[str]:
+        """The files of the messages kept, in the order their markers come in the rendered prompt."""
+        return [path for message in self.messages for path in message.media]
+
+    def for_template(self, marker: str = "") -> list[dict[str, str]]:
         """The messages a chat template renders: the system prompt first, and consecutive messages of
         one role merged (an uploaded file and the question after it, or a question whose reply was
-        interrupted before its first word), since strict templates (Gemma's) require alternation."""
+        interrupted before its first word), since strict templates (Gemma's) require alternation.
+        A message's images and sounds come first in it, each as the projector's `marker`."""
         merged: list[dict[str, str]] = []
         for message in self.messages:
+            content = "".join(marker + "\n" for _ in message.media) + message.content
             if merged and merged[-1]["role"] == message.role:
-                merged[-1]["content"] += "\n\n" + message.content
+                merged[-1]["content"] += "\n\n" + content
             else:
-                merged.append({"role": message.role, "content": message.content})
+                merged.append({"role": message.role, "content": content})
         if self.system:
             merged.insert(0, {"role": "system", "content": self.system})
         return merged
@@ -110,5 +117,5 @@ class Conversation:
         parts = []
         if self.system:
             parts.append(f"### system\n{self.system}")
-        parts += [f"### {m.role}\n{m.content}" for m in self.messages]
+        parts += [f"### {m.role}\n" + "".join(f"[{path}]\n" for path in m.media) + m.content for m in self.messages]
         return "\n\n".join(parts) + ("\n" if parts else "")

@@ -22,6 +22,7 @@ from prompt_toolkit.keys import Keys
 
 from .. import messages
 from ..errors import UserError, user_line
+from .attach import attach_dropped
 from .commands import CommandCompleter, is_command, run_command
 from .thinking import ThoughtPrinter
 from .render import Console, ReplyRenderer
@@ -189,6 +190,11 @@ class Repl:
         if not message.strip():
             return False
         try:
+            rest = attach_dropped(message, self.session, self.console)  # a file dropped on the terminal:
+            if rest is not None:  # its path typed, an absolute one looking like a command
+                if rest:
+                    self.answer(rest)  # the question typed after it
+                return False
             if is_command(message.strip()) and "\n" not in message.strip():
                 return run_command(message.strip(), self.session, self.console)
             self.answer(message)

@@ -68,11 +68,23 @@ class ChatSession:
         chat = formatter.llama_chat(engine) if hasattr(formatter, "llama_chat") else None
         self.thinking = ChatThinking(chat, thinking, reasoning_format) if chat is not None else None
         self._applied = None
+        self.pending_media: list[str] = []  # /image, /audio (runtime/chat/attach.py): sent with the next message
+        # Their bytes, read once when attached: the conversation keeps paths, and a file moved or changed
+        # later must not change (or, gone, break) what the model already saw in every later turn.
+        self._media_bytes: dict[str, bytes] = {}
+        self._media = None  # the chunks of the last prompt's images and sounds (runtime/engine/multimodal.py)
+
+    def attach(self, path: str, data: bytes) -> None:
+        """An image or a sound (checked by the caller) for the next message."""
+        self.pending_media.append(path)
+        self._media_bytes[path] = data
 
     # -- tokens ----------------------------------------------------------------------------------
 
     def _tokens(self, add_generation_prompt: bool) -> list[int]:
-        rendered = self.conversation.for_template()
+        projector = getattr(self.engine, "projector", None)
+        rendered = self.conversation.for_template(projector.marker if projector is not None else "")
+        self._media = None
         if not rendered:
             return []
         if self.thinking is not None:
@@ -81,6 +93,11 @@ class ChatSession:
         else:
             text = self.formatter.render(rendered, add_generation_prompt=add_generation_prompt)
         add_special, parse_special = tokenize_prompt_text(text, self.engine.bos_token)
+        files = self.conversation.media()
+        if files:
+            tokens, self._media = self.engine.tokenize_media(text, [self._media_bytes[path] for path in files],  # type: ignore[attr-defined]
+                                                             add_special, parse_special)
+            return tokens
         return self.engine.tokenize(text, add_special=add_special, parse_special=parse_special)
 
     def usage(self) -> Usage:
@@ -123,14 +140,16 @@ class ChatSession:
         when Ctrl-C stopped it. A KeyboardInterrupt raised while waiting or inside `on_text` stops
         the generation at the next token; the partial reply is kept."""
         before = list(self.conversation.messages)
-        self.conversation.add("user", text)
+        media, self.pending_media = tuple(self.pending_media), []
+        self.conversation.add("user", text, media)
         parts: list[str] = []
         try:
             tokens, dropped = self.make_room()
             if dropped:
                 on_room_made(dropped)
             request = GenerationRequest(tuple(tokens), self.n_predict, self.sampling, (*self.formatter.stop, *self.stop),
-                                        interactive=True)  # API traffic gives way to it in a full KV pool
+                                        interactive=True,  # API traffic gives way to it in a full KV pool
+                                        media=self._media)
             if self.verbose_prompt:
                 text = self.formatter.render(self.conversation.for_template(), add_generation_prompt=True)
                 log.info("%s", verbose_prompt_line(text, len(tokens)))
@@ -147,6 +166,7 @@ class ChatSession:
             # user's, so it goes back exactly as it was, older turns dropped for room included.
             if not "".join(parts).strip():
                 self.conversation.messages[:] = before
+                self.pending_media = list(media)  # still attached to the next try
             raise
         reply = "".join(parts)
         finish = last.finish_reason or "cancelled"

@@ -43,7 +43,7 @@ def inspect(data: bytes, label: str | None = None) -> MediaInfo:
     """The file's kind and format, or MediaProblem. `label`: its declared MIME type (image/png), if any."""
     if not data:
         raise MediaProblem("the file is empty (zero bytes)")
-    fmt = _sniff(data)
+    fmt = sniff(data)
     if fmt is None:
         raise MediaProblem(f"not a format this server reads (it takes {ACCEPTED})")
     info = _READERS[fmt](data)
@@ -56,7 +56,7 @@ def inspect(data: bytes, label: str | None = None) -> MediaInfo:
     return info
 
 
-def _sniff(data: bytes) -> str | None:
+def sniff(data: bytes) -> str | None:
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         return "png"
     if data.startswith(b"\xff\xd8\xff"):
