@@ -438,8 +438,8 @@ def test_a_dropped_text_file_is_attached_and_a_binary_one_refused(server: Server
     finally:
         page.close()
     assert taken == [True, True]
-    assert refused == ("error: photo.png is not a text file: only text files can be attached; "
-                       "data.bin is not a text file: only text files can be attachedOK")
+    assert refused == ("error: photo.png: images need a model with a projector that reads them (--mmproj); this one "
+                       "reads text only; data.bin is not a text file: only text files can be attachedOK")
     assert "notes.md" in attached and "photo.png" not in attached and "data.bin" not in attached
     assert sent[-1]["content"] == "File notes.md:\n```\nMeeting at noon.\n\n```\n\nWhen is the meeting?"
     assert "attached: notes.md" in shown

@@ -36,7 +36,7 @@ SCRIPTS = ("markdown-it/dist/markdown-it.min.js", "dompurify/dist/purify.min.js"
 # The page's own files, in order: store.js first (chat.js loads the conversations with it), start.js last
 # (it starts the page once every other file has declared its names).
 OWN_SCRIPTS = ("store.js", "chat.js", "math.js", "list.js", "branches.js", "connect.js", "fit.js", "stream.js", "files.js",
-               "panel.js", "keys.js", "mcp.js", "tools.js", "start.js")
+               "attach.js", "panel.js", "keys.js", "mcp.js", "tools.js", "start.js")
 LIGHT = "@highlightjs/cdn-assets/styles/github.min.css"
 DARK = "@highlightjs/cdn-assets/styles/github-dark.min.css"
 KATEX_CSS = "katex/dist/katex.min.css"
@@ -101,7 +101,8 @@ def build() -> str:
     scripts.append(_inline_script("\n".join((WEB / name).read_text() for name in OWN_SCRIPTS)))
     csp = "; ".join([
         "default-src 'self'", "script-src " + " ".join(_sha256(s) for s in scripts),
-        "style-src " + _sha256(style), "img-src 'self' data:", "font-src data:", "connect-src 'self' http: https:",
+        "style-src " + _sha256(style), "img-src 'self' data:", "media-src data:", "font-src data:",
+        "connect-src 'self' http: https:",
         "worker-src 'self'", "manifest-src 'self'", "object-src 'none'",
         "base-uri 'none'", "form-action 'self'"])
     page = (WEB / "page.html").read_text()

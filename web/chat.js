@@ -113,6 +113,8 @@ function addTurn(message, index, c) {
   turn.appendChild(meta);
   if (message.role === "user") {
     bubble.textContent = message.content;
+    bubble.hidden = !message.content && !!(message.media && message.media.length);  // only files sent
+    if (message.media && message.media.length) showMedia(turn, message);  // attach.js
     if (message.files && message.files.length) {
       const files = document.createElement("div");
       files.className = "attached";
@@ -246,12 +248,16 @@ function startEdit(index) {
   if (running.has(current)) return;
   editIndex = index;
   input.value = chat().messages[index].content;
+  // Its images and sounds go with the edited message unless removed (attach.js).
+  attachments = (chat().messages[index].media || []).filter(ref => mediaData.has(ref.id)).map(ref => Object.assign({}, ref));
+  showAttachments();
   $("editing").hidden = false;
   grow(); input.focus();
 }
 function cancelEdit() {
   if (editIndex === null) return;
   editIndex = null; $("editing").hidden = true; input.value = ""; grow();
+  attachments = []; showAttachments();
 }
 
 function submit() {
@@ -259,7 +265,7 @@ function submit() {
   // input with text already there asks the model to go on.
   const raw = !!settings.raw, text = raw ? input.value : input.value.trim();
   const started = chat() && chat().messages.length;
-  if (running.has(current) || (raw ? !text && !attachments.length && !started : !text)) return;
+  if (running.has(current) || (raw ? !text && !attachments.length && !started : !text && !attachments.some(a => a.kind))) return;
   if (raw && !text && !attachments.length) { generate(); return; }
   if (!chat()) newChat();
   const c = chat();
@@ -274,13 +280,15 @@ function submit() {
   const fresh = {text: input.value, attachments: attachments.slice()};
   const message = fresh.message = {role: "user", content: text};
   if (fork) message.fork = fork;
-  if (attachments.length) {
-    message.files = attachments.map(a => a.name);
-    message.context = attachments.map(a => `File ${a.name}:\n\`\`\`\n${a.text}\n\`\`\``).join("\n\n");
-    attachments = []; showAttachments();
+  const texts = attachments.filter(a => !a.kind), media = attachments.filter(a => a.kind);  // attach.js's
+  if (texts.length) {
+    message.files = texts.map(a => a.name);
+    message.context = texts.map(a => `File ${a.name}:\n\`\`\`\n${a.text}\n\`\`\``).join("\n\n");
   }
+  if (media.length) message.media = keepMedia(media);
+  attachments = []; showAttachments();
   c.messages.push(message);
-  if (!c.title) c.title = text.trim().split("\n")[0].slice(0, 60) || (message.files || []).join(", ");
+  if (!c.title) c.title = text.trim().split("\n")[0].slice(0, 60) || [...(message.files || []), ...(message.media || []).map(m => m.name)].join(", ");
   c.updated = Date.now();
   input.value = ""; grow();
   save();  // the question is kept from the moment it is sent, answered or not
@@ -292,6 +300,7 @@ function submit() {
 function showAttachments() {
   const box = $("attachments");
   box.replaceChildren(...attachments.map((a, i) => {
+    if (a.kind) return mediaChip(a, i);  // attach.js: a thumbnail
     const chip = document.createElement("span");
     chip.textContent = "attached: " + a.name + " ";
     chip.appendChild(button("×", () => { attachments.splice(i, 1); showAttachments(); }));

@@ -1,10 +1,16 @@
 // Attachments: files chosen with the Attach button or dropped onto the conversation or the input, read as
-// text and sent as context with the next message. (Joined to chat.js into one script by build_page.py.)
+// text and sent as context with the next message; images and sounds go to attach.js. (Joined to chat.js into one script by build_page.py.)
 const BINARY_TYPE = /^(image|audio|video|font)\/|^application\/(pdf|zip|gzip|octet-stream|x-(tar|bzip2|xz|7z-compressed|rar|executable|sharedlib))/;
 
 async function attachFiles(files) {
   const refused = [];
   for (const file of files) {
+    const type = mediaType(file);  // attach.js: an image or a sound
+    if (type) {
+      const problem = await attachMedia(file, type);
+      if (problem) refused.push(problem);
+      continue;
+    }
     if (file.size > MAX_ATTACHMENT) { refused.push(`${file.name} is larger than 512 KiB`); continue; }
     // A NUL byte is what no text file holds and every binary format has (a type may be missing or wrong).
     const text = BINARY_TYPE.test(file.type) ? null : await file.text();

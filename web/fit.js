@@ -21,6 +21,11 @@ function sentMessages(c) {
 // The prompt's length in tokens, as the server renders (/apply-template) and tokenizes it; null when the
 // server cannot say (then the request goes as it is, and a refusal still drops the oldest turn).
 async function promptTokens(c, raw, signal) {
+  if (!raw && hasMedia(c)) {  // images and sounds count as the projector makes them: the server counts (attach.js)
+    const counted = await api("/v1/chat/completions/input_tokens", {method: "POST", signal,
+                                                                    body: JSON.stringify({messages: conversationFor(c)})});
+    return counted.ok ? (await counted.json()).input_tokens : null;
+  }
   let text = promptOf(c);
   if (!raw) {
     const rendered = await api("/apply-template", {method: "POST", signal,
@@ -52,6 +57,7 @@ function dropOldest(c) {
 // Drops the oldest exchanges until the prompt and the reply's room fit; returns how many messages went.
 // Throws a "too-long" error (and drops nothing) when even the newest message does not fit.
 async function makeRoom(c, raw, continuing, signal) {
+  await loadMedia(sentMessages(c).flatMap(m => m.media || []));  // attach.js: a reloaded chat's files, to send
   if (!nCtx) return 0;  // the model's context is not known yet: the server will judge
   const gone = [];
   let tokens = await promptTokens(c, raw, signal);

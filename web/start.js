@@ -9,4 +9,5 @@ for (const server of mcp.servers) connectMcp(server);  // mcp.js
 if ("serviceWorker" in navigator && window.isSecureContext) navigator.serviceWorker.register("sw.js").catch(() => {});
 // For tests and bookmarks: /?q=hello sends a first message as soon as the page loads.
 const first = new URLSearchParams(location.search).get("q");
-loadModel().then(() => { if (first) { newChat(); input.value = first; submit(); } });
+sweepMedia();  // attach.js
+loadModel().then(loadModalities).then(() => { if (first) { newChat(); input.value = first; submit(); } });

@@ -33,11 +33,11 @@ function requestBody(fields) {
 function conversationFor(c) {
   const system = (settings.system || "").trim(), messages = [];
   for (const m of sentMessages(c)) {
-    const content = m.role === "user" ? withFiles(m) : m.content, previous = messages[messages.length - 1];
+    const content = m.role === "user" ? contentOf(m) : m.content, previous = messages[messages.length - 1];  // attach.js
     // Two messages of one role in a row (a question that got no answer, then another) are one turn, as in
     // the terminal chat: strict templates (Gemma's) refuse anything but user/assistant alternation.
     if (m.toolCalls && m.toolCalls.length) messages.push(...toolMessages(m));  // tools.js
-    else if (previous && previous.role === m.role && !previous.tool_calls) previous.content += "\n\n" + content;
+    else if (previous && previous.role === m.role && !previous.tool_calls) previous.content = joinContent(previous.content, content);
     else messages.push(m.reasoning ? {role: m.role, content, reasoning_content: m.reasoning} : {role: m.role, content});
   }
   return system ? [{role: "system", content: system}, ...messages] : messages;

@@ -201,8 +201,14 @@ async def props(request: Request):
             "total_slots": engine.config.n_seq_max, "model_alias": holder.model_name,
             "general_name": holder.gguf_name,  # the GGUF's own name; model_alias is the one clients send
             "model_path": _model_path(settings), "chat_template": holder.formatter.template,
-            "modalities": {"vision": False, "audio": False}, "n_ctx": engine.n_ctx, **_pool(engine),
+            "modalities": _modalities(engine), "n_ctx": engine.n_ctx, **_pool(engine),
             "build_info": f"llmpack {__version__}", "bos_token": engine.bos_token, "eos_token": engine.eos_token}
+
+
+def _modalities(engine) -> dict[str, bool]:
+    """What the projector reads, as llama-server says it (the web page offers images and sounds by it)."""
+    projector = getattr(engine, "projector", None)
+    return {"vision": bool(projector and projector.vision), "audio": bool(projector and projector.audio)}
 
 
 @router.get("/slots")

@@ -1,0 +1,153 @@
+"""Images and sounds on the web page (web/attach.js), in headless Chromium against the real server with the
+tiny multimodal pair: attached with the button, removed, pasted, dropped, sent as image_url parts (the
+server's prompt grows by the image's tokens), shown in the conversation and there again after a reload
+(kept in IndexedDB); a sound through an audio projector as an input_audio part. Screenshots at 1280x800
+and 390x844, light and dark, are left in the test's folder to look at."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from support.commands import build_bundle
+from support.devtools import DevTools, Page
+from support.server_fixtures import PAGE_SERVER_ARGS, ServerProcess, running_server
+from support.tiny_multimodal import IMAGE_TOKENS, png_bytes, wav_bytes, write_tiny_audio_projector, write_tiny_multimodal
+from support.web_page import browser, dark  # noqa: F401 - `browser` is a fixture
+
+pytestmark = [pytest.mark.slow]
+
+IMAGE_A, IMAGE_B = png_bytes(40, 30, seed=1), png_bytes(48, 32, seed=2)
+# Every request body the page sends, recorded as it goes (the page calls fetch through window.fetch).
+RECORD = "window.sent = []; const real = window.fetch; window.fetch = (url, options) => { " \
+         "window.sent.push([String(url), options && options.body]); return real(url, options); }"
+THUMBNAILS = "[...document.querySelectorAll('{where} img.thumb')].map(i => [i.alt, i.naturalWidth, i.complete])"
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return write_tiny_multimodal(tmp_path_factory.mktemp("vision"))
+
+
+@pytest.fixture(scope="module")
+def vision_server(pair: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    model, projector = pair
+    bundle = build_bundle(model, tmp_path_factory.mktemp("bundle") / "tiny-vision.llmpack", "--mmproj", str(projector))
+    with running_server(bundle, *PAGE_SERVER_ARGS, log_path=tmp_path_factory.mktemp("server") / "log") as running:
+        running.bundle = bundle
+        yield running
+
+
+def file_in_page(name: str, data: bytes, mime: str) -> str:
+    return f"new File([Uint8Array.from(atob('{base64.b64encode(data).decode()}'), c => c.charCodeAt(0))], '{name}', {{type: '{mime}'}})"
+
+
+def paste(page: Page, file: str) -> bool:
+    """A file pasted into the message box (a screenshot copied, say); True if the page took it."""
+    return page.evaluate(f"""(() => {{ const data = new DataTransfer(); data.items.add({file});
+        return !document.getElementById('input').dispatchEvent(new ClipboardEvent('paste', {{clipboardData: data, bubbles: true, cancelable: true}})); }})()""")
+
+
+def drop(page: Page, file: str) -> bool:
+    return page.evaluate(f"""(() => {{ const data = new DataTransfer(); data.items.add({file});
+        const log = document.getElementById('log');
+        log.dispatchEvent(new DragEvent('dragover', {{dataTransfer: data, bubbles: true, cancelable: true}}));
+        return !log.dispatchEvent(new DragEvent('drop', {{dataTransfer: data, bubbles: true, cancelable: true}})); }})()""")
+
+
+def set_file(page: Page, path: Path) -> None:
+    node = page.send("DOM.querySelector", nodeId=page.send("DOM.getDocument")["root"]["nodeId"], selector="#file")
+    page.send("DOM.setFileInputFiles", nodeId=node["nodeId"], files=[str(path)])
+
+
+def prompt_tokens(page: Page, index: int) -> int:
+    stats = page.wait(f"document.querySelectorAll('.stats').length > {index} && document.querySelectorAll('.stats')[{index}].textContent")
+    return int(re.search(r"prompt (\d+) tokens", stats).group(1))
+
+
+def chat_requests(page: Page) -> list[dict]:
+    return [json.loads(body) for url, body in page.evaluate("window.sent") if url.endswith("/v1/chat/completions")]
+
+
+def test_images_attached_removed_pasted_dropped_sent_and_kept(vision_server: ServerProcess, browser: DevTools,
+                                                              tmp_path: Path) -> None:
+    props = httpx.get(vision_server.url + "props", timeout=10).json()
+    assert props["modalities"] == {"vision": True, "audio": False}
+    (tmp_path / "a.png").write_bytes(IMAGE_A)
+    page = Page(browser, vision_server.url)
+    try:
+        page.wait("document.querySelector('label.attach').title.startsWith('Attach images')")
+        page.evaluate(RECORD)
+        page.send_message("what is this?")  # without an image first: the prompt to compare with
+        text_only = prompt_tokens(page, 0)
+        page.evaluate("document.getElementById('new-chat').click()")
+
+        set_file(page, tmp_path / "a.png")
+        assert page.wait(f"{THUMBNAILS.format(where='#attachments')}.filter(t => t[2] && t[1]).length") == 1
+        assert page.evaluate(THUMBNAILS.format(where="#attachments")) == [["a.png", 40, True]]
+        page.type("what is this?")
+        page.screenshot(tmp_path / "images-tray-phone.png", 390, 844, mobile=True)
+        page.screenshot(tmp_path / "images-tray.png", 1280, 800, mobile=False)
+        page.evaluate("document.getElementById('input').value = ''")
+        page.evaluate("document.querySelector('[aria-label=\"Remove a.png\"]').click()")
+        assert page.evaluate("document.getElementById('attachments').children.length") == 0
+        assert paste(page, file_in_page("pasted.png", IMAGE_A, "image/png"))
+        page.wait(f"{THUMBNAILS.format(where='#attachments')}.length === 1")
+        page.send_message("what is this?")
+        with_image = prompt_tokens(page, 0)
+        assert drop(page, file_in_page("other.png", IMAGE_B, "image/png"))
+        page.wait(f"{THUMBNAILS.format(where='#attachments')}.length === 1")
+        page.send_message("and this?")
+        prompt_tokens(page, 1)
+        sent = chat_requests(page)
+        shown = page.wait(f"{THUMBNAILS.format(where='#log')}.filter(t => t[2] && t[1]).length === 2 && {THUMBNAILS.format(where='#log')}")
+        for mode, suffix in ((False, ""), (True, "-dark")):
+            dark(page, mode)
+            page.screenshot(tmp_path / f"images-desktop{suffix}.png", 1280, 800, mobile=False)
+            page.screenshot(tmp_path / f"images-phone{suffix}.png", 390, 844, mobile=True)
+        dark(page, False)
+        page.reload()
+        after_reload = page.wait(f"{THUMBNAILS.format(where='#log')}.filter(t => t[2] && t[1]).length === 2 && {THUMBNAILS.format(where='#log')}")
+        stored = page.evaluate("JSON.parse(localStorage.getItem('llmpack-chats')).flatMap(c => c.messages).filter(m => m.media).map(m => m.media)")
+    finally:
+        page.close()
+    # The image's tokens in the prompt the server read (a few more for the marker's text around them).
+    assert IMAGE_TOKENS <= with_image - text_only <= IMAGE_TOKENS + 4, (text_only, with_image)
+    first, second = sent[-2]["messages"], sent[-1]["messages"]
+    url = "data:image/png;base64," + base64.b64encode(IMAGE_A).decode()
+    assert first[-1]["content"] == [{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": url}}]
+    assert second[0] == first[-1] and second[-1]["content"][1]["image_url"]["url"].endswith(base64.b64encode(IMAGE_B).decode())
+    assert shown == after_reload == [["pasted.png", 40, True], ["other.png", 48, True]]
+    # Kept by reference in localStorage, the bytes in IndexedDB.
+    assert [[(r["name"], r["kind"], r["mime"]) for r in refs] for refs in stored] == [
+        [("pasted.png", "image", "image/png")], [("other.png", "image", "image/png")]]
+    assert all("data" not in r for refs in stored for r in refs)
+
+
+def test_a_sound_goes_as_input_audio(pair: tuple[Path, Path], vision_server: ServerProcess, browser: DevTools,
+                                     tmp_path: Path) -> None:
+    projector = write_tiny_audio_projector(tmp_path / "mmproj-audio.gguf")
+    with running_server(vision_server.bundle, *PAGE_SERVER_ARGS, "--mmproj", str(projector),
+                        log_path=tmp_path / "log") as server:
+        page = Page(browser, server.url)
+        try:
+            page.wait("document.querySelector('label.attach').title.startsWith('Attach sounds')")
+            page.evaluate(RECORD)
+            assert drop(page, file_in_page("tone.wav", wav_bytes(), "audio/wav"))
+            page.wait("!!document.querySelector('#attachments audio')")
+            assert drop(page, file_in_page("a.png", IMAGE_A, "image/png"))  # an image: this projector reads none
+            refused = page.wait("!document.getElementById('banner').hidden && document.getElementById('banner').textContent")
+            page.send_message("what is this?")
+            prompt_tokens(page, 0)
+            sent = chat_requests(page)[-1]["messages"][-1]["content"]
+            player = page.evaluate("!!document.querySelector('#log .media audio')")
+        finally:
+            page.close()
+    assert refused.startswith("error: a.png: images need a model with a projector that reads them (--mmproj); this one does not")
+    assert sent[1] == {"type": "input_audio", "input_audio": {"data": base64.b64encode(wav_bytes()).decode(), "format": "wav"}}
+    assert player
