@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import json
 import re
+import struct
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,6 +81,7 @@ def test_images_attached_removed_pasted_dropped_sent_and_kept(vision_server: Ser
     props = httpx.get(vision_server.url + "props", timeout=10).json()
     assert props["modalities"] == {"vision": True, "audio": False}
     (tmp_path / "a.png").write_bytes(IMAGE_A)
+    (tmp_path / "large.png").write_bytes(smooth_png(2400, 1000))
     page = Page(browser, vision_server.url)
     try:
         page.wait("document.querySelector('label.attach').title.startsWith('Attach images')")
@@ -114,6 +117,17 @@ def test_images_attached_removed_pasted_dropped_sent_and_kept(vision_server: Ser
         page.reload()
         after_reload = page.wait(f"{THUMBNAILS.format(where='#log')}.filter(t => t[2] && t[1]).length === 2 && {THUMBNAILS.format(where='#log')}")
         stored = page.evaluate("JSON.parse(localStorage.getItem('llmpack-chats')).flatMap(c => c.messages).filter(m => m.media).map(m => m.media)")
+        page.evaluate(RECORD)
+        page.evaluate("[...document.querySelectorAll('.turn.user button')].find(b => b.textContent === 'Edit').click()")
+        editing = page.evaluate(THUMBNAILS.format(where="#attachments"))  # an edited message keeps its image
+        page.evaluate("document.getElementById('cancel-edit').click()")
+        set_file(page, tmp_path / "large.png")
+        page.wait("!!document.querySelector('#attachments img.thumb') || !document.getElementById('banner').hidden", timeout=60)
+        assert page.evaluate("document.getElementById('banner').textContent") == ""
+        resized = page.evaluate("document.querySelector('#attachments img.thumb').title")
+        page.send_message("and the large one?")
+        prompt_tokens(page, 2)
+        large = chat_requests(page)[-1]["messages"][-1]["content"][1]["image_url"]["url"]
     finally:
         page.close()
     # The image's tokens in the prompt the server read (a few more for the marker's text around them).
@@ -127,6 +141,22 @@ def test_images_attached_removed_pasted_dropped_sent_and_kept(vision_server: Ser
     assert [[(r["name"], r["kind"], r["mime"]) for r in refs] for refs in stored] == [
         [("pasted.png", "image", "image/png")], [("other.png", "image", "image/png")]]
     assert all("data" not in r for refs in stored for r in refs)
+    assert editing == [["pasted.png", 40, True]]
+    # Over 3 MiB: sent as a JPEG with its long side at 2048 pixels, read by the server (it answered).
+    assert resized == "large.png (resized from 2400x1000)" and large.startswith("data:image/jpeg;base64,")
+    assert len(base64.b64decode(large.split(",", 1)[1])) < 3 << 20
+
+
+def smooth_png(width: int, height: int) -> bytes:
+    """A gradient PNG stored without compression: large as a file, small as a JPEG."""
+    row = bytes(b for x in range(width) for b in (x * 255 // width, 128, 255 - x * 255 // width))
+    raw = b"".join(b"\x00" + row for _ in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 0)) + chunk(b"IEND", b""))
 
 
 def test_a_sound_goes_as_input_audio(pair: tuple[Path, Path], vision_server: ServerProcess, browser: DevTools,
