@@ -26,6 +26,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("chat media")  # a space in the path, as dropped files often have
     (folder / "alpha.png").write_bytes(IMAGE_A)
     (folder / "beta.png").write_bytes(IMAGE_B)
+    (folder / "it's.png").write_bytes(IMAGE_B)
     (folder / "broken.png").write_bytes(IMAGE_A[:200])  # cut short
     (folder / "notes.txt").write_text("not an image\n")
     (folder / "tone.wav").write_bytes(wav_bytes())
@@ -112,6 +113,8 @@ def test_dropped_paths_as_terminals_type_them(files: Path) -> None:
     assert dropped_files(a.replace(" ", "\\ ") + " what is it?") == ([a], "what is it?")  # iTerm2, Terminal.app
     assert dropped_files(f'"{a}" "{b}" compare them') == ([a, b], "compare them")  # several at once
     assert dropped_files("file://" + a.replace(" ", "%20")) == ([a], "")
+    quoted = str(files / "it's.png").replace("'", "'\\''")  # a quote in the name, as a shell quotes it
+    assert dropped_files(f"'{quoted}' ") == ([str(files / "it's.png")], "")
     assert dropped_files(f"'{files}/notes.txt' what is it?") == ([], f"'{files}/notes.txt' what is it?")  # text
     assert dropped_files(f"'{files}/missing.png'") == ([], f"'{files}/missing.png'")
     assert dropped_files("hello there") == ([], "hello there")

@@ -6,8 +6,9 @@ not change what the model already saw."""
 
 from __future__ import annotations
 
+import io
 import os
-import re
+import shlex
 import urllib.parse
 
 from .. import messages
@@ -25,8 +26,6 @@ CHAT_MEDIA_TOO_LARGE = "{path}: {size} MiB, more than the chat reads ({limit} Mi
 # a stop before reading a wrong file of gigabytes into memory.
 MAX_MEDIA_BYTES = 256 << 20
 
-# One path as a terminal types a dropped file: 'quoted', "quoted", or with backslash-escaped spaces.
-_DROPPED = re.compile(r"""'([^']*)'|"((?:[^"\\]|\\.)*)"|((?:\\.|[^\s'"\\])+)""")
 
 
 def attach(session: ChatSession, console: Console, path: str, kind: str | None) -> bool:
@@ -81,36 +80,38 @@ def _undecodable(session: ChatSession, projector, data: bytes) -> str | None:
 
 
 def dropped_files(line: str) -> tuple[list[str], str]:
-    """The images and sounds a line starts with, as a terminal types dropped files ('/a b.png',
-    /a\\ b.png, file:///a%20b.png; several in a row), and the rest of the line (a question typed after
-    them). Only existing files whose first bytes are an image or a sound count: anything else is text."""
-    from ..engine.media_check import sniff
-
+    """The images and sounds a line starts with, as a terminal types dropped files (quoted as a shell
+    reads them: '/a b.png', '/it'\\''s.png', /a\\ b.png; or file:///a%20b.png; several in a row), and the
+    rest of the line (a question typed after them). Only existing files whose first bytes are an image or
+    a sound count: anything else is text."""
+    stream = io.StringIO(line)
+    lexer = shlex.shlex(stream, posix=True)
+    lexer.whitespace_split, lexer.commenters = True, ""
     files: list[str] = []
-    position = len(line) - len(line.lstrip())
-    while position < len(line):
-        match = _DROPPED.match(line, position)
-        if match is None:
-            break
-        end = match.end()
-        if end < len(line) and not line[end].isspace():
-            break  # a quote glued to more text: not one path
-        quoted = match.group(1) if match.group(1) is not None else match.group(2)
-        path = quoted if quoted is not None else re.sub(r"\\(.)", r"\1", match.group(3))
-        if match.group(2) is not None:
-            path = re.sub(r"\\(.)", r"\1", path)
-        if path.startswith("file://"):
-            path = urllib.parse.unquote(urllib.parse.urlsplit(path).path)
-        path = os.path.expanduser(path)
+    rest = 0
+    while True:
         try:
-            with open(path, "rb") as f:
-                if not os.path.isfile(path) or sniff(f.read(64)) is None:
-                    break
-        except OSError:
+            token = lexer.get_token()
+        except ValueError:  # a quote left open: text
+            break
+        path = _media_file(token) if token else None
+        if path is None:
             break
         files.append(path)
-        position = end + (len(line[end:]) - len(line[end:].lstrip()))
-    return files, (line[position:] if files else line)
+        rest = stream.tell()  # shlex reads one character at a time: just past the token and one blank
+    return files, (line[rest:].lstrip() if files else line)
+
+
+def _media_file(token: str) -> str | None:
+    from ..engine.media_check import sniff
+
+    path = urllib.parse.unquote(urllib.parse.urlsplit(token).path) if token.startswith("file://") else token
+    path = os.path.expanduser(path)
+    try:
+        with open(path, "rb") as f:
+            return path if os.path.isfile(path) and sniff(f.read(64)) is not None else None
+    except OSError:
+        return None
 
 
 def attach_dropped(line: str, session: ChatSession, console: Console) -> str | None:
