@@ -1,7 +1,8 @@
 """Images and sounds on the web page (web/attach.js), in headless Chromium against the real server with the
 tiny multimodal pair: attached with the button, removed, pasted, dropped, sent as image_url parts (the
 server's prompt grows by the image's tokens), shown in the conversation and there again after a reload
-(kept in IndexedDB); a sound through an audio projector as an input_audio part. Screenshots at 1280x800
+(kept in IndexedDB), past the storage budget sent but not kept, a deleted chat's files removed; a sound
+through an audio projector as an input_audio part. Screenshots at 1280x800
 and 390x844, light and dark, are left in the test's folder to look at."""
 
 from __future__ import annotations
@@ -172,6 +173,11 @@ def test_a_sound_goes_as_input_audio(pair: tuple[Path, Path], vision_server: Ser
             page.wait("!!document.querySelector('#attachments audio')")
             assert drop(page, file_in_page("a.png", IMAGE_A, "image/png"))  # an image: this projector reads none
             refused = page.wait("!document.getElementById('banner').hidden && document.getElementById('banner').textContent")
+            for mode, suffix in ((False, ""), (True, "-dark")):
+                dark(page, mode)
+                page.screenshot(tmp_path / f"sound-tray{suffix}.png", 1280, 800, mobile=False)
+                page.screenshot(tmp_path / f"sound-tray-phone{suffix}.png", 390, 844, mobile=True)
+            dark(page, False)
             page.send_message("what is this?")
             prompt_tokens(page, 0)
             sent = chat_requests(page)[-1]["messages"][-1]["content"]
@@ -181,3 +187,40 @@ def test_a_sound_goes_as_input_audio(pair: tuple[Path, Path], vision_server: Ser
     assert refused.startswith("error: a.png: images need a model with a projector that reads them (--mmproj); this one does not")
     assert sent[1] == {"type": "input_audio", "input_audio": {"data": base64.b64encode(wav_bytes()).decode(), "format": "wav"}}
     assert player
+
+
+def test_past_the_budget_a_file_is_sent_not_kept_and_a_deleted_chats_files_go(vision_server: ServerProcess,
+                                                                               browser: DevTools, tmp_path: Path) -> None:
+    stored = "mediaStore('readonly', store => store.count())"  # the files in IndexedDB
+    page = Page(browser, vision_server.url)
+    try:
+        assert page.wait(f"{stored}.then(n => n === 0)")  # the page opened on no chats: every file went
+        drop(page, file_in_page("kept.png", IMAGE_A, "image/png"))
+        page.send_message("what is this?")
+        prompt_tokens(page, 0)
+        assert page.wait(f"{stored}.then(n => n === 1)")
+        page.evaluate("document.getElementById('new-chat').click()")
+        page.evaluate("mediaBytes = MEDIA_BUDGET")  # as if the browser held 100 MB of files already
+        drop(page, file_in_page("unkept.png", IMAGE_B, "image/png"))
+        page.send_message("and this?")
+        prompt_tokens(page, 0)
+        sent_with_it = page.evaluate(f"{THUMBNAILS.format(where='#log')}.length")
+        assert page.evaluate(stored) == 1
+        page.reload()
+        page.evaluate(RECORD)
+        missing = page.wait("document.querySelector('#log .media-missing') && document.querySelector('#log .media-missing').textContent")
+        page.screenshot(tmp_path / "images-not-kept-phone.png", 390, 844, mobile=True)
+        page.send_message("still there?")
+        prompt_tokens(page, 1)
+        resent = chat_requests(page)[-1]["messages"]
+        page.evaluate("window.confirm = () => true")
+        page.evaluate("[...document.querySelectorAll('#chats button')].find(b => b.textContent === 'what is this?').click()")
+        page.evaluate("document.getElementById('delete').click()")
+        page.reload()
+        gone = page.wait(f"{stored}.then(n => n === 0)")
+    finally:
+        page.close()
+    assert sent_with_it == 1
+    assert missing == "unkept.png (not kept: past the 100 MB of files this browser keeps)"
+    assert [m["content"] for m in resent if m["role"] == "user"] == ["and this?", "still there?"]  # text alone
+    assert gone
