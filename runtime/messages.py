@@ -20,6 +20,9 @@ IGNORE_EOS_WITH_GRAMMAR = "--ignore-eos cannot be combined with a grammar (-j, -
 GRAMMAR_AND_SCHEMA = "-j/--json-schema and --grammar/--grammar-file both constrain the output: give one of them"
 QUANTIZED_V_NEEDS_FLASH_ATTN = "-ctv/--cache-type-v {type}: llama.cpp needs flash attention for a quantized V cache, and -fa off turns it off (use -fa on or auto, or -ctv f16)"
 CONTEXT_BEYOND_TRAINING = "-c gives each sequence {n_ctx} tokens, beyond the model's training context of {n_ctx_train}: output may degrade past it (RoPE scaling such as YaRN extends a model that supports it)"
+DRAFT_SIMPLE_WITHOUT_MODEL = "--spec-type draft-simple needs a draft model: -md FILE (or one built into the executable with llmpack build --draft)"
+DRAFT_VOCAB_MISMATCH = ("the draft model {path} does not share the model's vocabulary (llama.cpp's check: the same "
+                        "tokenizer, BOS, EOS and token texts): speculation needs a draft of the same family")
 CONTEXT_FAILED = "llama.cpp could not create a context of {n_ctx} tokens (out of memory? lower -c)"
 CONTEXT_FAILED_CACHE_TYPES = "llama.cpp could not create a context with the KV cache types -ctk {type_k} -ctv {type_v} (with flash attention, a quantized type's blocks must divide the model's attention head size, and a quantized V cache needs flash attention; --verbose shows llama.cpp's reason; -ctk f16 -ctv f16 always work)"
 KEEP_UNSUPPORTED = "--keep {value}: only --keep -1 is supported: the chat always keeps the whole system prompt when it drops the oldest turns, and --cli never shifts the context (it stops when the context is full)"

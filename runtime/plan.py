@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 
 from . import messages
-from .engine.types import EngineConfig, SamplingParams, SpeculativeConfig
+from .engine.types import DraftConfig, EngineConfig, SamplingParams, SpeculativeConfig
 from .errors import UsageError
 from .flags.settings import Settings
 from .flags.values import device_names, rpc_endpoints, tensor_split
@@ -121,7 +121,8 @@ def engine_config(settings: Settings, n_seq_max: int = 1, mode: str = "cli") -> 
         kv_unified_per_slot=settings.kv_unified_per_slot,
         cache_ram_mib=settings.cache_ram,
         speculative=SpeculativeConfig(settings.spec_ngram_simple_size_n, settings.spec_ngram_simple_size_m)
-        if settings.spec_type == "ngram-simple" else None,
+        if "ngram-simple" in settings.spec_type else None,
+        draft=draft_config(settings),
         embeddings=settings.embedding or settings.reranking,  # llama-server: --reranking turns embeddings on
         pooling="rank" if settings.reranking else settings.pooling,
         n_ubatch=settings.ubatch_size,
@@ -139,3 +140,14 @@ def engine_config(settings: Settings, n_seq_max: int = 1, mode: str = "cli") -> 
         mmproj=None if settings.no_mmproj else settings.mmproj,  # the embedded one: runtime/bundle/model_loader.py
         mmproj_offload=settings.mmproj_offload,
     )
+
+
+def draft_config(settings: Settings) -> DraftConfig | None:
+    """-md's draft model (the executable's own is put in by runtime/bundle/model_loader.py); --spec-type
+    draft-simple without one is refused."""
+    if not settings.model_draft:
+        if "draft-simple" in settings.spec_type:
+            raise UsageError(messages.DRAFT_SIMPLE_WITHOUT_MODEL)
+        return None
+    return DraftConfig(settings.model_draft, 0, settings.draft_max, settings.draft_min, settings.draft_p_min,
+                       settings.gpu_layers_draft)

@@ -27,7 +27,7 @@ from ..errors import (
     GrammarInvalid,
     ModelLoadFailed,
 )
-from . import devices, offload, rpc
+from . import devices, draft_model, offload, rpc
 from .context_size import ContextSize
 from .native import (
     FLASH_ATTN_TYPES,
@@ -101,8 +101,8 @@ class Engine(TokenMethods, EmbeddingMethods, MediaMethods):
         # Sequence ids 0..n_seq_max-1 serve generation; one more is kept for embeddings.
         self._embedding_seq = config.n_seq_max
         self.pool_cells = self.context_size.pool() if self.context_size.unified else self.n_ctx * config.n_seq_max
-        self._scheduler = Scheduler(self, config.n_seq_max, config.n_batch, self.context_size.unified,
-                                    config.cache_ram_mib, config.speculative)
+        self._scheduler = Scheduler(self, config.n_seq_max, config.n_batch, self.context_size.unified, config.cache_ram_mib,
+                                    config.speculative, draft_model.open_draft(config, self.model, self.pool_cells))
         if config.rpc_servers and config.survive_lost_worker:
             rpc.on_lost_worker(lambda text: self._scheduler.fail(EngineUnavailable(text)))
         if config.warmup:

@@ -24,6 +24,7 @@ from ..errors import EngineFailure, UserError
 from . import media_steps, pool
 from .prompt_cache import PromptCache
 from .slots import BatchBackend, KvSequence, Outbox, SchedulerStats, Slot, common_prefix, settle
+from .draft_model import DraftModel
 from .speculative import NgramDrafter, SpecCounts, Speculation
 from .types import GenerationRequest, Piece, SpeculativeConfig, Timings
 
@@ -35,13 +36,15 @@ KV_CACHE_FULL = 1  # llama_decode's "no room in the KV cache for this batch"
 
 class Scheduler(Speculation, pool.GivingWay):
     def __init__(self, backend: BatchBackend, n_seq: int, n_batch: int, unified: bool = False,
-                 cache_ram_mib: int = 0, speculative: SpeculativeConfig | None = None) -> None:
+                 cache_ram_mib: int = 0, speculative: SpeculativeConfig | None = None,
+                 draft_model: DraftModel | None = None) -> None:
         self._backend = backend
         self._n_batch = n_batch
         self._unified = unified
         self._pool_cells = getattr(backend, "pool_cells", n_seq * backend.n_ctx)
         self._cache = PromptCache(backend, cache_ram_mib) if cache_ram_mib else None  # type: ignore[arg-type]
         self._spec, self._spec_counts = speculative, SpecCounts()
+        self._draft_model = draft_model  # -md: drafts where n-gram lookups find none (speculative.py)
         self._deferred: list[Slot] = []  # gave way to a full KV pool: back in line when a request ends
         self._free: list[KvSequence] = [KvSequence(i) for i in range(n_seq)]
         self._sequences = tuple(self._free)
@@ -126,7 +129,7 @@ class Scheduler(Speculation, pool.GivingWay):
             prompt_cache=self._cache.counts if self._cache else None,
             prompt_cache_entries=len(self._cache) if self._cache else 0,
             prompt_cache_bytes=self._cache.size if self._cache else 0,
-            spec=self._spec_counts if self._spec else None)
+            spec=self._spec_counts if self._spec or self._draft_model else None)
 
     @property
     def failed(self) -> bool:
@@ -162,6 +165,8 @@ class Scheduler(Speculation, pool.GivingWay):
             self._wake.notify()
         if self._thread is not None and self._failure is None:  # a failed engine's thread may never return
             self._thread.join()
+        if self._draft_model is not None and (self._thread is None or not self._thread.is_alive()):
+            self._draft_model.close()
 
     def _ensure_thread(self) -> None:
         if self._thread is None:
@@ -265,10 +270,8 @@ class Scheduler(Speculation, pool.GivingWay):
             if slot.next_token is not None and room > 0:
                 members.append((slot, [slot.next_token], False))
                 room -= 1
-        for slot, chunk, _ in members if self._spec else ():  # then their drafts, where room is left
-            slot.draft = self._draft(slot, room)
-            chunk += slot.draft
-            room -= len(slot.draft)
+        if self._spec or self._draft_model:  # then their drafts, where room is left
+            room = self._draft_all(members, room)
         for slot in self._active:
             if slot.pending and room > 0:
                 members.append((slot, media_steps.text_run(slot.pending[:room]), True))

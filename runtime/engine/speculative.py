@@ -14,9 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Sequence
 
+from .draft_model import DraftWant
 from .types import SpeculativeConfig
 
 if TYPE_CHECKING:
+    from .draft_model import DraftModel
     from .slots import BatchBackend, Slot
 
 
@@ -65,20 +67,44 @@ class Speculation:
 
     _backend: BatchBackend
     _spec_counts: SpecCounts
+    _draft_model: DraftModel | None
     _sample: Callable[[Slot], bool]  # the scheduler's: samples, streams, sets next_token; False once ended
 
-    def _draft(self, slot: Slot, room: int) -> list[int]:
-        """Tokens speculated to follow the slot's next token, as many as the batch, the context and
-        the request's limit leave room for."""
+    def _draft_all(self, members: list[tuple[Slot, list[int], bool]], room: int) -> int:
+        """Drafts for the generating members (their chunk holds their next token), added to their chunks,
+        as many tokens as the batch's `room` leaves; returns the room left. N-gram lookups first (where
+        --spec-type has them), then the draft model for the sequences they found nothing for, all of
+        those in one go (llama-server's order of preference)."""
+        wants: list[tuple[Slot, list[int], DraftWant]] = []
+        for slot, chunk, _ in members:
+            limit = self._draft_limit(slot, room)
+            slot.draft = slot.drafter.draft(slot.seq.tokens, slot.next_token, limit) if slot.drafter else []
+            if not slot.draft and self._draft_model is not None and limit > 0:
+                limit = min(limit, self._draft_model.config.n_max)
+                wants.append((slot, chunk, DraftWant(slot.seq.id, slot.seq.tokens, slot.next_token, limit)))
+                room -= limit  # reserved: the draft model may use it all
+            self._take(slot, chunk)
+            room -= len(slot.draft)
+        if wants:
+            for (slot, chunk, want), draft in zip(wants, self._draft_model.draft([w for _, _, w in wants])):
+                slot.draft = draft
+                self._take(slot, chunk)
+                room += want.limit - len(draft)
+        return room
+
+    def _draft_limit(self, slot: Slot, room: int) -> int:
+        """The most tokens the batch, the context and the request's limit leave a slot's draft."""
         request = slot.request
         limit = min(room, self._backend.n_ctx - len(slot.seq.tokens) - 2)
         if request.max_tokens >= 0:
             limit = min(limit, request.max_tokens - slot.generated - 1)
-        draft = slot.drafter.draft(slot.seq.tokens, slot.next_token, limit)
-        if draft:
+        return limit
+
+    def _take(self, slot: Slot, chunk: list[int]) -> None:
+        if slot.draft:
+            chunk += slot.draft
             self._spec_counts.drafts += 1
-            self._spec_counts.drafted += len(draft)
-        return draft
+            self._spec_counts.drafted += len(slot.draft)
 
     def _verify(self, slot: Slot) -> None:
         """Samples at the next token's position and at each drafted one after it, keeping drafted tokens

@@ -30,6 +30,7 @@ class EngineConfig:
     kv_unified_per_slot: int = 0  # the most one sequence of the pool may hold (0: the whole pool)
     cache_ram_mib: int = 0  # --cache-ram: host memory for idle sequences' KV states (-1: no limit, 0: off)
     speculative: "SpeculativeConfig | None" = None  # --spec-type: drafting without a second model
+    draft: "DraftConfig | None" = None  # -md: a draft model (runtime/engine/draft_model.py)
     embeddings: bool = False
     n_ubatch: int = 512  # tokens computed in one go (capped at n_batch)
     n_threads_batch: int = 0  # threads for prompt processing; 0: n_threads
@@ -57,6 +58,19 @@ class SpeculativeConfig:
 
     size_n: int = 12  # --spec-ngram-simple-size-n
     size_m: int = 48  # --spec-ngram-simple-size-m
+
+
+@dataclass(frozen=True)
+class DraftConfig:
+    """A draft model (-md, or the one in the executable), and llama-server's --spec-draft-* settings
+    (this llama.cpp's defaults)."""
+
+    path: str
+    offset: int = 0  # where its GGUF starts in `path` (one carried in the executable)
+    n_max: int = 3  # --spec-draft-n-max: tokens drafted at most per step
+    n_min: int = 0  # --spec-draft-n-min: a shorter draft is dropped
+    p_min: float = 0.0  # --spec-draft-p-min: drafting stops below this probability (among the top 10)
+    n_gpu_layers: int = -1  # -ngld: -1 = every layer where there is a GPU
 
 
 # The KV cache types llama.cpp's -ctk/-ctv accept (common/arg.cpp kv_cache_types), and their ggml ids.

@@ -179,7 +179,7 @@ def _pool(engine: ServingEngine) -> dict[str, Any]:
 
 def _slot(engine: ServingEngine, request: Request, index: int, busy: frozenset[int]) -> dict[str, Any]:
     slot = {"id": index, "id_task": -1, "n_ctx": engine.n_ctx, **_pool(engine),
-            "speculative": getattr(engine.config, "speculative", None) is not None, "is_processing": index in busy}
+            "speculative": bool(getattr(engine.config, "speculative", None) or getattr(engine.config, "draft", None)), "is_processing": index in busy}
     if index in busy:  # llama-server reports a slot's params only once it has a task
         slot["params"] = _params(engine, request)
     return slot
