@@ -79,8 +79,8 @@ cuda)
     tools=$("$nvcc" --version | tail -2 | tr '\n' ' ')
     cuda_root=$(dirname "$(dirname "$nvcc")")
     if ! ls "$cuda_root"/lib*/stubs/libcuda.so "$cuda_root"/lib*/libcuda.so >/dev/null 2>&1; then
-        # PyPI's toolkit has no driver stub to link against: an empty libcuda.so.1 does (ggml-cuda's own
-        # symbols stay undefined until the user's driver provides them, as with NVIDIA's stub).
+        # PyPI's toolkit has no driver stub to link against: an empty libcuda.so.1 lets it link (the
+        # driver's symbols stay undefined until the user's driver provides them; mend_cuda names it).
         stub="$CACHE/cuda-driver-stub/libcuda.so"
         mkdir -p "$(dirname "$stub")"
         [ -f "$stub" ] || echo 'void llmpack_cuda_stub(void) {}' | ${CC:-cc} -shared -x c -Wl,-soname,libcuda.so.1 -o "$stub" -
@@ -106,7 +106,19 @@ compiler=$(${CXX:-c++} --version | sed -n 1p)
 key=$(printf '%s|%s|%s|%s|%s|%s|%s' "$llama_version" "$backend_args" "$target" "$patches" "$tools" "$compiler" "$extra_args" | digest)
 out="$CACHE/backends/$target-$backend-$key"
 library="$out/libggml-$backend.so"
+# The CUDA backend calls NVIDIA's driver (cuMemCreate...), which must be its NEEDED libcuda.so.1: the
+# linker drops a stub that defines none of those symbols, and the library would then fail to load on a
+# real GPU ("undefined symbol: cuMemCreate"), since cudart opens the driver privately. Its RUNPATH is
+# $ORIGIN alone (CMake adds the toolkit's folders, which do not exist on the user's machine). Applied to
+# a cached library too, so one built before this was checked is mended, not rebuilt (an hour).
+mend_cuda() {
+    local lib=$1/libggml-cuda.so
+    command -v patchelf >/dev/null || { log "patchelf is needed for the CUDA backend (build/system-deps.sh)"; exit 1; }
+    patchelf --print-needed "$lib" | grep -qx 'libcuda.so.1' || patchelf --add-needed libcuda.so.1 "$lib"
+    [ "$(patchelf --print-rpath "$lib")" = '$ORIGIN' ] || patchelf --set-rpath '$ORIGIN' "$lib"
+}
 if [ -f "$library" ]; then
+    [ "$backend" != cuda ] || mend_cuda "$out"
     log "cached: $library"
     printf '%s\n' "$out"
     exit 0
@@ -143,6 +155,7 @@ if [ "$backend" = cuda ]; then
     ldd "$out.tmp/libggml-cuda.so" | awk '/libcudart|libcublas/ && $3 ~ /^\// {print $3}' | while read -r lib; do
         cp -L "$lib" "$out.tmp/"
     done
+    mend_cuda "$out.tmp"
 fi
 printf 'llama-cpp-python %s\nflags %s %s\ntools %s\ncompiler %s\nbuild_seconds %s\n' "$llama_version" "$backend_args" \
     "$extra_args" "$tools" "$compiler" "$(( $(date +%s) - started ))" > "$out.tmp/build-info.txt"

@@ -33,6 +33,7 @@ command -v aarch64-linux-gnu-g++ >/dev/null || need+=(gcc-aarch64-linux-gnu g++-
 command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
 command -v update-binfmts >/dev/null || need+=(binfmt-support)
 command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v patchelf >/dev/null || need+=(patchelf)  # the CUDA backend's link to NVIDIA's driver (gpu-backend.sh)
 command -v shellcheck >/dev/null || need+=(shellcheck)  # actionlint's check of the workflows' scripts
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -243,7 +243,10 @@ def gpu_status() -> list[str]:
             ctypes.CDLL(str(path), mode=getattr(os, "RTLD_LOCAL", 0))
             reason = _NOTHING_FOUND.get(name, f"{driver} found no usable device")
         except OSError as exc:  # dlopen's "libcuda.so.1: cannot open shared object file: ..."
-            missing = re.search(r"([^\s:/]+\.so[.\d]*): cannot open shared object file", str(exc))
-            reason = f"{missing.group(1)} ({driver}) not found" if missing else str(exc)
+            # Frozen, PyInstaller's ctypes hook replaces dlopen's message with its own guess ("not found
+            # when the application was frozen") and keeps the real one as the cause.
+            message = str(exc.__cause__ or exc)
+            missing = re.search(r"([^\s:/]+\.so[.\d]*): cannot open shared object file", message)
+            reason = f"{missing.group(1)} ({driver}) not found" if missing else message
         lines.append(f"{label} (not loaded: {reason})")
     return lines
