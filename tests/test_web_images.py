@@ -110,6 +110,13 @@ def test_images_attached_removed_pasted_dropped_sent_and_kept(vision_server: Ser
         prompt_tokens(page, 1)
         sent = chat_requests(page)
         shown = page.wait(f"{THUMBNAILS.format(where='#log')}.filter(t => t[2] && t[1]).length === 2 && {THUMBNAILS.format(where='#log')}")
+        page.evaluate("document.querySelector('#log button.view').click()")  # the image at its size
+        page.wait("document.querySelector('#viewer img').complete")
+        viewed = page.evaluate("[document.getElementById('viewer').open, document.querySelector('#viewer img').naturalWidth, "
+                               "document.querySelector('#viewer .viewer-name').textContent]")
+        page.screenshot(tmp_path / "images-viewer-phone.png", 390, 844, mobile=True)
+        page.evaluate("document.getElementById('viewer').click()")
+        viewer_closed = page.evaluate("!document.getElementById('viewer').open")
         for mode, suffix in ((False, ""), (True, "-dark")):
             dark(page, mode)
             page.screenshot(tmp_path / f"images-desktop{suffix}.png", 1280, 800, mobile=False)
@@ -137,6 +144,7 @@ def test_images_attached_removed_pasted_dropped_sent_and_kept(vision_server: Ser
     url = "data:image/png;base64," + base64.b64encode(IMAGE_A).decode()
     assert first[-1]["content"] == [{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": url}}]
     assert second[0] == first[-1] and second[-1]["content"][1]["image_url"]["url"].endswith(base64.b64encode(IMAGE_B).decode())
+    assert viewed == [True, 40, "pasted.png"] and viewer_closed
     assert shown == after_reload == [["pasted.png", 40, True], ["other.png", 48, True]]
     # Kept by reference in localStorage, the bytes in IndexedDB.
     assert [[(r["name"], r["kind"], r["mime"]) for r in refs] for refs in stored] == [

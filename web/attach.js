@@ -115,11 +115,32 @@ function mediaChip(a, i) {
 function showMedia(turn, message) {
   const box = document.createElement("div");
   box.className = "media";
-  const draw = looked => box.replaceChildren(...message.media.map(ref => mediaElement(ref, looked)));
+  const draw = looked => box.replaceChildren(...message.media.map(ref => {
+    const element = mediaElement(ref, looked);
+    if (element.tagName !== "IMG") return element;
+    const view = button("", () => viewImage(ref));  // the image at its size, in a dialog
+    view.className = "view"; view.setAttribute("aria-label", "View " + ref.name);
+    view.appendChild(element);
+    return view;
+  }));
   const missing = message.media.some(ref => !mediaData.has(ref.id));
   draw(!missing);
   turn.insertBefore(box, turn.firstChild);
   if (missing) loadMedia(message.media).then(() => draw(true));
+}
+
+function viewImage(ref) {
+  let viewer = $("viewer");
+  if (!viewer) {
+    viewer = document.createElement("dialog");
+    viewer.id = "viewer"; viewer.setAttribute("aria-label", "Image");
+    viewer.addEventListener("click", () => viewer.close());  // anywhere, as Esc
+    document.body.appendChild(viewer);
+  }
+  const image = document.createElement("img");
+  image.src = mediaData.get(ref.id); image.alt = ref.name;
+  viewer.replaceChildren(image, label("viewer-name", ref.name + (ref.note ? ` (${ref.note})` : "")));
+  viewer.showModal();
 }
 
 // The references a sent message keeps; the files go to IndexedDB, within the budget.

@@ -45,6 +45,7 @@ async function loadModel() {
       $("model").textContent = model.id;
       showContext(chat() && chat().lastUsage);
       suggestRaw(model);
+      await loadModalities();  // attach.js: images and sounds, with a projector
       return;
     }
     if (response) $("model").textContent = "loading the model…";

@@ -10,4 +10,4 @@ if ("serviceWorker" in navigator && window.isSecureContext) navigator.serviceWor
 // For tests and bookmarks: /?q=hello sends a first message as soon as the page loads.
 const first = new URLSearchParams(location.search).get("q");
 sweepMedia();  // attach.js
-loadModel().then(loadModalities).then(() => { if (first) { newChat(); input.value = first; submit(); } });
+loadModel().then(() => { if (first) { newChat(); input.value = first; submit(); } });
