@@ -86,7 +86,10 @@ linux-*|darwin-*)
     for lib in "$folder"/libllmpack-chat.*; do
         cmp -s "$lib" "$engine_lib/$(basename "$lib")" || cp -p "$lib" "$engine_lib/"
     done ;;
-*) log "no chat library recipe for $target yet: its runtime renders chat templates with its own Jinja (no thinking, four tool-call families)" ;;
+# Windows: built in MSYS2's MinGW-w64 shell (.github/workflows/runtimes.yml runs build/chat-shim.sh there
+# and puts it beside llama.dll); a Windows set-up without it renders templates with the runtime's own
+# Jinja (no thinking, four tool-call families), and says so.
+*) log "the chat library is built for $target by CI's runtimes workflow (MinGW-w64); without it the runtime renders chat templates with its own Jinja (no thinking, four tool-call families)" ;;
 esac
 # The web chat page's libraries, pinned in web/package-lock.json: web/build_page.py inlines them into
 # templates/server_chat.html, and a test checks that the committed page is what they build. Once per lock.

@@ -61,11 +61,15 @@ def test_every_target_is_built_and_smoke_tested_on_its_own_runner() -> None:
     smoke = steps["Smoke test on this runner"]
     assert "llmpack\" build tiny.gguf" in smoke["run"] and "--runtime-dir" in smoke["run"] and "--cli" in smoke["run"]
     # Windows: one-folder behind our launcher (never PyInstaller's one-file), MinGW-w64's gcc for it,
-    # and llama.cpp's chat library shim built there (issue 22).
+    # and llama.cpp's chat library shim built there and put beside llama.dll before the freeze (issue 22).
     assert "onefile" not in RUNTIMES.read_text().lower()
     assert "gcc.exe" in steps["Freeze the runtime"]["env"]["CC"]
-    shim = steps["llama.cpp's chat library shim (Windows; issue 22's Windows build, not yet carried by the runtime)"]
+    names = list(steps)
+    shim_step = next(name for name in names if name.startswith("llama.cpp's chat library shim (Windows"))
+    shim = steps[shim_step]
     assert shim["if"] == "runner.os == 'Windows'" and "build/chat-shim.sh" in shim["run"]
+    assert "llmpack-chat.dll" in shim["run"] and "llama_chat._library()" in shim["run"]
+    assert names.index(shim_step) < names.index("Freeze the runtime")
     # macOS: signing and notarization only with the secrets, documented at the top of the file.
     assert "LLMPACK_CODESIGN_IDENTITY" in steps["Import the signing certificate (macOS, with the Apple secrets)"]["run"]
     assert "notarytool submit" in steps["Notarize the runtime (macOS, with the Apple secrets)"]["run"]
