@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
-from . import __version__, messages, mmproj
+from . import __version__, draft, messages, mmproj
 from .bundle import BundleResult, Projector, Weights, read_runtime, write_bundle
 from .errors import BuildError
 from .gguf_info import GgufInfo, read_gguf_info
@@ -119,11 +119,14 @@ def resolve_weights(args: BuildOptions) -> Iterator[tuple[Path, dict[str, Any], 
 def build(args: BuildOptions) -> Path:
     with resolve_weights(args) as (gguf, source, output):
         projector = mmproj.for_build(args.mmproj, args.no_mmproj, args.mmproj_file, gguf, source, args.quiet)
-        return bundle_weights(args, gguf, source, output, projector)
+        carried_draft = draft.local_draft(Path(args.draft), gguf) if args.draft else None
+        if carried_draft is not None and args.sidecar:  # before the runtime is chosen (an automatic sidecar: later)
+            raise BuildError(messages.DRAFT_WITH_SIDECAR)
+        return bundle_weights(args, gguf, source, output, projector, carried_draft)
 
 
 def bundle_weights(args: BuildOptions, gguf: Path, source: dict[str, Any], output: Path,
-                   projector: Projector | None = None) -> Path:
+                   projector: Projector | None = None, carried_draft: Projector | None = None) -> Path:
     info = read_gguf_info(str(gguf))
     default_args = parse_default_args(args.args)
     check_writable(output, gguf)
@@ -144,7 +147,7 @@ def bundle_weights(args: BuildOptions, gguf: Path, source: dict[str, Any], outpu
         result = write_bundle(
             read_runtime(runtime.path), Weights(gguf), output,
             lambda sha256: make_manifest(info, gguf, sha256, args.name, default_args, source, runtime.info),
-            progress.update, sidecar=sidecar, projector=projector)
+            progress.update, sidecar=sidecar, projector=projector, draft=carried_draft)
         progress.done()
     if runtime.target == host_target():
         check_default_args(result.path, default_args)

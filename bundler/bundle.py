@@ -64,15 +64,19 @@ def write_bare_runtime(image: RuntimeImage, output: Path) -> None:
 
 def write_bundle(image: RuntimeImage, weights: Weights, output: Path, manifest: Callable[[str], dict[str, Any]],
                  progress: Progress | None = None, sidecar: bool = False,
-                 projector: Projector | None = None) -> BundleResult:
+                 projector: Projector | None = None, draft: Projector | None = None) -> BundleResult:
     """`manifest(sha256)` builds the manifest once the weights' hash is known (computed while copying).
     With `sidecar`, the weights go to a file beside the executable instead of inside it. A `projector`
-    (images and audio) follows the weights, its place and sha256 in the manifest's "mmproj"."""
+    (images and audio) and a `draft` model follow the weights, each with its place and sha256 in the
+    manifest ("mmproj", "draft")."""
     length = weights.size
-    if projector is not None and not sidecar:
-        return _write_with_projector(image, weights, output, manifest, progress, projector)
+    extras = {key: carried for key, carried in (("mmproj", projector), ("draft", draft)) if carried is not None}
+    if extras and not sidecar:
+        return _write_with_extras(image, weights, output, manifest, progress, extras)
     if sidecar and projector is not None:
         raise BuildError(messages.MMPROJ_WITH_SIDECAR)
+    if sidecar and draft is not None:
+        raise BuildError(messages.DRAFT_WITH_SIDECAR)
     if sidecar:
         beside = output.parent / sidecar_name(output)
         with atomic_output(beside) as out:
@@ -97,28 +101,29 @@ def write_bundle(image: RuntimeImage, weights: Weights, output: Path, manifest: 
 
 @dataclass(frozen=True)
 class Projector:
-    """A projector GGUF to carry (llama.cpp's mmproj), and what the manifest says of where it came from."""
+    """A GGUF carried after the weights (llama.cpp's mmproj, or a draft model), and what the manifest says
+    of where it came from."""
 
     weights: Weights
     entry: dict[str, Any]  # file, source, ...: offset, length and sha256 are added when written
 
 
-def _write_with_projector(image: RuntimeImage, weights: Weights, output: Path,
-                          manifest: Callable[[str], dict[str, Any]], progress: Progress | None,
-                          projector: Projector) -> BundleResult:
-    length, projector_length = weights.size, projector.weights.size
-    layout = lay_out(image, length, GGUF_ALIGNMENT, projector_length)
+def _write_with_extras(image: RuntimeImage, weights: Weights, output: Path,
+                       manifest: Callable[[str], dict[str, Any]], progress: Progress | None,
+                       extras: dict[str, Projector]) -> BundleResult:
+    length = weights.size
+    layout = lay_out(image, length, GGUF_ALIGNMENT, *(carried.weights.size for carried in extras.values()))
+    entries: dict[str, dict[str, Any]] = {}
     with atomic_output(output, mode=0o755) as out:
         out.write(layout.head)
         out.write(b"\0" * (layout.gguf_offset - len(layout.head)))
         digest = copy_and_hash(weights, out, progress)
-        out.write(b"\0" * (layout.projector_offset - out.tell()))
-        projector_digest = copy_and_hash(projector.weights, out, None)
+        for (key, carried), offset in zip(extras.items(), layout.extra_offsets):
+            out.write(b"\0" * (offset - out.tell()))
+            entries[key] = {**carried.entry, "offset": offset, "length": carried.weights.size,
+                            "sha256": copy_and_hash(carried.weights, out, None)}
         out.write(layout.after_gguf)
-        entry = {**projector.entry, "offset": layout.projector_offset, "length": projector_length,
-                 "sha256": projector_digest}
-        out.write(encode_trailer({**manifest(digest), "mmproj": entry}, layout.gguf_offset, length, digest,
-                                 layout.runtime))
+        out.write(encode_trailer({**manifest(digest), **entries}, layout.gguf_offset, length, digest, layout.runtime))
         size = out.tell()
     return BundleResult(output, size, layout.gguf_offset, length, digest)
 

@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "images and audio in (from the hub: the repository's is found unless --no-mmproj)")
     build.add_argument("--mmproj-file", metavar="FILE", help="the projector's file in --hf-repo (default: llama-server's -hf choice)")
     build.add_argument("--no-mmproj", action="store_true", help="carry no projector: text only")
+    build.add_argument("--draft", metavar="GGUF", help="a draft model to carry (a smaller model of the same vocabulary): "
+                       "speculative decoding, as llama-server's -md, used by every start unless -md or -m says otherwise")
     build.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
     repack = sub.add_parser("repack", help="rewrite an executable with a new runtime or new weights, keeping the rest",
@@ -115,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     repack.add_argument("--args", metavar="ARGS", help="new default arguments (default: keep)")
     repack.add_argument("--mmproj", type=Path, metavar="GGUF", help="a new projector (default: keep the carried one)")
     repack.add_argument("--no-mmproj", action="store_true", help="leave the carried projector out")
+    repack.add_argument("--draft", type=Path, metavar="GGUF", help="a new draft model (default: keep the carried one)")
+    repack.add_argument("--no-draft", action="store_true", help="leave the carried draft model out")
     _runtime_options(repack)
     repack.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
@@ -135,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     unpack.add_argument("bundle")
     unpack.add_argument("-o", "--output", required=True, help="the GGUF file to write")
     unpack.add_argument("--mmproj", type=Path, metavar="GGUF", help="also write the carried projector to this file")
+    unpack.add_argument("--draft", type=Path, metavar="GGUF", help="also write the carried draft model to this file")
 
     run = sub.add_parser("run", help="the runtime on loose weights, no bundling (runtime flags follow)",
                          add_help=False)
@@ -207,7 +212,7 @@ def _inspect(args: argparse.Namespace) -> int:
 def _unpack(args: argparse.Namespace) -> int:
     from .inspect_command import unpack
 
-    unpack(args.bundle, Path(args.output), args.mmproj)
+    unpack(args.bundle, Path(args.output), args.mmproj, args.draft)
     return 0
 
 

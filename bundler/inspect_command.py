@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from . import messages, mmproj
+from . import draft, messages, mmproj
 from .bundle import atomic_output
 from .errors import BuildError, error_line
 from .payload_format import FLAG_SIDECAR, BundleInfo, read_bundle, weights_path
@@ -54,6 +54,7 @@ def describe(info: BundleInfo) -> str:
         ("weights", f"offset {info.gguf_offset}, length {info.gguf_length}"),
         ("sha256", info.gguf_sha256),
         ("projector", mmproj.describe(info)),
+        ("draft model", draft.describe(info)),
         ("default args", " ".join(m.get("default_args", [])) or "(none)"),
         ("runtime", f"{runtime.get('target')} (llama-cpp-python {runtime.get('llama_cpp_python')}, "
                     f"Python {runtime.get('python')}, needs glibc >= {runtime.get('min_glibc') or 'n/a'})"),
@@ -83,11 +84,13 @@ def _describe_cache_entry(info: BundleInfo) -> str:
 
 def inspect(path: str, as_json: bool, verify: bool) -> int:
     info = read_bundle(path)
-    verified, projector_ok = None, True
+    verified, projector_ok, draft_ok = None, True, True
     if verify:
         verified = hash_weights(info) == info.gguf_sha256
         entry = info.manifest.get("mmproj")
         projector_ok = not isinstance(entry, dict) or mmproj.hash_carried(info) == entry.get("sha256")
+        draft_entry = draft.entry(info)
+        draft_ok = draft_entry is None or draft.hash_carried(info) == draft_entry.get("sha256")
     if as_json:
         document = {"path": info.path, "size": info.size, "format_version": info.format_version,
                     "gguf_offset": info.gguf_offset, "gguf_length": info.gguf_length,
@@ -99,7 +102,7 @@ def inspect(path: str, as_json: bool, verify: bool) -> int:
                                    "sha256": info.runtime.sha256, "cache_entry": str(entry),
                                    "unpacked": (entry / RUNTIME_NAME).is_file()}
         if verify:
-            document["verified"] = verified and projector_ok
+            document["verified"] = verified and projector_ok and draft_ok
         sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
     else:
         sys.stdout.write(describe(info))
@@ -109,6 +112,11 @@ def inspect(path: str, as_json: bool, verify: bool) -> int:
     if not projector_ok:
         print(error_line(messages.MMPROJ_MISMATCH.format(path=path)), file=sys.stderr)
         return 1
+    if not draft_ok:
+        print(error_line(messages.DRAFT_MISMATCH.format(path=path)), file=sys.stderr)
+        return 1
+    if verified and draft.entry(info):
+        log.info(messages.DRAFT_VERIFIED.format(sha256=draft.entry(info)["sha256"]))
     if verified and isinstance(info.manifest.get("mmproj"), dict):
         log.info(messages.MMPROJ_VERIFIED.format(sha256=info.manifest["mmproj"]["sha256"]))
     if verified:
@@ -116,11 +124,13 @@ def inspect(path: str, as_json: bool, verify: bool) -> int:
     return 0
 
 
-def unpack(path: str, output: Path, projector: Path | None = None) -> None:
+def unpack(path: str, output: Path, projector: Path | None = None, draft_output: Path | None = None) -> None:
     info = read_bundle(path)
     entry = info.manifest.get("mmproj")
     if projector is not None and not isinstance(entry, dict):
         raise BuildError(messages.MMPROJ_NONE_IN_BUNDLE.format(path=path))
+    if draft_output is not None and draft.entry(info) is None:
+        raise BuildError(messages.DRAFT_NONE_IN_BUNDLE.format(path=path))
     with atomic_output(output) as out:
         if hash_weights(info, out, label="unpacking weights") != info.gguf_sha256:
             raise BuildError(messages.WEIGHTS_MISMATCH.format(path=path))
@@ -130,3 +140,9 @@ def unpack(path: str, output: Path, projector: Path | None = None) -> None:
             if mmproj.hash_carried(info, out, label="unpacking projector") != entry["sha256"]:
                 raise BuildError(messages.MMPROJ_MISMATCH.format(path=path))
         log.info("wrote %s (%d bytes, sha256 %s)", projector, entry["length"], entry["sha256"])
+    if draft_output is not None:
+        found = draft.entry(info)
+        with atomic_output(draft_output) as out:
+            if draft.hash_carried(info, out, label="unpacking draft model") != found["sha256"]:
+                raise BuildError(messages.DRAFT_MISMATCH.format(path=path))
+        log.info("wrote %s (%d bytes, sha256 %s)", draft_output, found["length"], found["sha256"])

@@ -51,18 +51,20 @@ def _align(value: int, alignment: int) -> int:
 class Layout:
     head: bytes  # written first, then zeros up to gguf_offset
     gguf_offset: int
-    after_gguf: bytes  # padding and the runtime pack, written right after the GGUF (and the projector)
+    after_gguf: bytes  # padding and the runtime pack, written right after the GGUF (and the GGUFs after it)
     runtime: RuntimeRange
-    projector_offset: int = 0  # where a projector GGUF goes after the weights (zeros up to it), if one does
+    extra_offsets: tuple[int, ...] = ()  # where each GGUF carried after the weights goes (zeros up to it)
 
 
-def lay_out(image: RuntimeImage, gguf_length: int, alignment: int, projector_length: int = 0) -> Layout:
-    """With a projector (images and audio), it follows the weights at the same alignment:
-    [launcher][zeros][GGUF][zeros][projector GGUF][zeros to 8][runtime pack]."""
+def lay_out(image: RuntimeImage, gguf_length: int, alignment: int, *extra_lengths: int) -> Layout:
+    """GGUFs carried after the weights (a projector for images and audio, a draft model) follow them in
+    turn, at the same alignment: [launcher][zeros][GGUF]([zeros][GGUF]...)[zeros to 8][runtime pack]."""
     gguf_offset = _align(len(image.launcher), alignment)
-    projector_offset = _align(gguf_offset + gguf_length, alignment) if projector_length else 0
-    end = projector_offset + projector_length if projector_length else gguf_offset + gguf_length
+    end, offsets = gguf_offset + gguf_length, []
+    for length in extra_lengths:
+        offsets.append(_align(end, alignment))
+        end = offsets[-1] + length
     pack_offset = _align(end, 8)
     padding = b"\0" * (pack_offset - end)
     runtime = RuntimeRange(pack_offset, len(image.pack), image.pack_sha256)
-    return Layout(image.launcher, gguf_offset, padding + image.pack, runtime, projector_offset)
+    return Layout(image.launcher, gguf_offset, padding + image.pack, runtime, tuple(offsets))

@@ -31,18 +31,19 @@ def local_projector(path: Path, source: dict[str, Any] | None = None) -> Project
                                      "source": source or {"type": "file", "file": path.name}})
 
 
-def carried(info: BundleInfo) -> Projector | None:
-    """The projector inside an executable, as a range to copy (repack keeps it)."""
-    entry = info.manifest.get("mmproj")
+def carried(info: BundleInfo, key: str = "mmproj") -> Projector | None:
+    """The projector (or the GGUF under `key`) inside an executable, as a range to copy (repack keeps it)."""
+    entry = info.manifest.get(key)
     if not isinstance(entry, dict):
         return None
     kept = {k: v for k, v in entry.items() if k not in ("offset", "length", "sha256")}
     return Projector(Weights(Path(info.path), int(entry["offset"]), int(entry["length"])), kept)
 
 
-def hash_carried(info: BundleInfo, out: BinaryIO | None = None, label: str = "verifying projector") -> str:
-    """sha256 of the carried projector, optionally copying it to `out` on the way."""
-    entry = info.manifest["mmproj"]
+def hash_carried(info: BundleInfo, out: BinaryIO | None = None, label: str = "verifying projector",
+                 key: str = "mmproj") -> str:
+    """sha256 of the carried projector (or the GGUF under `key`), optionally copying it to `out` on the way."""
+    entry = info.manifest[key]
     offset, length = int(entry["offset"]), int(entry["length"])
     digest, done = hashlib.sha256(), 0
     progress = ByteProgress(label)

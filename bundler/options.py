@@ -34,6 +34,7 @@ class BuildOptions(RuntimeChoice):
     mmproj: str | None = None  # a projector GGUF to carry (images and audio)
     no_mmproj: bool = False  # carry none, not even the hub repository's
     mmproj_file: str | None = None  # the projector's file in --hf-repo (default: llama-server's choice)
+    draft: str | None = None  # a draft model GGUF to carry (speculative decoding, llama-server's -md)
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class RepackOptions(RuntimeChoice):
     quiet: bool = False
     mmproj: Path | None = None  # a new projector (default: keep the carried one)
     no_mmproj: bool = False  # leave the carried projector out
+    draft: Path | None = None  # a new draft model (default: keep the carried one)
+    no_draft: bool = False  # leave the carried draft model out
 
 
 def from_namespace(kind: type, namespace: argparse.Namespace):

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from . import messages, mmproj
+from . import draft, messages, mmproj
 from .build_command import make_manifest, parse_default_args, report
 from .bundle import Weights, read_runtime, write_bundle
 from .errors import BuildError
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 def repack(args: RepackOptions) -> Path:
     old = read_bundle(args.bundle)
     if (args.model is None and args.runtime is None and not args.rebuild_runtime and args.args is None and args.gpu is None
-            and args.mmproj is None and not args.no_mmproj):
+            and args.mmproj is None and not args.no_mmproj and args.draft is None and not args.no_draft):
         raise BuildError(messages.REPACK_NOTHING)
     output = Path(args.output or args.bundle)
     manifest = dict(old.manifest)
@@ -48,14 +48,16 @@ def repack(args: RepackOptions) -> Path:
         weights = Weights(weights_path(old), old.gguf_offset, old.gguf_length)
 
         def build_manifest(sha: str) -> dict:
-            kept = {k: v for k, v in manifest.items() if k != "mmproj"}  # written again with its new place
+            kept = {k: v for k, v in manifest.items() if k not in ("mmproj", draft.KEY)}  # written again: new places
             return {**kept, "default_args": default_args, "runtime": runtime_info}
 
     target = str(runtime_info.get("target", host_target()))
     sidecar = sidecar_flag or wants_sidecar(target, weights.size, False)
     progress = ByteProgress("repacking weights", enabled=not args.quiet)
     projector = None if args.no_mmproj else mmproj.local_projector(args.mmproj) if args.mmproj else mmproj.carried(old)
-    result = write_bundle(image, weights, output, build_manifest, progress.update, sidecar=sidecar, projector=projector)
+    carried_draft = None if args.no_draft else draft.local_draft(args.draft) if args.draft else draft.carried(old)
+    result = write_bundle(image, weights, output, build_manifest, progress.update, sidecar=sidecar, projector=projector,
+                          draft=carried_draft)
     progress.done()
     if target == host_target():
         check_default_args(result.path, default_args, remove=output.resolve() != Path(args.bundle).resolve())

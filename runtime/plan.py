@@ -143,11 +143,9 @@ def engine_config(settings: Settings, n_seq_max: int = 1, mode: str = "cli") -> 
 
 
 def draft_config(settings: Settings) -> DraftConfig | None:
-    """-md's draft model (the executable's own is put in by runtime/bundle/model_loader.py); --spec-type
-    draft-simple without one is refused."""
+    """-md's draft model (the executable's own is put in by runtime/bundle/draft_payload.py, which also
+    refuses --spec-type draft-simple without either)."""
     if not settings.model_draft:
-        if "draft-simple" in settings.spec_type:
-            raise UsageError(messages.DRAFT_SIMPLE_WITHOUT_MODEL)
         return None
     return DraftConfig(settings.model_draft, 0, settings.draft_max, settings.draft_min, settings.draft_p_min,
                        settings.gpu_layers_draft)

@@ -23,6 +23,7 @@ from .payload_format import GGUF_MAGIC, Payload, verify_weights
 from ..progress import Progress
 from .runtime_pack import damage_in_folder, damage_in_pack
 from .projector import with_projector
+from .draft_payload import with_draft
 from .user_cache import cache_root
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ def load_engine(settings: Settings, payload: Payload | None, config: EngineConfi
     if settings.n_gpu_layers != 0 and not gpu_offload_supported():
         warn_no_gpu(settings.n_gpu_layers, devices)
     config = with_projector(settings, payload, config)  # --mmproj's, or the one this executable carries
+    config = with_draft(settings, payload, config)  # -md's, or the one this executable carries
     progress = Progress("loading model", not settings.log_disable)
     engine = Engine(source, config, progress.update)
     context = describe_context(engine.n_ctx, engine.context_size)

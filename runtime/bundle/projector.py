@@ -26,9 +26,10 @@ from .user_cache import cache_root
 
 log = logging.getLogger(__name__)
 CHUNK = 8 << 20
-PROJECTOR_MISMATCH = "the projector inside {path} does not match its recorded sha256: the file is damaged"
+GGUF_MISMATCH = "the {what} inside {path} does not match its recorded sha256: the file is damaged"
+PROJECTOR_MISMATCH = GGUF_MISMATCH.replace("{what}", "projector")
 PROJECTOR_MISSING = "--mmproj {path}: no such file"
-PROJECTOR_VERIFIED = "projector verified: sha256 {sha256}"
+PROJECTOR_VERIFIED = "{what} verified: sha256 {sha256}"
 
 
 @dataclass(frozen=True)
@@ -40,23 +41,24 @@ class EmbeddedProjector:
     file: str  # its name when it was bundled
 
 
-def embedded_projector(payload: Payload | None) -> EmbeddedProjector | None:
-    """The projector the manifest records, checked to lie inside the file and to start as a GGUF."""
-    entry = (payload.manifest or {}).get("mmproj") if payload is not None else None
+def embedded_projector(payload: Payload | None, key: str = "mmproj") -> EmbeddedProjector | None:
+    """The projector the manifest records (or the GGUF under `key`: "draft", runtime/bundle/draft_payload.py),
+    checked to lie inside the file and to start as a GGUF."""
+    entry = (payload.manifest or {}).get(key) if payload is not None else None
     if not isinstance(entry, dict):
         return None
     try:
         found = EmbeddedProjector(payload.executable or payload.path, int(entry["offset"]), int(entry["length"]),
-                                  str(entry["sha256"]), str(entry.get("file", "mmproj.gguf")))
+                                  str(entry["sha256"]), str(entry.get("file", f"{key}.gguf")))
     except (KeyError, TypeError, ValueError):
-        raise CorruptBundle(payload.path, "the manifest's projector entry is malformed") from None
+        raise CorruptBundle(payload.path, f"the manifest's {key} entry is malformed") from None
     with open(found.path, "rb") as f:
         size = f.seek(0, os.SEEK_END)
         if found.offset <= 0 or found.length <= 0 or found.offset + found.length > size:
-            raise CorruptBundle(found.path, "the projector lies outside the file (truncated?)")
+            raise CorruptBundle(found.path, f"the {key} entry lies outside the file (truncated?)")
         f.seek(found.offset)
         if f.read(4) != GGUF_MAGIC:
-            raise CorruptBundle(found.path, "the embedded projector does not start with a GGUF header")
+            raise CorruptBundle(found.path, f"the embedded {key} GGUF does not start with a GGUF header")
     return found
 
 
@@ -76,20 +78,20 @@ def _copy(projector: EmbeddedProjector, out) -> str:
     return digest.hexdigest()
 
 
-def verify(projector: EmbeddedProjector) -> None:
+def verify(projector: EmbeddedProjector, what: str = "projector") -> None:
     if _copy(projector, None) != projector.sha256:
-        raise UserError(PROJECTOR_MISMATCH.format(path=projector.path))
-    log.info(PROJECTOR_VERIFIED.format(sha256=projector.sha256))
+        raise UserError(GGUF_MISMATCH.format(what=what, path=projector.path))
+    log.info(PROJECTOR_VERIFIED.format(what=what, sha256=projector.sha256))
 
 
-def projector_file(projector: EmbeddedProjector) -> Path:
+def projector_file(projector: EmbeddedProjector, folder: str = "mmproj") -> Path:
     """The cached copy libmtmd opens, written once (verified while copying) and reused."""
-    cache = cache_root() / "mmproj"
+    cache = cache_root() / folder
     target = cache / f"{projector.sha256}.gguf"
     if target.is_file() and target.stat().st_size == projector.length:
         return target
     cache.mkdir(parents=True, exist_ok=True)
-    log.info("copying the projector once to %s (libmtmd opens projectors by file name)", target)
+    log.info("copying the %s once to %s (it is read from a file of its own)", folder, target)
     with tempfile.NamedTemporaryFile(dir=cache, delete=False) as tmp:
         try:
             digest = _copy(projector, tmp)
@@ -99,7 +101,7 @@ def projector_file(projector: EmbeddedProjector) -> Path:
             raise
     if digest != projector.sha256:
         os.unlink(tmp.name)
-        raise UserError(PROJECTOR_MISMATCH.format(path=projector.path))
+        raise UserError(GGUF_MISMATCH.format(what=folder, path=projector.path))
     os.replace(tmp.name, target)
     return target
 
