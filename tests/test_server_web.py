@@ -11,15 +11,15 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from support.commands import REPO, run
 from support.devtools import DevTools, Page, canned_completion, canned_reply, fulfil
-from support.server_fixtures import PAGE_SERVER_ARGS, ServerProcess, running_server, start_server
+from support.server_fixtures import ServerProcess, running_server, start_server
 from support.tiny_model import write_tiny_gguf
+from support.web_page import browser, server  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.slow
 
@@ -39,22 +39,6 @@ def add(a, b):
 
 <img src=x onerror="window.pwned=1"> and <script>window.pwned=2</script>
 """
-
-
-@pytest.fixture(scope="module")
-def server(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    log_path = tmp_path_factory.mktemp("web") / "server.log"
-    with running_server(tiny_bundle, *PAGE_SERVER_ARGS, log_path=log_path) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevTools]:
-    tools = DevTools(tmp_path_factory.mktemp("profile"))
-    try:
-        yield tools
-    finally:
-        tools.close()
 
 
 def model_id(server: ServerProcess) -> str:

@@ -12,48 +12,19 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from support.devtools import DevTools, HeldReplies, Page, canned_reply, fulfil, reply_end, reply_pieces
-from support.server_fixtures import PAGE_SERVER_ARGS, ServerProcess, running_server
+from support.server_fixtures import ServerProcess
+from support.web_page import STORED, TEXTS, browser, buttons, click, server  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.slow
-
-TEXTS = "[...document.querySelectorAll('.msg')].map(m => m.textContent.trim())"
-STORED = "JSON.parse(localStorage.getItem('llmpack-chats') || '[]')"
-
-
-@pytest.fixture(scope="module")
-def server(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    log_path = tmp_path_factory.mktemp("web-data") / "server.log"
-    with running_server(tiny_bundle, *PAGE_SERVER_ARGS, log_path=log_path) as running:
-        yield running
-
 
 @pytest.fixture(scope="module")
 def n_ctx(server: ServerProcess) -> int:
     """What one conversation may hold: the per-sequence context the page reads from /v1/models."""
     return httpx.get(server.base_url + "/models", timeout=10).json()["data"][0]["meta"]["n_ctx"]
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevTools]:
-    tools = DevTools(tmp_path_factory.mktemp("profile"))
-    try:
-        yield tools
-    finally:
-        tools.close()
-
-
-def click(page: Page, label: str, where: str = "") -> None:
-    page.evaluate(f"[...document.querySelectorAll('{where} button')].find(b => b.textContent === {json.dumps(label)}).click()")
-
-
-def buttons(page: Page, where: str) -> list[str]:
-    return page.evaluate(f"[...document.querySelectorAll('{where} button')].map(b => b.textContent)")
 
 
 def console_errors(browser: DevTools) -> list[str]:
