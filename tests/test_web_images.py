@@ -217,6 +217,7 @@ def test_past_the_budget_a_file_is_sent_not_kept_and_a_deleted_chats_files_go(vi
         page.reload()
         page.evaluate(RECORD)
         missing = page.wait("document.querySelector('#log .media-missing') && document.querySelector('#log .media-missing').textContent")
+        assert page.evaluate(f"{THUMBNAILS.format(where='#log')}.length") == 0
         page.screenshot(tmp_path / "images-not-kept-phone.png", 390, 844, mobile=True)
         page.send_message("still there?")
         prompt_tokens(page, 1)

@@ -35,6 +35,7 @@ async function loadModalities() {
   } catch (e) { /* an older server: text only */ }
   const reads = [modalities.vision && "images", modalities.audio && "sounds (WAV, MP3, FLAC)"].filter(Boolean);
   const attach = document.querySelector("label.attach"), file = $("file");
+  attach.querySelector(".sr").textContent = reads.length ? " a file" : " a text file";
   if (reads.length) {
     attach.title = `Attach ${reads.join(" or ")}, or a text file as context (or drop or paste it here)`;
     file.accept = [file.dataset.text || (file.dataset.text = file.accept),
@@ -87,8 +88,8 @@ async function shrink(file) {
 function mediaElement(ref, looked = true) {
   const data = mediaData.get(ref.id);
   if (!data) {
-    return label("media-missing", !looked ? ref.name : ref.unkept ? `${ref.name} (not kept: past the ${MEDIA_BUDGET >> 20} MB ` +
-                 "of files this browser keeps)" : `${ref.name} (no longer in this browser)`);
+    return label("media-missing", ref.unkept ? `${ref.name} (not kept: past the ${MEDIA_BUDGET >> 20} MB of files this ` +
+                 "browser keeps)" : looked ? `${ref.name} (no longer in this browser)` : ref.name);
   }
   let element;
   if (ref.kind === "image") {

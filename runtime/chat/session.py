@@ -161,12 +161,15 @@ class ChatSession:
             else:
                 last = stream_interruptibly(self.engine, request,
                                             lambda piece: (parts.append(piece.text), on_text(piece.text)))
-        except BaseException:
+        except BaseException as exc:
             # Not answered at all (refused, failed, or stopped before a word): the conversation is the
             # user's, so it goes back exactly as it was, older turns dropped for room included.
             if not "".join(parts).strip():
                 self.conversation.messages[:] = before
-                self.pending_media = list(media)  # still attached to the next try
+                # Stopped by Ctrl-C, its files stay attached for the next try; refused (an image too large
+                # for the context), they go with the message, else every later message would fail alike.
+                if isinstance(exc, KeyboardInterrupt):
+                    self.pending_media = list(media)
             raise
         reply = "".join(parts)
         finish = last.finish_reason or "cancelled"
