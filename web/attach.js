@@ -50,6 +50,7 @@ async function loadModalities() {
 
 // One image or sound for the next message, or why not (a line for the banner).
 async function attachMedia(file, type) {
+  if (type.startsWith("video/")) return `${file.name}: videos are not read (images and sounds are, with a projector)`;
   const kind = type.startsWith("image/") ? "image" : "audio";
   if (settings.raw) return `${file.name}: raw completion sends text only`;
   if (!modalities[kind === "image" ? "vision" : "audio"]) {
