@@ -148,6 +148,12 @@ OLLAMA_NO_CONTEXT = "context: the token context of an earlier /api/generate is n
 OLLAMA_BAD_FORMAT = "format {format!r} is not supported: give \"json\" or a JSON schema"
 OLLAMA_EMBEDDINGS_OFF = "embeddings are off: restart the server with --embedding to use /api/embed"
 CORS_ORIGIN_INVALID = "--cors-origins: {origin!r} is not an origin: give scheme://host[:port] (e.g. http://localhost:5173), comma-separated, or *"
+MCP_PROXY_ON = ("--ui-mcp-proxy: /cors-proxy fetches the URLs the web page names (MCP servers without CORS): "
+                "experimental, do not enable in untrusted environments (add --api-key where others reach this server)")
+MCP_PROXY_NO_URL = "/cors-proxy needs ?url=THE MCP SERVER'S URL"
+MCP_PROXY_BAD_URL = "/cors-proxy cannot proxy to this URL: {reason}"
+MCP_PROXY_CROSS_SITE = "/cors-proxy answers this server's own web page only (the browser says the request came from another site)"
+MCP_PROXY_UNREACHABLE = "/cors-proxy could not reach {url}: {reason}"
 CORS_ANY_ORIGIN = "--cors-origins *: any web site open in a browser here can use this server (add --api-key to keep them out)"
 
 # OpenAI's Responses API (/v1/responses)

@@ -2,8 +2,9 @@
 // has them: the user adds a server's URL in the settings, the page connects to it from the browser
 // (initialize, then tools/list), offers its tools to the model in the chat request, and calls a tool when
 // the model asks (tools.js). The browser talks to the MCP server directly, so the server must allow this
-// page's origin (CORS); llama-server's page can go through its server (--ui-mcp-proxy) instead, which
-// this page does not have. Kept in this browser: "llmpack-mcp" = {servers: [{url, token}], confirm}.
+// page's origin (CORS), or, as with llama-server's page, goes through this server's /cors-proxy where it
+// was started with --ui-mcp-proxy (/props says cors_proxy_enabled). Kept in this browser:
+// "llmpack-mcp" = {servers: [{url, token, proxy}], confirm}.
 const MCP = "llmpack-mcp", MCP_PROTOCOL = "2025-06-18";
 let mcp = Object.assign({servers: [], confirm: true}, load(MCP, {}));
 const mcpState = new Map();  // url -> {session, protocol, status, tools}
@@ -40,7 +41,8 @@ async function rpc(server, method, params, notification = false) {
   if (server.token) headers.Authorization = "Bearer " + server.token;
   const message = {jsonrpc: "2.0", method, params};
   if (!notification) message.id = ++rpcId;
-  const response = await fetch(server.url, {method: "POST", headers, body: JSON.stringify(message)});
+  const response = server.proxy ? await viaProxy(server.url, headers, JSON.stringify(message))
+                                 : await fetch(server.url, {method: "POST", headers, body: JSON.stringify(message)});
   const session = response.headers.get("Mcp-Session-Id");
   if (session) state.session = session;
   if (!response.ok) throw new Error(`${response.status} ${response.statusText}`.trim());
@@ -48,6 +50,14 @@ async function rpc(server, method, params, notification = false) {
   const answer = await answerOf(response, message.id);
   if (answer.error) throw new Error(answer.error.message || "error " + answer.error.code);
   return answer.result;
+}
+
+// /cors-proxy (--ui-mcp-proxy): the headers for the MCP server travel prefixed, as llama-server's page
+// sends them; api() adds this server's own key.
+function viaProxy(url, headers, body) {
+  const proxied = {};
+  for (const [name, value] of Object.entries(headers)) proxied["X-Llama-Server-Proxy-Header-" + name] = value;
+  return api("/cors-proxy?url=" + encodeURIComponent(url), {method: "POST", headers: proxied, body});
 }
 
 async function connectMcp(server) {
@@ -68,7 +78,8 @@ async function connectMcp(server) {
     state.status = `${state.tools.length} tool${state.tools.length === 1 ? "" : "s"}`;
   } catch (error) {
     // fetch's own TypeError: refused, or no CORS answer for this page's origin.
-    state.status = "error: " + (error instanceof TypeError ? "no answer (is it running, and does it allow this page (CORS)?)"
+    const proxyHint = props && props.cors_proxy_enabled ? ", or add it again through this server" : "";
+    state.status = "error: " + (error instanceof TypeError ? `no answer (is it running, and does it allow this page (CORS)${proxyHint}?)`
                                                            : error.message);
     state.tools = [];
   }
@@ -104,6 +115,9 @@ async function callTool(name, args) {
 // --- the settings' MCP section ------------------------------------------------------------------------
 function showMcp() {
   $("mcp-confirm").checked = mcp.confirm;
+  // Offered where the server has the proxy on (it reads /props again when the settings open).
+  $("mcp-proxy").disabled = !(props && props.cors_proxy_enabled);
+  $("mcp-proxy").parentNode.title = $("mcp-proxy").disabled ? "start the server with --ui-mcp-proxy to use this" : "";
   $("mcp-list").replaceChildren(...mcp.servers.map(server => {
     const item = document.createElement("li"), state = mcpState.get(server.url) || {status: ""};
     const remove = button("Remove", () => {
@@ -111,7 +125,7 @@ function showMcp() {
       mcpState.delete(server.url); saveMcp(); listTools(); showMcp();
     });
     remove.setAttribute("aria-label", "Remove " + server.url);
-    item.append(label("mcp-url", server.url), label("mcp-status", state.status), remove);
+    item.append(label("mcp-url", server.url), label("mcp-status", (server.proxy ? "through this server · " : "") + state.status), remove);
     return item;
   }));
 }
@@ -123,6 +137,7 @@ $("mcp-add").addEventListener("click", () => {
   if (!mcp.servers.some(s => s.url === url)) {
     const server = {url};
     if ($("mcp-token").value.trim()) server.token = $("mcp-token").value.trim();
+    if ($("mcp-proxy").checked) server.proxy = true;
     mcp.servers.push(server);
     saveMcp();
     connectMcp(server);

@@ -40,7 +40,7 @@ $("settings-form").addEventListener("input", () => {
 });
 $("settings-button").addEventListener("click", async () => {
   loadSettings(); showMcp(); $("settings").showModal();
-  if (!props && await loadProps() && $("settings").open) loadSettings();
+  if (!props && await loadProps() && $("settings").open) { loadSettings(); showMcp(); }
 });
 $("settings").addEventListener("close", () => input.focus());
 

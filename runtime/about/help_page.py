@@ -77,6 +77,8 @@ HTTP_ROUTES: tuple[tuple[str, str, str], ...] = (
     ("GET", "/icon-{size}.png", "the web app's icon as PNG (192 or 512 pixels)"),
     ("GET", "/sw.js", "the web app's service worker: the page's last copy, opened while the server is down"),
     ("GET", "/_app/version.json", "the web app's version, where llama-server's page says it"),
+    ("GET", "/cors-proxy", "with --ui-mcp-proxy: ?url=TARGET fetched for the web page (MCP servers without CORS); else 403"),
+    ("POST", "/cors-proxy", "the same, with the request's body"),
     ("GET", "/api/version", "Ollama's API: the Ollama version whose API this follows"),
     ("GET", "/api/tags", "Ollama's API: the model, as NAME:latest (or -a NAME)"),
     ("GET", "/api/ps", "Ollama's API: the loaded model, with its context size"),

@@ -136,6 +136,8 @@ class Settings:
     allowed_hosts: str | None = _flag("--allowed-hosts", help="host names the server answers to besides localhost, its IP addresses and --host (a guard against DNS rebinding): comma-separated; *.example.com for subdomains, * for any", metavar="NAME[,NAME...]", group="server")
     cors_origins: str | None = _flag("--cors-origins", help="web pages from these origins may call the API from a browser (CORS; off by default): comma-separated scheme://host[:port], localhost for any page from this machine (http(s)://localhost, 127.0.0.1 or [::1], any port), or * for any", metavar="ORIGIN[,ORIGIN...]", group="server")
 
+    ui_mcp_proxy: bool = _flag("--ui-mcp-proxy", "--webui-mcp-proxy", help="serve /cors-proxy, through which the web page reaches MCP servers that do not allow it (CORS), as llama-server's experimental flag: it fetches URLs a request names, so do not enable it in untrusted environments", default=False, group="server", negations=("--no-ui-mcp-proxy", "--no-webui-mcp-proxy"))
+
     # Several machines (llama.cpp RPC)
     rpc: str | None = _flag("--rpc", help="use the llama.cpp RPC workers at these addresses (started with --rpc-server, or llama.cpp's rpc-server) as devices: -ngl layers are offloaded to them, shared as -ts says", metavar="HOST:PORT[,HOST:PORT...]", group="rpc")
     rpc_cache: str | None = _flag("--rpc-cache", help="--rpc-server: keep the weights received in DIR, so that the next start receives only their hashes (default: rpc/ in llmpack's cache: $LLMPACK_CACHE, else $XDG_CACHE_HOME/llmpack, else ~/.cache/llmpack)", metavar="DIR", group="rpc")

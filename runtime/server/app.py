@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from typing import Any
 
@@ -16,6 +17,7 @@ from ..engine.types import SamplingParams
 from ..flags.settings import Settings
 from . import (
     routes_anthropic,
+    routes_cors_proxy,
     routes_llamacpp,
     routes_misc,
     routes_ollama,
@@ -54,9 +56,11 @@ def create_app(settings: Settings, holder: EngineHolder, base_sampling: Sampling
     app.state.response_store = ResponseStore()  # for previous_response_id (Responses API)
     install_error_handlers(app)
     routers = [module.router for module in (routes_openai, routes_responses, routes_misc, routes_ollama,
-                                            routes_anthropic, routes_llamacpp, routes_web)]
+                                            routes_anthropic, routes_llamacpp, routes_web, routes_cors_proxy)]
     for router in routers:
         app.include_router(router)
+    if settings.ui_mcp_proxy:
+        logging.getLogger(__name__).warning("%s", messages.MCP_PROXY_ON)
     routes_vertex.install(app, routers)  # AIP_MODE=PREDICTION: Vertex AI's /predict over the routes above
     app.add_middleware(JsonOnly)  # inside BodyLimit: the body is already read when it answers 415
     app.add_middleware(BodyLimit, limit=max_body_bytes)

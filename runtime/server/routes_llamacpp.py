@@ -202,6 +202,7 @@ async def props(request: Request):
             "general_name": holder.gguf_name,  # the GGUF's own name; model_alias is the one clients send
             "model_path": _model_path(settings), "chat_template": holder.formatter.template,
             "modalities": _modalities(engine), "n_ctx": engine.n_ctx, **_pool(engine),
+            "cors_proxy_enabled": settings.ui_mcp_proxy,  # llama-server's: the page may use /cors-proxy
             "build_info": f"llmpack {__version__}", "bos_token": engine.bos_token, "eos_token": engine.eos_token}
 
 
