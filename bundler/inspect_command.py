@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import sys
@@ -12,31 +11,15 @@ from . import draft, messages, mmproj
 from .bundle import atomic_output
 from .errors import BuildError, error_line
 from .payload_format import FLAG_SIDECAR, BundleInfo, read_bundle, weights_path
-from .progress import ByteProgress
+from .ranges import hash_range
 from .runtime_build import RUNTIME_NAME, cache_root
 
 log = logging.getLogger(__name__)
-CHUNK = 16 << 20
 
 
 def hash_weights(info: BundleInfo, out=None, label: str = "verifying weights") -> str:
     """sha256 of the embedded GGUF, optionally copying it to `out` on the way."""
-    digest = hashlib.sha256()
-    progress = ByteProgress(label)
-    done = 0
-    with open(weights_path(info), "rb") as f:
-        f.seek(info.gguf_offset)
-        while done < info.gguf_length:
-            block = f.read(min(CHUNK, info.gguf_length - done))
-            if not block:
-                break
-            digest.update(block)
-            if out is not None:
-                out.write(block)
-            done += len(block)
-            progress.update(done, info.gguf_length)
-    progress.done()
-    return digest.hexdigest()
+    return hash_range(weights_path(info), info.gguf_offset, info.gguf_length, label, out)
 
 
 def describe(info: BundleInfo) -> str:

@@ -5,7 +5,6 @@ llama-server's `-hf` finds it (common/download.cpp `find_best_sibling`)."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from pathlib import Path, PurePosixPath
@@ -16,10 +15,9 @@ from .bundle import Projector, Weights
 from .errors import BuildError
 from .gguf_info import read_gguf_info
 from .payload_format import BundleInfo
-from .progress import ByteProgress
+from .ranges import hash_range
 
 log = logging.getLogger(__name__)
-CHUNK = 16 << 20
 
 
 def local_projector(path: Path, source: dict[str, Any] | None = None) -> Projector:
@@ -44,22 +42,7 @@ def hash_carried(info: BundleInfo, out: BinaryIO | None = None, label: str = "ve
                  key: str = "mmproj") -> str:
     """sha256 of the carried projector (or the GGUF under `key`), optionally copying it to `out` on the way."""
     entry = info.manifest[key]
-    offset, length = int(entry["offset"]), int(entry["length"])
-    digest, done = hashlib.sha256(), 0
-    progress = ByteProgress(label)
-    with open(info.path, "rb") as f:
-        f.seek(offset)
-        while done < length:
-            block = f.read(min(CHUNK, length - done))
-            if not block:
-                break
-            digest.update(block)
-            if out is not None:
-                out.write(block)
-            done += len(block)
-            progress.update(done, length)
-    progress.done()
-    return digest.hexdigest() if done == length else ""
+    return hash_range(Path(info.path), int(entry["offset"]), int(entry["length"]), label, out)
 
 
 def describe(info: BundleInfo) -> str:
