@@ -20,13 +20,15 @@ JOBS=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/null || echo 2)}
 log() { printf 'chat-shim: %s\n' "$*" >&2; }
 digest() { if command -v sha256sum >/dev/null; then sha256sum; else shasum -a 256; fi | cut -c1-16; }
 
-target=$(build/target.sh)
+# LLMPACK_TARGET: another target, cross-compiled (build/arm64-runtime.sh: linux-aarch64, with $CXX and
+# $CMAKE_TOOLCHAIN_FILE naming the cross compiler and build/recipes/linux-aarch64-cross.cmake).
+target=${LLMPACK_TARGET:-$(build/target.sh)}
 case "$target" in
 darwin-*) name=libllmpack-chat.dylib; engine=libllama.dylib; rpath='@loader_path' ;;
 linux-*) name=libllmpack-chat.so; engine=libllama.so; rpath='$ORIGIN' ;;
 # Windows: MinGW-w64's g++ (the CI job's MSYS2; CMAKE_GENERATOR="MinGW Makefiles" for the common
 # library), linked straight against the wheel's llama.dll through the C API, so the compilers need not
-# match; not yet carried by the Windows runtime (issue 22): built by .github/workflows/runtimes.yml.
+# match; built by .github/workflows/runtimes.yml before the Windows runtime is frozen, which carries it.
 windows-*) name=llmpack-chat.dll; engine=llama.dll; rpath= ;;
 *) log "no chat shim recipe for $target yet"; exit 1 ;;
 esac
