@@ -24,7 +24,7 @@ from typing import Sequence
 
 from .. import messages
 from ..errors import EngineFailure, ModelLoadFailed
-from .native import CFile, llama
+from .native import CFile, gpu_offload_supported, llama
 from .slots import common_prefix
 from .types import DraftConfig, EngineConfig
 
@@ -69,7 +69,7 @@ class DraftModel:
 
     def _load(self, draft: DraftConfig, main: EngineConfig):
         params = llama.llama_model_default_params()
-        params.n_gpu_layers = draft.n_gpu_layers if draft.n_gpu_layers >= 0 else (999 if _gpu() else 0)
+        params.n_gpu_layers = draft.n_gpu_layers if draft.n_gpu_layers >= 0 else (999 if gpu_offload_supported() else 0)
         params.use_extra_bufts = main.repack
         params.load_mode = llama.LLAMA_LOAD_MODE_MMAP if main.use_mmap else llama.LLAMA_LOAD_MODE_NONE
         if draft.offset:  # carried in the executable (llmpack build --draft): read in place
@@ -218,9 +218,3 @@ class DraftModel:
 def open_draft(config: EngineConfig, main_model, cells: int) -> DraftModel | None:
     """The draft model of --model-draft (or the executable's), or None without one."""
     return DraftModel(config.draft, config, cells, main_model) if config.draft is not None else None
-
-
-def _gpu() -> bool:
-    from .native import gpu_offload_supported
-
-    return gpu_offload_supported()
