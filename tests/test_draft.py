@@ -14,7 +14,14 @@ import numpy as np
 import pytest
 import support.tiny_model
 from llmpack.runtime.engine.engine import Engine
-from llmpack.runtime.engine.types import DraftConfig, EngineConfig, GenerationRequest, ModelSource, SamplingParams
+from llmpack.runtime.engine.types import (
+    DraftConfig,
+    EngineConfig,
+    GenerationRequest,
+    ModelSource,
+    SamplingParams,
+    SpeculativeConfig,
+)
 from llmpack.runtime.errors import EngineFailure
 from support.server_fixtures import running_server
 from support.tiny_model import write_tiny_gguf, write_tiny_reranker
@@ -45,9 +52,11 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "reranker": write_tiny_reranker(folder / "reranker.gguf")}
 
 
-def outputs(main: Path, draft: DraftConfig | None, sampling: SamplingParams, n_seq: int = 2, together: bool = True):
+def outputs(main: Path, draft: DraftConfig | None, sampling: SamplingParams, n_seq: int = 2, together: bool = True,
+            ngram: SpeculativeConfig | None = None):
     """Each prompt alone, then all at once (more than n_seq: sequences pass between conversations)."""
-    engine = Engine(ModelSource(str(main)), EngineConfig(n_ctx=4096, n_threads=1, n_seq_max=n_seq, draft=draft))
+    config = EngineConfig(n_ctx=4096, n_threads=1, n_seq_max=n_seq, draft=draft, speculative=ngram)
+    engine = Engine(ModelSource(str(main)), config)
     try:
         def run(text: str) -> list[int]:
             request = GenerationRequest(tuple(engine.tokenize(text, True, True)), 48, sampling)
@@ -100,6 +109,15 @@ def test_the_draft_limits_are_llama_servers(models: dict[str, Path]) -> None:
     # --spec-draft-n-max 1: one token per draft
     alone, _, stats = outputs(main, DraftConfig(str(main), n_max=1), greedy, together=False)
     assert alone == plain and stats.spec.drafted == stats.spec.drafts > 0, stats.spec
+
+
+def test_n_gram_lookups_and_a_draft_model_together(models: dict[str, Path]) -> None:
+    greedy = SamplingParams(temperature=0.0, ignore_eos=True)
+    plain_alone, plain_together, _ = outputs(models["main"], None, greedy)
+    alone, together, stats = outputs(models["main"], DraftConfig(str(models["other"]), n_max=4), greedy,
+                                     ngram=SpeculativeConfig(size_n=1, size_m=8))
+    assert alone == plain_alone and together == plain_together
+    assert stats.spec.accepted > 0, stats.spec
 
 
 def test_a_draft_of_another_vocabulary_is_refused(models: dict[str, Path]) -> None:
