@@ -10,7 +10,7 @@ build/setup.sh's wheel is: missing pieces are built here, so a first run takes l
 ~22 min and the chat library ~11 min on 2 busy cores, the root ~25 min), a later one re-freezes the
 runtime when its sources changed (emulated, ~4 min) or nothing. The answers run on qemu's Neoverse N1
 (the armv8.2_2 variant, NEON): qemu's default CPU, "max", gets the SVE2 variant, whose emulation is
-six times slower (README, Platforms)."""
+6 to 13 times slower (README, Platforms)."""
 
 from __future__ import annotations
 
