@@ -34,7 +34,13 @@ VPY="$VENV/bin/python"; [ -x "$VPY" ] || VPY="$VENV/Scripts/python.exe"  # Windo
 py_tag=$("$VPY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
 # Fixes to the vendored llama.cpp, applied to the sdist before it compiles (each patch says why).
 patches=$(cat build/patches/*.patch 2>/dev/null | digest)
-key=$(printf '%s|%s|%s|%s|%s' "$llama_version" "$CMAKE_ARGS" "$py_tag" "$target" "$patches" | digest)
+# ggml's two SME variants (armv9.2) need GCC 14 or a recent clang: an older compiler builds the other ARM
+# variants, as build/cross-aarch64.sh does (a CPU with SME then runs armv8.6_2). Said in the key.
+no_sme=
+if [ "$target" = linux-aarch64 ] && ! echo 'int x;' | ${CC:-cc} -march=armv9.2-a+sme -x c -c -o /dev/null - 2>/dev/null; then
+    no_sme="|no SME variants"
+fi
+key=$(printf '%s|%s|%s|%s|%s%s' "$llama_version" "$CMAKE_ARGS" "$py_tag" "$target" "$patches" "$no_sme" | digest)
 wheel_dir="$CACHE/wheels/$key"
 
 if ! ls "$wheel_dir"/llama_cpp_python-*.whl >/dev/null 2>&1; then
@@ -42,6 +48,7 @@ if ! ls "$wheel_dir"/llama_cpp_python-*.whl >/dev/null 2>&1; then
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
     source_dir=$(PYTHON="$VPY" build/patched-source.sh "$llama_version" "$tmp")
+    [ -z "$no_sme" ] || sed -i '/ggml_add_cpu_backend_variant(armv9\.2_[0-9]/d' "$source_dir/vendor/llama.cpp/ggml/src/CMakeLists.txt"
     CMAKE_ARGS="$CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(cpus)} \
         "$VPY" -m pip wheel --no-deps --no-cache-dir -w "$tmp" "$source_dir" \
         > "$tmp/build.log" 2>&1 || { tail -30 "$tmp/build.log" >&2; log "compiling llama-cpp-python failed"; exit 1; }
