@@ -99,17 +99,11 @@ def toy_outputs(speculative: SpeculativeConfig | None, sampling: SamplingParams)
     model = ToyModel()
     scheduler = Scheduler(model, n_seq=3, n_batch=64, speculative=speculative)
     prompts = [tuple((i * 13 + k * 7) % 97 + 1 for k in range(20)) for i in range(5)]
-    outputs: list[list[int]] = [[] for _ in prompts]
-
-    def run(i: int) -> None:
-        pieces = scheduler.submit(GenerationRequest(prompts[i], 120, sampling))
-        outputs[i] = [t for piece in pieces for t in piece.token_ids]
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    # All submitted before the decoding thread takes any (it waits for the lock held here), so the
+    # requests are batched alike in every run, however slowly threads start on a busy machine.
+    with scheduler._wake:
+        streams = [scheduler.submit(GenerationRequest(prompt, 120, sampling)) for prompt in prompts]
+    outputs = [[t for piece in stream for t in piece.token_ids] for stream in streams]
     scheduler.close()
     return outputs, scheduler, model
 
