@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from support.commands import REPO, TEST_CACHE, build_bundle
 from support.tiny_model import write_tiny_gguf
+from support.tiny_multimodal import write_tiny_multimodal
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -46,6 +47,19 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def other_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Same shape as tiny_gguf, other random weights: a different model to override with -m."""
     return write_tiny_gguf(tmp_path_factory.mktemp("models") / "other.gguf", seed=1, name="other-model")
+
+
+@pytest.fixture(scope="session")
+def vision_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The tiny multimodal pair: the tiny LM and an image projector libmtmd loads (support/tiny_multimodal.py)."""
+    return write_tiny_multimodal(tmp_path_factory.mktemp("vision"))
+
+
+@pytest.fixture(scope="session")
+def vision_bundle(vision_pair: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The pair built into one executable (the projector carried)."""
+    model, projector = vision_pair
+    return build_bundle(model, tmp_path_factory.mktemp("vision-bundle") / "tiny-vision.llmpack", "--mmproj", str(projector))
 
 
 @pytest.fixture(scope="session")

@@ -17,10 +17,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from llmpack.runtime.server.media_parts import REMOTE_REFUSED
-from support.commands import build_bundle, run
+from support.commands import run
 from support.server_fixtures import ServerProcess, running_server
-from support.tiny_multimodal import (IMAGE_TOKENS, png_bytes, png_header_only, wav_bytes, write_tiny_audio_projector,
-                                     write_tiny_multimodal)
+from support.tiny_multimodal import (IMAGE_TOKENS, png_bytes, png_header_only, wav_bytes, write_tiny_audio_projector)
 
 IMAGE_A, IMAGE_B = png_bytes(40, 30, seed=1), png_bytes(40, 30, seed=2)
 GREEDY = {"max_tokens": 8, "temperature": 0}
@@ -28,17 +27,6 @@ GREEDY = {"max_tokens": 8, "temperature": 0}
 
 def data_url(data: bytes, mime: str = "image/png") -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
-
-
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return write_tiny_multimodal(tmp_path_factory.mktemp("vision"))
-
-
-@pytest.fixture(scope="module")
-def vision_bundle(pair: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    model, projector = pair
-    return build_bundle(model, tmp_path_factory.mktemp("vision-bundle") / "tiny-vision.llmpack", "--mmproj", str(projector))
 
 
 @pytest.fixture(scope="module")

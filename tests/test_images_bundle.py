@@ -13,22 +13,11 @@ import pytest
 from llmpack.bundler import messages
 from llmpack.bundler.mmproj import best_projector
 from llmpack.runtime.bundle.projector import PROJECTOR_MISMATCH
-from support.commands import build_bundle, error_line, llmpack, one_error_line, run
+from support.commands import error_line, llmpack, one_error_line, run
 from support.hf_standin import HubStandin
-from support.tiny_multimodal import png_bytes, write_tiny_multimodal
+from support.tiny_multimodal import png_bytes
 
 REPO = "owner/tiny-vision-GGUF"
-
-
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return write_tiny_multimodal(tmp_path_factory.mktemp("vision"))
-
-
-@pytest.fixture(scope="module")
-def vision_bundle(pair: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    model, projector = pair
-    return build_bundle(model, tmp_path_factory.mktemp("vision-bundle") / "v.llmpack", "--mmproj", str(projector))
 
 
 def inspect(bundle: Path, *extra: str) -> dict:
@@ -48,8 +37,8 @@ def describe_image(bundle: Path, image: Path, *extra: str) -> str:
     return result.stdout
 
 
-def test_inspect_verify_unpack_see_the_projector(vision_bundle: Path, pair: tuple[Path, Path], tmp_path: Path) -> None:
-    model, projector = pair
+def test_inspect_verify_unpack_see_the_projector(vision_bundle: Path, vision_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    model, projector = vision_pair
     entry = inspect(vision_bundle, "--verify")["manifest"]["mmproj"]
     assert entry["sha256"] == sha256(projector) and entry["length"] == projector.stat().st_size
     assert entry["file"] == projector.name and entry["offset"] % 65536 == 0
@@ -71,9 +60,9 @@ def test_inspect_verify_unpack_see_the_projector(vision_bundle: Path, pair: tupl
     assert PROJECTOR_MISMATCH.format(path=damaged) in run([str(damaged), "--verify", "--cli", "-p", "hi", "-n", "1"]).stderr
 
 
-def test_repack_keeps_or_drops_the_projector_and_builds_reproduce(vision_bundle: Path, pair: tuple[Path, Path],
+def test_repack_keeps_or_drops_the_projector_and_builds_reproduce(vision_bundle: Path, vision_pair: tuple[Path, Path],
                                                                   tmp_path: Path) -> None:
-    model, projector = pair
+    model, projector = vision_pair
     (tmp_path / "a.png").write_bytes(png_bytes(40, 30, seed=1))
     seen = describe_image(vision_bundle, tmp_path / "a.png")
     kept = tmp_path / "kept.llmpack"
@@ -105,8 +94,8 @@ def test_llama_servers_choice_among_a_repositorys_projectors() -> None:
 
 
 @pytest.fixture(scope="module")
-def hub(pair: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory):
-    model, projector = pair
+def hub(vision_pair: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory):
+    model, projector = vision_pair
     standin = HubStandin(tmp_path_factory.mktemp("hub"))
     standin.add_repo(REPO, {"tiny-vision-F32.gguf": model, "mmproj-tiny-vision-F16.gguf": projector,
                             "mmproj-tiny-vision-F32.gguf": projector})
@@ -114,8 +103,8 @@ def hub(pair: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory):
     standin.stop()
 
 
-def test_the_hubs_projector_is_found_like_llama_servers(hub: HubStandin, pair: tuple[Path, Path], tmp_path: Path) -> None:
-    model, projector = pair
+def test_the_hubs_projector_is_found_like_llama_servers(hub: HubStandin, vision_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    model, projector = vision_pair
     env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), "HF_TOKEN": "", "HF_HUB_OFFLINE": "0"}
     output = tmp_path / "hub.llmpack"
     result = llmpack("build", "--hf-repo", REPO, "--hf-file", "tiny-vision-F32.gguf", "-o", str(output), env=env)

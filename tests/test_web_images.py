@@ -17,10 +17,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support.commands import build_bundle
 from support.devtools import DevTools, Page
 from support.server_fixtures import PAGE_SERVER_ARGS, ServerProcess, running_server
-from support.tiny_multimodal import IMAGE_TOKENS, png_bytes, wav_bytes, write_tiny_audio_projector, write_tiny_multimodal
+from support.tiny_multimodal import IMAGE_TOKENS, png_bytes, wav_bytes, write_tiny_audio_projector
 from support.web_page import browser, dark  # noqa: F401 - `browser` is a fixture
 
 pytestmark = [pytest.mark.slow]
@@ -33,14 +32,8 @@ THUMBNAILS = "[...document.querySelectorAll('{where} img.thumb')].map(i => [i.al
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return write_tiny_multimodal(tmp_path_factory.mktemp("vision"))
-
-
-@pytest.fixture(scope="module")
-def vision_server(pair: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    model, projector = pair
-    bundle = build_bundle(model, tmp_path_factory.mktemp("bundle") / "tiny-vision.llmpack", "--mmproj", str(projector))
+def vision_server(vision_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    bundle = vision_bundle
     with running_server(bundle, *PAGE_SERVER_ARGS, log_path=tmp_path_factory.mktemp("server") / "log") as running:
         running.bundle = bundle
         yield running
@@ -168,7 +161,7 @@ def smooth_png(width: int, height: int) -> bytes:
             + chunk(b"IDAT", zlib.compress(raw, 0)) + chunk(b"IEND", b""))
 
 
-def test_a_sound_goes_as_input_audio(pair: tuple[Path, Path], vision_server: ServerProcess, browser: DevTools,
+def test_a_sound_goes_as_input_audio(vision_pair: tuple[Path, Path], vision_server: ServerProcess, browser: DevTools,
                                      tmp_path: Path) -> None:
     projector = write_tiny_audio_projector(tmp_path / "mmproj-audio.gguf")
     with running_server(vision_server.bundle, *PAGE_SERVER_ARGS, "--mmproj", str(projector),
