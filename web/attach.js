@@ -198,15 +198,18 @@ function mediaStore(mode, work) {
 }
 
 // When the page opens: the files no conversation holds any more go, and what the rest take is counted.
+// The chats are read when the sweep's transaction runs, not when it was asked for: a file kept in the
+// meantime (a message sent while the page was still opening) belongs to a chat by then and stays.
+// (IndexedDB runs the two transactions in order, so a file kept after the sweep began is not seen.)
 async function sweepMedia() {
-  const held = new Set(chats.flatMap(c => allMessages(c)).flatMap(m => (m.media || []).map(ref => ref.id)));
-  mediaBytes = 0;
+  let held = null, total = 0;
   await mediaStore("readwrite", store => {
     const cursor = store.openCursor();
     cursor.onsuccess = () => {
+      held = held || new Set(chats.flatMap(c => allMessages(c)).flatMap(m => (m.media || []).map(ref => ref.id)));
       const at = cursor.result;
-      if (!at) return;
-      if (held.has(at.key)) mediaBytes += at.value.size; else at.delete();
+      if (!at) { mediaBytes += total; return; }
+      if (held.has(at.key)) total += at.value.size; else at.delete();
       at.continue();
     };
     return cursor;
