@@ -17,6 +17,7 @@ import httpx
 import pytest
 from llmpack.runtime.engine.engine import Engine
 from llmpack.runtime.engine.scheduler import Scheduler
+from llmpack.runtime.engine.draft_length import DecodeCost, best_draft_length
 from llmpack.runtime.engine.speculative import NgramDrafter
 from llmpack.runtime.engine.types import (
     EngineConfig,
@@ -30,13 +31,55 @@ from support.server_fixtures import running_server
 from support.tiny_model import write_tiny_gguf
 
 
+def measured_cost(fixed: float, per_token: float) -> DecodeCost:
+    """A DecodeCost that has timed steps of 1 to 32 tokens costing fixed + per_token * tokens."""
+    cost = DecodeCost()
+    for tokens in [1, 8, 1, 32, 1, 4, 1, 16, 1, 2] * 3:
+        cost.observe(tokens, fixed + per_token * tokens)
+    return cost
+
+
 def test_the_drafter_proposes_what_followed_the_last_ngram() -> None:
-    drafter = NgramDrafter(SpeculativeConfig(size_n=2, size_m=3))
+    free = measured_cost(1.0, 0.0)  # a GPU's: verifying more costs next to nothing
+    drafter = NgramDrafter(SpeculativeConfig(size_n=2, size_m=3), free)
     history = [5, 1, 2, 3, 4, 9, 1]
     assert drafter.draft(history, 2, 8) == [3, 4, 9]  # (1, 2) was followed by 3 4 9
     assert drafter.draft(history, 2, 2) == [3, 4]  # no more than the room left
     assert drafter.draft(history + [2, 7], 8, 8) == []  # (7, 8) never seen
-    assert NgramDrafter(SpeculativeConfig(1, 4)).draft([4, 4, 4], 4, 8) == [4]  # the latest occurrence: a run goes on
+    assert NgramDrafter(SpeculativeConfig(1, 4), free).draft([4, 4, 4], 4, 8) == [4]  # the latest occurrence: a run goes on
+
+
+def test_a_shorter_key_finds_the_place_again_after_the_text_departs() -> None:
+    copied = list(range(10, 40))
+    history = copied + [99, 98] + copied[:3] + [77, *copied[4:8]]  # one token changed four back
+    drafter = NgramDrafter(SpeculativeConfig(size_n=8, size_m=6), measured_cost(1.0, 0.0))
+    assert drafter.draft(history, copied[8], 8)[:4] == copied[9:13]  # the 8-gram is gone, its last 4 match
+    assert NgramDrafter(SpeculativeConfig(size_n=8, size_m=6), measured_cost(1.0, 0.0)).draft(
+        history[:-6], 77, 8) == []  # nothing matches before the copy resumes
+
+
+def test_decode_cost_is_measured_relative_to_a_one_token_step() -> None:
+    assert DecodeCost().relative == pytest.approx(0.4)  # nothing timed yet: a CPU's, to be safe
+    same_size = DecodeCost()
+    for _ in range(30):
+        same_size.observe(1, 0.05)
+    assert same_size.relative == pytest.approx(0.4)  # one size only: no slope to measure
+    assert measured_cost(0.010, 0.004).relative == pytest.approx(0.004 / 0.014)
+    assert measured_cost(0.010, 0.0).relative == pytest.approx(0.01)  # never free: drafts stay finite
+
+
+def test_the_draft_length_follows_the_record_and_the_cost() -> None:
+    assert best_draft_length(0.9, 0.42, 48) == 4  # 1 + .9 + ... + .9^4 tokens for 2.68 steps' cost
+    assert best_draft_length(0.99, 0.01, 48) == 48  # a GPU and a faithful copy: all of it
+    assert best_draft_length(0.2, 0.42, 48) == 1  # at least one, so that the record can recover
+    assert best_draft_length(0.9, 0.42, 3) == 3
+    drafter = NgramDrafter(SpeculativeConfig(size_n=2, size_m=48), measured_cost(0.010, 0.004))
+    history = list(range(100)) * 2
+    lengths = []
+    for kept in [0, 0, 0, 48, 48, 48, 48, 48, 48, 48]:
+        lengths.append(len(drafter.draft(history[:-1], history[-1], 48)))
+        drafter.settle(min(kept, lengths[-1]))
+    assert lengths[2] < lengths[0] and lengths[-1] > lengths[3] * 2  # misses shorten it, hits lengthen it
 
 
 class ToyModel:
@@ -115,7 +158,7 @@ def test_speculation_changes_the_decodes_not_the_output(sampling: SamplingParams
     fast, scheduler, fast_model = toy_outputs(SpeculativeConfig(size_n=3, size_m=8), sampling)
     assert fast == plain and all(len(o) == 120 for o in plain)
     counts = scheduler.stats().spec
-    assert counts.accepted > 100 and counts.drafted > counts.accepted, counts  # drafts taken and refused
+    assert counts.accepted > 50 and counts.drafted > counts.accepted, counts  # drafts taken and refused
     assert fast_model.decodes < plain_model.decodes * (0.7 if sampling.temperature == 0 else 0.9), \
         (fast_model.decodes, plain_model.decodes)
 

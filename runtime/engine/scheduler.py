@@ -25,6 +25,7 @@ from . import media_steps, pool
 from .prompt_cache import PromptCache
 from .slots import BatchBackend, KvSequence, Outbox, SchedulerStats, Slot, common_prefix, settle
 from .draft_model import DraftModel
+from .draft_length import DecodeCost
 from .speculative import NgramDrafter, SpecCounts, Speculation
 from .types import GenerationRequest, Piece, SpeculativeConfig, Timings
 
@@ -44,6 +45,7 @@ class Scheduler(Speculation, pool.GivingWay):
         self._pool_cells = getattr(backend, "pool_cells", n_seq * backend.n_ctx)
         self._cache = PromptCache(backend, cache_ram_mib) if cache_ram_mib else None  # type: ignore[arg-type]
         self._spec, self._spec_counts = speculative, SpecCounts()
+        self._decode_cost = DecodeCost()  # timed on generation steps: how long n-gram drafts may be
         self._draft_model = draft_model  # -md: drafts where n-gram lookups find none (speculative.py)
         self._deferred: list[Slot] = []  # gave way to a full KV pool: back in line when a request ends
         self._free: list[KvSequence] = [KvSequence(i) for i in range(n_seq)]
@@ -243,7 +245,7 @@ class Scheduler(Speculation, pool.GivingWay):
             del seq.tokens[keep:]
             slot.seq, slot.reused, slot.pending = seq, keep, prompt[keep:]
             slot.admitted = time.perf_counter()
-            slot.drafter = NgramDrafter(self._spec) if self._spec else None
+            slot.drafter = NgramDrafter(self._spec, self._decode_cost) if self._spec else None
             self._active.append(slot)
 
     def _choose_sequence(self, prompt: list[int]) -> KvSequence:
@@ -295,6 +297,7 @@ class Scheduler(Speculation, pool.GivingWay):
             seqs.extend([slot.seq.id] * len(chunk))
             # A generating slot's drafted tokens each need their logits, to be verified.
             logits.extend([not is_prompt] * (len(chunk) - 1) + [want_logits])
+        started = time.perf_counter()
         status = self._backend.decode(tokens, positions, seqs, logits)
         self._n_decode += 1
         if self._failure is not None:
@@ -321,6 +324,10 @@ class Scheduler(Speculation, pool.GivingWay):
         for slot, _, _ in members:
             if slot.batch_index is not None and slot in self._active:
                 self._verify(slot) if slot.draft else self._sample(slot)
+        if self._spec and not any(is_prompt for _, _, is_prompt in members):
+            # Decoding and sampling, the two costs a longer draft adds to (a GPU's decode returns
+            # before its work is done: the sampling waits for it).
+            self._decode_cost.observe(len(tokens), time.perf_counter() - started)
 
     def _sample(self, slot: Slot) -> bool:
         """Samples the slot's next token, streams it and sets next_token; False when the request ended."""

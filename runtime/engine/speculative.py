@@ -7,13 +7,16 @@ logits), only fewer decodes. Code edits, rewrites and answers quoting their cont
 the prompt, where most drafts are taken.
 
 The lookup is an index kept per request (n-gram -> where it last ended), grown by the tokens each step
-commits: O(1) per token, not a scan of the history (llama.cpp's common_ngram_simple_draft scans)."""
+commits: O(1) per token, not a scan of the history (llama.cpp's common_ngram_simple_draft scans). How
+much of what followed is drafted depends on how often the request's drafts were right and on what a
+longer batch costs here (draft_length.py), where llama-server drafts a fixed --spec-ngram-simple-size-m."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Sequence
 
+from .draft_length import DecodeCost, DraftRecord, best_draft_length
 from .draft_model import DraftWant
 from .types import SpeculativeConfig
 
@@ -32,33 +35,54 @@ class SpecCounts:
 
 
 class NgramDrafter:
-    """One request's index of the n-grams in its sequence (prompt and committed output)."""
+    """One request's index of the n-grams in its sequence (prompt and committed output), at the
+    configured size and, where that finds nothing, at a half and a quarter of it (at least 2): after
+    the model departs from the text it copies, the long key matches again only once it has produced
+    that many tokens of copy; a shorter one finds the place sooner, and the draft length (from the
+    request's record) pays for its misses. The length is draft_length.best_draft_length's."""
 
-    def __init__(self, config: SpeculativeConfig) -> None:
-        self._n, self._m = config.size_n, config.size_m
-        self._last_end: dict[tuple[int, ...], int] = {}  # n-gram -> the end of its latest occurrence
-        self._indexed = 0  # n-grams ending at positions up to here are in the index
+    def __init__(self, config: SpeculativeConfig, cost: DecodeCost) -> None:
+        self._m, self._cost = config.size_m, cost
+        n = config.size_n
+        sizes = sorted({n, *(size for size in (n // 2, n // 4) if size >= 2)}, reverse=True)
+        self._indexes: list[tuple[int, dict[tuple[int, ...], int]]] = [(size, {}) for size in sizes]
+        self._indexed = 0  # n-grams ending at positions up to here are in the indexes
+        self.record = DraftRecord()
+        self._outstanding = 0  # the length of the draft last proposed, until it is settled
 
     def draft(self, tokens: Sequence[int], next_token: int, limit: int) -> list[int]:
         """Up to `limit` tokens predicted to follow `tokens` + [next_token] (the sequence's committed
         history): what followed the latest earlier occurrence of its last n tokens."""
-        n = self._n
+        self._outstanding = 0
         length = len(tokens) + 1
-        if limit <= 0 or length <= n:
+        if limit <= 0:
             return []
-        index = self._last_end
-        for end in range(max(self._indexed, n), len(tokens) + 1):  # every n-gram that ends in `tokens`
-            index[tuple(tokens[end - n:end])] = end
+        for n, index in self._indexes:  # every n-gram that ends in `tokens`
+            for end in range(max(self._indexed, n), len(tokens) + 1):
+                index[tuple(tokens[end - n:end])] = end
         self._indexed = len(tokens) + 1
-        key = (*tokens[len(tokens) - n + 1:], next_token) if n > 1 else (next_token,)
-        end = index.get(key)
-        if end is None:
+        for n, index in self._indexes:
+            if length <= n:
+                continue
+            key = (*tokens[len(tokens) - n + 1:], next_token) if n > 1 else (next_token,)
+            end = index.get(key)
+            if end is not None:
+                break
+        else:
             return []
-        stop = min(end + min(self._m, limit), len(tokens))
+        most = min(self._m, limit, best_draft_length(self.record.keep_chance, self._cost.relative, self._m))
+        stop = min(end + most, len(tokens))
         draft = list(tokens[end:stop])
-        if len(draft) < min(self._m, limit) and stop == len(tokens):
+        if len(draft) < most and stop == len(tokens):
             draft.append(next_token)  # the match ran up to now: the next token is its continuation
+        self._outstanding = len(draft)
         return draft
+
+    def settle(self, kept: int) -> None:
+        """How many tokens of the draft last proposed were kept (nothing, where it proposed none)."""
+        if self._outstanding:
+            self.record.settle(self._outstanding, kept)
+            self._outstanding = 0
 
 
 class Speculation:
@@ -111,16 +135,19 @@ class Speculation:
         while they are what was sampled; the cells of the rest are freed."""
         draft, slot.draft = slot.draft, []
         del slot.seq.tokens[len(slot.seq.tokens) - len(draft):]  # back to what is certain
-        first = slot.batch_index
+        first, kept = slot.batch_index, 0
         for i, drafted in enumerate(draft):
             slot.batch_index = first + i
             if not self._sample(slot) or slot.next_token != drafted:
                 break
             slot.seq.tokens.append(drafted)  # already decoded: kept as it is
             slot.next_token = None
-            self._spec_counts.accepted += 1
+            kept += 1
         else:
             slot.batch_index = first + len(draft)
             self._sample(slot)
+        self._spec_counts.accepted += kept
+        if slot.drafter:
+            slot.drafter.settle(kept)
         self._backend.forget(slot.seq.id, len(slot.seq.tokens))
 
