@@ -94,3 +94,16 @@ def test_llama_server_switches() -> None:
     assert (parse_args([]).settings.slots, parse_args([]).settings.no_ui) == (True, False)
     assert parse_args(["--no-slots", "--no-ui"]).settings.slots is False
     assert parse_args(["--no-ui"]).settings.no_ui is True
+
+
+@pytest.mark.parametrize("given, meant", [
+    ("ngram-simple", "ngram-simple"), ("ngram-map-k", "ngram-simple"), ("ngram-mod", "ngram-simple"),
+    ("ngram-map-k4v,draft-simple", "ngram-simple,draft-simple"), ("draft-simple,ngram-cache", "ngram-simple,draft-simple"),
+    ("draft-simple", "draft-simple"), ("none", "none")])
+def test_llama_server_speculation_types_name_ours(given: str, meant: str) -> None:
+    assert parse_args(["--spec-type", given]).settings.spec_type == meant
+
+
+def test_an_unknown_speculation_type_is_one_line() -> None:
+    with pytest.raises(UsageError, match="--spec-type"):
+        parse_args(["--spec-type", "ngram-magic"])

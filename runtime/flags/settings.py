@@ -38,6 +38,20 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+
+def _spec_types() -> dict[str, str]:
+    """--spec-type's spellings: llama-server's n-gram types all name our n-gram drafter (its lookup and
+    draft length are its own: runtime/engine/speculative.py), alone or with draft-simple, either order."""
+    ngram = ("ngram-simple", "ngram-map-k", "ngram-map-k4v", "ngram-mod", "ngram-cache")
+    types = {"none": "none", "draft-simple": "draft-simple"}
+    for name in ngram:
+        types[name] = "ngram-simple"
+        types[f"{name},draft-simple"] = types[f"draft-simple,{name}"] = "ngram-simple,draft-simple"
+    return types
+
+
+SPEC_TYPES = _spec_types()
+
 @dataclass(frozen=True)
 class Settings:
     # Modes
@@ -66,7 +80,7 @@ class Settings:
     kv_unified: bool = _flag("-kvu", "--kv-unified", help="one KV pool shared by the -np sequences (llama.cpp's unified KV cache): any one may use all of -c while the others are idle; when the pool is full, finished requests' caches go first, then API requests give way to the terminal chat; -no-kvu/--no-kv-unified divides -c into -np fixed shares", default=True, group="model", negations=("-no-kvu", "--no-kv-unified"))
     kv_unified_per_slot: int = _flag("--kv-unified-per-slot", help="the most one sequence of the KV pool may hold (0 = the whole pool); without -c the pool is sized -np times N", default=0, metavar="N", group="model", minimum=0)
     cache_ram: int = _flag("-cram", "--cache-ram", help="MiB of host memory for a prompt cache: a sequence reused for another conversation is saved there first, and a later request starting with a saved prompt gets it back instead of decoding it again (least recently used out first; -1 = no limit, 0 = off)", default=8192, metavar="MiB", group="model", minimum=-1)
-    spec_type: str = _flag("--spec-type", help="speculative decoding: ngram-simple drafts what followed the last tokens' earlier occurrence in the sequence (code edits, rewrites, quotes); draft-simple drafts with a draft model (-md's, or the one the executable carries: implied by either); ngram-simple,draft-simple: n-gram lookups first; drafted tokens are kept only where the model would have sampled them anyway; none: off unless there is a draft model", default="none", metavar="{none,ngram-simple,draft-simple}", group="model", choices={"none": "none", "ngram-simple": "ngram-simple", "draft-simple": "draft-simple", "ngram-simple,draft-simple": "ngram-simple,draft-simple", "draft-simple,ngram-simple": "ngram-simple,draft-simple"})
+    spec_type: str = _flag("--spec-type", help="speculative decoding: ngram-simple drafts what followed the last tokens' earlier occurrence in the sequence (code edits, rewrites, quotes); draft-simple drafts with a draft model (-md's, or the one the executable carries: implied by either); ngram-simple,draft-simple: n-gram lookups first; drafted tokens are kept only where the model would have sampled them anyway; none: off unless there is a draft model; llama-server's other n-gram types (ngram-map-k, ngram-map-k4v, ngram-mod, ngram-cache) name ngram-simple here", default="none", metavar="{none,ngram-simple,draft-simple}", group="model", choices=SPEC_TYPES)
     spec_ngram_simple_size_n: int = _flag("--spec-ngram-simple-size-n", help="ngram-simple: tokens looked up", default=12, metavar="N", group="model", minimum=1, maximum=1024)
     spec_ngram_simple_size_m: int = _flag("--spec-ngram-simple-size-m", help="ngram-simple: the most tokens drafted at once", default=48, metavar="N", group="model", minimum=1, maximum=1024)
     model_draft: str | None = _flag("-md", "--model-draft", "--spec-draft-model", help="a draft model for speculative decoding: a smaller GGUF with the same vocabulary proposes tokens, the model checks them in one decode (instead of the one the executable carries, if any)", metavar="FILE", group="model")
