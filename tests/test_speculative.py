@@ -159,7 +159,7 @@ def test_speculation_changes_the_decodes_not_the_output(sampling: SamplingParams
     assert fast == plain and all(len(o) == 120 for o in plain)
     counts = scheduler.stats().spec
     assert counts.accepted > 50 and counts.drafted > counts.accepted, counts  # drafts taken and refused
-    assert 0.01 <= scheduler._decode_cost.relative <= 1.0  # its generation steps were timed, and it answers
+    assert scheduler._decode_cost._weight > 8  # its generation steps were timed: the draft length follows them
     assert fast_model.decodes < plain_model.decodes * (0.7 if sampling.temperature == 0 else 0.9), \
         (fast_model.decodes, plain_model.decodes)
 
