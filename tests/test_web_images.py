@@ -196,13 +196,17 @@ def test_past_the_budget_a_file_is_sent_not_kept_and_a_deleted_chats_files_go(vi
     page = Page(browser, vision_server.url)
     try:
         assert page.wait(f"{stored}.then(n => n === 0)")  # the page opened on no chats: every file went
-        drop(page, file_in_page("kept.png", IMAGE_A, "image/png"))
+        # Each file is read before the message is sent, as a user sees its thumbnail first (sent at once,
+        # on a loaded machine the message left without it).
+        assert drop(page, file_in_page("kept.png", IMAGE_A, "image/png"))
+        page.wait(f"{THUMBNAILS.format(where='#attachments')}.length === 1")
         page.send_message("what is this?")
         prompt_tokens(page, 0)
         assert page.wait(f"{stored}.then(n => n === 1)")
         page.evaluate("document.getElementById('new-chat').click()")
         page.evaluate("mediaBytes = MEDIA_BUDGET")  # as if the browser held 100 MB of files already
-        drop(page, file_in_page("unkept.png", IMAGE_B, "image/png"))
+        assert drop(page, file_in_page("unkept.png", IMAGE_B, "image/png"))
+        page.wait(f"{THUMBNAILS.format(where='#attachments')}.length === 1")
         page.send_message("and this?")
         prompt_tokens(page, 0)
         sent_with_it = page.evaluate(f"{THUMBNAILS.format(where='#log')}.length")
