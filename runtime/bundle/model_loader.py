@@ -125,7 +125,10 @@ def _built_off_the_main_thread(build: Callable[[], Engine]) -> Engine:
     """The engine built on a thread of its own, as the server's is. Measured on an AMX CPU (Sapphire
     Rapids, Gemma 3 270M, 2 threads): an engine whose weights were loaded and repacked for AMX on the
     main thread decodes at 35 tok/s, one loaded on another thread at 64 (llama-bench: 70); without the
-    AMX repack (-nr) both give 47. Daemon: a Ctrl-C while loading exits without waiting for it."""
+    AMX repack (-nr) both give 47. Daemon: a Ctrl-C while loading exits without waiting for it. Already
+    off the main thread (the server loads on its own while it listens): built right there."""
+    if threading.current_thread() is not threading.main_thread():
+        return build()
     result: dict[str, Any] = {}
 
     def load() -> None:
