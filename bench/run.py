@@ -113,11 +113,14 @@ class Bench:
 
     def native_cli_speed(self) -> float:
         """llama-completion's generation with our --cli's prompt and flags: the native tool that, like
-        ours, reads a prompt and samples each token (llama-bench does neither)."""
+        ours, reads a prompt and samples each token (llama-bench does neither). Its own rate ("eval
+        time") leaves out its sampling, which ours counts: the time per token here is both."""
         result = run([str(self.native / "llama-completion"), "-m", str(self.gemma), "-p", STORY, "-n", "128",
                       "--temp", "0", "-c", "2048", "-t", self.threads, "-no-cnv", "--ignore-eos"],
                      env=self.native_env, stdin=subprocess.DEVNULL)
-        return float(re.search(r":\s+eval time = .*?([\d.]+) tokens per second", result.stderr).group(1))
+        sampling_ms = float(re.search(r"sampling time =\s+([\d.]+) ms", result.stderr).group(1))
+        eval_ms, runs = re.search(r":\s+eval time =\s+([\d.]+) ms /\s+(\d+) runs", result.stderr).group(1, 2)
+        return 1000 / (float(eval_ms) / int(runs) + sampling_ms / 128)  # 128 tokens sampled, one per decode
 
     def speeds(self) -> None:
         prompt_file = self.work / "prompt512.txt"
@@ -241,7 +244,7 @@ def table(r: dict) -> str:
 
     rows = [
         ("1. generation tok/s (tg128)", value("tg_ours", "{:.1f}"), value("tg_native", "{:.1f}"), ratio("tg_ours", "tg_native"), ">= 0.97"),
-        ("   generation vs llama-completion (same prompt, sampled)", value("tg_ours", "{:.1f}"), value("tg_native_cli", "{:.1f}"),
+        ("   generation vs llama-completion (decode + sampling)", value("tg_ours", "{:.1f}"), value("tg_native_cli", "{:.1f}"),
          ratio("tg_ours", "tg_native_cli"), ">= 1.0"),
         ("   generation vs plain llama-cpp-python", value("tg_ours", "{:.1f}"), value("tg_llama_cpp_python", "{:.1f}"),
          ratio("tg_ours", "tg_llama_cpp_python"), ">= 1"),

@@ -10,6 +10,8 @@
 // from "messages" on; llmpack_chat_stream_feed mirrors task_result_state::update_chat_msg
 // (tools/server/server-task.cpp), with its filter for tool-call headers.
 
+#include "llmpack_api.h"
+
 #include "chat.h"
 #include "json.h"
 #include "log.h"
@@ -20,12 +22,6 @@
 #include <set>
 #include <string>
 #include <vector>
-
-#if defined(_WIN32)
-#define LLMPACK_API extern "C" __declspec(dllexport)
-#else
-#define LLMPACK_API extern "C" __attribute__((visibility("default")))
-#endif
 
 using json = common_json;
 

@@ -49,6 +49,7 @@ class SamplerChain:
 
     def __init__(self, engine: Engine, params: SamplingParams) -> None:
         self._engine = engine
+        self._greedy_pick = None
         self._chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
         add = lambda sampler: llama.llama_sampler_chain_add(self._chain, sampler)  # noqa: E731
         if params.reasoning_budget:  # first, as in llama.cpp's common sampler: it may force the thought's end
@@ -80,6 +81,11 @@ class SamplerChain:
             add(llama.llama_sampler_init_penalties(engine.n_vocab, last_n, params.repeat_penalty,
                                                    params.frequency_penalty, params.presence_penalty))
         if params.temperature <= 0:
+            if not llama.llama_sampler_chain_n(self._chain):
+                # The greedy sampler alone: the same pick, read from the logits without the chain's copy.
+                from ..formats.llama_chat import greedy_functions
+
+                self._greedy_pick = (greedy_functions() or (None,))[0]
             add(llama.llama_sampler_init_greedy())
             return
         if params.top_k > 0:
@@ -91,6 +97,10 @@ class SamplerChain:
         add(llama.llama_sampler_init_dist(seed & 0xFFFFFFFF))
 
     def sample(self, batch_index: int) -> int:
+        if self._greedy_pick is not None:  # nothing to accept: the greedy sampler keeps no state
+            token = self._greedy_pick(self._engine.context, batch_index)
+            if token >= 0:
+                return token
         # llama_sampler_sample also accepts the token into the chain (penalties, grammar state).
         return llama.llama_sampler_sample(self._chain, self._engine.context, batch_index)
 

@@ -17,6 +17,7 @@ import importlib.util
 import json
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,14 @@ def _library() -> ctypes.CDLL:
             if hasattr(lib, "llmpack_chat_reasoning_budget"):
                 lib.llmpack_chat_reasoning_budget.argtypes = [p, s]
                 lib.llmpack_chat_reasoning_budget.restype = p
+            floats, i32 = ctypes.POINTER(ctypes.c_float), ctypes.c_int32
+            for name, argtypes, restype in (("llmpack_greedy_token", [p, i32], i32),
+                                            ("llmpack_top_share", [p, i32, i32], ctypes.c_float),
+                                            ("llmpack_first_argmax", [floats, i32], i32),
+                                            ("llmpack_top_share_of", [floats, i32, i32], ctypes.c_float)):
+                if hasattr(lib, name):  # a library built before them has none of them
+                    getattr(lib, name).argtypes = argtypes
+                    getattr(lib, name).restype = restype
             _lib = lib
         return _lib
 
@@ -117,6 +126,30 @@ def reasoning_budget_sampler(vocab: Any, params: str) -> int | None:
     if not hasattr(lib, "llmpack_chat_reasoning_budget"):
         return None
     return lib.llmpack_chat_reasoning_budget(ctypes.cast(vocab, ctypes.c_void_p), params.encode()) or None
+
+
+def greedy_functions() -> tuple[Callable[[Any, int], int], Callable[[Any, int, int], float]] | None:
+    """The library's reads of one output's logits, without llama.cpp's 3 MB copy of them per token:
+    `pick(context, batch_index)`, the token a chain of llama.cpp's greedy sampler alone picks, and
+    `share(context, batch_index, k)`, that token's softmax share among the k largest logits (each -1
+    where that output has no logits). None where the library lacks them."""
+    try:
+        lib = _library()
+    except ChatLibraryMissing:
+        return None
+    if not hasattr(lib, "llmpack_greedy_token"):
+        return None
+    return lib.llmpack_greedy_token, lib.llmpack_top_share
+
+
+def first_argmax(values: list[float]) -> int:
+    """The library's pick over any list (for tests): the first index of the largest, NaN never winning."""
+    return _library().llmpack_first_argmax((ctypes.c_float * len(values))(*values), len(values))
+
+
+def top_share(values: list[float], k: int) -> float:
+    """The library's share of the largest among the k largest, over any list (for tests)."""
+    return _library().llmpack_top_share_of((ctypes.c_float * len(values))(*values), len(values), k)
 
 
 class LlamaChat:

@@ -1,0 +1,102 @@
+"""Greedy decoding's pick read straight from the logits (libllmpack-chat's llmpack_greedy_token), in
+place of a llama.cpp sampler chain holding only the greedy sampler, whose copy of every logit costs
+about 0.5 ms a token on a 262k vocabulary; and the draft model's confidence (the top token's share
+among the top 10) read the same way. Both must give exactly what llama.cpp gives."""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from pathlib import Path
+
+import pytest
+from llmpack.runtime.engine.engine import Engine
+from llmpack.runtime.engine.types import EngineConfig, GenerationRequest, ModelSource, SamplingParams
+from llmpack.runtime.formats import llama_chat
+from support.tiny_model import write_tiny_gguf
+
+
+def llama_greedy(values: list[float]) -> int:
+    """llama_sampler_greedy_apply (src/llama-sampler.cpp), as written there."""
+    selected = 0
+    for i in range(1, len(values)):
+        if values[i] > values[selected]:
+            selected = i
+    return selected
+
+
+def logit_lists() -> list[list[float]]:
+    rng = random.Random(5)
+    lists = [[1.0], [2.0, 2.0], [-math.inf, -math.inf, -math.inf], [math.nan, 5.0, 3.0], [1.0, math.nan, 3.0, 3.0]]
+    for n in (255, 256, 257, 1000, 4099, 70_000):
+        values = [rng.uniform(-20, 20) for _ in range(n)]
+        lists.append(values)
+        tied = [round(v) for v in values]  # many ties, the largest among them too
+        lists.append([float(v) for v in tied])
+        holes = list(values)
+        for i in rng.sample(range(n), n // 10):
+            holes[i] = rng.choice([math.nan, -math.inf, math.inf])
+        lists.append(holes)
+        rising = sorted(values)  # every block beats the last
+        lists.append(rising)
+    return lists
+
+
+def test_the_pick_is_llama_cpps_first_largest_with_nans_never_winning() -> None:
+    for values in logit_lists():
+        assert llama_chat.first_argmax(values) == llama_greedy(values), len(values)
+
+
+def test_the_top_share_is_the_top_tokens_probability_among_the_k_largest() -> None:
+    for values in logit_lists():
+        finite = [v for v in values if not math.isnan(v)]
+        for k in (1, 10, 40):
+            top = heapq.nlargest(k, finite)
+            expected = 0.0 if top[0] == -math.inf else 1 / math.fsum(
+                math.exp(v - top[0]) if v != -math.inf else 0.0 for v in top)
+            if top[0] == math.inf:
+                continue  # inf - inf: no share to compare (llama.cpp's softmax gives NaN there too)
+            assert llama_chat.top_share(values, k) == pytest.approx(expected, rel=1e-5), (len(values), k)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory):
+    model = write_tiny_gguf(tmp_path_factory.mktemp("models") / "greedy.gguf", n_ctx=1024)
+    engine = Engine(ModelSource(str(model)), EngineConfig(n_ctx=1024, n_threads=2, n_seq_max=2))
+    yield engine
+    engine.close()
+
+
+def generate(engine: Engine, sampling: SamplingParams) -> list[list[int]]:
+    def run(text: str) -> list[int]:
+        request = GenerationRequest(tuple(engine.tokenize(text, True, True)), 48, sampling)
+        return [t for piece in engine.generate(request) for t in piece.token_ids]
+
+    return [run(text) for text in ("the cat sat on the", "hello world hello", "a b c d a b c", "yes no yes no")]
+
+
+def test_greedy_decoding_reads_the_logits_and_picks_what_the_chain_picks(engine: Engine, monkeypatch) -> None:
+    picks = []
+    library_functions = llama_chat.greedy_functions()
+    assert library_functions is not None  # the set-up builds the library with them
+
+    def counted():
+        pick, share = library_functions
+        return (lambda context, index: picks.append(index) or pick(context, index)), share
+
+    monkeypatch.setattr(llama_chat, "greedy_functions", counted)
+    fast = generate(engine, SamplingParams(temperature=0.0))
+    ended = sum(len(tokens) < 48 for tokens in fast)  # those picked an end token too
+    assert len(picks) == sum(map(len, fast)) + ended and len(picks) > 100
+    monkeypatch.setattr(llama_chat, "greedy_functions", lambda: None)
+    assert generate(engine, SamplingParams(temperature=0.0)) == fast  # the chain's own greedy sampler
+
+
+def test_a_chain_with_more_than_the_greedy_sampler_keeps_llama_cpps_sampling(engine: Engine, monkeypatch) -> None:
+    picks = []
+    monkeypatch.setattr(llama_chat, "greedy_functions", lambda: (lambda *a: picks.append(a) or 0, None))
+    for sampling in (SamplingParams(temperature=0.0, repeat_penalty=1.3), SamplingParams(temperature=0.0, ignore_eos=True),
+                     SamplingParams(temperature=0.0, logit_bias=((5, 2.0),)), SamplingParams(temperature=0.7, seed=1)):
+        assert any(generate(engine, sampling))
+    assert picks == []
