@@ -2,7 +2,7 @@
 # Builds libllmpack-chat (build/chat-shim/llmpack_chat.cpp): llama.cpp's chat library (common/chat.*:
 # the chat templates, the chat formats' parsers and tool-call grammars, as llama-server runs them)
 # behind a small C ABI, JSON in and JSON out; and greedy decoding's pick read straight from the logits
-# (build/chat-shim/llmpack_greedy.cpp), which llama.cpp's sampler chain makes slow. Compiled from the
+# (build/chat-shim/llmpack_sample.cpp), which llama.cpp's sampler chain makes slow. Compiled from the
 # very llama-cpp-python sdist that build/setup.sh compiles, with its patches (build/patches/), and
 # linked against the engine's own libllama (the wheel's, named by $1: its llama_cpp/lib folder), so the
 # runtime carries it beside it.
@@ -82,7 +82,7 @@ windows-*) link=(-static-libstdc++ -static-libgcc -Wl,--exclude-libs,ALL -Wl,--n
 *) link=(-Wl,--exclude-libs,ALL -Wl,--no-undefined -Wl,-soname,$name) ;;
 esac
 [ -z "$rpath" ] || link+=("-Wl,-rpath,$rpath")
-${CXX:-c++} -std=c++17 -O2 -fPIC -shared -fvisibility=hidden -o "$out.tmp/$name" build/chat-shim/llmpack_chat.cpp build/chat-shim/llmpack_greedy.cpp \
+${CXX:-c++} -std=c++17 -O2 -fPIC -shared -fvisibility=hidden -o "$out.tmp/$name" build/chat-shim/llmpack_chat.cpp build/chat-shim/llmpack_sample.cpp \
     -I"$inc/common" -I"$inc/include" -I"$inc/ggml/include" -I"$inc/vendor" \
     "$common/lib/libllama-common.a" "$common/lib/libllama-common-base.a" \
     -L"$engine_lib" -lllama -lggml -lggml-base -lpthread "${link[@]}" \

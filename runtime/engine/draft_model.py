@@ -65,9 +65,9 @@ class DraftModel:
         self._n_batch = main.n_batch
         self._batch = llama.llama_batch_init(main.n_batch, 0, 1)
         self._greedy = llama.llama_sampler_init_greedy()
-        from ..formats.llama_chat import greedy_functions
+        from ..formats.llama_chat import logit_reads
 
-        self._fast = greedy_functions()  # the same pick and confidence without a copy of every logit
+        self._fast = logit_reads()  # the same pick and confidence without a copy of every logit
         self._held: list[list[int]] = [[] for _ in range(main.n_seq_max)]  # each sequence's tokens, in order
 
     def _load(self, draft: DraftConfig, main: EngineConfig):
@@ -202,7 +202,7 @@ class DraftModel:
 
     def _propose(self, batch_index: int) -> int | None:
         """The draft's most likely token at a batch position, or None where it ends the draft."""
-        token = self._fast[0](self.context, batch_index) if self._fast else -1
+        token = self._fast.greedy_token(self.context, batch_index) if self._fast else -1
         if token < 0:
             token = llama.llama_sampler_sample(self._greedy, self.context, batch_index)
         if llama.llama_vocab_is_eog(self.vocab, token):
@@ -214,7 +214,7 @@ class DraftModel:
     def _top_share(self, batch_index: int) -> float:
         """The proposed token's probability among the top 10 (llama.cpp's draft: top-k 10, then the
         probabilities among them)."""
-        share = self._fast[1](self.context, batch_index, _TOP_K) if self._fast else -1.0
+        share = self._fast.top_share(self.context, batch_index, _TOP_K) if self._fast else -1.0
         if share >= 0:
             return share
         logits = llama.llama_get_logits_ith(self.context, batch_index)[:self._n_vocab]

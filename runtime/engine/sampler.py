@@ -44,12 +44,17 @@ def _prefill(engine: Engine, grammar, text: str) -> None:
         llama.llama_sampler_accept(grammar, token)
 
 
+# The most top-k candidates the library hands the chain (llmpack_sample_top_k); above it, llama.cpp's
+# top-k sampler over the whole vocabulary.
+_MOST_CANDIDATES = 128
+
+
 class SamplerChain:
     """One request's llama.cpp sampler chain (penalties, grammar, top-k/p, min-p, temperature)."""
 
     def __init__(self, engine: Engine, params: SamplingParams) -> None:
         self._engine = engine
-        self._greedy_pick = None
+        self._fast_pick = None  # batch index -> token (-1: not done), reading the logits without a copy
         self._chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
         add = lambda sampler: llama.llama_sampler_chain_add(self._chain, sampler)  # noqa: E731
         if params.reasoning_budget:  # first, as in llama.cpp's common sampler: it may force the thought's end
@@ -80,16 +85,21 @@ class SamplerChain:
             # This llama.cpp's signature still takes the vocabulary size first (see its llama.h).
             add(llama.llama_sampler_init_penalties(engine.n_vocab, last_n, params.repeat_penalty,
                                                    params.frequency_penalty, params.presence_penalty))
-        if params.temperature <= 0:
-            if not llama.llama_sampler_chain_n(self._chain):
-                # The greedy sampler alone: the same pick, read from the logits without the chain's copy.
-                from ..formats.llama_chat import greedy_functions
+        from ..formats.llama_chat import logit_reads
 
-                self._greedy_pick = (greedy_functions() or (None,))[0]
+        # Nothing in the chain yet looks at every logit: the library can read them without the copy.
+        reads = None if llama.llama_sampler_chain_n(self._chain) else logit_reads()
+        context = engine.context
+        if params.temperature <= 0:
+            if reads:  # the greedy sampler alone: the same pick, and no state to accept
+                self._fast_pick = lambda index: reads.greedy_token(context, index)
             add(llama.llama_sampler_init_greedy())
             return
         if params.top_k > 0:
             add(llama.llama_sampler_init_top_k(params.top_k))
+            if reads and params.top_k <= _MOST_CANDIDATES:  # the chain picks among the k the library finds
+                chain, k = self._chain, params.top_k
+                self._fast_pick = lambda index: reads.sample_top_k(chain, context, index, k)
         add(llama.llama_sampler_init_top_p(params.top_p, 1))
         add(llama.llama_sampler_init_min_p(params.min_p, 1))
         add(llama.llama_sampler_init_temp(params.temperature))
@@ -97,14 +107,15 @@ class SamplerChain:
         add(llama.llama_sampler_init_dist(seed & 0xFFFFFFFF))
 
     def sample(self, batch_index: int) -> int:
-        if self._greedy_pick is not None:  # nothing to accept: the greedy sampler keeps no state
-            token = self._greedy_pick(self._engine.context, batch_index)
+        if self._fast_pick is not None:
+            token = self._fast_pick(batch_index)
             if token >= 0:
                 return token
         # llama_sampler_sample also accepts the token into the chain (penalties, grammar state).
         return llama.llama_sampler_sample(self._chain, self._engine.context, batch_index)
 
     def free(self) -> None:
+        self._fast_pick = None  # it holds the chain
         if self._chain:
             llama.llama_sampler_free(self._chain)
             self._chain = None

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 LIBRARY = {"darwin": "libllmpack-chat.dylib", "win32": "llmpack-chat.dll"}.get(sys.platform, "libllmpack-chat.so")
 # llama.cpp's grammar trigger types (common.h: common_grammar_trigger_type)
@@ -84,9 +84,12 @@ def _library() -> ctypes.CDLL:
                 lib.llmpack_chat_reasoning_budget.restype = p
             floats, i32 = ctypes.POINTER(ctypes.c_float), ctypes.c_int32
             for name, argtypes, restype in (("llmpack_greedy_token", [p, i32], i32),
+                                            ("llmpack_sample_top_k", [p, p, i32, i32], i32),
                                             ("llmpack_top_share", [p, i32, i32], ctypes.c_float),
                                             ("llmpack_first_argmax", [floats, i32], i32),
-                                            ("llmpack_top_share_of", [floats, i32, i32], ctypes.c_float)):
+                                            ("llmpack_top_share_of", [floats, i32, i32], ctypes.c_float),
+                                            ("llmpack_top_candidates", [floats, i32, i32, ctypes.POINTER(i32)],
+                                             ctypes.c_bool)):
                 if hasattr(lib, name):  # a library built before them has none of them
                     getattr(lib, name).argtypes = argtypes
                     getattr(lib, name).restype = restype
@@ -128,18 +131,24 @@ def reasoning_budget_sampler(vocab: Any, params: str) -> int | None:
     return lib.llmpack_chat_reasoning_budget(ctypes.cast(vocab, ctypes.c_void_p), params.encode()) or None
 
 
-def greedy_functions() -> tuple[Callable[[Any, int], int], Callable[[Any, int, int], float]] | None:
-    """The library's reads of one output's logits, without llama.cpp's 3 MB copy of them per token:
-    `pick(context, batch_index)`, the token a chain of llama.cpp's greedy sampler alone picks, and
-    `share(context, batch_index, k)`, that token's softmax share among the k largest logits (each -1
-    where that output has no logits). None where the library lacks them."""
+class LogitReads(NamedTuple):
+    """The library's reads of one output's logits (a context and its batch index), without llama.cpp's
+    3 MB copy of them per token (build/chat-shim/llmpack_sample.cpp); each gives -1 where it cannot."""
+
+    greedy_token: Callable[[Any, int], int]  # (context, index): what a chain of the greedy sampler picks
+    sample_top_k: Callable[[Any, Any, int, int], int]  # (chain, context, index, k): the chain picks among the top k
+    top_share: Callable[[Any, int, int], float]  # (context, index, k): the top token's share among the top k
+
+
+def logit_reads() -> LogitReads | None:
+    """The library's LogitReads; None where it has none (no library, or one built before them)."""
     try:
         lib = _library()
     except ChatLibraryMissing:
         return None
-    if not hasattr(lib, "llmpack_greedy_token"):
+    if not hasattr(lib, "llmpack_sample_top_k"):
         return None
-    return lib.llmpack_greedy_token, lib.llmpack_top_share
+    return LogitReads(lib.llmpack_greedy_token, lib.llmpack_sample_top_k, lib.llmpack_top_share)
 
 
 def first_argmax(values: list[float]) -> int:
@@ -150,6 +159,14 @@ def first_argmax(values: list[float]) -> int:
 def top_share(values: list[float], k: int) -> float:
     """The library's share of the largest among the k largest, over any list (for tests)."""
     return _library().llmpack_top_share_of((ctypes.c_float * len(values))(*values), len(values), k)
+
+
+def top_candidates(values: list[float], k: int) -> list[int] | None:
+    """The k largest values' indices in the order the chain gets them (for tests); None where fewer
+    than k are above -inf."""
+    out = (ctypes.c_int32 * k)()
+    found = _library().llmpack_top_candidates((ctypes.c_float * len(values))(*values), len(values), k, out)
+    return list(out) if found else None
 
 
 class LlamaChat:

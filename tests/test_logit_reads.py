@@ -1,10 +1,12 @@
-"""Greedy decoding's pick read straight from the logits (libllmpack-chat's llmpack_greedy_token), in
-place of a llama.cpp sampler chain holding only the greedy sampler, whose copy of every logit costs
-about 0.5 ms a token on a 262k vocabulary; and the draft model's confidence (the top token's share
-among the top 10) read the same way. Both must give exactly what llama.cpp gives."""
+"""Reads of the logits that llama.cpp's sampler chain makes slow (libllmpack-chat's
+build/chat-shim/llmpack_sample.cpp): greedy decoding's pick, where the chain holds the greedy sampler
+alone; sampled decoding's top-k candidates, handed to the request's own chain to pick among; the draft
+model's confidence (the top token's share among the top 10). llama_sampler_sample copies every logit
+first (about 0.5 ms a token on a 262k vocabulary). Each must give what llama.cpp gives."""
 
 from __future__ import annotations
 
+import ctypes
 import heapq
 import math
 import random
@@ -40,12 +42,21 @@ def logit_lists() -> list[list[float]]:
         lists.append(holes)
         rising = sorted(values)  # every block beats the last
         lists.append(rising)
-    return lists
+    return [[ctypes.c_float(v).value for v in values] for values in lists]  # as the library reads them
 
 
 def test_the_pick_is_llama_cpps_first_largest_with_nans_never_winning() -> None:
     for values in logit_lists():
         assert llama_chat.first_argmax(values) == llama_greedy(values), len(values)
+
+
+def test_the_top_candidates_are_the_k_largest_in_descending_order_lower_token_first() -> None:
+    for values in logit_lists():
+        for k in (1, 40, 128):
+            ranked = sorted((i for i, v in enumerate(values) if not math.isnan(v) and v > -math.inf),
+                            key=lambda i: (-values[i], i))
+            expected = ranked[:k] if len(ranked) >= k else None
+            assert llama_chat.top_candidates(values, k) == expected, (len(values), k)
 
 
 def test_the_top_share_is_the_top_tokens_probability_among_the_k_largest() -> None:
@@ -76,27 +87,46 @@ def generate(engine: Engine, sampling: SamplingParams) -> list[list[int]]:
     return [run(text) for text in ("the cat sat on the", "hello world hello", "a b c d a b c", "yes no yes no")]
 
 
+def counted_reads(calls: list[str]):
+    """logit_reads() whose functions note each call by name."""
+    reads = llama_chat.logit_reads()
+    assert reads is not None  # the set-up builds the library with them
+
+    def counted(name: str, function):
+        return lambda *args: calls.append(name) or function(*args)
+
+    return lambda: llama_chat.LogitReads(*(counted(name, getattr(reads, name)) for name in reads._fields))
+
+
 def test_greedy_decoding_reads_the_logits_and_picks_what_the_chain_picks(engine: Engine, monkeypatch) -> None:
-    picks = []
-    library_functions = llama_chat.greedy_functions()
-    assert library_functions is not None  # the set-up builds the library with them
-
-    def counted():
-        pick, share = library_functions
-        return (lambda context, index: picks.append(index) or pick(context, index)), share
-
-    monkeypatch.setattr(llama_chat, "greedy_functions", counted)
+    calls: list[str] = []
+    monkeypatch.setattr(llama_chat, "logit_reads", counted_reads(calls))
     fast = generate(engine, SamplingParams(temperature=0.0))
     ended = sum(len(tokens) < 48 for tokens in fast)  # those picked an end token too
-    assert len(picks) == sum(map(len, fast)) + ended and len(picks) > 100
-    monkeypatch.setattr(llama_chat, "greedy_functions", lambda: None)
+    assert calls.count("greedy_token") == sum(map(len, fast)) + ended and len(calls) > 100
+    monkeypatch.setattr(llama_chat, "logit_reads", lambda: None)
     assert generate(engine, SamplingParams(temperature=0.0)) == fast  # the chain's own greedy sampler
 
 
-def test_a_chain_with_more_than_the_greedy_sampler_keeps_llama_cpps_sampling(engine: Engine, monkeypatch) -> None:
-    picks = []
-    monkeypatch.setattr(llama_chat, "greedy_functions", lambda: (lambda *a: picks.append(a) or 0, None))
+@pytest.mark.parametrize("sampling", [SamplingParams(temperature=0.8, seed=11),
+                                      SamplingParams(temperature=1.5, top_k=128, top_p=1.0, min_p=0.0, seed=12),
+                                      SamplingParams(temperature=1.0, top_k=1, seed=13)], ids=["default", "k128", "k1"])
+def test_sampling_picks_among_the_top_k_the_library_reads_as_the_chain_would(engine: Engine, monkeypatch,
+                                                                            sampling: SamplingParams) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(llama_chat, "logit_reads", counted_reads(calls))
+    fast = generate(engine, sampling)
+    assert calls.count("sample_top_k") >= sum(map(len, fast)) > 100
+    monkeypatch.setattr(llama_chat, "logit_reads", lambda: None)
+    assert generate(engine, sampling) == fast  # same seed, the whole vocabulary through the chain
+
+
+def test_a_chain_that_looks_at_every_logit_first_keeps_llama_cpps_sampling(engine: Engine, monkeypatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(llama_chat, "logit_reads", counted_reads(calls))
     for sampling in (SamplingParams(temperature=0.0, repeat_penalty=1.3), SamplingParams(temperature=0.0, ignore_eos=True),
-                     SamplingParams(temperature=0.0, logit_bias=((5, 2.0),)), SamplingParams(temperature=0.7, seed=1)):
+                     SamplingParams(temperature=0.0, logit_bias=((5, 2.0),)), SamplingParams(seed=1, repeat_penalty=1.1),
+                     SamplingParams(seed=1, top_k=0), SamplingParams(seed=1, top_k=129),
+                     SamplingParams(seed=1, grammar='root ::= ("the" | " cat")+')):
         assert any(generate(engine, sampling))
-    assert picks == []
+    assert calls == []
