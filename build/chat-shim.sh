@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Builds libllmpack-chat (build/chat-shim/llmpack_chat.cpp): llama.cpp's chat library (common/chat.*:
 # the chat templates, the chat formats' parsers and tool-call grammars, as llama-server runs them)
-# behind a small C ABI, JSON in and JSON out; and greedy decoding's pick read straight from the logits
-# (build/chat-shim/llmpack_sample.cpp), which llama.cpp's sampler chain makes slow. Compiled from the
-# very llama-cpp-python sdist that build/setup.sh compiles, with its patches (build/patches/), and
-# linked against the engine's own libllama (the wheel's, named by $1: its llama_cpp/lib folder), so the
-# runtime carries it beside it.
+# behind a small C ABI, JSON in and JSON out; and the reads of the logits that sampling needs (greedy
+# pick, top-k candidates: build/chat-shim/llmpack_sample.cpp), which llama.cpp's chain makes slow.
+# Compiled from the very llama-cpp-python sdist that build/setup.sh compiles, with its patches
+# (build/patches/), and linked against the engine's own libllama (the wheel's, named by $1: its
+# llama_cpp/lib folder), so the runtime carries it beside it.
 # Only llama.cpp's common library is compiled here (not llama nor ggml: CMake's optimized dependencies
 # skip them): about 11 minutes on 2 busy cores, cached under $LLMPACK_CACHE/chat-shim/common-*; the shim
 # itself links in seconds. Cached under $LLMPACK_CACHE/chat-shim/<key>/, keyed by
