@@ -10,7 +10,6 @@ import ctypes
 import heapq
 import math
 import random
-from pathlib import Path
 
 import pytest
 from llmpack.runtime.engine.engine import Engine
