@@ -70,6 +70,19 @@ def test_the_top_share_is_the_top_tokens_probability_among_the_k_largest() -> No
             assert llama_chat.top_share(values, k) == pytest.approx(expected, rel=1e-5), (len(values), k)
 
 
+def test_the_log_total_is_the_softmax_denominators_log() -> None:
+    for values in logit_lists():
+        finite = [v for v in values if not math.isnan(v)]
+        peak = max(finite)
+        if peak in (math.inf, -math.inf):
+            continue
+        expected = peak + math.log(math.fsum(math.exp(v - peak) for v in finite))
+        if len(finite) == len(values):
+            assert llama_chat.log_total(values) == pytest.approx(expected, abs=1e-5), len(values)
+        else:  # a NaN logit makes the whole softmax NaN, as in Python's
+            assert math.isnan(llama_chat.log_total(values))
+
+
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory):
     model = write_tiny_gguf(tmp_path_factory.mktemp("models") / "greedy.gguf", n_ctx=1024)
@@ -78,10 +91,13 @@ def engine(tmp_path_factory: pytest.TempPathFactory):
     engine.close()
 
 
-def generate(engine: Engine, sampling: SamplingParams) -> list[list[int]]:
-    def run(text: str) -> list[int]:
-        request = GenerationRequest(tuple(engine.tokenize(text, True, True)), 48, sampling)
-        return [t for piece in engine.generate(request) for t in piece.token_ids]
+def generate(engine: Engine, sampling: SamplingParams, logprobs: int | None = None) -> list[list]:
+    def run(text: str) -> list:
+        request = GenerationRequest(tuple(engine.tokenize(text, True, True)), 48, sampling, logprobs=logprobs)
+        pieces = list(engine.generate(request))
+        if logprobs is not None:
+            return [p for piece in pieces for p in piece.logprobs]
+        return [t for piece in pieces for t in piece.token_ids]
 
     return [run(text) for text in ("the cat sat on the", "hello world hello", "a b c d a b c", "yes no yes no")]
 
@@ -129,3 +145,22 @@ def test_a_chain_that_looks_at_every_logit_first_keeps_llama_cpps_sampling(engin
                      SamplingParams(seed=1, grammar='root ::= ("the" | " cat")+')):
         assert any(generate(engine, sampling))
     assert calls == []
+
+
+@pytest.mark.parametrize("top", [0, 5, 20])
+def test_log_probabilities_are_read_by_the_library_as_python_computes_them(engine: Engine, monkeypatch,
+                                                                          top: int) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(llama_chat, "logit_reads", counted_reads(calls))
+    monkeypatch.delattr(engine, "_reads", raising=False)
+    fast = generate(engine, SamplingParams(temperature=0.0), logprobs=top)
+    assert calls.count("logprobs") == sum(map(len, fast)) > 100
+    monkeypatch.setattr(llama_chat, "logit_reads", lambda: None)
+    monkeypatch.delattr(engine, "_reads")
+    slow = generate(engine, SamplingParams(temperature=0.0), logprobs=top)
+    monkeypatch.delattr(engine, "_reads")
+    assert [p.token_id for p in sum(fast, [])] == [p.token_id for p in sum(slow, [])]
+    for ours, python in zip(sum(fast, []), sum(slow, [])):
+        assert ours.logprob == pytest.approx(python.logprob, abs=1e-5)
+        assert len(ours.top) == top and [t for t, _ in ours.top] == [t for t, _ in python.top]
+        assert [v for _, v in ours.top] == pytest.approx([v for _, v in python.top], abs=1e-5)

@@ -5,7 +5,8 @@
 // - greedy decoding's pick (the chain holds the greedy sampler alone), about 40 us;
 // - sampled decoding's top k candidates, in the order llama.cpp's top-k sampler leaves them, handed to
 //   the request's own chain (top-k, top-p, min-p, temperature, dist), which picks among those k;
-// - the draft model's confidence test (the top token's share among the top k).
+// - the draft model's confidence test (the top token's share among the top k);
+// - log-probabilities (a token's and the top n's), which Python had computed at 50 ms a token.
 
 #include "llmpack_api.h"
 
@@ -163,9 +164,58 @@ LLMPACK_API int32_t llmpack_sample_top_k(llama_sampler * chain, llama_context * 
     return token;
 }
 
+namespace {
+
+// The log of the softmax's denominator: max + log(sum(exp(x - max))), summed in double.
+double log_total(const float * logits, int32_t n) {
+    float peak = -INFINITY;
+    int32_t start = 0;
+    for (; start + BLOCK <= n; start += BLOCK) {
+        const float largest = block_max(logits + start);
+        peak = largest > peak ? largest : peak;
+    }
+    for (int32_t i = start; i < n; i++) {
+        peak = logits[i] > peak ? logits[i] : peak;
+    }
+    double total = 0.0;
+    for (int32_t i = 0; i < n; i++) {
+        total += std::exp(logits[i] - peak);
+    }
+    return double(peak) + std::log(total);
+}
+
+}  // namespace
+
+// The log-softmax of output `idx`: `token`'s log-probability into *token_logprob, and the `top` most
+// likely tokens (of equal ones the lower first) with theirs into top_tokens and top_logprobs. Returns
+// `top`, or -1 where this cannot be done (no logits, top above 128, fewer than `top` above -inf).
+LLMPACK_API int32_t llmpack_logprobs(llama_context * ctx, int32_t idx, int32_t token, int32_t top,
+                                     double * token_logprob, int32_t * top_tokens, double * top_logprobs) {
+    const float * logits = llama_get_logits_ith(ctx, idx);
+    const int32_t n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(llama_get_model(ctx)));
+    if (logits == nullptr || token < 0 || token >= n_vocab || top < 0 || top > MOST || top > n_vocab) {
+        return -1;
+    }
+    llama_token_data best[MOST];
+    if (top > 0 && !top_candidates(logits, n_vocab, top, best)) {
+        return -1;
+    }
+    const double total = log_total(logits, n_vocab);
+    *token_logprob = double(logits[token]) - total;
+    for (int j = 0; j < top; j++) {
+        top_tokens[j] = best[j].id;
+        top_logprobs[j] = double(best[j].logit) - total;
+    }
+    return top;
+}
+
 // For tests: the same reads over any array.
 LLMPACK_API int32_t llmpack_first_argmax(const float * logits, int32_t n) {
     return n > 0 ? first_argmax(logits, n) : -1;
+}
+
+LLMPACK_API double llmpack_log_total_of(const float * logits, int32_t n) {
+    return n > 0 ? log_total(logits, n) : NAN;
 }
 
 LLMPACK_API float llmpack_top_share_of(const float * logits, int32_t n, int32_t k) {

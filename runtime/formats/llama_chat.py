@@ -86,6 +86,9 @@ def _library() -> ctypes.CDLL:
             for name, argtypes, restype in (("llmpack_greedy_token", [p, i32], i32),
                                             ("llmpack_sample_top_k", [p, p, i32, i32], i32),
                                             ("llmpack_top_share", [p, i32, i32], ctypes.c_float),
+                                            ("llmpack_logprobs", [p, i32, i32, i32, ctypes.POINTER(ctypes.c_double),
+                                                                  ctypes.POINTER(i32), ctypes.POINTER(ctypes.c_double)], i32),
+                                            ("llmpack_log_total_of", [floats, i32], ctypes.c_double),
                                             ("llmpack_first_argmax", [floats, i32], i32),
                                             ("llmpack_top_share_of", [floats, i32, i32], ctypes.c_float),
                                             ("llmpack_top_candidates", [floats, i32, i32, ctypes.POINTER(i32)],
@@ -138,6 +141,18 @@ class LogitReads(NamedTuple):
     greedy_token: Callable[[Any, int], int]  # (context, index): what a chain of the greedy sampler picks
     sample_top_k: Callable[[Any, Any, int, int], int]  # (chain, context, index, k): the chain picks among the top k
     top_share: Callable[[Any, int, int], float]  # (context, index, k): the top token's share among the top k
+    logprobs: Callable[[Any, int, int, int], tuple[float, tuple[tuple[int, float], ...]] | None]
+    # (context, index, token, n): the token's log-probability and the n most likely tokens with theirs
+
+
+def _logprobs(lib: ctypes.CDLL) -> Callable[[Any, int, int, int], tuple[float, tuple[tuple[int, float], ...]] | None]:
+    def logprobs(context: Any, index: int, token: int, top: int):
+        value, tokens, values = ctypes.c_double(), (ctypes.c_int32 * max(top, 1))(), (ctypes.c_double * max(top, 1))()
+        if lib.llmpack_logprobs(context, index, token, top, ctypes.byref(value), tokens, values) < 0:
+            return None
+        return value.value, tuple(zip(tokens[:top], values[:top]))
+
+    return logprobs
 
 
 def logit_reads() -> LogitReads | None:
@@ -146,14 +161,19 @@ def logit_reads() -> LogitReads | None:
         lib = _library()
     except ChatLibraryMissing:
         return None
-    if not hasattr(lib, "llmpack_sample_top_k"):
+    if not hasattr(lib, "llmpack_logprobs"):
         return None
-    return LogitReads(lib.llmpack_greedy_token, lib.llmpack_sample_top_k, lib.llmpack_top_share)
+    return LogitReads(lib.llmpack_greedy_token, lib.llmpack_sample_top_k, lib.llmpack_top_share, _logprobs(lib))
 
 
 def first_argmax(values: list[float]) -> int:
     """The library's pick over any list (for tests): the first index of the largest, NaN never winning."""
     return _library().llmpack_first_argmax((ctypes.c_float * len(values))(*values), len(values))
+
+
+def log_total(values: list[float]) -> float:
+    """The library's log of the softmax's denominator over any list (for tests)."""
+    return _library().llmpack_log_total_of((ctypes.c_float * len(values))(*values), len(values))
 
 
 def top_share(values: list[float], k: int) -> float:
