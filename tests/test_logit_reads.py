@@ -123,6 +123,22 @@ def test_greedy_decoding_reads_the_logits_and_picks_what_the_chain_picks(engine:
     assert generate(engine, SamplingParams(temperature=0.0)) == fast  # the chain's own greedy sampler
 
 
+@pytest.mark.parametrize("sampling", [SamplingParams(temperature=0.0, ignore_eos=True),
+                                      SamplingParams(temperature=0.0, logit_bias=((9, 30.0), (9, -5.0), (12, -math.inf),
+                                                                                  (10**6, 1.0)))],
+                         ids=["ignore_eos", "logit_bias"])
+def test_greedy_decoding_after_a_logit_bias_picks_what_the_chain_picks(engine: Engine, monkeypatch,
+                                                                      sampling: SamplingParams) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(llama_chat, "logit_reads", counted_reads(calls))
+    fast = generate(engine, sampling)
+    assert calls.count("greedy_token_biased") >= sum(map(len, fast)) > 100
+    monkeypatch.setattr(llama_chat, "logit_reads", lambda: None)
+    assert generate(engine, sampling) == fast  # llama.cpp's logit-bias and greedy samplers
+    if sampling.logit_bias:  # the bias was felt: 9 (+25) came out, 12 (banned) never
+        assert any(9 in tokens for tokens in fast) and not any(12 in tokens for tokens in fast)
+
+
 @pytest.mark.parametrize("sampling", [SamplingParams(temperature=0.8, seed=11),
                                       SamplingParams(temperature=1.5, top_k=128, top_p=1.0, min_p=0.0, seed=12),
                                       SamplingParams(temperature=1.0, top_k=1, seed=13)], ids=["default", "k128", "k1"])
@@ -139,8 +155,9 @@ def test_sampling_picks_among_the_top_k_the_library_reads_as_the_chain_would(eng
 def test_a_chain_that_looks_at_every_logit_first_keeps_llama_cpps_sampling(engine: Engine, monkeypatch) -> None:
     calls: list[str] = []
     monkeypatch.setattr(llama_chat, "logit_reads", counted_reads(calls))
-    for sampling in (SamplingParams(temperature=0.0, repeat_penalty=1.3), SamplingParams(temperature=0.0, ignore_eos=True),
-                     SamplingParams(temperature=0.0, logit_bias=((5, 2.0),)), SamplingParams(seed=1, repeat_penalty=1.1),
+    for sampling in (SamplingParams(temperature=0.0, repeat_penalty=1.3), SamplingParams(seed=1, ignore_eos=True),
+                     SamplingParams(temperature=0.0, ignore_eos=True, repeat_penalty=1.2),
+                     SamplingParams(seed=1, logit_bias=((5, 2.0),)), SamplingParams(seed=1, repeat_penalty=1.1),
                      SamplingParams(seed=1, top_k=0), SamplingParams(seed=1, top_k=129),
                      SamplingParams(seed=1, grammar='root ::= ("the" | " cat")+')):
         assert any(generate(engine, sampling))

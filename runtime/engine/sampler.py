@@ -87,11 +87,18 @@ class SamplerChain:
                                                    params.frequency_penalty, params.presence_penalty))
         from ..formats.llama_chat import logit_reads
 
-        # Nothing in the chain yet looks at every logit: the library can read them without the copy.
-        reads = None if llama.llama_sampler_chain_n(self._chain) else logit_reads()
+        # Nothing in the chain yet looks at every logit (or, for greedy decoding, only a logit bias): the
+        # library can read them without the copy.
+        so_far = llama.llama_sampler_chain_n(self._chain)
+        bias_alone = bool(bias) and so_far == 1
+        reads = logit_reads() if so_far == 0 or (bias_alone and params.temperature <= 0) else None
         context = engine.context
         if params.temperature <= 0:
-            if reads:  # the greedy sampler alone: the same pick, and no state to accept
+            if reads and bias_alone:  # the same pick; neither sampler keeps a state to accept
+                tokens = (ctypes.c_int32 * len(bias))(*(t for t, _ in bias))
+                values = (ctypes.c_float * len(bias))(*(b for _, b in bias))
+                self._fast_pick = lambda index: reads.greedy_token_biased(context, index, tokens, values, len(bias))
+            elif reads:
                 self._fast_pick = lambda index: reads.greedy_token(context, index)
             add(llama.llama_sampler_init_greedy())
             return

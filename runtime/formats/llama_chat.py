@@ -84,6 +84,7 @@ def _library() -> ctypes.CDLL:
                 lib.llmpack_chat_reasoning_budget.restype = p
             floats, i32 = ctypes.POINTER(ctypes.c_float), ctypes.c_int32
             for name, argtypes, restype in (("llmpack_greedy_token", [p, i32], i32),
+                                            ("llmpack_greedy_token_biased", [p, i32, ctypes.POINTER(i32), floats, i32], i32),
                                             ("llmpack_sample_top_k", [p, p, i32, i32], i32),
                                             ("llmpack_top_share", [p, i32, i32], ctypes.c_float),
                                             ("llmpack_logprobs", [p, i32, i32, i32, ctypes.POINTER(ctypes.c_double),
@@ -139,6 +140,8 @@ class LogitReads(NamedTuple):
     3 MB copy of them per token (build/chat-shim/llmpack_sample.cpp); each gives -1 where it cannot."""
 
     greedy_token: Callable[[Any, int], int]  # (context, index): what a chain of the greedy sampler picks
+    greedy_token_biased: Callable[[Any, int, Any, Any, int], int]  # (context, index, tokens, biases, n): the
+    # same after a logit-bias sampler (ctypes arrays of int32 and float)
     sample_top_k: Callable[[Any, Any, int, int], int]  # (chain, context, index, k): the chain picks among the top k
     top_share: Callable[[Any, int, int], float]  # (context, index, k): the top token's share among the top k
     logprobs: Callable[[Any, int, int, int], tuple[float, tuple[tuple[int, float], ...]] | None]
@@ -161,9 +164,10 @@ def logit_reads() -> LogitReads | None:
         lib = _library()
     except ChatLibraryMissing:
         return None
-    if not hasattr(lib, "llmpack_logprobs"):
+    if not hasattr(lib, "llmpack_greedy_token_biased"):
         return None
-    return LogitReads(lib.llmpack_greedy_token, lib.llmpack_sample_top_k, lib.llmpack_top_share, _logprobs(lib))
+    return LogitReads(lib.llmpack_greedy_token, lib.llmpack_greedy_token_biased, lib.llmpack_sample_top_k,
+                      lib.llmpack_top_share, _logprobs(lib))
 
 
 def first_argmax(values: list[float]) -> int:
