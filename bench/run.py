@@ -122,16 +122,25 @@ class Bench:
         eval_ms, runs = re.search(r":\s+eval time =\s+([\d.]+) ms /\s+(\d+) runs", result.stderr).group(1, 2)
         return 1000 / (float(eval_ms) / int(runs) + sampling_ms / 128)  # 128 tokens sampled, one per decode
 
+    def native_cli_prompt_speed(self, prompt_file: Path) -> float:
+        """llama-completion's prompt rate on the same prompt file as ours: like --cli, one prompt in a
+        fresh process after llama.cpp's two-token warm-up (llama-bench first runs the whole pp512 once
+        and times the runs after it, with every buffer already touched)."""
+        result = run([str(self.native / "llama-completion"), "-m", str(self.gemma), "-f", str(prompt_file), "-n", "1",
+                      "--temp", "0", "-c", "2048", "-t", self.threads, "-no-cnv"],
+                     env=self.native_env, stdin=subprocess.DEVNULL)
+        return float(re.search(r"prompt eval time = .*?([\d.]+) tokens per second", result.stderr).group(1))
+
     def speeds(self) -> None:
         prompt_file = self.work / "prompt512.txt"
         prompt_file.write_text(" ".join(["the quick brown fox jumps over the lazy dog"] * 56))
         # Paired and alternated, so that the machine's drifts (clock, neighbours) hit both sides alike.
         pairs = [(self.ours_speed(["-p", STORY], 128, "tg"), self.native_speed(["-p", "0", "-n", "128"]),
                   self.ours_speed(["-f", str(prompt_file)], 1, "pp"), self.native_speed(["-p", "512", "-n", "0"]),
-                  self.llama_cpp_python_speed(), self.native_cli_speed())
+                  self.llama_cpp_python_speed(), self.native_cli_speed(), self.native_cli_prompt_speed(prompt_file))
                  for _ in range(self.args.runs)]
         for i, key in enumerate(("tg_ours", "tg_native", "pp512_ours", "pp512_native", "tg_llama_cpp_python",
-                                 "tg_native_cli")):
+                                 "tg_native_cli", "pp512_native_cli")):
             self.results[key] = statistics.median(p[i] for p in pairs)
 
     # 3-4: start-up ----------------------------------------------------------------------------------
@@ -249,6 +258,8 @@ def table(r: dict) -> str:
         ("   generation vs plain llama-cpp-python", value("tg_ours", "{:.1f}"), value("tg_llama_cpp_python", "{:.1f}"),
          ratio("tg_ours", "tg_llama_cpp_python"), ">= 1"),
         ("2. prompt tok/s (pp512)", value("pp512_ours", "{:.1f}"), value("pp512_native", "{:.1f}"), ratio("pp512_ours", "pp512_native"), ">= 0.97"),
+        ("   prompt vs llama-completion (same file, one run)", value("pp512_ours", "{:.1f}"),
+         value("pp512_native_cli", "{:.1f}"), ratio("pp512_ours", "pp512_native_cli"), ">= 1.0"),
         ("3. start to first token (s)", value("start_ours_s"), value("start_native_s"),
          f"+{r['start_ours_s'] - r['start_native_s']:.2f} s" if "start_ours_s" in r else "n/a", "<= +0.3 s"),
         (f"4. start, {r.get('big_payload_mb')} MB vs tiny payload (s)", value("start_big_payload_s"), value("start_tiny_payload_s"),
