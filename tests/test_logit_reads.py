@@ -12,6 +12,7 @@ import math
 import random
 
 import pytest
+from llmpack.runtime.engine import logprobs as logprobs_module
 from llmpack.runtime.engine.engine import Engine
 from llmpack.runtime.engine.types import EngineConfig, GenerationRequest, ModelSource, SamplingParams
 from llmpack.runtime.formats import llama_chat
@@ -168,14 +169,11 @@ def test_a_chain_that_looks_at_every_logit_first_keeps_llama_cpps_sampling(engin
 def test_log_probabilities_are_read_by_the_library_as_python_computes_them(engine: Engine, monkeypatch,
                                                                           top: int) -> None:
     calls: list[str] = []
-    monkeypatch.setattr(llama_chat, "logit_reads", counted_reads(calls))
-    monkeypatch.delattr(engine, "_reads", raising=False)
+    monkeypatch.setattr(logprobs_module, "logit_reads", counted_reads(calls))
     fast = generate(engine, SamplingParams(temperature=0.0), logprobs=top)
     assert calls.count("logprobs") == sum(map(len, fast)) > 100
-    monkeypatch.setattr(llama_chat, "logit_reads", lambda: None)
-    monkeypatch.delattr(engine, "_reads")
+    monkeypatch.setattr(logprobs_module, "logit_reads", lambda: None)
     slow = generate(engine, SamplingParams(temperature=0.0), logprobs=top)
-    monkeypatch.delattr(engine, "_reads")
     assert [p.token_id for p in sum(fast, [])] == [p.token_id for p in sum(slow, [])]
     for ours, python in zip(sum(fast, []), sum(slow, [])):
         assert ours.logprob == pytest.approx(python.logprob, abs=1e-5)

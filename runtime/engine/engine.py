@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import heapq
 import logging
-import math
 import os
 import threading
 import time
@@ -37,6 +35,7 @@ from .native import (
 )
 from .sampler import SamplerChain, check_grammar_text
 from .embeddings import EmbeddingMethods
+from .logprobs import log_probabilities
 from .scheduler import Scheduler
 from .slots import SchedulerStats
 from .tokens import TokenMethods
@@ -384,28 +383,9 @@ class Engine(TokenMethods, EmbeddingMethods, MediaMethods):
         buffer = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
         return llama.llama_state_seq_set_data(self.context, buffer, len(data), seq) == len(data)
 
-    def _logit_reads(self):
-        if not hasattr(self, "_reads"):
-            from ..formats.llama_chat import logit_reads
-
-            self._reads = logit_reads()
-        return self._reads
-
     def sampler(self, params: SamplingParams) -> "SamplerChain":
         return SamplerChain(self, params)
 
     def logprob(self, token: int, batch_index: int, top: int) -> TokenLogprob:
-        """log-softmax of a batch position's logits, for `token` and the `top` most likely tokens: read by
-        our library (1-2 ms a token on a 262k vocabulary); plain Python where it cannot (no numpy in the
-        frozen runtime: 50 ms a token there), paid only by requests that ask for log-probabilities."""
-        reads = self._logit_reads()
-        found = reads.logprobs(self.context, batch_index, token, top) if reads else None
-        if found is not None:
-            return TokenLogprob(token, found[0], found[1])
-        n_vocab = self.n_vocab
-        pointer = llama.llama_get_logits_ith(self.context, batch_index)
-        logits = pointer[:n_vocab]  # a list of Python floats, copied in C
-        peak = max(logits)
-        log_total = peak + math.log(math.fsum(math.exp(x - peak) for x in logits))
-        best = heapq.nlargest(top, range(n_vocab), key=logits.__getitem__) if top > 0 else []
-        return TokenLogprob(token, logits[token] - log_total, tuple((t, logits[t] - log_total) for t in best))
+        """log-softmax of a batch position's logits, for `token` and the `top` most likely tokens."""
+        return log_probabilities(self.context, self.n_vocab, batch_index, token, top)
