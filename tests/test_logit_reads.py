@@ -114,14 +114,22 @@ def counted_reads(calls: list[str]):
     return lambda: llama_chat.LogitReads(*(counted(name, getattr(reads, name)) for name in reads._fields))
 
 
-def test_greedy_decoding_reads_the_logits_and_picks_what_the_chain_picks(engine: Engine, monkeypatch) -> None:
+def through_the_library_and_the_chain(engine: Engine, monkeypatch, sampling: SamplingParams,
+                                      read: str) -> tuple[list[list[int]], int]:
+    """The tokens generated with the library's reads, checked equal to those of llama.cpp's chain alone
+    (the same seed), and how many times `read` was called."""
     calls: list[str] = []
     monkeypatch.setattr(llama_chat, "logit_reads", counted_reads(calls))
-    fast = generate(engine, SamplingParams(temperature=0.0))
-    ended = sum(len(tokens) < 48 for tokens in fast)  # those picked an end token too
-    assert calls.count("greedy_token") == sum(map(len, fast)) + ended and len(calls) > 100
+    fast = generate(engine, sampling)
     monkeypatch.setattr(llama_chat, "logit_reads", lambda: None)
-    assert generate(engine, SamplingParams(temperature=0.0)) == fast  # the chain's own greedy sampler
+    assert generate(engine, sampling) == fast
+    return fast, calls.count(read)
+
+
+def test_greedy_decoding_reads_the_logits_and_picks_what_the_chain_picks(engine: Engine, monkeypatch) -> None:
+    fast, picks = through_the_library_and_the_chain(engine, monkeypatch, SamplingParams(temperature=0.0), "greedy_token")
+    ended = sum(len(tokens) < 48 for tokens in fast)  # those picked an end token too
+    assert picks == sum(map(len, fast)) + ended and picks > 100
 
 
 @pytest.mark.parametrize("sampling", [SamplingParams(temperature=0.0, ignore_eos=True),
@@ -130,12 +138,8 @@ def test_greedy_decoding_reads_the_logits_and_picks_what_the_chain_picks(engine:
                          ids=["ignore_eos", "logit_bias"])
 def test_greedy_decoding_after_a_logit_bias_picks_what_the_chain_picks(engine: Engine, monkeypatch,
                                                                       sampling: SamplingParams) -> None:
-    calls: list[str] = []
-    monkeypatch.setattr(llama_chat, "logit_reads", counted_reads(calls))
-    fast = generate(engine, sampling)
-    assert calls.count("greedy_token_biased") >= sum(map(len, fast)) > 100
-    monkeypatch.setattr(llama_chat, "logit_reads", lambda: None)
-    assert generate(engine, sampling) == fast  # llama.cpp's logit-bias and greedy samplers
+    fast, picks = through_the_library_and_the_chain(engine, monkeypatch, sampling, "greedy_token_biased")
+    assert picks >= sum(map(len, fast)) > 100
     if sampling.logit_bias:  # the bias was felt: 9 (+25) came out, 12 (banned) never
         assert any(9 in tokens for tokens in fast) and not any(12 in tokens for tokens in fast)
 
@@ -145,12 +149,8 @@ def test_greedy_decoding_after_a_logit_bias_picks_what_the_chain_picks(engine: E
                                       SamplingParams(temperature=1.0, top_k=1, seed=13)], ids=["default", "k128", "k1"])
 def test_sampling_picks_among_the_top_k_the_library_reads_as_the_chain_would(engine: Engine, monkeypatch,
                                                                             sampling: SamplingParams) -> None:
-    calls: list[str] = []
-    monkeypatch.setattr(llama_chat, "logit_reads", counted_reads(calls))
-    fast = generate(engine, sampling)
-    assert calls.count("sample_top_k") >= sum(map(len, fast)) > 100
-    monkeypatch.setattr(llama_chat, "logit_reads", lambda: None)
-    assert generate(engine, sampling) == fast  # same seed, the whole vocabulary through the chain
+    fast, picks = through_the_library_and_the_chain(engine, monkeypatch, sampling, "sample_top_k")
+    assert picks >= sum(map(len, fast)) > 100
 
 
 def test_a_chain_that_looks_at_every_logit_first_keeps_llama_cpps_sampling(engine: Engine, monkeypatch) -> None:
