@@ -114,28 +114,41 @@ float top_share(const float * logits, int32_t n, int32_t k) {
     return float(1.0 / total);
 }
 
+// The log of the softmax's denominator: max + log(sum(exp(x - max))), summed in double (a NaN logit
+// makes it NaN, whichever the max).
+double log_total(const float * logits, int32_t n) {
+    const float peak = logits[first_argmax(logits, n)];
+    double total = 0.0;
+    for (int32_t i = 0; i < n; i++) {
+        total += std::exp(logits[i] - peak);
+    }
+    return double(peak) + std::log(total);
+}
+
+// Output `idx`'s logits from the context's last decode (llama_get_logits_ith's index) and their number,
+// the vocabulary's size; null where that output has none.
+float * output_logits(llama_context * ctx, int32_t idx, int32_t * n_vocab) {
+    *n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(llama_get_model(ctx)));
+    float * logits = llama_get_logits_ith(ctx, idx);
+    return *n_vocab > 0 ? logits : nullptr;
+}
+
 }  // namespace
 
-// The greedy token for output `idx` of the context's last decode (llama_get_logits_ith's index), as a
-// chain holding only llama_sampler_init_greedy would pick it; -1 where that output has no logits.
+// The greedy token for output `idx` (output_logits), as a chain holding only llama_sampler_init_greedy
+// would pick it; -1 where that output has no logits.
 LLMPACK_API int32_t llmpack_greedy_token(llama_context * ctx, int32_t idx) {
-    const float * logits = llama_get_logits_ith(ctx, idx);
-    if (logits == nullptr) {
-        return -1;
-    }
-    const int32_t n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(llama_get_model(ctx)));
-    return n_vocab > 0 ? first_argmax(logits, n_vocab) : -1;
+    int32_t n_vocab;
+    const float * logits = output_logits(ctx, idx, &n_vocab);
+    return logits ? first_argmax(logits, n_vocab) : -1;
 }
 
 // The top token's share among the k largest logits of output `idx` (see top_share); -1 where that
 // output has no logits.
 LLMPACK_API float llmpack_top_share(llama_context * ctx, int32_t idx, int32_t k) {
-    const float * logits = llama_get_logits_ith(ctx, idx);
-    if (logits == nullptr) {
-        return -1.0f;
-    }
-    const int32_t n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(llama_get_model(ctx)));
-    return n_vocab > 0 ? top_share(logits, n_vocab, k) : -1.0f;
+    int32_t n_vocab;
+    const float * logits = output_logits(ctx, idx, &n_vocab);
+    return logits ? top_share(logits, n_vocab, k) : -1.0f;
 }
 
 // llmpack_greedy_token after a logit bias (llama.cpp's logit-bias sampler first in the chain, as
@@ -144,9 +157,9 @@ LLMPACK_API float llmpack_top_share(llama_context * ctx, int32_t idx, int32_t k)
 // Tokens outside the vocabulary are passed over, as there.
 LLMPACK_API int32_t llmpack_greedy_token_biased(llama_context * ctx, int32_t idx, const int32_t * tokens,
                                                 const float * biases, int32_t n_biases) {
-    float * logits = llama_get_logits_ith(ctx, idx);
-    const int32_t n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(llama_get_model(ctx)));
-    if (logits == nullptr || n_vocab <= 0 || n_biases < 0 || n_biases > 4096) {
+    int32_t n_vocab;
+    float * logits = output_logits(ctx, idx, &n_vocab);
+    if (logits == nullptr || n_biases < 0 || n_biases > 4096) {
         return -1;
     }
     float saved[4096];
@@ -176,11 +189,11 @@ LLMPACK_API int32_t llmpack_greedy_token_biased(llama_context * ctx, int32_t idx
 // whole vocabulary; among equal logits the lower token comes first (std::partial_sort leaves their order
 // unspecified). -1, the chain untouched, where this cannot be done (fewer than k logits above -inf).
 LLMPACK_API int32_t llmpack_sample_top_k(llama_sampler * chain, llama_context * ctx, int32_t idx, int32_t k) {
-    const float * logits = llama_get_logits_ith(ctx, idx);
+    int32_t n_vocab;
+    const float * logits = output_logits(ctx, idx, &n_vocab);
     if (logits == nullptr || k < 1 || k > MOST) {
         return -1;
     }
-    const int32_t n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(llama_get_model(ctx)));
     llama_token_data candidates[MOST];
     if (n_vocab < k || !top_candidates(logits, n_vocab, k, candidates)) {
         return -1;
@@ -195,35 +208,13 @@ LLMPACK_API int32_t llmpack_sample_top_k(llama_sampler * chain, llama_context * 
     return token;
 }
 
-namespace {
-
-// The log of the softmax's denominator: max + log(sum(exp(x - max))), summed in double.
-double log_total(const float * logits, int32_t n) {
-    float peak = -INFINITY;
-    int32_t start = 0;
-    for (; start + BLOCK <= n; start += BLOCK) {
-        const float largest = block_max(logits + start);
-        peak = largest > peak ? largest : peak;
-    }
-    for (int32_t i = start; i < n; i++) {
-        peak = logits[i] > peak ? logits[i] : peak;
-    }
-    double total = 0.0;
-    for (int32_t i = 0; i < n; i++) {
-        total += std::exp(logits[i] - peak);
-    }
-    return double(peak) + std::log(total);
-}
-
-}  // namespace
-
 // The log-softmax of output `idx`: `token`'s log-probability into *token_logprob, and the `top` most
 // likely tokens (of equal ones the lower first) with theirs into top_tokens and top_logprobs. Returns
 // `top`, or -1 where this cannot be done (no logits, top above 128, fewer than `top` above -inf).
 LLMPACK_API int32_t llmpack_logprobs(llama_context * ctx, int32_t idx, int32_t token, int32_t top,
                                      double * token_logprob, int32_t * top_tokens, double * top_logprobs) {
-    const float * logits = llama_get_logits_ith(ctx, idx);
-    const int32_t n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(llama_get_model(ctx)));
+    int32_t n_vocab;
+    const float * logits = output_logits(ctx, idx, &n_vocab);
     if (logits == nullptr || token < 0 || token >= n_vocab || top < 0 || top > MOST || top > n_vocab) {
         return -1;
     }
