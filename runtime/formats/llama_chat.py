@@ -13,6 +13,7 @@ does, for every format llama.cpp knows. JSON in, JSON out; the library sits besi
 from __future__ import annotations
 
 import ctypes
+import functools
 import importlib.util
 import json
 import sys
@@ -158,6 +159,7 @@ def _logprobs(lib: ctypes.CDLL) -> Callable[[Any, int, int, int], tuple[float, t
     return logprobs
 
 
+@functools.cache  # once a process: asked for every request's sampler and every log-probability
 def logit_reads() -> LogitReads | None:
     """The library's LogitReads; None where it has none (no library, or one built before them)."""
     try:
@@ -170,27 +172,31 @@ def logit_reads() -> LogitReads | None:
                       lib.llmpack_top_share, _logprobs(lib))
 
 
+# The same reads over any list, for tests.
+def _floats(values: list[float]):
+    return (ctypes.c_float * len(values))(*values), len(values)
+
+
 def first_argmax(values: list[float]) -> int:
-    """The library's pick over any list (for tests): the first index of the largest, NaN never winning."""
-    return _library().llmpack_first_argmax((ctypes.c_float * len(values))(*values), len(values))
+    """The first index of the largest, NaN never winning."""
+    return _library().llmpack_first_argmax(*_floats(values))
 
 
 def log_total(values: list[float]) -> float:
-    """The library's log of the softmax's denominator over any list (for tests)."""
-    return _library().llmpack_log_total_of((ctypes.c_float * len(values))(*values), len(values))
+    """The log of the softmax's denominator."""
+    return _library().llmpack_log_total_of(*_floats(values))
 
 
 def top_share(values: list[float], k: int) -> float:
-    """The library's share of the largest among the k largest, over any list (for tests)."""
-    return _library().llmpack_top_share_of((ctypes.c_float * len(values))(*values), len(values), k)
+    """The share of the largest among the k largest."""
+    return _library().llmpack_top_share_of(*_floats(values), k)
 
 
 def top_candidates(values: list[float], k: int) -> list[int] | None:
-    """The k largest values' indices in the order the chain gets them (for tests); None where fewer
-    than k are above -inf."""
+    """The k largest values' indices in the order the chain gets them; None where fewer than k are
+    above -inf."""
     out = (ctypes.c_int32 * k)()
-    found = _library().llmpack_top_candidates((ctypes.c_float * len(values))(*values), len(values), k, out)
-    return list(out) if found else None
+    return list(out) if _library().llmpack_top_candidates(*_floats(values), k, out) else None
 
 
 class LlamaChat:
