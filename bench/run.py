@@ -111,25 +111,26 @@ class Bench:
                       "-o", "json", *flags], env=self.native_env)
         return float(json.loads(result.stdout)[0]["avg_ts"])
 
+    def llama_completion(self, *flags: str) -> str:
+        """llama-completion on Gemma with our --cli's flags (greedy, -c 2048, the same threads): its log."""
+        return run([str(self.native / "llama-completion"), "-m", str(self.gemma), *flags, "--temp", "0", "-c", "2048",
+                    "-t", self.threads, "-no-cnv"], env=self.native_env, stdin=subprocess.DEVNULL).stderr
+
     def native_cli_speed(self) -> float:
         """llama-completion's generation with our --cli's prompt and flags: the native tool that, like
         ours, reads a prompt and samples each token (llama-bench does neither). Its own rate ("eval
         time") leaves out its sampling, which ours counts: the time per token here is both."""
-        result = run([str(self.native / "llama-completion"), "-m", str(self.gemma), "-p", STORY, "-n", "128",
-                      "--temp", "0", "-c", "2048", "-t", self.threads, "-no-cnv", "--ignore-eos"],
-                     env=self.native_env, stdin=subprocess.DEVNULL)
-        sampling_ms = float(re.search(r"sampling time =\s+([\d.]+) ms", result.stderr).group(1))
-        eval_ms, runs = re.search(r":\s+eval time =\s+([\d.]+) ms /\s+(\d+) runs", result.stderr).group(1, 2)
+        log = self.llama_completion("-p", STORY, "-n", "128", "--ignore-eos")
+        sampling_ms = float(re.search(r"sampling time =\s+([\d.]+) ms", log).group(1))
+        eval_ms, runs = re.search(r":\s+eval time =\s+([\d.]+) ms /\s+(\d+) runs", log).group(1, 2)
         return 1000 / (float(eval_ms) / int(runs) + sampling_ms / 128)  # 128 tokens sampled, one per decode
 
     def native_cli_prompt_speed(self, prompt_file: Path) -> float:
         """llama-completion's prompt rate on the same prompt file as ours: like --cli, one prompt in a
         fresh process after llama.cpp's two-token warm-up (llama-bench first runs the whole pp512 once
         and times the runs after it, with every buffer already touched)."""
-        result = run([str(self.native / "llama-completion"), "-m", str(self.gemma), "-f", str(prompt_file), "-n", "1",
-                      "--temp", "0", "-c", "2048", "-t", self.threads, "-no-cnv"],
-                     env=self.native_env, stdin=subprocess.DEVNULL)
-        return float(re.search(r"prompt eval time = .*?([\d.]+) tokens per second", result.stderr).group(1))
+        log = self.llama_completion("-f", str(prompt_file), "-n", "1")
+        return float(re.search(r"prompt eval time = .*?([\d.]+) tokens per second", log).group(1))
 
     def speeds(self) -> None:
         prompt_file = self.work / "prompt512.txt"
