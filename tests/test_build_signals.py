@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -39,26 +40,20 @@ def signals_at_defaults() -> None:
 def test_a_build_started_with_sighup_ignored_keeps_it_ignored(big_gguf: Path, tiny_bundle: Path, tmp_path: Path) -> None:
     """nohup's promise: a SIGHUP does not end the build, which writes its file."""
     out = tmp_path / "big.llmpack"
-    child = subprocess.Popen([LLMPACK, "build", str(big_gguf), "-o", str(out), "-q"], stdin=subprocess.DEVNULL,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
-    deadline = time.monotonic() + 300
-    while not any(p.name.endswith(".partial") for p in tmp_path.iterdir()) and child.poll() is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    child.send_signal(signal.SIGHUP)
-    stdout, stderr = child.communicate(timeout=120)
-    assert child.returncode == 0, stderr
+    result = signalled([LLMPACK, "build", str(big_gguf), "-o", str(out), "-q"], tmp_path, signal.SIGHUP,
+                       preexec=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    assert result.returncode == 0, result.stderr
     assert out.stat().st_size > SIZE and not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
 
 
-def signalled(command: list[str], out_dir: Path, signum: int) -> subprocess.CompletedProcess:
+def signalled(command: list[str], out_dir: Path, signum: int,
+              preexec: Callable[[], None] = signals_at_defaults) -> subprocess.CompletedProcess:
     """Runs `command`, sends it `signum` once a `.partial` file appears in `out_dir` (the weights are
-    being written), and returns how it ended."""
-    # The signals at their defaults in the child, as a terminal leaves them: a suite run under nohup
-    # ignores SIGHUP, and llmpack keeps a signal ignored by whoever started it (bundler/signals.py).
+    being written), and returns how it ended. By default the child starts with the signals at their
+    defaults, as a terminal leaves them: a suite run under nohup ignores SIGHUP, and llmpack keeps a
+    signal ignored by whoever started it (bundler/signals.py)."""
     child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, preexec_fn=signals_at_defaults)
+                             stderr=subprocess.PIPE, text=True, preexec_fn=preexec)
     deadline = time.monotonic() + 300  # a runtime freeze may come first
     while not any(p.name.endswith(".partial") for p in out_dir.iterdir()):
         if child.poll() is not None or time.monotonic() > deadline:
